@@ -1,0 +1,116 @@
+//! The fixed 28-byte frame header: parsing and emitting (see the spec in
+//! [`crate::wire`]).
+
+use crate::ids::{ClusterId, Incarnation, NodeId, PathId};
+
+/// The protocol version this crate speaks.
+pub const VERSION: u8 = 1;
+/// Bytes in the fixed header.
+pub const HEADER_LEN: usize = 28;
+/// Bytes in the trailing CRC-32.
+pub const CRC_LEN: usize = 4;
+
+/// The message kinds of version 1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[repr(u8)]
+pub enum Kind {
+    /// Introduction: who the sender is; also a heartbeat.
+    Hello = 1,
+    /// Liveness and round-trip timing.
+    Heartbeat = 2,
+    /// A mailbox message on the reliable channel.
+    Data = 3,
+    /// Cumulative acknowledgement of the reliable channel.
+    Ack = 4,
+    /// An event report (e.g. a watchdog trip) on the reliable channel.
+    Event = 5,
+}
+
+impl Kind {
+    /// The kind with this number, if version 1 knows it.
+    #[must_use]
+    pub const fn from_u8(value: u8) -> Option<Kind> {
+        Some(match value {
+            1 => Kind::Hello,
+            2 => Kind::Heartbeat,
+            3 => Kind::Data,
+            4 => Kind::Ack,
+            5 => Kind::Event,
+            _ => return None,
+        })
+    }
+}
+
+/// The decoded fixed header of a frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Header {
+    /// What the body is.
+    pub kind: Kind,
+    /// The path the frame was sent on.
+    pub path: PathId,
+    /// The sender's cluster.
+    pub cluster: ClusterId,
+    /// The sender.
+    pub src: NodeId,
+    /// The intended receiver.
+    pub dst: NodeId,
+    /// The sender's current run.
+    pub src_incarnation: Incarnation,
+    /// The receiver's run as the sender last heard it.
+    pub dst_incarnation: Incarnation,
+    /// Per (sender run, path) frame sequence, from 1.
+    pub seq: u64,
+}
+
+/// Header fields read without any check, for a relay that forwards frames it
+/// cannot authenticate. `bytes` is a raw (COBS-decoded) frame.
+#[must_use]
+pub fn peek_route(bytes: &[u8]) -> Option<(NodeId, NodeId)> {
+    if bytes.len() < HEADER_LEN {
+        return None;
+    }
+    Some((NodeId(le16(bytes, 8)), NodeId(le16(bytes, 10))))
+}
+
+impl Header {
+    /// Writes the header into the first [`HEADER_LEN`] bytes of `out`.
+    pub(crate) fn emit(&self, out: &mut [u8; HEADER_LEN]) {
+        out[0] = VERSION;
+        out[1] = self.kind as u8;
+        out[2] = self.path.0;
+        out[3] = 0;
+        out[4..8].copy_from_slice(&self.cluster.0.to_le_bytes());
+        out[8..10].copy_from_slice(&self.src.0.to_le_bytes());
+        out[10..12].copy_from_slice(&self.dst.0.to_le_bytes());
+        out[12..16].copy_from_slice(&self.src_incarnation.0.to_le_bytes());
+        out[16..20].copy_from_slice(&self.dst_incarnation.0.to_le_bytes());
+        out[20..28].copy_from_slice(&self.seq.to_le_bytes());
+    }
+
+    /// Reads a header whose version, cluster and kind have been checked.
+    pub(crate) fn parse(bytes: &[u8; HEADER_LEN], kind: Kind) -> Header {
+        Header {
+            kind,
+            path: PathId(bytes[2]),
+            cluster: ClusterId(le32(bytes, 4)),
+            src: NodeId(le16(bytes, 8)),
+            dst: NodeId(le16(bytes, 10)),
+            src_incarnation: Incarnation(le32(bytes, 12)),
+            dst_incarnation: Incarnation(le32(bytes, 16)),
+            seq: u64::from_le_bytes([
+                bytes[20], bytes[21], bytes[22], bytes[23], bytes[24], bytes[25], bytes[26],
+                bytes[27],
+            ]),
+        }
+    }
+}
+
+pub(crate) fn le16(bytes: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([bytes[at], bytes[at + 1]])
+}
+
+pub(crate) fn le32(bytes: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+}

@@ -1,0 +1,227 @@
+//! Message bodies, one struct per kind, postcard-encoded (see the spec in
+//! [`crate::wire`]).
+
+use serde::{Deserialize, Serialize};
+
+use super::error::{EncodeError, WireError};
+use super::header::Kind;
+use crate::ids::NodeId;
+
+/// Largest mailbox payload in one data frame.
+pub const MAX_PAYLOAD: usize = 512;
+/// Longest node name in a hello.
+pub const MAX_NAME_LEN: usize = 32;
+
+/// Capability bit: the node runs mailboxes for applications.
+pub const CAP_MAILBOX: u32 = 1 << 0;
+/// Capability bit: the node relays frames between its serial ports.
+pub const CAP_RELAY: u32 = 1 << 1;
+/// Capability bit: the node watches its hosts and reports trips.
+pub const CAP_WATCHDOG: u32 = 1 << 2;
+
+/// What sort of node a peer is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[serde(from = "u8", into = "u8")]
+pub enum NodeKind {
+    /// A server running the host daemon.
+    Host,
+    /// A heartbeat dongle on a serial line.
+    Dongle,
+    /// A kind introduced after this build.
+    Other(u8),
+}
+
+impl From<u8> for NodeKind {
+    fn from(value: u8) -> Self {
+        match value {
+            1 => NodeKind::Host,
+            2 => NodeKind::Dongle,
+            other => NodeKind::Other(other),
+        }
+    }
+}
+
+impl From<NodeKind> for u8 {
+    fn from(kind: NodeKind) -> u8 {
+        match kind {
+            NodeKind::Host => 1,
+            NodeKind::Dongle => 2,
+            NodeKind::Other(other) => other,
+        }
+    }
+}
+
+/// Liveness and round-trip timing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Heartbeat {
+    /// When this frame was made, in µs on the sender's clock.
+    pub sent_at: u64,
+    /// The last `sent_at` received from the receiver on this path; 0 if none.
+    pub echo: u64,
+    /// How long, in µs, the sender held `echo` before sending this frame.
+    pub echo_age: u32,
+}
+
+/// Introduction: who the sender is. Also proves the path alive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Hello<'a> {
+    /// The sender's name, at most [`MAX_NAME_LEN`] bytes of UTF-8.
+    pub name: &'a str,
+    /// Host or dongle.
+    pub node_kind: NodeKind,
+    /// `CAP_*` bits.
+    pub capabilities: u32,
+    /// Timing, as in a heartbeat.
+    pub heartbeat: Heartbeat,
+}
+
+/// One mailbox message on the reliable channel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Data<'a> {
+    /// Channel sequence number, from 1.
+    pub seq: u32,
+    /// The receiving application's mailbox.
+    pub mailbox: u16,
+    /// The message, at most [`MAX_PAYLOAD`] bytes.
+    #[serde(borrow)]
+    pub payload: &'a [u8],
+}
+
+/// Cumulative acknowledgement of the reliable channel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Ack {
+    /// Every sequence number up to and including this one was delivered.
+    pub cumulative: u32,
+}
+
+/// What an event report says happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum EventCode {
+    /// A watchdog saw its subject fall silent.
+    WatchdogTripped,
+    /// The subject of a tripped watchdog was heard again.
+    WatchdogRearmed,
+    /// A code introduced after this build.
+    Other(u16),
+}
+
+impl From<u16> for EventCode {
+    fn from(value: u16) -> Self {
+        match value {
+            1 => EventCode::WatchdogTripped,
+            2 => EventCode::WatchdogRearmed,
+            other => EventCode::Other(other),
+        }
+    }
+}
+
+impl From<EventCode> for u16 {
+    fn from(code: EventCode) -> u16 {
+        match code {
+            EventCode::WatchdogTripped => 1,
+            EventCode::WatchdogRearmed => 2,
+            EventCode::Other(other) => other,
+        }
+    }
+}
+
+/// An event report on the reliable channel, e.g. a dongle's watchdog trip.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct EventReport {
+    /// Channel sequence number, from 1.
+    pub seq: u32,
+    /// What happened ([`EventCode`] as a number).
+    pub code: u16,
+    /// The node it happened to.
+    pub subject: NodeId,
+    /// Code-specific detail (for a trip: milliseconds of silence).
+    pub detail: u32,
+}
+
+impl EventReport {
+    /// The event code, decoded.
+    #[must_use]
+    pub fn event_code(&self) -> EventCode {
+        EventCode::from(self.code)
+    }
+}
+
+/// A decoded frame body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Message<'a> {
+    /// Kind 1.
+    Hello(Hello<'a>),
+    /// Kind 2.
+    Heartbeat(Heartbeat),
+    /// Kind 3.
+    Data(Data<'a>),
+    /// Kind 4.
+    Ack(Ack),
+    /// Kind 5.
+    Event(EventReport),
+}
+
+impl<'a> Message<'a> {
+    /// The kind number this body travels under.
+    #[must_use]
+    pub fn kind(&self) -> Kind {
+        match self {
+            Message::Hello(_) => Kind::Hello,
+            Message::Heartbeat(_) => Kind::Heartbeat,
+            Message::Data(_) => Kind::Data,
+            Message::Ack(_) => Kind::Ack,
+            Message::Event(_) => Kind::Event,
+        }
+    }
+
+    /// Encodes the body into `out`, returning its length.
+    pub(crate) fn encode_body(&self, out: &mut [u8]) -> Result<usize, EncodeError> {
+        let too_large = match self {
+            Message::Hello(h) => h.name.len() > MAX_NAME_LEN,
+            Message::Data(d) => d.payload.len() > MAX_PAYLOAD,
+            _ => false,
+        };
+        if too_large {
+            return Err(EncodeError::TooLarge);
+        }
+        let written = match self {
+            Message::Hello(h) => postcard::to_slice(h, out),
+            Message::Heartbeat(h) => postcard::to_slice(h, out),
+            Message::Data(d) => postcard::to_slice(d, out),
+            Message::Ack(a) => postcard::to_slice(a, out),
+            Message::Event(e) => postcard::to_slice(e, out),
+        }
+        .map_err(|_| EncodeError::BufferTooSmall)?;
+        Ok(written.len())
+    }
+
+    /// Decodes a body of `kind`. Trailing bytes are ignored: later revisions
+    /// of version 1 may append fields.
+    pub(crate) fn decode_body(kind: Kind, body: &'a [u8]) -> Result<Message<'a>, WireError> {
+        fn take<'de, T: Deserialize<'de>>(body: &'de [u8]) -> Result<T, WireError> {
+            postcard::take_from_bytes(body)
+                .map(|(value, _rest)| value)
+                .map_err(|_| WireError::Malformed)
+        }
+        let message = match kind {
+            Kind::Hello => Message::Hello(take(body)?),
+            Kind::Heartbeat => Message::Heartbeat(take(body)?),
+            Kind::Data => Message::Data(take(body)?),
+            Kind::Ack => Message::Ack(take(body)?),
+            Kind::Event => Message::Event(take(body)?),
+        };
+        match message {
+            Message::Hello(h) if h.name.len() > MAX_NAME_LEN => Err(WireError::Malformed),
+            Message::Data(d) if d.payload.len() > MAX_PAYLOAD => Err(WireError::Malformed),
+            _ => Ok(message),
+        }
+    }
+}
