@@ -4,14 +4,19 @@
 //! Sending: every message takes the next sequence number (from 1 for each
 //! pair of incarnations) and waits in a bounded queue until the peer's
 //! cumulative ack covers it; only then is it reported delivered. The first
-//! `window` messages of the queue may be in flight at once. An unacked
-//! message is sent again after the retransmission timeout of the path it went
-//! out on (doubling on each attempt), or at once on another path when that
-//! path goes down.
+//! `window` messages of the queue may be in flight at once. One
+//! retransmission timer runs while anything is in flight (TCP's scheme): when
+//! it fires, everything in flight is sent again in order (go-back-N, which
+//! suits a receiver that keeps no out-of-order messages) and the timeout
+//! doubles; any progress resets it. Messages in flight on a path that goes
+//! down are sent again at once on another.
 //!
 //! Receiving: only the next expected sequence is delivered; a duplicate or a
 //! message after a gap is dropped and answered with the cumulative ack, so the
-//! sender resends what is missing. A message the application has no room for
+//! sender resends what is missing. Every message also carries the sender's
+//! `base`, the oldest sequence it still holds: anything before it was settled
+//! (acked, or failed when the receiver was declared down), so a receiver
+//! missing it skips ahead rather than waiting for what will never come. A message the application has no room for
 //! is not acked either: a full inbox pushes back on the sender instead of
 //! losing anything.
 //!
@@ -34,26 +39,15 @@ pub(crate) enum Content {
     Event { code: u16, subject: NodeId, detail: u32 },
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Sent {
-    at: Instant,
-    path: PathId,
-    timeout: Duration,
-}
-
 #[derive(Clone, Debug)]
 struct Outgoing {
     id: MessageId,
     seq: u32,
     content: Content,
-    sent: Option<Sent>,
+    /// The path of its latest transmission; `None` while it waits to be
+    /// (re)sent.
+    sent_on: Option<PathId>,
     attempts: u32,
-}
-
-impl Outgoing {
-    fn resend_at(&self) -> Instant {
-        self.sent.map_or(Instant::ZERO, |s| s.at + s.timeout)
-    }
 }
 
 /// Whether sequence `a` comes after `b`, in serial-number arithmetic
@@ -81,11 +75,26 @@ pub(crate) struct Channel<const Q: usize> {
     received: u32,
     /// Path to send the next ack on, if one is owed.
     ack_due: Option<PathId>,
+    /// When everything in flight is resent, while anything is.
+    timer: Option<Instant>,
+    /// Timeouts in a row without progress: the timeout doubles each time.
+    backoff: u32,
+    /// The retransmission timeout of the path last used.
+    timeout: Duration,
 }
 
 impl<const Q: usize> Channel<Q> {
     pub(crate) fn new(window: usize) -> Self {
-        Channel { outgoing: Deque::new(), next_seq: 1, window: window.clamp(1, Q.max(1)), received: 0, ack_due: None }
+        Channel {
+            outgoing: Deque::new(),
+            next_seq: 1,
+            window: window.clamp(1, Q.max(1)),
+            received: 0,
+            ack_due: None,
+            timer: None,
+            backoff: 0,
+            timeout: MAX_RTO,
+        }
     }
 
     pub(crate) fn queued(&self) -> usize {
@@ -95,43 +104,64 @@ impl<const Q: usize> Channel<Q> {
     /// Queues a message; false if the queue is full.
     pub(crate) fn push(&mut self, id: MessageId, content: Content) -> bool {
         let seq = self.next_seq;
-        let queued = self.outgoing.push_back(Outgoing { id, seq, content, sent: None, attempts: 0 });
+        let queued = self.outgoing.push_back(Outgoing { id, seq, content, sent_on: None, attempts: 0 });
         if queued.is_ok() {
             self.next_seq = self.next_seq.wrapping_add(1);
         }
         queued.is_ok()
     }
 
-    /// The peer acked everything up to `cumulative`; reports each newly
-    /// delivered message.
-    pub(crate) fn on_ack(&mut self, cumulative: u32, mut delivered: impl FnMut(MessageId)) {
+    /// The peer acked everything up to `cumulative` at `now`; reports each
+    /// newly delivered message.
+    pub(crate) fn on_ack(&mut self, now: Instant, cumulative: u32, mut delivered: impl FnMut(MessageId)) {
+        let mut progressed = false;
         while let Some(front) = self.outgoing.front() {
             if seq_after(front.seq, cumulative) || front.attempts == 0 {
                 break;
             }
             delivered(front.id);
             self.outgoing.pop_front();
+            progressed = true;
+        }
+        if progressed {
+            self.backoff = 0;
+            let in_flight = self.outgoing.iter().any(|o| o.sent_on.is_some());
+            self.timer = in_flight.then_some(now + self.timeout);
         }
     }
 
-    /// When the next message must be (re)sent, if any is waiting.
+    /// When a message must next be (re)sent, if any waits.
     pub(crate) fn send_deadline(&self) -> Option<Instant> {
-        self.outgoing.iter().take(self.window).map(Outgoing::resend_at).min()
+        let unsent = self.outgoing.iter().take(self.window).any(|o| o.sent_on.is_none());
+        if unsent { Some(Instant::ZERO) } else { self.timer }
     }
 
     /// The message to send now on `path`, if one is due; records the send.
     /// `timeout` is that path's retransmission timeout.
     pub(crate) fn poll_send(&mut self, now: Instant, path: PathId, timeout: Duration) -> Option<Message<'_>> {
-        let next = self.outgoing.iter_mut().take(self.window).find(|o| o.resend_at() <= now)?;
-        let backoff = timeout * (1u32 << next.attempts.min(16));
+        self.timeout = timeout;
+        if self.timer.is_some_and(|at| at <= now) {
+            for o in self.outgoing.iter_mut().take(self.window) {
+                o.sent_on = None;
+            }
+            self.backoff = self.backoff.saturating_add(1);
+            self.timer = None;
+        }
+        let base = self.outgoing.front().map_or(self.next_seq, |o| o.seq);
+        let next = self.outgoing.iter_mut().take(self.window).find(|o| o.sent_on.is_none())?;
+        next.sent_on = Some(path);
         next.attempts = next.attempts.saturating_add(1);
-        next.sent = Some(Sent { at: now, path, timeout: backoff.min(MAX_RTO) });
+        if self.timer.is_none() {
+            let backed_off = timeout * (1u32 << self.backoff.min(16));
+            self.timer = Some(now + backed_off.min(MAX_RTO));
+        }
         Some(match &next.content {
             Content::Mailbox { mailbox, payload } => {
-                Message::Data(Data { seq: next.seq, mailbox: *mailbox, payload })
+                Message::Data(Data { seq: next.seq, base, mailbox: *mailbox, payload })
             }
             Content::Event { code, subject, detail } => Message::Event(EventReport {
                 seq: next.seq,
+                base,
                 code: *code,
                 subject: *subject,
                 detail: *detail,
@@ -141,14 +171,18 @@ impl<const Q: usize> Channel<Q> {
 
     /// `path` went down: what was in flight on it goes out again at once.
     pub(crate) fn path_down(&mut self, path: PathId) {
-        for o in self.outgoing.iter_mut().filter(|o| o.sent.is_some_and(|s| s.path == path)) {
-            o.sent = None;
+        for o in self.outgoing.iter_mut().filter(|o| o.sent_on == Some(path)) {
+            o.sent_on = None;
         }
     }
 
-    /// Classifies a received message with sequence `seq` that came in on `path`.
-    pub(crate) fn arrival(&mut self, seq: u32, path: PathId) -> Arrival {
+    /// Classifies a received message with sequence `seq` and the sender's
+    /// `base` that came in on `path`.
+    pub(crate) fn arrival(&mut self, seq: u32, base: u32, path: PathId) -> Arrival {
         self.ack_due = Some(path);
+        if seq_after(base, self.received.wrapping_add(1)) {
+            self.received = base.wrapping_sub(1);
+        }
         if seq == self.received.wrapping_add(1) { Arrival::Next } else { Arrival::Drop }
     }
 
@@ -171,6 +205,8 @@ impl<const Q: usize> Channel<Q> {
         while let Some(o) = self.outgoing.pop_front() {
             failed(o.id);
         }
+        self.timer = None;
+        self.backoff = 0;
     }
 
     /// The peer restarted: fail what the old run may have seen, renumber the
@@ -193,6 +229,8 @@ impl<const Q: usize> Channel<Q> {
         }
         self.received = 0;
         self.ack_due = None;
+        self.timer = None;
+        self.backoff = 0;
     }
 }
 
@@ -229,9 +267,9 @@ mod tests {
         assert_eq!(seq_of(c.poll_send(ms(0), P0, RTO)), Some(2));
         assert_eq!(seq_of(c.poll_send(ms(0), P0, RTO)), None);
         let mut done = std::vec::Vec::new();
-        c.on_ack(1, |id| done.push(id));
+        c.on_ack(ms(1), 1, |id| done.push(id));
         assert_eq!(done, [MessageId(10)]);
-        c.on_ack(2, |id| done.push(id));
+        c.on_ack(ms(1), 2, |id| done.push(id));
         assert_eq!(done, [MessageId(10), MessageId(11)]);
         assert_eq!(c.queued(), 0);
     }
@@ -245,6 +283,21 @@ mod tests {
         assert_eq!(seq_of(c.poll_send(ms(49), P0, RTO)), None);
         assert_eq!(seq_of(c.poll_send(ms(50), P0, RTO)), Some(1));
         assert_eq!(c.send_deadline(), Some(ms(150)), "second timeout doubled");
+        c.on_ack(ms(60), 1, |_| {});
+        assert_eq!(c.send_deadline(), None, "nothing in flight");
+    }
+
+    #[test]
+    fn a_timeout_resends_everything_in_flight_in_order() {
+        let mut c = Channel::<4>::new(4);
+        for i in 1..=3 {
+            c.push(MessageId(i), mail(0));
+            let _ = c.poll_send(ms(0), P0, RTO);
+        }
+        let resent: std::vec::Vec<_> = (0..4).map(|_| seq_of(c.poll_send(ms(50), P0, RTO))).collect();
+        assert_eq!(resent, [Some(1), Some(2), Some(3), None]);
+        c.on_ack(ms(60), 1, |_| {});
+        assert_eq!(c.send_deadline(), Some(ms(110)), "progress resets the backoff");
     }
 
     #[test]
@@ -269,7 +322,7 @@ mod tests {
         assert!(c.poll_send(ms(0), P0, RTO).is_some());
         assert!(c.poll_send(ms(0), P0, RTO).is_some());
         assert!(c.poll_send(ms(0), P0, RTO).is_none());
-        c.on_ack(1, |_| {});
+        c.on_ack(ms(1), 1, |_| {});
         assert_eq!(seq_of(c.poll_send(ms(0), P0, RTO)), Some(3));
     }
 
@@ -293,13 +346,39 @@ mod tests {
     #[test]
     fn receiver_delivers_only_the_next_sequence_and_acks_cumulatively() {
         let mut c = Channel::<2>::new(2);
-        assert_eq!(c.arrival(2, P0), Arrival::Drop, "gap");
+        assert_eq!(c.arrival(2, 1, P0), Arrival::Drop, "gap");
         assert_eq!(c.take_ack(), Some((P0, 0)));
-        assert_eq!(c.arrival(1, P1), Arrival::Next);
+        assert_eq!(c.arrival(1, 1, P1), Arrival::Next);
         c.delivered();
-        assert_eq!(c.arrival(1, P1), Arrival::Drop, "duplicate");
+        assert_eq!(c.arrival(1, 1, P1), Arrival::Drop, "duplicate");
         assert_eq!(c.take_ack(), Some((P1, 1)));
         assert_eq!(c.take_ack(), None);
+    }
+
+    #[test]
+    fn receiver_skips_what_the_sender_gave_up() {
+        let mut c = Channel::<2>::new(2);
+        assert_eq!(c.arrival(1, 1, P0), Arrival::Next);
+        c.delivered();
+        // 2 to 4 failed at the sender; 5 arrives with base 5.
+        assert_eq!(c.arrival(5, 5, P0), Arrival::Next);
+        c.delivered();
+        assert_eq!(c.take_ack(), Some((P0, 5)));
+        // A late copy of 3 is a duplicate now.
+        assert_eq!(c.arrival(3, 2, P0), Arrival::Drop);
+    }
+
+    #[test]
+    fn sender_advertises_its_oldest_unsettled_message() {
+        let mut c = Channel::<4>::new(4);
+        c.push(MessageId(1), mail(1));
+        c.push(MessageId(2), mail(2));
+        c.fail_all(|_| {});
+        c.push(MessageId(3), mail(3));
+        match c.poll_send(ms(0), P0, RTO) {
+            Some(Message::Data(d)) => assert_eq!((d.seq, d.base), (3, 3)),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
@@ -313,7 +392,7 @@ mod tests {
         c.peer_restarted(|id| failed.push(id));
         assert_eq!(failed, [MessageId(1)]);
         assert_eq!(seq_of(c.poll_send(ms(1), P0, RTO)), Some(1));
-        c.on_ack(1, |id| assert_eq!(id, MessageId(2)));
+        c.on_ack(ms(2), 1, |id| assert_eq!(id, MessageId(2)));
         assert_eq!(seq_of(c.poll_send(ms(1), P0, RTO)), Some(2));
     }
 }

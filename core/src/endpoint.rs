@@ -475,7 +475,10 @@ impl<const PEERS: usize, const PATHS: usize, const QUEUE: usize, const INBOX: us
     ///
     /// Rejected frames are counted and reported; they change nothing else.
     pub fn handle_frame(&mut self, now: Instant, at: PathRef, frame: &mut [u8]) -> Result<(), RxError> {
-        self.advance(now);
+        // Timers that fell due before this frame run first, so a late caller
+        // still sees the failure it missed; a frame arriving at the very
+        // instant a path would fall silent still counts for it.
+        self.advance(Instant::from_micros(now.as_micros().saturating_sub(1)));
         let result = self.receive(now, at, frame);
         match &result {
             Ok(()) => {
@@ -601,7 +604,7 @@ impl<const PEERS: usize, const PATHS: usize, const QUEUE: usize, const INBOX: us
         for peer in &self.peers {
             for path in &peer.paths {
                 consider(Some(path.next_heartbeat()));
-                consider(path.down_deadline());
+                consider(path.silence_deadline());
             }
             consider(peer.watchdog.as_ref().and_then(|w| w.poll_timeout()));
             if peer.state == NodeState::Up && peer.best_path().is_some() {
@@ -729,14 +732,14 @@ impl<const PEERS: usize, const PATHS: usize, const QUEUE: usize, const INBOX: us
         }
         match message {
             Message::Data(data) => {
-                if peer.channel.arrival(data.seq, at.path) == Arrival::Next && !self.inbox.is_full() {
+                if peer.channel.arrival(data.seq, data.base, at.path) == Arrival::Next && !self.inbox.is_full() {
                     let payload = Vec::from_slice(data.payload).unwrap_or_default();
                     let _ = self.inbox.push_back(Received { from: node, mailbox: data.mailbox, payload });
                     peer.channel.delivered();
                 }
             }
             Message::Event(report) => {
-                if peer.channel.arrival(report.seq, at.path) == Arrival::Next && !self.events.queue.is_full() {
+                if peer.channel.arrival(report.seq, report.base, at.path) == Arrival::Next && !self.events.queue.is_full() {
                     let event = RemoteEvent { code: report.event_code(), subject: report.subject, detail: report.detail };
                     self.events.push(Event::Remote { from: node, event });
                     peer.channel.delivered();
@@ -744,7 +747,7 @@ impl<const PEERS: usize, const PATHS: usize, const QUEUE: usize, const INBOX: us
             }
             Message::Ack(ack) => {
                 let events = &mut self.events;
-                peer.channel.on_ack(ack.cumulative, |id| events.push(Event::Delivered { node, id }));
+                peer.channel.on_ack(now, ack.cumulative, |id| events.push(Event::Delivered { node, id }));
             }
             Message::Hello(_) | Message::Heartbeat(_) => {}
         }

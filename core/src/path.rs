@@ -110,6 +110,9 @@ pub(crate) struct Path {
     pub(crate) config: PathConfig,
     state: PathState,
     last_heard: Option<Instant>,
+    /// Something was heard within `interval × misses`: the peer is alive on
+    /// this path, even while it is still rising.
+    audible: bool,
     rising: u32,
     next_heartbeat: Instant,
     tx_seq: u64,
@@ -126,6 +129,7 @@ impl Path {
             config,
             state: PathState::Down,
             last_heard: None,
+            audible: false,
             rising: 0,
             next_heartbeat: now,
             tx_seq: 0,
@@ -144,6 +148,12 @@ impl Path {
         self.state == PathState::Up
     }
 
+    /// Heard within `interval × misses`, whether up or still rising: proof
+    /// the peer is alive, though not yet trusted to carry traffic.
+    pub(crate) fn is_audible(&self) -> bool {
+        self.audible
+    }
+
     pub(crate) fn last_heard(&self) -> Option<Instant> {
         self.last_heard
     }
@@ -154,6 +164,7 @@ impl Path {
             .last_heard
             .is_none_or(|last| now.saturating_since(last) >= self.config.down_after());
         self.last_heard = Some(now);
+        self.audible = true;
         if let Some(hb) = heartbeat {
             self.echo = Some((hb.sent_at, now));
         }
@@ -183,21 +194,24 @@ impl Path {
         }
     }
 
-    /// Takes the path down if it has been silent for too long.
+    /// Marks the path silent, and takes it down if it was up, once nothing
+    /// has been heard for `interval × misses`.
     pub(crate) fn expire(&mut self, now: Instant) -> Option<Transition> {
-        let deadline = self.down_deadline()?;
+        let deadline = self.silence_deadline()?;
         if now < deadline {
             return None;
         }
-        self.state = PathState::Down;
+        self.audible = false;
         self.rising = 0;
-        Some(Transition::Down)
+        let was_up = self.state == PathState::Up;
+        self.state = PathState::Down;
+        was_up.then_some(Transition::Down)
     }
 
-    /// When the path goes down unless heard from, while it is up.
-    pub(crate) fn down_deadline(&self) -> Option<Instant> {
-        match (self.state, self.last_heard) {
-            (PathState::Up, Some(last)) => Some(last + self.config.down_after()),
+    /// When the path falls silent (and goes down, if up) unless heard from.
+    pub(crate) fn silence_deadline(&self) -> Option<Instant> {
+        match (self.audible, self.last_heard) {
+            (true, Some(last)) => Some(last + self.config.down_after()),
             _ => None,
         }
     }
@@ -256,7 +270,7 @@ mod tests {
         let mut p = Path::new(config(), ms(0));
         assert_eq!(p.heard(ms(0), Some(&HB)), None);
         assert_eq!(p.heard(ms(100), Some(&HB)), Some(Transition::Up));
-        assert_eq!(p.down_deadline(), Some(ms(400)));
+        assert_eq!(p.silence_deadline(), Some(ms(400)));
         assert_eq!(p.expire(ms(399)), None);
         assert_eq!(p.expire(ms(400)), Some(Transition::Down));
         assert_eq!(p.state(), PathState::Down);
@@ -276,11 +290,23 @@ mod tests {
         assert_eq!(p.heard(ms(0), None), None);
         assert_eq!(p.heard(ms(10), None), None);
         assert!(!p.is_up());
+        assert!(p.is_audible(), "heard, so the peer is alive on it");
         p.heard(ms(20), Some(&HB));
         assert_eq!(p.heard(ms(30), Some(&HB)), Some(Transition::Up));
         p.heard(ms(250), None);
         assert_eq!(p.expire(ms(500)), None);
         assert_eq!(p.expire(ms(550)), Some(Transition::Down));
+    }
+
+    #[test]
+    fn a_rising_path_falls_silent_without_a_transition() {
+        let mut p = Path::new(config(), ms(0));
+        assert_eq!(p.heard(ms(0), Some(&HB)), None);
+        assert!(p.is_audible());
+        assert_eq!(p.silence_deadline(), Some(ms(300)));
+        assert_eq!(p.expire(ms(300)), None);
+        assert!(!p.is_audible());
+        assert_eq!(p.silence_deadline(), None, "no timer once silent");
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! What this node knows of one peer: its paths, whether it is alive, which
 //! run of it we are talking to, and the reliable channel to it.
 //!
-//! Membership rule: a peer is up while at least one of its paths is up, and is
-//! declared down only when every path is down. A frame carrying a larger
+//! Membership rule: a peer comes up when one of its paths is up, stays up
+//! while any path has delivered anything within its `interval × misses`
+//! (even a path still rising), and is declared down only when every path has
+//! fallen silent. A frame carrying a larger
 //! incarnation than the one we knew means the peer restarted, whether or not
 //! any path noticed it missing.
 
@@ -97,13 +99,14 @@ impl<const PATHS: usize, const QUEUE: usize> Peer<PATHS, QUEUE> {
 
     /// Re-derives membership from the paths after any of them changed.
     pub(crate) fn update_membership(&mut self) -> Option<Membership> {
+        let alive = self.paths.iter().any(Path::is_audible);
         let any_up = self.paths.iter().any(Path::is_up);
-        match (self.state, any_up) {
-            (NodeState::Up, false) => {
+        match self.state {
+            NodeState::Up if !alive => {
                 self.state = NodeState::Down;
                 Some(Membership::Down)
             }
-            (NodeState::Unknown | NodeState::Down, true) => {
+            NodeState::Unknown | NodeState::Down if any_up => {
                 self.state = NodeState::Up;
                 Some(Membership::Up)
             }

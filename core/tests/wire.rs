@@ -149,7 +149,7 @@ fn trailing_body_fields_from_a_newer_peer_are_ignored() {
 fn oversized_payloads_and_names_are_refused_at_encode() {
     let mut buf = [0u8; MAX_ENCODED_LEN];
     let payload = [7u8; MAX_PAYLOAD + 1];
-    let data = Message::Data(Data { seq: 1, mailbox: 1, payload: &payload });
+    let data = Message::Data(Data { seq: 1, base: 1, mailbox: 1, payload: &payload });
     assert_eq!(wire::encode(&header(), &data, &key(), &mut buf), Err(wire::EncodeError::TooLarge));
     let long_name = "x".repeat(33);
     let hello = Message::Hello(Hello {
@@ -166,7 +166,7 @@ fn oversized_payloads_and_names_are_refused_at_encode() {
 #[test]
 fn a_full_payload_fits_the_documented_maximum() {
     let payload = [0u8; MAX_PAYLOAD];
-    let data = Message::Data(Data { seq: u32::MAX, mailbox: u16::MAX, payload: &payload });
+    let data = Message::Data(Data { seq: u32::MAX, base: u32::MAX, mailbox: u16::MAX, payload: &payload });
     let frame = encode(&header(), &data, &key());
     assert!(frame.len() <= MAX_ENCODED_LEN);
     assert!(decode_one(frame, &key(), CLUSTER).is_ok());
@@ -176,9 +176,9 @@ fn a_full_payload_fits_the_documented_maximum() {
 enum OwnedMessage {
     Hello(String, u8, u32, Heartbeat),
     Heartbeat(Heartbeat),
-    Data(u32, u16, Vec<u8>),
+    Data(u32, u32, u16, Vec<u8>),
     Ack(u32),
-    Event(u32, u16, u16, u32),
+    Event(u32, u32, u16, u16, u32),
 }
 
 impl OwnedMessage {
@@ -191,12 +191,13 @@ impl OwnedMessage {
                 heartbeat: *hb,
             }),
             OwnedMessage::Heartbeat(hb) => Message::Heartbeat(*hb),
-            OwnedMessage::Data(seq, mailbox, payload) => {
-                Message::Data(Data { seq: *seq, mailbox: *mailbox, payload })
+            OwnedMessage::Data(seq, base, mailbox, payload) => {
+                Message::Data(Data { seq: *seq, base: *base, mailbox: *mailbox, payload })
             }
             OwnedMessage::Ack(c) => Message::Ack(Ack { cumulative: *c }),
-            OwnedMessage::Event(seq, code, subject, detail) => Message::Event(EventReport {
+            OwnedMessage::Event(seq, base, code, subject, detail) => Message::Event(EventReport {
                 seq: *seq,
+                base: *base,
                 code: *code,
                 subject: NodeId(*subject),
                 detail: *detail,
@@ -215,11 +216,11 @@ fn message_strategy() -> impl Strategy<Value = OwnedMessage> {
             .prop_filter("name fits", |(n, ..)| n.len() <= 32)
             .prop_map(|(n, k, c, h)| OwnedMessage::Hello(n, k, c, h)),
         heartbeat_strategy().prop_map(OwnedMessage::Heartbeat),
-        (any::<u32>(), any::<u16>(), prop::collection::vec(any::<u8>(), 0..=MAX_PAYLOAD))
-            .prop_map(|(s, m, p)| OwnedMessage::Data(s, m, p)),
+        (any::<u32>(), any::<u32>(), any::<u16>(), prop::collection::vec(any::<u8>(), 0..=MAX_PAYLOAD))
+            .prop_map(|(s, b, m, p)| OwnedMessage::Data(s, b, m, p)),
         any::<u32>().prop_map(OwnedMessage::Ack),
-        (any::<u32>(), any::<u16>(), any::<u16>(), any::<u32>())
-            .prop_map(|(s, c, n, d)| OwnedMessage::Event(s, c, n, d)),
+        (any::<u32>(), any::<u32>(), any::<u16>(), any::<u16>(), any::<u32>())
+            .prop_map(|(s, b, c, n, d)| OwnedMessage::Event(s, b, c, n, d)),
     ]
 }
 
@@ -293,7 +294,7 @@ fn every_split_point_of_a_three_frame_stream_decodes_the_same() {
     let payload = [0u8, 1, 0, 2, 0, 0, 3];
     let stream: Vec<u8> = [
         heartbeat(),
-        Message::Data(Data { seq: 1, mailbox: 9, payload: &payload }),
+        Message::Data(Data { seq: 1, base: 1, mailbox: 9, payload: &payload }),
         Message::Ack(Ack { cumulative: 1 }),
     ]
     .iter()

@@ -84,6 +84,10 @@ pub struct Hello<'a> {
 pub struct Data<'a> {
     /// Channel sequence number, from 1.
     pub seq: u32,
+    /// Every sequence before this one is settled at the sender (acknowledged,
+    /// or given up when the receiver was declared down): the receiver skips
+    /// any it has not seen.
+    pub base: u32,
     /// The receiving application's mailbox.
     pub mailbox: u16,
     /// The message, at most [`MAX_PAYLOAD`] bytes.
@@ -137,6 +141,8 @@ impl From<EventCode> for u16 {
 pub struct EventReport {
     /// Channel sequence number, from 1.
     pub seq: u32,
+    /// As in [`Data::base`].
+    pub base: u32,
     /// What happened ([`EventCode`] as a number).
     pub code: u16,
     /// The node it happened to.
