@@ -196,10 +196,6 @@ impl<const Q: usize> Channel<Q> {
         self.ack_due.take().map(|path| (path, self.received))
     }
 
-    pub(crate) fn ack_due(&self) -> bool {
-        self.ack_due.is_some()
-    }
-
     /// The peer is down: everything queued fails.
     pub(crate) fn fail_all(&mut self, mut failed: impl FnMut(MessageId)) {
         while let Some(o) = self.outgoing.pop_front() {

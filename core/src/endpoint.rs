@@ -374,6 +374,17 @@ pub struct Endpoint<
     events: Events<EVENTS>,
     next_message: u32,
     counters: Counters,
+    /// No path falls silent and no watchdog trips before this instant (a
+    /// lower bound, so most calls skip the scan of every path).
+    next_expiry: Instant,
+    /// No heartbeat is due before this instant (a lower bound likewise).
+    next_heartbeat: Instant,
+    /// Where the last due heartbeat was found.
+    heartbeat_cursor: usize,
+    /// No mailbox traffic is due before this instant (a lower bound).
+    next_send: Instant,
+    /// Some peer may be owed an ack.
+    acks_pending: bool,
 }
 
 /// Who is sending: the fields every outgoing header and hello repeats.
@@ -412,6 +423,17 @@ impl Local<'_> {
     }
 }
 
+/// When the channel to `peer` next has a message to send, if it can send
+/// at all (the peer is up and a path to it is up).
+fn sendable<const PATHS: usize, const QUEUE: usize>(peer: &Peer<PATHS, QUEUE>) -> Option<Instant> {
+    let deadline = peer.channel.send_deadline()?;
+    let can_send = peer.state == NodeState::Up && peer.incarnation.is_some() && peer.best_path().is_some();
+    can_send.then_some(deadline)
+}
+
+/// "No deadline" in the endpoint's cached lower bounds.
+const NEVER: Instant = Instant::from_micros(u64::MAX);
+
 fn path_index(path: PathId) -> usize {
     usize::from(path.0)
 }
@@ -442,6 +464,11 @@ impl<const PEERS: usize, const PATHS: usize, const QUEUE: usize, const INBOX: us
             events: Events { queue: Deque::new(), dropped: 0 },
             next_message: 0,
             counters: Counters::default(),
+            next_expiry: NEVER,
+            next_heartbeat: NEVER,
+            heartbeat_cursor: 0,
+            next_send: NEVER,
+            acks_pending: false,
         })
     }
 
@@ -467,7 +494,9 @@ impl<const PEERS: usize, const PATHS: usize, const QUEUE: usize, const INBOX: us
             config.validate().map_err(|error| ConfigError::Path { path, error })?;
             built.push(Path::new(*config, now)).map_err(|_| count_error)?;
         }
-        self.peers.push(Peer::new(peer, built)).map_err(|_| ConfigError::TooManyPeers { max: PEERS })
+        self.peers.push(Peer::new(peer, built)).map_err(|_| ConfigError::TooManyPeers { max: PEERS })?;
+        self.next_heartbeat = self.next_heartbeat.min(now);
+        Ok(())
     }
 
     /// Processes one received frame: `frame` is its COBS bytes without the
@@ -524,6 +553,7 @@ impl<const PEERS: usize, const PATHS: usize, const QUEUE: usize, const INBOX: us
         if !peer.channel.push(id, content) {
             return Err(SendError::QueueFull(to));
         }
+        self.next_send = sendable(peer).map_or(self.next_send, |at| at.min(self.next_send));
         self.next_message = self.next_message.wrapping_add(1);
         Ok(id)
     }
@@ -540,12 +570,19 @@ impl<const PEERS: usize, const PATHS: usize, const QUEUE: usize, const INBOX: us
 
     fn next_transmit(&mut self, now: Instant, buf: &mut [u8; MAX_ENCODED_LEN]) -> Option<Transmit> {
         let local = Local { cluster: self.cluster, node: self.node, incarnation: self.incarnation, key: &self.key };
-        for peer in &mut self.peers {
-            let (node, incarnation, knows_us) = (peer.node(), peer.incarnation, peer.knows_us);
-            for (index, path) in peer.paths.iter_mut().enumerate() {
-                if path.next_heartbeat() > now {
+        let peers = self.peers.len();
+        if now >= self.next_heartbeat {
+            // Resume where the last heartbeat was found, so a burst of due
+            // heartbeats costs one pass over the peers, not one per frame.
+            for offset in 0..peers {
+                let at = (self.heartbeat_cursor + offset) % peers;
+                let peer = &mut self.peers[at];
+                let (node, incarnation, knows_us) = (peer.node(), peer.incarnation, peer.knows_us);
+                let Some((index, path)) = peer.paths.iter_mut().enumerate().find(|(_, p)| p.next_heartbeat() <= now)
+                else {
                     continue;
-                }
+                };
+                self.heartbeat_cursor = at;
                 let heartbeat = path.make_heartbeat(now);
                 let message = if path.is_up() && knows_us {
                     Message::Heartbeat(heartbeat)
@@ -560,21 +597,29 @@ impl<const PEERS: usize, const PATHS: usize, const QUEUE: usize, const INBOX: us
                 let id = PathId(u8::try_from(index).ok()?);
                 return local.emit(node, incarnation, (id, path), &message, buf);
             }
+            let all = self.peers.iter().flat_map(|p| p.paths.iter()).map(Path::next_heartbeat);
+            self.next_heartbeat = all.fold(NEVER, Instant::min);
         }
-        for peer in &mut self.peers {
-            let Some((id, cumulative)) = peer.channel.take_ack() else { continue };
-            let Some(path) = peer.paths.get_mut(path_index(id)) else { continue };
-            let message = Message::Ack(wire::Ack { cumulative });
-            return local.emit(peer.config.node, peer.incarnation, (id, path), &message, buf);
-        }
-        for peer in &mut self.peers {
-            if peer.state != NodeState::Up || peer.incarnation.is_none() {
-                continue;
+        if self.acks_pending {
+            for peer in &mut self.peers {
+                let Some((id, cumulative)) = peer.channel.take_ack() else { continue };
+                let Some(path) = peer.paths.get_mut(path_index(id)) else { continue };
+                let message = Message::Ack(wire::Ack { cumulative });
+                return local.emit(peer.config.node, peer.incarnation, (id, path), &message, buf);
             }
-            let Some(id) = peer.best_path() else { continue };
-            let Some(path) = peer.paths.get_mut(path_index(id)) else { continue };
-            let Some(message) = peer.channel.poll_send(now, id, path.rtt.rto()) else { continue };
-            return local.emit(peer.config.node, peer.incarnation, (id, path), &message, buf);
+            self.acks_pending = false;
+        }
+        if now >= self.next_send {
+            for peer in &mut self.peers {
+                if !sendable(peer).is_some_and(|at| at <= now) {
+                    continue;
+                }
+                let Some(id) = peer.best_path() else { continue };
+                let Some(path) = peer.paths.get_mut(path_index(id)) else { continue };
+                let Some(message) = peer.channel.poll_send(now, id, path.rtt.rto()) else { continue };
+                return local.emit(peer.config.node, peer.incarnation, (id, path), &message, buf);
+            }
+            self.next_send = self.peers.iter().filter_map(sendable).fold(NEVER, Instant::min);
         }
         None
     }
@@ -595,26 +640,10 @@ impl<const PEERS: usize, const PATHS: usize, const QUEUE: usize, const INBOX: us
     /// assuming the outputs were drained.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let mut earliest: Option<Instant> = None;
-        let mut consider = |at: Option<Instant>| {
-            if let Some(at) = at {
-                earliest = Some(earliest.map_or(at, |e| e.min(at)));
-            }
-        };
-        for peer in &self.peers {
-            for path in &peer.paths {
-                consider(Some(path.next_heartbeat()));
-                consider(path.silence_deadline());
-            }
-            consider(peer.watchdog.as_ref().and_then(|w| w.poll_timeout()));
-            if peer.state == NodeState::Up && peer.best_path().is_some() {
-                consider(peer.channel.send_deadline());
-            }
-            if peer.channel.ack_due() {
-                consider(Some(Instant::ZERO));
-            }
+        if self.acks_pending {
+            return Some(Instant::ZERO);
         }
-        earliest
+        [self.next_heartbeat, self.next_expiry, self.next_send].into_iter().filter(|&at| at != NEVER).min()
     }
 
     fn path_mut(&mut self, at: PathRef) -> Option<&mut Path> {
@@ -623,6 +652,10 @@ impl<const PEERS: usize, const PATHS: usize, const QUEUE: usize, const INBOX: us
 
     /// Expires paths and watchdogs whose time has come.
     fn advance(&mut self, now: Instant) {
+        if now < self.next_expiry {
+            return;
+        }
+        let mut next_expiry = NEVER;
         for peer in &mut self.peers {
             let node = peer.node();
             for (index, path) in peer.paths.iter_mut().enumerate() {
@@ -633,12 +666,17 @@ impl<const PEERS: usize, const PATHS: usize, const QUEUE: usize, const INBOX: us
                 }
             }
             Self::membership_changed(peer, &mut self.events);
+            self.next_send = sendable(peer).map_or(self.next_send, |at| at.min(self.next_send));
             if let Some(WatchdogEvent::Tripped { silent_for }) =
                 peer.watchdog.as_mut().and_then(|w| w.handle_timeout(now))
             {
                 self.events.push(Event::WatchdogTripped { node, silent_for });
             }
+            let deadlines = peer.paths.iter().filter_map(Path::silence_deadline);
+            let watchdog = peer.watchdog.as_ref().and_then(|w| w.poll_timeout());
+            next_expiry = deadlines.chain(watchdog).fold(next_expiry, Instant::min);
         }
+        self.next_expiry = next_expiry;
     }
 
     fn membership_changed(peer: &mut Peer<PATHS, QUEUE>, events: &mut Events<EVENTS>) {
@@ -727,11 +765,26 @@ impl<const PEERS: usize, const PATHS: usize, const QUEUE: usize, const INBOX: us
         if let Some(WatchdogEvent::Rearmed) = peer.watchdog.as_mut().and_then(|w| w.feed(now)) {
             self.events.push(Event::WatchdogRearmed { node });
         }
-        if stale {
-            return Ok(());
+        let path = &peer.paths[path_index(at.path)];
+        let watchdog = peer.watchdog.as_ref().and_then(|w| w.poll_timeout());
+        self.next_expiry = path.silence_deadline().into_iter().chain(watchdog).fold(self.next_expiry, Instant::min);
+        if !stale {
+            self.receive_channel(now, at, message);
         }
+        if let Some(peer) = self.peers.iter().find(|p| p.node() == node) {
+            self.next_send = sendable(peer).map_or(self.next_send, |at| at.min(self.next_send));
+        }
+        Ok(())
+    }
+
+    /// Hands a fresh data, event or ack message that arrived `at` to its
+    /// peer's channel.
+    fn receive_channel(&mut self, now: Instant, at: PathRef, message: Message<'_>) {
+        let node = at.node;
+        let Some(peer) = self.peers.iter_mut().find(|p| p.node() == node) else { return };
         match message {
             Message::Data(data) => {
+                self.acks_pending = true;
                 if peer.channel.arrival(data.seq, data.base, at.path) == Arrival::Next && !self.inbox.is_full() {
                     let payload = Vec::from_slice(data.payload).unwrap_or_default();
                     let _ = self.inbox.push_back(Received { from: node, mailbox: data.mailbox, payload });
@@ -739,6 +792,7 @@ impl<const PEERS: usize, const PATHS: usize, const QUEUE: usize, const INBOX: us
                 }
             }
             Message::Event(report) => {
+                self.acks_pending = true;
                 if peer.channel.arrival(report.seq, report.base, at.path) == Arrival::Next && !self.events.queue.is_full() {
                     let event = RemoteEvent { code: report.event_code(), subject: report.subject, detail: report.detail };
                     self.events.push(Event::Remote { from: node, event });
@@ -751,7 +805,6 @@ impl<const PEERS: usize, const PATHS: usize, const QUEUE: usize, const INBOX: us
             }
             Message::Hello(_) | Message::Heartbeat(_) => {}
         }
-        Ok(())
     }
 
     /// This node's id.

@@ -1,7 +1,7 @@
 //! Whole frames: header, body, tag and CRC, COBS-encoded. The checks run in
 //! the order the spec in [`crate::wire`] lists.
 
-use crc::{CRC_32_ISO_HDLC, Crc};
+use crc::{CRC_32_ISO_HDLC, Crc, Table};
 
 use super::auth::{Key, TAG_LEN};
 use super::error::{EncodeError, WireError};
@@ -10,7 +10,12 @@ use super::message::Message;
 use super::{MAX_ENCODED_LEN, MAX_FRAME_LEN, MIN_FRAME_LEN};
 use crate::ids::ClusterId;
 
-const CRC32: Crc<u32> = Crc::<u32>::new(&CRC_32_ISO_HDLC);
+/// Hosts (`std`) spend 16 KiB on slice-by-16 tables for speed; the dongle
+/// keeps the 1 KiB bytewise table.
+#[cfg(feature = "std")]
+const CRC32: Crc<u32, Table<16>> = Crc::<u32, Table<16>>::new(&CRC_32_ISO_HDLC);
+#[cfg(not(feature = "std"))]
+const CRC32: Crc<u32, Table<1>> = Crc::<u32, Table<1>>::new(&CRC_32_ISO_HDLC);
 
 /// Encodes one frame into `out`: COBS bytes followed by the `0x00` delimiter.
 /// Returns the number of bytes written. `header.kind` is taken from `message`.

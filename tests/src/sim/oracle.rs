@@ -88,7 +88,9 @@ pub(crate) struct Oracle {
     /// `[observer][subject][path]`: when a frame was last accepted.
     last_accepted: Vec<Vec<Vec<Option<Instant>>>>,
     /// `[observer][subject]`: the latest instant by which the observer must
-    /// have declared the subject down if nothing more arrives.
+    /// have declared the subject down if nothing more arrives. While it is
+    /// `Some`, one entry for the pair waits in `deadlines`, at this bound or
+    /// earlier.
     must_be_down_by: Vec<Vec<Option<Instant>>>,
     deadlines: BinaryHeap<Reverse<(Instant, usize, usize)>>,
     ledger: HashMap<(usize, usize), PairLedger>,
@@ -124,9 +126,15 @@ impl Oracle {
         slots[index] = Some(now);
         let bound = now + link.config.interval * (link.config.misses + 1);
         let slot = &mut self.must_be_down_by[observer][subject];
-        if slot.is_none_or(|b| bound > b) {
-            *slot = Some(bound);
-            self.deadlines.push(Reverse((bound, observer, subject)));
+        match *slot {
+            // A check is already scheduled; it reschedules itself when it
+            // finds the bound has moved.
+            Some(current) if bound <= current => {}
+            Some(_) => *slot = Some(bound),
+            None => {
+                *slot = Some(bound);
+                self.deadlines.push(Reverse((bound, observer, subject)));
+            }
         }
     }
 
@@ -183,10 +191,14 @@ impl Oracle {
                 break;
             }
             self.deadlines.pop();
-            if self.must_be_down_by[observer][subject] != Some(bound) {
-                continue;
+            match self.must_be_down_by[observer][subject] {
+                None => continue,
+                Some(current) if current > bound => {
+                    self.deadlines.push(Reverse((current, observer, subject)));
+                    continue;
+                }
+                Some(_) => self.must_be_down_by[observer][subject] = None,
             }
-            self.must_be_down_by[observer][subject] = None;
             if is_up(observer, subject) {
                 return Err(self.violation(
                     now,
