@@ -33,10 +33,19 @@ use crate::time::{Duration, Instant};
 use crate::wire::{Data, EventReport, MAX_PAYLOAD, Message};
 
 /// What a queued message carries.
+// Without a heap every queue slot is sized for a full mailbox message anyway.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Content {
-    Mailbox { mailbox: u16, payload: Vec<u8, MAX_PAYLOAD> },
-    Event { code: u16, subject: NodeId, detail: u32 },
+    Mailbox {
+        mailbox: u16,
+        payload: Vec<u8, MAX_PAYLOAD>,
+    },
+    Event {
+        code: u16,
+        subject: NodeId,
+        detail: u32,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -104,7 +113,13 @@ impl<const Q: usize> Channel<Q> {
     /// Queues a message; false if the queue is full.
     pub(crate) fn push(&mut self, id: MessageId, content: Content) -> bool {
         let seq = self.next_seq;
-        let queued = self.outgoing.push_back(Outgoing { id, seq, content, sent_on: None, attempts: 0 });
+        let queued = self.outgoing.push_back(Outgoing {
+            id,
+            seq,
+            content,
+            sent_on: None,
+            attempts: 0,
+        });
         if queued.is_ok() {
             self.next_seq = self.next_seq.wrapping_add(1);
         }
@@ -113,7 +128,12 @@ impl<const Q: usize> Channel<Q> {
 
     /// The peer acked everything up to `cumulative` at `now`; reports each
     /// newly delivered message.
-    pub(crate) fn on_ack(&mut self, now: Instant, cumulative: u32, mut delivered: impl FnMut(MessageId)) {
+    pub(crate) fn on_ack(
+        &mut self,
+        now: Instant,
+        cumulative: u32,
+        mut delivered: impl FnMut(MessageId),
+    ) {
         let mut progressed = false;
         while let Some(front) = self.outgoing.front() {
             if seq_after(front.seq, cumulative) || front.attempts == 0 {
@@ -132,13 +152,26 @@ impl<const Q: usize> Channel<Q> {
 
     /// When a message must next be (re)sent, if any waits.
     pub(crate) fn send_deadline(&self) -> Option<Instant> {
-        let unsent = self.outgoing.iter().take(self.window).any(|o| o.sent_on.is_none());
-        if unsent { Some(Instant::ZERO) } else { self.timer }
+        let unsent = self
+            .outgoing
+            .iter()
+            .take(self.window)
+            .any(|o| o.sent_on.is_none());
+        if unsent {
+            Some(Instant::ZERO)
+        } else {
+            self.timer
+        }
     }
 
     /// The message to send now on `path`, if one is due; records the send.
     /// `timeout` is that path's retransmission timeout.
-    pub(crate) fn poll_send(&mut self, now: Instant, path: PathId, timeout: Duration) -> Option<Message<'_>> {
+    pub(crate) fn poll_send(
+        &mut self,
+        now: Instant,
+        path: PathId,
+        timeout: Duration,
+    ) -> Option<Message<'_>> {
         self.timeout = timeout;
         if self.timer.is_some_and(|at| at <= now) {
             for o in self.outgoing.iter_mut().take(self.window) {
@@ -148,7 +181,11 @@ impl<const Q: usize> Channel<Q> {
             self.timer = None;
         }
         let base = self.outgoing.front().map_or(self.next_seq, |o| o.seq);
-        let next = self.outgoing.iter_mut().take(self.window).find(|o| o.sent_on.is_none())?;
+        let next = self
+            .outgoing
+            .iter_mut()
+            .take(self.window)
+            .find(|o| o.sent_on.is_none())?;
         next.sent_on = Some(path);
         next.attempts = next.attempts.saturating_add(1);
         if self.timer.is_none() {
@@ -156,10 +193,17 @@ impl<const Q: usize> Channel<Q> {
             self.timer = Some(now + backed_off.min(MAX_RTO));
         }
         Some(match &next.content {
-            Content::Mailbox { mailbox, payload } => {
-                Message::Data(Data { seq: next.seq, base, mailbox: *mailbox, payload })
-            }
-            Content::Event { code, subject, detail } => Message::Event(EventReport {
+            Content::Mailbox { mailbox, payload } => Message::Data(Data {
+                seq: next.seq,
+                base,
+                mailbox: *mailbox,
+                payload,
+            }),
+            Content::Event {
+                code,
+                subject,
+                detail,
+            } => Message::Event(EventReport {
                 seq: next.seq,
                 base,
                 code: *code,
@@ -183,7 +227,11 @@ impl<const Q: usize> Channel<Q> {
         if seq_after(base, self.received.wrapping_add(1)) {
             self.received = base.wrapping_sub(1);
         }
-        if seq == self.received.wrapping_add(1) { Arrival::Next } else { Arrival::Drop }
+        if seq == self.received.wrapping_add(1) {
+            Arrival::Next
+        } else {
+            Arrival::Drop
+        }
     }
 
     /// The application took the message [`Arrival::Next`] announced.
@@ -243,7 +291,10 @@ mod tests {
     }
 
     fn mail(byte: u8) -> Content {
-        Content::Mailbox { mailbox: 7, payload: Vec::from_slice(&[byte]).unwrap() }
+        Content::Mailbox {
+            mailbox: 7,
+            payload: Vec::from_slice(&[byte]).unwrap(),
+        }
     }
 
     fn seq_of(m: Option<Message<'_>>) -> Option<u32> {
@@ -290,10 +341,16 @@ mod tests {
             c.push(MessageId(i), mail(0));
             let _ = c.poll_send(ms(0), P0, RTO);
         }
-        let resent: std::vec::Vec<_> = (0..4).map(|_| seq_of(c.poll_send(ms(50), P0, RTO))).collect();
+        let resent: std::vec::Vec<_> = (0..4)
+            .map(|_| seq_of(c.poll_send(ms(50), P0, RTO)))
+            .collect();
         assert_eq!(resent, [Some(1), Some(2), Some(3), None]);
         c.on_ack(ms(60), 1, |_| {});
-        assert_eq!(c.send_deadline(), Some(ms(110)), "progress resets the backoff");
+        assert_eq!(
+            c.send_deadline(),
+            Some(ms(110)),
+            "progress resets the backoff"
+        );
     }
 
     #[test]
@@ -306,7 +363,11 @@ mod tests {
         c.path_down(P0);
         assert_eq!(c.send_deadline(), Some(Instant::ZERO));
         assert_eq!(seq_of(c.poll_send(ms(1), P1, RTO)), Some(1));
-        assert_eq!(seq_of(c.poll_send(ms(1), P1, RTO)), None, "2 is still in flight on P1");
+        assert_eq!(
+            seq_of(c.poll_send(ms(1), P1, RTO)),
+            None,
+            "2 is still in flight on P1"
+        );
     }
 
     #[test]

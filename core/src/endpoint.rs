@@ -9,16 +9,16 @@ use core::fmt;
 
 use heapless::{Deque, String, Vec};
 
+use crate::channel::{Arrival, Content};
 use crate::counters::Counters;
 use crate::ids::{ClusterId, Incarnation, MessageId, NodeId, PathId, PathRef};
 use crate::path::{Path, PathConfig, PathConfigError, PathState, Transition};
 use crate::peer::{Membership, NodeState, Peer, PeerConfig, PeerInfo};
-use crate::channel::{Arrival, Content};
 use crate::time::{Duration, Instant};
 use crate::watchdog::{WatchdogEvent, WatchdogState};
 use crate::wire::{
-    self, EventCode, Header, Hello, Key, Kind, MAX_ENCODED_LEN, MAX_NAME_LEN, MAX_PAYLOAD,
-    Message, NodeKind, WireError,
+    self, EventCode, Header, Hello, Key, Kind, MAX_ENCODED_LEN, MAX_NAME_LEN, MAX_PAYLOAD, Message,
+    NodeKind, WireError,
 };
 
 /// Who this node is.
@@ -81,13 +81,22 @@ pub enum ConfigError {
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ConfigError::InvalidNode(n) => write!(f, "{n} is not a valid peer id (0 is reserved, and a node is not its own peer)"),
+            ConfigError::InvalidNode(n) => write!(
+                f,
+                "{n} is not a valid peer id (0 is reserved, and a node is not its own peer)"
+            ),
             ConfigError::ZeroIncarnation => f.write_str("incarnation 0 is reserved"),
-            ConfigError::NameTooLong { len } => write!(f, "node name is {len} bytes; at most {MAX_NAME_LEN} allowed"),
+            ConfigError::NameTooLong { len } => write!(
+                f,
+                "node name is {len} bytes; at most {MAX_NAME_LEN} allowed"
+            ),
             ConfigError::DuplicatePeer(n) => write!(f, "{n} is configured twice"),
             ConfigError::TooManyPeers { max } => write!(f, "more than {max} peers"),
             ConfigError::PathCount { node, given, max } => {
-                write!(f, "{node} has {given} paths; between 1 and {max} are allowed")
+                write!(
+                    f,
+                    "{node} has {given} paths; between 1 and {max} are allowed"
+                )
             }
             ConfigError::Path { path, error } => write!(f, "{path}: {error}"),
         }
@@ -129,12 +138,22 @@ impl fmt::Display for RxError {
             RxError::Wire(e) => e.fmt(f),
             RxError::UnknownPath(p) => write!(f, "frame on unconfigured {p}"),
             RxError::WrongDestination(n) => write!(f, "frame addressed to {n}"),
-            RxError::UnexpectedSender(n) => write!(f, "frame from {n}, not the peer configured on this path"),
-            RxError::PathMismatch { arrived_on, sent_on } => {
-                write!(f, "frame sent on {sent_on} arrived on {arrived_on} (crossed cables?)")
+            RxError::UnexpectedSender(n) => {
+                write!(f, "frame from {n}, not the peer configured on this path")
+            }
+            RxError::PathMismatch {
+                arrived_on,
+                sent_on,
+            } => {
+                write!(
+                    f,
+                    "frame sent on {sent_on} arrived on {arrived_on} (crossed cables?)"
+                )
             }
             RxError::Replayed => f.write_str("replayed frame"),
-            RxError::StaleIncarnation(i) => write!(f, "frame from an earlier run of the peer ({i})"),
+            RxError::StaleIncarnation(i) => {
+                write!(f, "frame from an earlier run of the peer ({i})")
+            }
         }
     }
 }
@@ -163,8 +182,12 @@ impl fmt::Display for SendError {
         match self {
             SendError::UnknownNode(n) => write!(f, "{n} is not a configured peer"),
             SendError::Unreachable(n) => write!(f, "{n} is not reachable over any path"),
-            SendError::QueueFull(n) => write!(f, "the queue to {n} is full; retry after a delivery"),
-            SendError::TooLarge { len } => write!(f, "message is {len} bytes; at most {MAX_PAYLOAD} allowed"),
+            SendError::QueueFull(n) => {
+                write!(f, "the queue to {n} is full; retry after a delivery")
+            }
+            SendError::TooLarge { len } => {
+                write!(f, "message is {len} bytes; at most {MAX_PAYLOAD} allowed")
+            }
         }
     }
 }
@@ -419,7 +442,13 @@ impl Local<'_> {
         // the endpoint builds is within the protocol limits.
         let len = wire::encode(&header, message, self.key, buf).ok()?;
         path.counters.frames_out += 1;
-        Some(Transmit { path: PathRef { node: peer_node, path: path_id }, len })
+        Some(Transmit {
+            path: PathRef {
+                node: peer_node,
+                path: path_id,
+            },
+            len,
+        })
     }
 }
 
@@ -427,7 +456,8 @@ impl Local<'_> {
 /// at all (the peer is up and a path to it is up).
 fn sendable<const PATHS: usize, const QUEUE: usize>(peer: &Peer<PATHS, QUEUE>) -> Option<Instant> {
     let deadline = peer.channel.send_deadline()?;
-    let can_send = peer.state == NodeState::Up && peer.incarnation.is_some() && peer.best_path().is_some();
+    let can_send =
+        peer.state == NodeState::Up && peer.incarnation.is_some() && peer.best_path().is_some();
     can_send.then_some(deadline)
 }
 
@@ -438,8 +468,13 @@ fn path_index(path: PathId) -> usize {
     usize::from(path.0)
 }
 
-impl<const PEERS: usize, const PATHS: usize, const QUEUE: usize, const INBOX: usize, const EVENTS: usize>
-    Endpoint<PEERS, PATHS, QUEUE, INBOX, EVENTS>
+impl<
+    const PEERS: usize,
+    const PATHS: usize,
+    const QUEUE: usize,
+    const INBOX: usize,
+    const EVENTS: usize,
+> Endpoint<PEERS, PATHS, QUEUE, INBOX, EVENTS>
 {
     /// An endpoint with no peers yet.
     pub fn new(config: EndpointConfig<'_>) -> Result<Self, ConfigError> {
@@ -449,8 +484,9 @@ impl<const PEERS: usize, const PATHS: usize, const QUEUE: usize, const INBOX: us
         if config.incarnation == Incarnation::UNKNOWN {
             return Err(ConfigError::ZeroIncarnation);
         }
-        let name = String::try_from(config.name)
-            .map_err(|_| ConfigError::NameTooLong { len: config.name.len() })?;
+        let name = String::try_from(config.name).map_err(|_| ConfigError::NameTooLong {
+            len: config.name.len(),
+        })?;
         Ok(Endpoint {
             cluster: config.cluster,
             node: config.node,
@@ -461,7 +497,10 @@ impl<const PEERS: usize, const PATHS: usize, const QUEUE: usize, const INBOX: us
             key: config.key,
             peers: Vec::new(),
             inbox: Deque::new(),
-            events: Events { queue: Deque::new(), dropped: 0 },
+            events: Events {
+                queue: Deque::new(),
+                dropped: 0,
+            },
             next_message: 0,
             counters: Counters::default(),
             next_expiry: NEVER,
@@ -474,7 +513,12 @@ impl<const PEERS: usize, const PATHS: usize, const QUEUE: usize, const INBOX: us
 
     /// Adds a peer reachable over `paths` (numbered from 0 in this order,
     /// the same order the peer uses). Heartbeats start at `now`.
-    pub fn add_peer(&mut self, now: Instant, peer: PeerConfig, paths: &[PathConfig]) -> Result<(), ConfigError> {
+    pub fn add_peer(
+        &mut self,
+        now: Instant,
+        peer: PeerConfig,
+        paths: &[PathConfig],
+    ) -> Result<(), ConfigError> {
         if !peer.node.is_valid() || peer.node == self.node {
             return Err(ConfigError::InvalidNode(peer.node));
         }
@@ -484,17 +528,30 @@ impl<const PEERS: usize, const PATHS: usize, const QUEUE: usize, const INBOX: us
         if self.peers.is_full() {
             return Err(ConfigError::TooManyPeers { max: PEERS });
         }
-        let count_error = ConfigError::PathCount { node: peer.node, given: paths.len(), max: PATHS.min(256) };
+        let count_error = ConfigError::PathCount {
+            node: peer.node,
+            given: paths.len(),
+            max: PATHS.min(256),
+        };
         if paths.is_empty() || paths.len() > 256 {
             return Err(count_error);
         }
         let mut built = Vec::new();
         for (index, config) in paths.iter().enumerate() {
-            let path = PathRef { node: peer.node, path: PathId(u8::try_from(index).map_err(|_| count_error)?) };
-            config.validate().map_err(|error| ConfigError::Path { path, error })?;
-            built.push(Path::new(*config, now)).map_err(|_| count_error)?;
+            let path = PathRef {
+                node: peer.node,
+                path: PathId(u8::try_from(index).map_err(|_| count_error)?),
+            };
+            config
+                .validate()
+                .map_err(|error| ConfigError::Path { path, error })?;
+            built
+                .push(Path::new(*config, now))
+                .map_err(|_| count_error)?;
         }
-        self.peers.push(Peer::new(peer, built)).map_err(|_| ConfigError::TooManyPeers { max: PEERS })?;
+        self.peers
+            .push(Peer::new(peer, built))
+            .map_err(|_| ConfigError::TooManyPeers { max: PEERS })?;
         self.next_heartbeat = self.next_heartbeat.min(now);
         Ok(())
     }
@@ -503,7 +560,12 @@ impl<const PEERS: usize, const PATHS: usize, const QUEUE: usize, const INBOX: us
     /// delimiter (decoded in place), `at` the path it arrived on.
     ///
     /// Rejected frames are counted and reported; they change nothing else.
-    pub fn handle_frame(&mut self, now: Instant, at: PathRef, frame: &mut [u8]) -> Result<(), RxError> {
+    pub fn handle_frame(
+        &mut self,
+        now: Instant,
+        at: PathRef,
+        frame: &mut [u8],
+    ) -> Result<(), RxError> {
         // Timers that fell due before this frame run first, so a late caller
         // still sees the failure it missed; a frame arriving at the very
         // instant a path would fall silent still counts for it.
@@ -534,19 +596,36 @@ impl<const PEERS: usize, const PATHS: usize, const QUEUE: usize, const INBOX: us
 
     /// Queues a mailbox message to `to`; its fate is reported later as
     /// [`Event::Delivered`] or [`Event::SendFailed`] with the returned id.
-    pub fn send(&mut self, to: NodeId, mailbox: u16, payload: &[u8]) -> Result<MessageId, SendError> {
-        let payload = Vec::from_slice(payload).map_err(|_| SendError::TooLarge { len: payload.len() })?;
+    pub fn send(
+        &mut self,
+        to: NodeId,
+        mailbox: u16,
+        payload: &[u8],
+    ) -> Result<MessageId, SendError> {
+        let payload =
+            Vec::from_slice(payload).map_err(|_| SendError::TooLarge { len: payload.len() })?;
         self.enqueue(to, Content::Mailbox { mailbox, payload })
     }
 
     /// Queues an event report to `to`, delivered reliably like a message.
     pub fn send_event(&mut self, to: NodeId, event: RemoteEvent) -> Result<MessageId, SendError> {
-        self.enqueue(to, Content::Event { code: event.code.into(), subject: event.subject, detail: event.detail })
+        self.enqueue(
+            to,
+            Content::Event {
+                code: event.code.into(),
+                subject: event.subject,
+                detail: event.detail,
+            },
+        )
     }
 
     fn enqueue(&mut self, to: NodeId, content: Content) -> Result<MessageId, SendError> {
         let id = MessageId(self.next_message);
-        let peer = self.peers.iter_mut().find(|p| p.node() == to).ok_or(SendError::UnknownNode(to))?;
+        let peer = self
+            .peers
+            .iter_mut()
+            .find(|p| p.node() == to)
+            .ok_or(SendError::UnknownNode(to))?;
         if peer.state != NodeState::Up {
             return Err(SendError::Unreachable(to));
         }
@@ -561,7 +640,11 @@ impl<const PEERS: usize, const PATHS: usize, const QUEUE: usize, const INBOX: us
     /// Writes the next frame to send into `buf`, if any is due: heartbeats
     /// first, then acks, then mailbox traffic.
     #[must_use]
-    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8; MAX_ENCODED_LEN]) -> Option<Transmit> {
+    pub fn poll_transmit(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8; MAX_ENCODED_LEN],
+    ) -> Option<Transmit> {
         self.advance(now);
         let transmit = self.next_transmit(now, buf)?;
         self.counters.frames_out += 1;
@@ -569,7 +652,12 @@ impl<const PEERS: usize, const PATHS: usize, const QUEUE: usize, const INBOX: us
     }
 
     fn next_transmit(&mut self, now: Instant, buf: &mut [u8; MAX_ENCODED_LEN]) -> Option<Transmit> {
-        let local = Local { cluster: self.cluster, node: self.node, incarnation: self.incarnation, key: &self.key };
+        let local = Local {
+            cluster: self.cluster,
+            node: self.node,
+            incarnation: self.incarnation,
+            key: &self.key,
+        };
         let peers = self.peers.len();
         if now >= self.next_heartbeat {
             // Resume where the last heartbeat was found, so a burst of due
@@ -578,7 +666,11 @@ impl<const PEERS: usize, const PATHS: usize, const QUEUE: usize, const INBOX: us
                 let at = (self.heartbeat_cursor + offset) % peers;
                 let peer = &mut self.peers[at];
                 let (node, incarnation, knows_us) = (peer.node(), peer.incarnation, peer.knows_us);
-                let Some((index, path)) = peer.paths.iter_mut().enumerate().find(|(_, p)| p.next_heartbeat() <= now)
+                let Some((index, path)) = peer
+                    .paths
+                    .iter_mut()
+                    .enumerate()
+                    .find(|(_, p)| p.next_heartbeat() <= now)
                 else {
                     continue;
                 };
@@ -597,29 +689,57 @@ impl<const PEERS: usize, const PATHS: usize, const QUEUE: usize, const INBOX: us
                 let id = PathId(u8::try_from(index).ok()?);
                 return local.emit(node, incarnation, (id, path), &message, buf);
             }
-            let all = self.peers.iter().flat_map(|p| p.paths.iter()).map(Path::next_heartbeat);
+            let all = self
+                .peers
+                .iter()
+                .flat_map(|p| p.paths.iter())
+                .map(Path::next_heartbeat);
             self.next_heartbeat = all.fold(NEVER, Instant::min);
         }
         if self.acks_pending {
             for peer in &mut self.peers {
-                let Some((id, cumulative)) = peer.channel.take_ack() else { continue };
-                let Some(path) = peer.paths.get_mut(path_index(id)) else { continue };
+                let Some((id, cumulative)) = peer.channel.take_ack() else {
+                    continue;
+                };
+                let Some(path) = peer.paths.get_mut(path_index(id)) else {
+                    continue;
+                };
                 let message = Message::Ack(wire::Ack { cumulative });
-                return local.emit(peer.config.node, peer.incarnation, (id, path), &message, buf);
+                return local.emit(
+                    peer.config.node,
+                    peer.incarnation,
+                    (id, path),
+                    &message,
+                    buf,
+                );
             }
             self.acks_pending = false;
         }
         if now >= self.next_send {
             for peer in &mut self.peers {
-                if !sendable(peer).is_some_and(|at| at <= now) {
+                if sendable(peer).is_none_or(|at| at > now) {
                     continue;
                 }
                 let Some(id) = peer.best_path() else { continue };
-                let Some(path) = peer.paths.get_mut(path_index(id)) else { continue };
-                let Some(message) = peer.channel.poll_send(now, id, path.rtt.rto()) else { continue };
-                return local.emit(peer.config.node, peer.incarnation, (id, path), &message, buf);
+                let Some(path) = peer.paths.get_mut(path_index(id)) else {
+                    continue;
+                };
+                let Some(message) = peer.channel.poll_send(now, id, path.rtt.rto()) else {
+                    continue;
+                };
+                return local.emit(
+                    peer.config.node,
+                    peer.incarnation,
+                    (id, path),
+                    &message,
+                    buf,
+                );
             }
-            self.next_send = self.peers.iter().filter_map(sendable).fold(NEVER, Instant::min);
+            self.next_send = self
+                .peers
+                .iter()
+                .filter_map(sendable)
+                .fold(NEVER, Instant::min);
         }
         None
     }
@@ -643,11 +763,18 @@ impl<const PEERS: usize, const PATHS: usize, const QUEUE: usize, const INBOX: us
         if self.acks_pending {
             return Some(Instant::ZERO);
         }
-        [self.next_heartbeat, self.next_expiry, self.next_send].into_iter().filter(|&at| at != NEVER).min()
+        [self.next_heartbeat, self.next_expiry, self.next_send]
+            .into_iter()
+            .filter(|&at| at != NEVER)
+            .min()
     }
 
     fn path_mut(&mut self, at: PathRef) -> Option<&mut Path> {
-        self.peers.iter_mut().find(|p| p.node() == at.node)?.paths.get_mut(path_index(at.path))
+        self.peers
+            .iter_mut()
+            .find(|p| p.node() == at.node)?
+            .paths
+            .get_mut(path_index(at.path))
     }
 
     /// Expires paths and watchdogs whose time has come.
@@ -661,7 +788,8 @@ impl<const PEERS: usize, const PATHS: usize, const QUEUE: usize, const INBOX: us
             for (index, path) in peer.paths.iter_mut().enumerate() {
                 if path.expire(now) == Some(Transition::Down) {
                     let id = PathId(u8::try_from(index).unwrap_or(u8::MAX));
-                    self.events.push(Event::PathDown(PathRef { node, path: id }));
+                    self.events
+                        .push(Event::PathDown(PathRef { node, path: id }));
                     peer.channel.path_down(id);
                 }
             }
@@ -670,7 +798,8 @@ impl<const PEERS: usize, const PATHS: usize, const QUEUE: usize, const INBOX: us
             if let Some(WatchdogEvent::Tripped { silent_for }) =
                 peer.watchdog.as_mut().and_then(|w| w.handle_timeout(now))
             {
-                self.events.push(Event::WatchdogTripped { node, silent_for });
+                self.events
+                    .push(Event::WatchdogTripped { node, silent_for });
             }
             let deadlines = peer.paths.iter().filter_map(Path::silence_deadline);
             let watchdog = peer.watchdog.as_ref().and_then(|w| w.poll_timeout());
@@ -689,7 +818,11 @@ impl<const PEERS: usize, const PATHS: usize, const QUEUE: usize, const INBOX: us
             Some(Membership::Down) => {
                 events.push(Event::NodeDown { node });
                 peer.channel.fail_all(|id| {
-                    events.push(Event::SendFailed { node, id, reason: FailReason::NodeDown });
+                    events.push(Event::SendFailed {
+                        node,
+                        id,
+                        reason: FailReason::NodeDown,
+                    });
                 });
             }
             None => {}
@@ -697,11 +830,16 @@ impl<const PEERS: usize, const PATHS: usize, const QUEUE: usize, const INBOX: us
     }
 
     fn receive(&mut self, now: Instant, at: PathRef, frame: &mut [u8]) -> Result<(), RxError> {
-        let (header, message) = wire::decode(frame, &self.key, self.cluster).map_err(RxError::Wire)?;
+        let (header, message) =
+            wire::decode(frame, &self.key, self.cluster).map_err(RxError::Wire)?;
         if header.dst != self.node {
             return Err(RxError::WrongDestination(header.dst));
         }
-        let peer = self.peers.iter_mut().find(|p| p.node() == at.node).ok_or(RxError::UnknownPath(at))?;
+        let peer = self
+            .peers
+            .iter_mut()
+            .find(|p| p.node() == at.node)
+            .ok_or(RxError::UnknownPath(at))?;
         if path_index(at.path) >= peer.paths.len() {
             return Err(RxError::UnknownPath(at));
         }
@@ -709,7 +847,10 @@ impl<const PEERS: usize, const PATHS: usize, const QUEUE: usize, const INBOX: us
             return Err(RxError::UnexpectedSender(header.src));
         }
         if header.path != at.path {
-            return Err(RxError::PathMismatch { arrived_on: at.path, sent_on: header.path });
+            return Err(RxError::PathMismatch {
+                arrived_on: at.path,
+                sent_on: header.path,
+            });
         }
         let node = at.node;
         match peer.incarnation {
@@ -724,7 +865,11 @@ impl<const PEERS: usize, const PATHS: usize, const QUEUE: usize, const INBOX: us
                 }
                 let events = &mut self.events;
                 peer.channel.peer_restarted(|id| {
-                    events.push(Event::SendFailed { node, id, reason: FailReason::PeerRestarted });
+                    events.push(Event::SendFailed {
+                        node,
+                        id,
+                        reason: FailReason::PeerRestarted,
+                    });
                 });
                 peer.info = None;
                 peer.incarnation = Some(new);
@@ -733,7 +878,9 @@ impl<const PEERS: usize, const PATHS: usize, const QUEUE: usize, const INBOX: us
             None => peer.incarnation = Some(header.src_incarnation),
         }
         let path = &mut peer.paths[path_index(at.path)];
-        path.replay.accept(header.seq).map_err(|_| RxError::Replayed)?;
+        path.replay
+            .accept(header.seq)
+            .map_err(|_| RxError::Replayed)?;
 
         // Authentic and fresh from here on.
         peer.knows_us = header.dst_incarnation == self.incarnation;
@@ -767,7 +914,11 @@ impl<const PEERS: usize, const PATHS: usize, const QUEUE: usize, const INBOX: us
         }
         let path = &peer.paths[path_index(at.path)];
         let watchdog = peer.watchdog.as_ref().and_then(|w| w.poll_timeout());
-        self.next_expiry = path.silence_deadline().into_iter().chain(watchdog).fold(self.next_expiry, Instant::min);
+        self.next_expiry = path
+            .silence_deadline()
+            .into_iter()
+            .chain(watchdog)
+            .fold(self.next_expiry, Instant::min);
         if !stale {
             self.receive_channel(now, at, message);
         }
@@ -781,27 +932,43 @@ impl<const PEERS: usize, const PATHS: usize, const QUEUE: usize, const INBOX: us
     /// peer's channel.
     fn receive_channel(&mut self, now: Instant, at: PathRef, message: Message<'_>) {
         let node = at.node;
-        let Some(peer) = self.peers.iter_mut().find(|p| p.node() == node) else { return };
+        let Some(peer) = self.peers.iter_mut().find(|p| p.node() == node) else {
+            return;
+        };
         match message {
             Message::Data(data) => {
                 self.acks_pending = true;
-                if peer.channel.arrival(data.seq, data.base, at.path) == Arrival::Next && !self.inbox.is_full() {
+                if peer.channel.arrival(data.seq, data.base, at.path) == Arrival::Next
+                    && !self.inbox.is_full()
+                {
                     let payload = Vec::from_slice(data.payload).unwrap_or_default();
-                    let _ = self.inbox.push_back(Received { from: node, mailbox: data.mailbox, payload });
+                    let _ = self.inbox.push_back(Received {
+                        from: node,
+                        mailbox: data.mailbox,
+                        payload,
+                    });
                     peer.channel.delivered();
                 }
             }
             Message::Event(report) => {
                 self.acks_pending = true;
-                if peer.channel.arrival(report.seq, report.base, at.path) == Arrival::Next && !self.events.queue.is_full() {
-                    let event = RemoteEvent { code: report.event_code(), subject: report.subject, detail: report.detail };
+                if peer.channel.arrival(report.seq, report.base, at.path) == Arrival::Next
+                    && !self.events.queue.is_full()
+                {
+                    let event = RemoteEvent {
+                        code: report.event_code(),
+                        subject: report.subject,
+                        detail: report.detail,
+                    };
                     self.events.push(Event::Remote { from: node, event });
                     peer.channel.delivered();
                 }
             }
             Message::Ack(ack) => {
                 let events = &mut self.events;
-                peer.channel.on_ack(now, ack.cumulative, |id| events.push(Event::Delivered { node, id }));
+                peer.channel.on_ack(now, ack.cumulative, |id| {
+                    events.push(Event::Delivered { node, id })
+                });
             }
             Message::Hello(_) | Message::Heartbeat(_) => {}
         }
@@ -850,7 +1017,12 @@ impl<const PEERS: usize, const PATHS: usize, const QUEUE: usize, const INBOX: us
     /// A path's status.
     #[must_use]
     pub fn path(&self, at: PathRef) -> Option<PathStatus> {
-        let path = self.peers.iter().find(|p| p.node() == at.node)?.paths.get(path_index(at.path))?;
+        let path = self
+            .peers
+            .iter()
+            .find(|p| p.node() == at.node)?
+            .paths
+            .get(path_index(at.path))?;
         Some(PathStatus {
             state: path.state(),
             rtt: path.rtt.smoothed(),

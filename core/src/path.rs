@@ -37,7 +37,12 @@ impl Default for PathConfig {
     /// that stalls for 400 ms (a long GC pause, a busy hypervisor) never
     /// looks dead. Rise 2: one stray frame does not bring a path up.
     fn default() -> Self {
-        PathConfig { interval: Duration::from_millis(100), misses: 5, rise: 2, priority: 1 }
+        PathConfig {
+            interval: Duration::from_millis(100),
+            misses: 5,
+            rise: 2,
+            priority: 1,
+        }
     }
 }
 
@@ -159,7 +164,11 @@ impl Path {
     }
 
     /// An authenticated, fresh frame arrived on this path at `now`.
-    pub(crate) fn heard(&mut self, now: Instant, heartbeat: Option<&Heartbeat>) -> Option<Transition> {
+    pub(crate) fn heard(
+        &mut self,
+        now: Instant,
+        heartbeat: Option<&Heartbeat>,
+    ) -> Option<Transition> {
         let quiet_too_long = self
             .last_heard
             .is_none_or(|last| now.saturating_since(last) >= self.config.down_after());
@@ -168,10 +177,7 @@ impl Path {
         if let Some(hb) = heartbeat {
             self.echo = Some((hb.sent_at, now));
         }
-        if self.state == PathState::Up {
-            return None;
-        }
-        if heartbeat.is_none() {
+        if self.state == PathState::Up || heartbeat.is_none() {
             return None;
         }
         self.rising = if quiet_too_long { 1 } else { self.rising + 1 };
@@ -235,7 +241,11 @@ impl Path {
             }
             None => (0, 0),
         };
-        Heartbeat { sent_at: now.as_micros(), echo, echo_age }
+        Heartbeat {
+            sent_at: now.as_micros(),
+            echo,
+            echo_age,
+        }
     }
 
     /// The sequence number for the next frame sent on this path.
@@ -259,10 +269,19 @@ mod tests {
         Instant::from_millis(n)
     }
 
-    const HB: Heartbeat = Heartbeat { sent_at: 1, echo: 0, echo_age: 0 };
+    const HB: Heartbeat = Heartbeat {
+        sent_at: 1,
+        echo: 0,
+        echo_age: 0,
+    };
 
     fn config() -> PathConfig {
-        PathConfig { interval: Duration::from_millis(100), misses: 3, rise: 2, priority: 1 }
+        PathConfig {
+            interval: Duration::from_millis(100),
+            misses: 3,
+            rise: 2,
+            priority: 1,
+        }
     }
 
     #[test]
@@ -280,7 +299,11 @@ mod tests {
     fn silence_between_heartbeats_restarts_the_rise_count() {
         let mut p = Path::new(config(), ms(0));
         assert_eq!(p.heard(ms(0), Some(&HB)), None);
-        assert_eq!(p.heard(ms(300), Some(&HB)), None, "gap of interval × misses resets");
+        assert_eq!(
+            p.heard(ms(300), Some(&HB)),
+            None,
+            "gap of interval × misses resets"
+        );
         assert_eq!(p.heard(ms(350), Some(&HB)), Some(Transition::Up));
     }
 
@@ -325,7 +348,11 @@ mod tests {
         let mut p = Path::new(config(), ms(0));
         let sent = p.make_heartbeat(ms(1_000));
         // The peer held our timestamp 3 ms; total elapsed 5 ms: 2 ms on the wire.
-        let reply = Heartbeat { sent_at: 77, echo: sent.sent_at, echo_age: 3_000 };
+        let reply = Heartbeat {
+            sent_at: 77,
+            echo: sent.sent_at,
+            echo_age: 3_000,
+        };
         p.measure(ms(1_005), &reply);
         assert_eq!(p.rtt.latest(), Duration::from_millis(2));
         // An echo from the future (the peer is confused) is ignored.
@@ -335,11 +362,20 @@ mod tests {
 
     #[test]
     fn rejects_nonsense_config() {
-        let bad = PathConfig { misses: 0, ..config() };
+        let bad = PathConfig {
+            misses: 0,
+            ..config()
+        };
         assert_eq!(bad.validate(), Err(PathConfigError::NoMisses));
-        let bad = PathConfig { interval: Duration::from_micros(10), ..config() };
+        let bad = PathConfig {
+            interval: Duration::from_micros(10),
+            ..config()
+        };
         assert_eq!(bad.validate(), Err(PathConfigError::IntervalTooShort));
-        let bad = PathConfig { rise: 0, ..config() };
+        let bad = PathConfig {
+            rise: 0,
+            ..config()
+        };
         assert_eq!(bad.validate(), Err(PathConfigError::NoRise));
         assert_eq!(PathConfig::default().validate(), Ok(()));
     }

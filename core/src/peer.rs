@@ -47,7 +47,11 @@ impl PeerConfig {
     /// A peer with the default window of 16 and no watchdog.
     #[must_use]
     pub const fn new(node: NodeId) -> Self {
-        PeerConfig { node, window: 16, watchdog: None }
+        PeerConfig {
+            node,
+            window: 16,
+            watchdog: None,
+        }
     }
 }
 

@@ -32,7 +32,9 @@ impl RttEstimator {
             Some(srtt) => {
                 let diff = srtt.as_micros().abs_diff(rtt.as_micros());
                 self.variation = Duration::from_micros((3 * self.variation.as_micros() + diff) / 4);
-                self.smoothed = Some(Duration::from_micros((7 * srtt.as_micros() + rtt.as_micros()) / 8));
+                self.smoothed = Some(Duration::from_micros(
+                    (7 * srtt.as_micros() + rtt.as_micros()) / 8,
+                ));
             }
         }
     }

@@ -148,9 +148,18 @@ mod tests {
 
     #[test]
     fn arithmetic_saturates_instead_of_wrapping() {
-        assert_eq!(Instant::from_micros(u64::MAX) + Duration::from_secs(1), Instant::from_micros(u64::MAX));
-        assert_eq!(Duration::from_millis(5) - Duration::from_millis(7), Duration::ZERO);
-        assert_eq!(Instant::from_millis(1).saturating_since(Instant::from_millis(3)), Duration::ZERO);
+        assert_eq!(
+            Instant::from_micros(u64::MAX) + Duration::from_secs(1),
+            Instant::from_micros(u64::MAX)
+        );
+        assert_eq!(
+            Duration::from_millis(5) - Duration::from_millis(7),
+            Duration::ZERO
+        );
+        assert_eq!(
+            Instant::from_millis(1).saturating_since(Instant::from_millis(3)),
+            Duration::ZERO
+        );
         assert_eq!(Duration::from_millis(100) * 5, Duration::from_millis(500));
     }
 

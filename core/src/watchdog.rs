@@ -51,7 +51,10 @@ impl Watchdog {
     /// An idle watchdog that trips after `timeout` of silence once fed.
     #[must_use]
     pub const fn new(timeout: Duration) -> Self {
-        Watchdog { timeout, state: WatchdogState::Idle }
+        Watchdog {
+            timeout,
+            state: WatchdogState::Idle,
+        }
     }
 
     /// The host was heard at `now`.
@@ -66,12 +69,16 @@ impl Watchdog {
     #[must_use]
     pub fn handle_timeout(&mut self, now: Instant) -> Option<WatchdogEvent> {
         let deadline = self.poll_timeout()?;
-        let WatchdogState::Armed { last_fed } = self.state else { return None };
+        let WatchdogState::Armed { last_fed } = self.state else {
+            return None;
+        };
         if now < deadline {
             return None;
         }
         self.state = WatchdogState::Tripped { last_fed };
-        Some(WatchdogEvent::Tripped { silent_for: now.saturating_since(last_fed) })
+        Some(WatchdogEvent::Tripped {
+            silent_for: now.saturating_since(last_fed),
+        })
     }
 
     /// When it will trip if not fed, while armed.
@@ -108,9 +115,21 @@ mod tests {
             w.handle_timeout(Instant::from_millis(1_500)),
             Some(WatchdogEvent::Tripped { silent_for: T })
         );
-        assert_eq!(w.handle_timeout(Instant::from_millis(3_000)), None, "trips once");
-        assert_eq!(w.feed(Instant::from_millis(4_000)), Some(WatchdogEvent::Rearmed));
+        assert_eq!(
+            w.handle_timeout(Instant::from_millis(3_000)),
+            None,
+            "trips once"
+        );
+        assert_eq!(
+            w.feed(Instant::from_millis(4_000)),
+            Some(WatchdogEvent::Rearmed)
+        );
         assert_eq!(w.feed(Instant::from_millis(4_100)), None);
-        assert_eq!(w.state(), WatchdogState::Armed { last_fed: Instant::from_millis(4_100) });
+        assert_eq!(
+            w.state(),
+            WatchdogState::Armed {
+                last_fed: Instant::from_millis(4_100)
+            }
+        );
     }
 }

@@ -1,6 +1,8 @@
 //! Two endpoints wired back to back over ideal links in simulated time: the
 //! endpoint's behaviour as a peer sees it.
 
+#![allow(clippy::unwrap_used)] // a test that cannot set up should panic
+
 use heartline_core::wire::{self, Key, MAX_ENCODED_LEN, NodeKind};
 use heartline_core::{
     ClusterId, ConfigError, Duration, Endpoint, EndpointConfig, Event, FailReason, Incarnation,
@@ -16,10 +18,21 @@ const INTERVAL: Duration = Duration::from_millis(100);
 const MISSES: u32 = 3;
 
 fn path_config() -> PathConfig {
-    PathConfig { interval: INTERVAL, misses: MISSES, rise: 2, priority: 1 }
+    PathConfig {
+        interval: INTERVAL,
+        misses: MISSES,
+        rise: 2,
+        priority: 1,
+    }
 }
 
-fn endpoint(node: NodeId, peer: NodeId, incarnation: u32, now: Instant, watchdog: Option<Duration>) -> Ep {
+fn endpoint(
+    node: NodeId,
+    peer: NodeId,
+    incarnation: u32,
+    now: Instant,
+    watchdog: Option<Duration>,
+) -> Ep {
     let mut ep = Ep::new(EndpointConfig {
         cluster: ClusterId(42),
         node,
@@ -30,8 +43,12 @@ fn endpoint(node: NodeId, peer: NodeId, incarnation: u32, now: Instant, watchdog
         key: Key::new(b"0123456789abcdef0123456789abcdef").unwrap(),
     })
     .unwrap();
-    let config = PeerConfig { watchdog, ..PeerConfig::new(peer) };
-    ep.add_peer(now, config, &[path_config(), path_config()]).unwrap();
+    let config = PeerConfig {
+        watchdog,
+        ..PeerConfig::new(peer)
+    };
+    ep.add_peer(now, config, &[path_config(), path_config()])
+        .unwrap();
     ep
 }
 
@@ -73,16 +90,26 @@ impl Pair {
             while let Some(t) = self.a.poll_transmit(self.now, &mut buf) {
                 sent = true;
                 if !self.cut[usize::from(t.path.path.0)] {
-                    let at = PathRef { node: A, path: t.path.path };
-                    self.b.handle_frame(self.now, at, &mut buf[..t.len - 1]).unwrap();
+                    let at = PathRef {
+                        node: A,
+                        path: t.path.path,
+                    };
+                    self.b
+                        .handle_frame(self.now, at, &mut buf[..t.len - 1])
+                        .unwrap();
                 }
             }
             while let Some(t) = self.b.poll_transmit(self.now, &mut buf) {
                 sent = true;
-                let at = PathRef { node: B, path: t.path.path };
+                let at = PathRef {
+                    node: B,
+                    path: t.path.path,
+                };
                 self.b_to_a.push((at, buf[..t.len - 1].to_vec()));
                 if !self.cut[usize::from(t.path.path.0)] {
-                    self.a.handle_frame(self.now, at, &mut buf[..t.len - 1]).unwrap();
+                    self.a
+                        .handle_frame(self.now, at, &mut buf[..t.len - 1])
+                        .unwrap();
                 }
             }
             self.drain_events();
@@ -104,7 +131,10 @@ impl Pair {
     fn run_until(&mut self, until: Instant) {
         loop {
             self.flush();
-            let next = [self.a.poll_timeout(), self.b.poll_timeout()].into_iter().flatten().min();
+            let next = [self.a.poll_timeout(), self.b.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min();
             let next = next.map_or(until, |t| t.max(self.now));
             if next > until {
                 self.now = until;
@@ -125,12 +155,18 @@ impl Pair {
     }
 
     fn a_saw(&self, wanted: &Event) -> Option<Instant> {
-        self.events_a.iter().find(|(_, e)| e == wanted).map(|(t, _)| *t)
+        self.events_a
+            .iter()
+            .find(|(_, e)| e == wanted)
+            .map(|(t, _)| *t)
     }
 }
 
 fn path(node: NodeId, index: u8) -> PathRef {
-    PathRef { node, path: PathId(index) }
+    PathRef {
+        node,
+        path: PathId(index),
+    }
 }
 
 #[test]
@@ -139,8 +175,15 @@ fn peers_come_up_and_learn_each_other() {
     pair.run_for(Duration::from_millis(350));
     assert!(pair.a_saw(&Event::PathUp(path(B, 0))).is_some());
     assert!(pair.a_saw(&Event::PathUp(path(B, 1))).is_some());
-    let up = pair.a_saw(&Event::NodeUp { node: B, incarnation: Incarnation(1) });
-    assert_eq!(up, Some(Instant::from_millis(100)), "rise 2: second heartbeat at one interval");
+    let up = pair.a_saw(&Event::NodeUp {
+        node: B,
+        incarnation: Incarnation(1),
+    });
+    assert_eq!(
+        up,
+        Some(Instant::from_millis(100)),
+        "rise 2: second heartbeat at one interval"
+    );
     assert!(pair.a.can_talk(B));
     let peer = pair.a.peer(B).unwrap();
     assert_eq!(peer.name, Some("bravo"));
@@ -148,7 +191,10 @@ fn peers_come_up_and_learn_each_other() {
     assert_eq!(peer.capabilities, wire::CAP_MAILBOX);
     let status = pair.a.path(path(B, 0)).unwrap();
     assert_eq!(status.state, PathState::Up);
-    assert!(status.rtt.is_some(), "round trip measured from echoed heartbeats");
+    assert!(
+        status.rtt.is_some(),
+        "round trip measured from echoed heartbeats"
+    );
     assert_eq!(status.counters.rejected(), 0);
 }
 
@@ -159,7 +205,9 @@ fn losing_one_path_takes_only_that_path_down() {
     pair.cut[0] = true;
     let cut_at = pair.now;
     pair.run_for(Duration::from_secs(2));
-    let down = pair.a_saw(&Event::PathDown(path(B, 0))).expect("path 0 down");
+    let down = pair
+        .a_saw(&Event::PathDown(path(B, 0)))
+        .expect("path 0 down");
     assert!(down <= cut_at + INTERVAL * (MISSES + 1));
     assert!(pair.a_saw(&Event::NodeDown { node: B }).is_none());
     assert!(pair.a.can_talk(B));
@@ -167,7 +215,11 @@ fn losing_one_path_takes_only_that_path_down() {
 
     pair.cut[0] = false;
     pair.run_for(Duration::from_secs(1));
-    let events = pair.events_a.iter().filter(|(_, e)| *e == Event::PathUp(path(B, 0))).count();
+    let events = pair
+        .events_a
+        .iter()
+        .filter(|(_, e)| *e == Event::PathUp(path(B, 0)))
+        .count();
     assert_eq!(events, 2, "path 0 came back");
 }
 
@@ -192,9 +244,17 @@ fn a_restarted_peer_is_reported_with_its_new_incarnation() {
     pair.b = endpoint(B, A, 2, pair.now, None);
     pair.run_for(Duration::from_millis(500));
     assert!(
-        pair.a_saw(&Event::NodeRestarted { node: B, old: Incarnation(1), new: Incarnation(2) }).is_some()
+        pair.a_saw(&Event::NodeRestarted {
+            node: B,
+            old: Incarnation(1),
+            new: Incarnation(2)
+        })
+        .is_some()
     );
-    assert!(pair.a_saw(&Event::NodeDown { node: B }).is_none(), "a quick restart is not a node failure");
+    assert!(
+        pair.a_saw(&Event::NodeDown { node: B }).is_none(),
+        "a quick restart is not a node failure"
+    );
     assert_eq!(pair.a.peer(B).unwrap().incarnation, Some(Incarnation(2)));
 }
 
@@ -207,10 +267,22 @@ fn mailbox_messages_arrive_in_order_and_the_sender_learns_of_delivery() {
     pair.run_for(Duration::from_millis(10));
     let got: Vec<_> = std::iter::from_fn(|| pair.b.poll_message()).collect();
     assert_eq!(got.len(), 2);
-    assert_eq!((got[0].from, got[0].mailbox, &got[0].payload[..]), (A, 7, &b"hello"[..]));
+    assert_eq!(
+        (got[0].from, got[0].mailbox, &got[0].payload[..]),
+        (A, 7, &b"hello"[..])
+    );
     assert_eq!(&got[1].payload[..], b"world");
-    assert!(pair.a_saw(&Event::Delivered { node: B, id: first }).is_some());
-    assert!(pair.a_saw(&Event::Delivered { node: B, id: second }).is_some());
+    assert!(
+        pair.a_saw(&Event::Delivered { node: B, id: first })
+            .is_some()
+    );
+    assert!(
+        pair.a_saw(&Event::Delivered {
+            node: B,
+            id: second
+        })
+        .is_some()
+    );
 }
 
 #[test]
@@ -223,7 +295,10 @@ fn in_flight_messages_move_to_the_surviving_path() {
     let id = pair.a.send(B, 1, b"survives").unwrap();
     pair.run_for(Duration::from_secs(1));
     assert!(pair.a_saw(&Event::Delivered { node: B, id }).is_some());
-    assert_eq!(pair.b.poll_message().map(|m| m.payload.to_vec()), Some(b"survives".to_vec()));
+    assert_eq!(
+        pair.b.poll_message().map(|m| m.payload.to_vec()),
+        Some(b"survives".to_vec())
+    );
     assert_eq!(pair.b.poll_message(), None, "exactly once");
 }
 
@@ -236,16 +311,26 @@ fn a_full_queue_pushes_back_and_a_full_inbox_holds_messages_unacked() {
         pair.a.send(B, 1, &[i]).unwrap();
     }
     assert_eq!(pair.a.send(B, 1, b"5"), Err(SendError::QueueFull(B)));
-    assert_eq!(pair.a.send(B, 1, &[0; 513]), Err(SendError::TooLarge { len: 513 }));
-    assert_eq!(pair.a.send(NodeId(9), 1, b""), Err(SendError::UnknownNode(NodeId(9))));
+    assert_eq!(
+        pair.a.send(B, 1, &[0; 513]),
+        Err(SendError::TooLarge { len: 513 })
+    );
+    assert_eq!(
+        pair.a.send(NodeId(9), 1, b""),
+        Err(SendError::UnknownNode(NodeId(9)))
+    );
     pair.cut = [false, false];
     pair.run_for(Duration::from_millis(250));
     // B's inbox holds 2: the other two wait, unacked, at A.
     assert_eq!(pair.a.peer(B).unwrap().queued, 2);
-    let first: Vec<u8> = std::iter::from_fn(|| pair.b.poll_message()).map(|m| m.payload[0]).collect();
+    let first: Vec<u8> = std::iter::from_fn(|| pair.b.poll_message())
+        .map(|m| m.payload[0])
+        .collect();
     assert_eq!(first, [0, 1]);
     pair.run_for(Duration::from_secs(3));
-    let rest: Vec<u8> = std::iter::from_fn(|| pair.b.poll_message()).map(|m| m.payload[0]).collect();
+    let rest: Vec<u8> = std::iter::from_fn(|| pair.b.poll_message())
+        .map(|m| m.payload[0])
+        .collect();
     assert_eq!(rest, [2, 3]);
     assert_eq!(pair.a.peer(B).unwrap().queued, 0);
 }
@@ -257,7 +342,14 @@ fn messages_outstanding_when_the_node_dies_are_reported_failed() {
     pair.cut = [true, true];
     let id = pair.a.send(B, 1, b"lost").unwrap();
     pair.run_for(Duration::from_secs(1));
-    assert!(pair.a_saw(&Event::SendFailed { node: B, id, reason: FailReason::NodeDown }).is_some());
+    assert!(
+        pair.a_saw(&Event::SendFailed {
+            node: B,
+            id,
+            reason: FailReason::NodeDown
+        })
+        .is_some()
+    );
 }
 
 #[test]
@@ -265,30 +357,59 @@ fn replayed_misrouted_and_stale_frames_are_rejected_and_counted() {
     let mut pair = Pair::new();
     pair.run_for(Duration::from_millis(300));
     let (at, frame) = pair.b_to_a.last().cloned().unwrap();
-    assert_eq!(pair.a.handle_frame(pair.now, at, &mut frame.clone()), Err(RxError::Replayed));
-    let other = PathRef { node: B, path: PathId(1 - at.path.0) };
+    assert_eq!(
+        pair.a.handle_frame(pair.now, at, &mut frame.clone()),
+        Err(RxError::Replayed)
+    );
+    let other = PathRef {
+        node: B,
+        path: PathId(1 - at.path.0),
+    };
     assert_eq!(
         pair.a.handle_frame(pair.now, other, &mut frame.clone()),
-        Err(RxError::PathMismatch { arrived_on: other.path, sent_on: at.path })
+        Err(RxError::PathMismatch {
+            arrived_on: other.path,
+            sent_on: at.path
+        })
     );
-    let nowhere = PathRef { node: B, path: PathId(7) };
-    assert_eq!(pair.a.handle_frame(pair.now, nowhere, &mut frame.clone()), Err(RxError::UnknownPath(nowhere)));
+    let nowhere = PathRef {
+        node: B,
+        path: PathId(7),
+    };
+    assert_eq!(
+        pair.a.handle_frame(pair.now, nowhere, &mut frame.clone()),
+        Err(RxError::UnknownPath(nowhere))
+    );
     // A's own frame looped back to A names B as its destination.
-    assert_eq!(pair.b.handle_frame(pair.now, at, &mut frame.clone()), Err(RxError::WrongDestination(A)));
+    assert_eq!(
+        pair.b.handle_frame(pair.now, at, &mut frame.clone()),
+        Err(RxError::WrongDestination(A))
+    );
 
     let (old_at, old_frame) = pair.b_to_a[0].clone();
     pair.b = endpoint(B, A, 2, pair.now, None);
     pair.run_for(Duration::from_millis(300));
     assert_eq!(
-        pair.a.handle_frame(pair.now, old_at, &mut old_frame.clone()),
+        pair.a
+            .handle_frame(pair.now, old_at, &mut old_frame.clone()),
         Err(RxError::StaleIncarnation(Incarnation(1)))
     );
     let counters = pair.a.counters();
-    assert_eq!((counters.replayed, counters.path_mismatch, counters.unknown_path), (1, 1, 1));
+    assert_eq!(
+        (
+            counters.replayed,
+            counters.path_mismatch,
+            counters.unknown_path
+        ),
+        (1, 1, 1)
+    );
     assert_eq!(counters.stale_incarnation, 1);
     assert_eq!(pair.a.path(at).unwrap().counters.replayed, 1);
     let mut garbage = *b"not a frame";
-    assert!(matches!(pair.a.handle_frame(pair.now, at, &mut garbage), Err(RxError::Wire(_))));
+    assert!(matches!(
+        pair.a.handle_frame(pair.now, at, &mut garbage),
+        Err(RxError::Wire(_))
+    ));
 }
 
 #[test]
@@ -296,12 +417,18 @@ fn watchdog_trips_on_silence_and_rearms_and_events_travel_reliably() {
     let timeout = Duration::from_millis(800);
     let mut pair = Pair::with_watchdog(Some(timeout));
     pair.run_for(Duration::from_millis(300));
-    assert!(matches!(pair.a.peer(B).unwrap().watchdog, Some(WatchdogState::Armed { .. })));
+    assert!(matches!(
+        pair.a.peer(B).unwrap().watchdog,
+        Some(WatchdogState::Armed { .. })
+    ));
     pair.cut = [true, true];
     let last = pair.a.path(path(B, 0)).unwrap().last_heard.unwrap();
     pair.run_for(Duration::from_secs(2));
     let tripped = pair.events_a.iter().find_map(|(t, e)| match e {
-        Event::WatchdogTripped { node: B, silent_for } => Some((*t, *silent_for)),
+        Event::WatchdogTripped {
+            node: B,
+            silent_for,
+        } => Some((*t, *silent_for)),
         _ => None,
     });
     assert_eq!(tripped, Some((last + timeout, timeout)));
@@ -309,10 +436,18 @@ fn watchdog_trips_on_silence_and_rearms_and_events_travel_reliably() {
     pair.run_for(Duration::from_millis(500));
     assert!(pair.a_saw(&Event::WatchdogRearmed { node: B }).is_some());
 
-    let report = RemoteEvent { code: wire::EventCode::WatchdogTripped, subject: NodeId(5), detail: 800 };
+    let report = RemoteEvent {
+        code: wire::EventCode::WatchdogTripped,
+        subject: NodeId(5),
+        detail: 800,
+    };
     pair.a.send_event(B, report).unwrap();
     pair.run_for(Duration::from_millis(50));
-    assert!(pair.events_b.iter().any(|(_, e)| *e == Event::Remote { from: A, event: report }));
+    assert!(pair.events_b.iter().any(|(_, e)| *e
+        == Event::Remote {
+            from: A,
+            event: report
+        }));
 }
 
 #[test]
@@ -327,26 +462,57 @@ fn bad_configuration_is_refused_with_a_reason() {
         capabilities: 0,
         key: key(),
     };
-    assert_eq!(Ep::new(config(NodeId(0), 1, "x")).unwrap_err(), ConfigError::InvalidNode(NodeId(0)));
-    assert_eq!(Ep::new(config(A, 0, "x")).unwrap_err(), ConfigError::ZeroIncarnation);
+    assert_eq!(
+        Ep::new(config(NodeId(0), 1, "x")).unwrap_err(),
+        ConfigError::InvalidNode(NodeId(0))
+    );
+    assert_eq!(
+        Ep::new(config(A, 0, "x")).unwrap_err(),
+        ConfigError::ZeroIncarnation
+    );
     let long_name = "n".repeat(40);
-    assert_eq!(Ep::new(config(A, 1, &long_name)).unwrap_err(), ConfigError::NameTooLong { len: 40 });
+    assert_eq!(
+        Ep::new(config(A, 1, &long_name)).unwrap_err(),
+        ConfigError::NameTooLong { len: 40 }
+    );
     let mut ep = Ep::new(config(A, 1, "alpha")).unwrap();
     let now = Instant::ZERO;
-    assert_eq!(ep.add_peer(now, PeerConfig::new(A), &[path_config()]), Err(ConfigError::InvalidNode(A)));
+    assert_eq!(
+        ep.add_peer(now, PeerConfig::new(A), &[path_config()]),
+        Err(ConfigError::InvalidNode(A))
+    );
     assert_eq!(
         ep.add_peer(now, PeerConfig::new(B), &[]),
-        Err(ConfigError::PathCount { node: B, given: 0, max: 2 })
+        Err(ConfigError::PathCount {
+            node: B,
+            given: 0,
+            max: 2
+        })
     );
     assert_eq!(
         ep.add_peer(now, PeerConfig::new(B), &[path_config(); 3]),
-        Err(ConfigError::PathCount { node: B, given: 3, max: 2 })
+        Err(ConfigError::PathCount {
+            node: B,
+            given: 3,
+            max: 2
+        })
     );
-    let bad = PathConfig { misses: 0, ..path_config() };
-    assert!(matches!(ep.add_peer(now, PeerConfig::new(B), &[bad]), Err(ConfigError::Path { .. })));
-    ep.add_peer(now, PeerConfig::new(B), &[path_config()]).unwrap();
-    assert_eq!(ep.add_peer(now, PeerConfig::new(B), &[path_config()]), Err(ConfigError::DuplicatePeer(B)));
-    ep.add_peer(now, PeerConfig::new(NodeId(3)), &[path_config()]).unwrap();
+    let bad = PathConfig {
+        misses: 0,
+        ..path_config()
+    };
+    assert!(matches!(
+        ep.add_peer(now, PeerConfig::new(B), &[bad]),
+        Err(ConfigError::Path { .. })
+    ));
+    ep.add_peer(now, PeerConfig::new(B), &[path_config()])
+        .unwrap();
+    assert_eq!(
+        ep.add_peer(now, PeerConfig::new(B), &[path_config()]),
+        Err(ConfigError::DuplicatePeer(B))
+    );
+    ep.add_peer(now, PeerConfig::new(NodeId(3)), &[path_config()])
+        .unwrap();
     assert_eq!(
         ep.add_peer(now, PeerConfig::new(NodeId(4)), &[path_config()]),
         Err(ConfigError::TooManyPeers { max: 2 })

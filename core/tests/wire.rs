@@ -1,6 +1,8 @@
 //! The wire format: round trips, every rejection as its own typed error, and
 //! the decoder's behaviour on arbitrary, split and noisy input.
 
+#![allow(clippy::unwrap_used)] // a test that cannot set up should panic
+
 use heartline_core::wire::{
     self, Ack, Data, EventReport, FrameReader, Header, Heartbeat, Hello, Key, Kind,
     MAX_ENCODED_LEN, MAX_PAYLOAD, Message, NodeKind, WireError,
@@ -47,7 +49,11 @@ fn decode_stream(chunks: &[&[u8]], key: &Key) -> Vec<Result<String, WireError>> 
 }
 
 fn heartbeat() -> Message<'static> {
-    Message::Heartbeat(Heartbeat { sent_at: 1_000, echo: 900, echo_age: 50 })
+    Message::Heartbeat(Heartbeat {
+        sent_at: 1_000,
+        echo: 900,
+        echo_age: 50,
+    })
 }
 
 /// Decodes the COBS bytes of `frame` (delimiter stripped).
@@ -82,7 +88,10 @@ fn heartbeat_frame_layout_matches_the_spec() {
     assert_eq!(&raw[20..28], &77u64.to_le_bytes());
     // Body: three varints (1000 = 2 bytes, 900 = 2 bytes, 50 = 1 byte).
     assert_eq!(raw.len(), 28 + 5 + 16 + 4);
-    assert!(!frame[..frame.len() - 1].contains(&0), "COBS leaves no zero inside a frame");
+    assert!(
+        !frame[..frame.len() - 1].contains(&0),
+        "COBS leaves no zero inside a frame"
+    );
 }
 
 #[test]
@@ -92,10 +101,16 @@ fn each_rejection_is_its_own_error() {
     assert!(decode_one(good.clone(), &key, CLUSTER).is_ok());
 
     let other_key = Key::new(b"another cluster's secret, 32 by.").unwrap();
-    assert_eq!(decode_one(good.clone(), &other_key, CLUSTER), Err(WireError::BadTag));
+    assert_eq!(
+        decode_one(good.clone(), &other_key, CLUSTER),
+        Err(WireError::BadTag)
+    );
 
     let other_cluster = ClusterId(1);
-    assert_eq!(decode_one(good.clone(), &key, other_cluster), Err(WireError::WrongCluster(CLUSTER)));
+    assert_eq!(
+        decode_one(good.clone(), &key, other_cluster),
+        Err(WireError::WrongCluster(CLUSTER))
+    );
 
     let mut raw = cobs::decode_vec(&good[..good.len() - 1]).unwrap();
     raw[30] ^= 0x40; // one bit flipped in the body by line noise
@@ -103,18 +118,33 @@ fn each_rejection_is_its_own_error() {
     noisy.push(0);
     assert_eq!(decode_one(noisy, &key, CLUSTER), Err(WireError::BadCrc));
 
-    assert_eq!(decode_one(vec![3, 1, 2, 0], &key, CLUSTER), Err(WireError::Truncated));
-    assert_eq!(decode_one(vec![0], &key, CLUSTER), Err(WireError::Truncated));
+    assert_eq!(
+        decode_one(vec![3, 1, 2, 0], &key, CLUSTER),
+        Err(WireError::Truncated)
+    );
+    assert_eq!(
+        decode_one(vec![0], &key, CLUSTER),
+        Err(WireError::Truncated)
+    );
 
     let huge = vec![0xffu8; MAX_ENCODED_LEN + 10];
     let mut frame = huge.clone();
-    assert_eq!(wire::decode(&mut frame, &key, CLUSTER), Err(WireError::Oversize));
+    assert_eq!(
+        wire::decode(&mut frame, &key, CLUSTER),
+        Err(WireError::Oversize)
+    );
 
     let future = edit_raw(&good, |raw| raw[0] = 2);
-    assert_eq!(decode_one(future, &key, CLUSTER), Err(WireError::UnknownVersion(2)));
+    assert_eq!(
+        decode_one(future, &key, CLUSTER),
+        Err(WireError::UnknownVersion(2))
+    );
 
     let new_kind = edit_raw(&good, |raw| raw[1] = 42);
-    assert_eq!(decode_one(new_kind, &key, CLUSTER), Err(WireError::UnknownKind(42)));
+    assert_eq!(
+        decode_one(new_kind, &key, CLUSTER),
+        Err(WireError::UnknownKind(42))
+    );
 
     // A kind-1 body that is not a hello, correctly tagged: malformed.
     let bad_body = edit_raw(&good, |raw| {
@@ -125,11 +155,17 @@ fn each_rejection_is_its_own_error() {
         let tag = key.tag(raw);
         raw.extend_from_slice(&tag);
     });
-    assert_eq!(decode_one(bad_body, &key, CLUSTER), Err(WireError::Malformed));
+    assert_eq!(
+        decode_one(bad_body, &key, CLUSTER),
+        Err(WireError::Malformed)
+    );
 
     let mut broken_cobs = good.clone();
     broken_cobs[0] = 0xff;
-    assert_eq!(decode_one(broken_cobs, &key, CLUSTER), Err(WireError::Framing));
+    assert_eq!(
+        decode_one(broken_cobs, &key, CLUSTER),
+        Err(WireError::Framing)
+    );
 }
 
 #[test]
@@ -142,15 +178,26 @@ fn trailing_body_fields_from_a_newer_peer_are_ignored() {
         let tag = key.tag(raw);
         raw.extend_from_slice(&tag);
     });
-    assert_eq!(decode_one(extended, &key, CLUSTER), decode_one(good, &key, CLUSTER));
+    assert_eq!(
+        decode_one(extended, &key, CLUSTER),
+        decode_one(good, &key, CLUSTER)
+    );
 }
 
 #[test]
 fn oversized_payloads_and_names_are_refused_at_encode() {
     let mut buf = [0u8; MAX_ENCODED_LEN];
     let payload = [7u8; MAX_PAYLOAD + 1];
-    let data = Message::Data(Data { seq: 1, base: 1, mailbox: 1, payload: &payload });
-    assert_eq!(wire::encode(&header(), &data, &key(), &mut buf), Err(wire::EncodeError::TooLarge));
+    let data = Message::Data(Data {
+        seq: 1,
+        base: 1,
+        mailbox: 1,
+        payload: &payload,
+    });
+    assert_eq!(
+        wire::encode(&header(), &data, &key(), &mut buf),
+        Err(wire::EncodeError::TooLarge)
+    );
     let long_name = "x".repeat(33);
     let hello = Message::Hello(Hello {
         name: &long_name,
@@ -158,15 +205,26 @@ fn oversized_payloads_and_names_are_refused_at_encode() {
         capabilities: 0,
         heartbeat: Heartbeat::default(),
     });
-    assert_eq!(wire::encode(&header(), &hello, &key(), &mut buf), Err(wire::EncodeError::TooLarge));
+    assert_eq!(
+        wire::encode(&header(), &hello, &key(), &mut buf),
+        Err(wire::EncodeError::TooLarge)
+    );
     let mut small = [0u8; 20];
-    assert_eq!(wire::encode(&header(), &heartbeat(), &key(), &mut small), Err(wire::EncodeError::BufferTooSmall));
+    assert_eq!(
+        wire::encode(&header(), &heartbeat(), &key(), &mut small),
+        Err(wire::EncodeError::BufferTooSmall)
+    );
 }
 
 #[test]
 fn a_full_payload_fits_the_documented_maximum() {
     let payload = [0u8; MAX_PAYLOAD];
-    let data = Message::Data(Data { seq: u32::MAX, base: u32::MAX, mailbox: u16::MAX, payload: &payload });
+    let data = Message::Data(Data {
+        seq: u32::MAX,
+        base: u32::MAX,
+        mailbox: u16::MAX,
+        payload: &payload,
+    });
     let frame = encode(&header(), &data, &key());
     assert!(frame.len() <= MAX_ENCODED_LEN);
     assert!(decode_one(frame, &key(), CLUSTER).is_ok());
@@ -191,9 +249,12 @@ impl OwnedMessage {
                 heartbeat: *hb,
             }),
             OwnedMessage::Heartbeat(hb) => Message::Heartbeat(*hb),
-            OwnedMessage::Data(seq, base, mailbox, payload) => {
-                Message::Data(Data { seq: *seq, base: *base, mailbox: *mailbox, payload })
-            }
+            OwnedMessage::Data(seq, base, mailbox, payload) => Message::Data(Data {
+                seq: *seq,
+                base: *base,
+                mailbox: *mailbox,
+                payload,
+            }),
             OwnedMessage::Ack(c) => Message::Ack(Ack { cumulative: *c }),
             OwnedMessage::Event(seq, base, code, subject, detail) => Message::Event(EventReport {
                 seq: *seq,
@@ -207,7 +268,11 @@ impl OwnedMessage {
 }
 
 fn heartbeat_strategy() -> impl Strategy<Value = Heartbeat> {
-    (any::<u64>(), any::<u64>(), any::<u32>()).prop_map(|(sent_at, echo, echo_age)| Heartbeat { sent_at, echo, echo_age })
+    (any::<u64>(), any::<u64>(), any::<u32>()).prop_map(|(sent_at, echo, echo_age)| Heartbeat {
+        sent_at,
+        echo,
+        echo_age,
+    })
 }
 
 fn message_strategy() -> impl Strategy<Value = OwnedMessage> {
@@ -216,17 +281,35 @@ fn message_strategy() -> impl Strategy<Value = OwnedMessage> {
             .prop_filter("name fits", |(n, ..)| n.len() <= 32)
             .prop_map(|(n, k, c, h)| OwnedMessage::Hello(n, k, c, h)),
         heartbeat_strategy().prop_map(OwnedMessage::Heartbeat),
-        (any::<u32>(), any::<u32>(), any::<u16>(), prop::collection::vec(any::<u8>(), 0..=MAX_PAYLOAD))
+        (
+            any::<u32>(),
+            any::<u32>(),
+            any::<u16>(),
+            prop::collection::vec(any::<u8>(), 0..=MAX_PAYLOAD)
+        )
             .prop_map(|(s, b, m, p)| OwnedMessage::Data(s, b, m, p)),
         any::<u32>().prop_map(OwnedMessage::Ack),
-        (any::<u32>(), any::<u32>(), any::<u16>(), any::<u16>(), any::<u32>())
+        (
+            any::<u32>(),
+            any::<u32>(),
+            any::<u16>(),
+            any::<u16>(),
+            any::<u32>()
+        )
             .prop_map(|(s, b, c, n, d)| OwnedMessage::Event(s, b, c, n, d)),
     ]
 }
 
 fn header_strategy() -> impl Strategy<Value = Header> {
-    (any::<u8>(), 1..=u16::MAX, 1..=u16::MAX, any::<u32>(), any::<u32>(), any::<u64>()).prop_map(
-        |(path, src, dst, si, di, seq)| Header {
+    (
+        any::<u8>(),
+        1..=u16::MAX,
+        1..=u16::MAX,
+        any::<u32>(),
+        any::<u32>(),
+        any::<u64>(),
+    )
+        .prop_map(|(path, src, dst, si, di, seq)| Header {
             kind: Kind::Ack,
             path: PathId(path),
             cluster: CLUSTER,
@@ -235,8 +318,7 @@ fn header_strategy() -> impl Strategy<Value = Header> {
             src_incarnation: Incarnation(si),
             dst_incarnation: Incarnation(di),
             seq,
-        },
-    )
+        })
 }
 
 proptest! {
@@ -294,7 +376,12 @@ fn every_split_point_of_a_three_frame_stream_decodes_the_same() {
     let payload = [0u8, 1, 0, 2, 0, 0, 3];
     let stream: Vec<u8> = [
         heartbeat(),
-        Message::Data(Data { seq: 1, base: 1, mailbox: 9, payload: &payload }),
+        Message::Data(Data {
+            seq: 1,
+            base: 1,
+            mailbox: 9,
+            payload: &payload,
+        }),
         Message::Ack(Ack { cumulative: 1 }),
     ]
     .iter()

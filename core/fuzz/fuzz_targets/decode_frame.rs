@@ -12,15 +12,17 @@
 use crc::{CRC_32_ISO_HDLC, Crc};
 use heartline_core::wire::{self, FrameReader, Key, MAX_ENCODED_LEN};
 use heartline_core::{
-    ClusterId, Endpoint, EndpointConfig, Incarnation, Instant, NodeId, PathConfig, PathId,
-    PathRef, PeerConfig,
+    ClusterId, Endpoint, EndpointConfig, Incarnation, Instant, NodeId, PathConfig, PathId, PathRef,
+    PeerConfig,
 };
 use libfuzzer_sys::fuzz_target;
 
 const SECRET: &[u8] = b"fuzzing-cluster-secret-0123456789";
 
 fuzz_target!(|input: &[u8]| {
-    let Some((&mode, rest)) = input.split_first() else { return };
+    let Some((&mode, rest)) = input.split_first() else {
+        return;
+    };
     let key = Key::new(SECRET).unwrap();
     let mut endpoint = Endpoint::<2, 2, 4, 4, 32>::new(EndpointConfig {
         cluster: ClusterId(7),
@@ -33,7 +35,11 @@ fuzz_target!(|input: &[u8]| {
     })
     .unwrap();
     endpoint
-        .add_peer(Instant::ZERO, PeerConfig::new(NodeId(2)), &[PathConfig::default(); 2])
+        .add_peer(
+            Instant::ZERO,
+            PeerConfig::new(NodeId(2)),
+            &[PathConfig::default(); 2],
+        )
         .unwrap();
 
     let mut stream = [0u8; 2 * MAX_ENCODED_LEN];
@@ -60,7 +66,10 @@ fuzz_target!(|input: &[u8]| {
         copy[..frame.len()].copy_from_slice(frame);
         let _ = wire::decode(&mut copy[..frame.len()], &key, ClusterId(7));
         now = Instant::from_micros(now.as_micros() + 1_000);
-        let path = PathRef { node: NodeId(2), path: PathId(frame.first().copied().unwrap_or(0) % 3) };
+        let path = PathRef {
+            node: NodeId(2),
+            path: PathId(frame.first().copied().unwrap_or(0) % 3),
+        };
         let _ = endpoint.handle_frame(now, path, frame);
         while endpoint.poll_transmit(now, &mut out).is_some() {}
         while endpoint.poll_event().is_some() {}

@@ -85,7 +85,10 @@ mod tests {
 
     #[test]
     fn refuses_short_secrets() {
-        assert_eq!(Key::new(b"short").unwrap_err(), KeyError::TooShort { len: 5 });
+        assert_eq!(
+            Key::new(b"short").unwrap_err(),
+            KeyError::TooShort { len: 5 }
+        );
     }
 
     #[test]

@@ -26,7 +26,10 @@ pub fn encode(
     out: &mut [u8],
 ) -> Result<usize, EncodeError> {
     let mut raw = [0u8; MAX_FRAME_LEN];
-    let header = Header { kind: message.kind(), ..*header };
+    let header = Header {
+        kind: message.kind(),
+        ..*header
+    };
     let (head, rest) = raw.split_at_mut(HEADER_LEN);
     let head: &mut [u8; HEADER_LEN] = head.try_into().map_err(|_| EncodeError::BufferTooSmall)?;
     header.emit(head);

@@ -30,7 +30,10 @@ impl<const N: usize> FrameReader<N> {
     /// valid frame fits.
     #[must_use]
     pub const fn new() -> Self {
-        FrameReader { pending: Vec::new(), overflowed: false }
+        FrameReader {
+            pending: Vec::new(),
+            overflowed: false,
+        }
     }
 
     /// Feeds `input` and calls `on_frame` for every frame it completes, with
@@ -73,7 +76,10 @@ impl<const N: usize> FrameReader<N> {
 mod tests {
     use super::{FrameReader, Overflow};
 
-    fn frames<const N: usize>(reader: &mut FrameReader<N>, input: &[u8]) -> Vec<Result<Vec<u8>, Overflow>> {
+    fn frames<const N: usize>(
+        reader: &mut FrameReader<N>,
+        input: &[u8],
+    ) -> Vec<Result<Vec<u8>, Overflow>> {
         let mut out = Vec::new();
         reader.push(input, |f| out.push(f.map(|b| b.to_vec())));
         out
@@ -83,13 +89,19 @@ mod tests {
     fn splits_at_delimiters_across_chunks() {
         let mut r = FrameReader::<8>::new();
         assert!(frames(&mut r, b"ab").is_empty());
-        assert_eq!(frames(&mut r, b"c\0de\0\0f"), [Ok(b"abc".to_vec()), Ok(b"de".to_vec())]);
+        assert_eq!(
+            frames(&mut r, b"c\0de\0\0f"),
+            [Ok(b"abc".to_vec()), Ok(b"de".to_vec())]
+        );
         assert_eq!(r.buffered(), 1);
     }
 
     #[test]
     fn discards_an_overlong_run_and_resynchronises() {
         let mut r = FrameReader::<4>::new();
-        assert_eq!(frames(&mut r, b"123456789\0ok\0"), [Err(Overflow), Ok(b"ok".to_vec())]);
+        assert_eq!(
+            frames(&mut r, b"123456789\0ok\0"),
+            [Err(Overflow), Ok(b"ok".to_vec())]
+        );
     }
 }

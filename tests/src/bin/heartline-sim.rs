@@ -44,21 +44,40 @@ fn main() -> ExitCode {
     }
     let (scenario, narrate_all) = match (args.seed, args.nodes) {
         (Some(seed), _) => (Scenario::from_seed(seed), args.trace),
-        (None, Some(nodes)) => (Scenario::benchmark(usize::from(nodes), usize::from(args.paths), args.seconds), args.trace),
+        (None, Some(nodes)) => (
+            Scenario::benchmark(usize::from(nodes), usize::from(args.paths), args.seconds),
+            args.trace,
+        ),
         (None, None) => {
-            println!("heartline simulator: 3 nodes, 2 paths between each pair, 2% loss, in simulated time.");
-            println!("Path 0 of nodes 1-2 is cut at 4 s; node 3 crashes at 10 s and restarts at 13 s.\n");
+            println!(
+                "heartline simulator: 3 nodes, 2 paths between each pair, 2% loss, in simulated time."
+            );
+            println!(
+                "Path 0 of nodes 1-2 is cut at 4 s; node 3 crashes at 10 s and restarts at 13 s.\n"
+            );
             (Scenario::demo(), args.trace)
         }
     };
     let started = WallClock::now();
     let mut narrate = |line: String| {
-        let notable = ["PathUp", "PathDown", "NodeUp", "NodeDown", "NodeRestarted", "crashes", "restarts"];
+        let notable = [
+            "PathUp",
+            "PathDown",
+            "NodeUp",
+            "NodeDown",
+            "NodeRestarted",
+            "crashes",
+            "restarts",
+        ];
         if narrate_all || notable.iter().any(|w| line.contains(w)) {
             println!("{line}");
         }
     };
-    let result = if args.nodes.is_some() && !args.trace { sim::run(&scenario) } else { sim::run_traced(&scenario, &mut narrate) };
+    let result = if args.nodes.is_some() && !args.trace {
+        sim::run(&scenario)
+    } else {
+        sim::run_traced(&scenario, &mut narrate)
+    };
     let wall = started.elapsed();
     match result {
         Ok(report) => {
@@ -82,6 +101,14 @@ fn check_seeds(first: u64, count: u64) -> ExitCode {
             failed += 1;
         }
     }
-    println!("{} passed, {failed} failed ({count} seeds from {first} in {:.2} s)", count - failed, started.elapsed().as_secs_f64());
-    if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    println!(
+        "{} passed, {failed} failed ({count} seeds from {first} in {:.2} s)",
+        count - failed,
+        started.elapsed().as_secs_f64()
+    );
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }

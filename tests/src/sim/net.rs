@@ -11,14 +11,20 @@ use rand_chacha::ChaCha8Rng;
 
 use super::scenario::LinkSpec;
 
+/// Where a frame goes: from node, to node (indices), on which of their paths.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Hop {
+    pub(crate) from: usize,
+    pub(crate) to: usize,
+    pub(crate) path: u8,
+}
+
 /// A frame on its way.
 #[derive(Debug)]
 pub(crate) struct InFlight {
     pub(crate) at: Instant,
     order: u64,
-    pub(crate) from: usize,
-    pub(crate) to: usize,
-    pub(crate) path: u8,
+    pub(crate) hop: Hop,
     pub(crate) bytes: Vec<u8>,
 }
 
@@ -64,11 +70,23 @@ pub(crate) struct Net {
 
 impl Net {
     pub(crate) fn new(rng: ChaCha8Rng) -> Net {
-        Net { queue: BinaryHeap::new(), next_order: 0, rng, stats: NetStats::default() }
+        Net {
+            queue: BinaryHeap::new(),
+            next_order: 0,
+            rng,
+            stats: NetStats::default(),
+        }
     }
 
     /// Puts a frame on `link`, applying its faults.
-    pub(crate) fn send(&mut self, now: Instant, link: &LinkSpec, from: usize, to: usize, path: u8, bytes: &[u8], faults: bool) {
+    pub(crate) fn send(
+        &mut self,
+        now: Instant,
+        link: &LinkSpec,
+        hop: Hop,
+        bytes: &[u8],
+        faults: bool,
+    ) {
         self.stats.sent += 1;
         if faults && link.is_cut(now) {
             self.stats.cut += 1;
@@ -78,7 +96,11 @@ impl Net {
             self.stats.lost += 1;
             return;
         }
-        let copies = if faults && self.rng.random_bool(link.duplicate) { 2 } else { 1 };
+        let copies = if faults && self.rng.random_bool(link.duplicate) {
+            2
+        } else {
+            1
+        };
         self.stats.duplicated += copies - 1;
         for _ in 0..copies {
             let jitter = if faults && link.jitter.as_micros() > 0 {
@@ -87,7 +109,12 @@ impl Net {
                 0
             };
             let at = Instant::from_micros(now.as_micros() + link.delay.as_micros() + jitter);
-            self.queue.push(InFlight { at, order: self.next_order, from, to, path, bytes: bytes.to_vec() });
+            self.queue.push(InFlight {
+                at,
+                order: self.next_order,
+                hop,
+                bytes: bytes.to_vec(),
+            });
             self.next_order += 1;
         }
         self.stats.peak_in_flight = self.stats.peak_in_flight.max(self.queue.len());
@@ -100,7 +127,11 @@ impl Net {
 
     /// The next frame arriving at or before `now`.
     pub(crate) fn pop_due(&mut self, now: Instant) -> Option<InFlight> {
-        if self.queue.peek()?.at <= now { self.queue.pop() } else { None }
+        if self.queue.peek()?.at <= now {
+            self.queue.pop()
+        } else {
+            None
+        }
     }
 
     pub(crate) fn in_flight(&self) -> usize {

@@ -113,11 +113,22 @@ impl Oracle {
     }
 
     fn violation(&self, at: Instant, what: String) -> Violation {
-        Violation { seed: self.seed, at, what }
+        Violation {
+            seed: self.seed,
+            at,
+            what,
+        }
     }
 
     /// `observer` accepted a frame from `subject` on `path` at `now`.
-    pub(crate) fn accepted(&mut self, observer: usize, subject: usize, path: u8, now: Instant, link: &LinkSpec) {
+    pub(crate) fn accepted(
+        &mut self,
+        observer: usize,
+        subject: usize,
+        path: u8,
+        now: Instant,
+        link: &LinkSpec,
+    ) {
         let slots = &mut self.last_accepted[observer][subject];
         let index = usize::from(path);
         if slots.len() <= index {
@@ -148,7 +159,11 @@ impl Oracle {
         let ids = &self.ids;
         for ((src, inc, _), (dst, counter)) in ids {
             if *src == node && *inc == incarnation {
-                if let Some(o) = self.ledger.get_mut(&(*src, *dst)).and_then(|l| l.sent.get_mut(counter)) {
+                if let Some(o) = self
+                    .ledger
+                    .get_mut(&(*src, *dst))
+                    .and_then(|l| l.sent.get_mut(counter))
+                {
                     if *o == Outcome::Pending {
                         *o = Outcome::Abandoned;
                     }
@@ -159,11 +174,19 @@ impl Oracle {
 
     /// `observer` declared `subject` down at `now`: no path may have
     /// delivered within its `interval × misses`.
-    pub(crate) fn node_down(&mut self, observer: usize, subject: usize, now: Instant, links: &[LinkSpec]) -> Result<(), Violation> {
+    pub(crate) fn node_down(
+        &mut self,
+        observer: usize,
+        subject: usize,
+        now: Instant,
+        links: &[LinkSpec],
+    ) -> Result<(), Violation> {
         self.tally.node_downs += 1;
         let heard = &self.last_accepted[observer][subject];
         for (index, last) in heard.iter().enumerate() {
-            let (Some(last), Some(link)) = (last, links.get(index)) else { continue };
+            let (Some(last), Some(link)) = (last, links.get(index)) else {
+                continue;
+            };
             if now.saturating_since(*last) < link.config.down_after() {
                 return Err(self.violation(
                     now,
@@ -185,7 +208,11 @@ impl Oracle {
 
     /// After every step: no observer may still think a silent subject is up
     /// past `interval × (misses + 1)` from the last frame.
-    pub(crate) fn check_detection(&mut self, now: Instant, is_up: impl Fn(usize, usize) -> bool) -> Result<(), Violation> {
+    pub(crate) fn check_detection(
+        &mut self,
+        now: Instant,
+        is_up: impl Fn(usize, usize) -> bool,
+    ) -> Result<(), Violation> {
         while let Some(&Reverse((bound, observer, subject))) = self.deadlines.peek() {
             if bound >= now {
                 break;
@@ -215,30 +242,68 @@ impl Oracle {
         Ok(())
     }
 
-    pub(crate) fn sent(&mut self, src: usize, incarnation: u32, id: MessageId, dst: usize, counter: u64) {
+    pub(crate) fn sent(
+        &mut self,
+        src: usize,
+        incarnation: u32,
+        id: MessageId,
+        dst: usize,
+        counter: u64,
+    ) {
         self.tally.sent += 1;
         self.ids.insert((src, incarnation, id), (dst, counter));
-        self.ledger.entry((src, dst)).or_default().sent.insert(counter, Outcome::Pending);
+        self.ledger
+            .entry((src, dst))
+            .or_default()
+            .sent
+            .insert(counter, Outcome::Pending);
     }
 
     /// `dst` received `bytes` from `from`: it must be the next message of
     /// that pair after the last received, never a duplicate or a step back.
-    pub(crate) fn received(&mut self, now: Instant, dst: usize, from: usize, bytes: &[u8]) -> Result<(), Violation> {
+    pub(crate) fn received(
+        &mut self,
+        now: Instant,
+        dst: usize,
+        from: usize,
+        bytes: &[u8],
+    ) -> Result<(), Violation> {
         self.tally.received += 1;
         if bytes.len() < PAYLOAD_HEADER {
-            return Err(self.violation(now, format!("node {} received a truncated message", dst + 1)));
+            return Err(self.violation(
+                now,
+                format!("node {} received a truncated message", dst + 1),
+            ));
         }
         let src = usize::from(u16::from_le_bytes([bytes[0], bytes[1]]));
         let to = usize::from(u16::from_le_bytes([bytes[2], bytes[3]]));
         let counter = u64::from_le_bytes(bytes[4..12].try_into().unwrap_or_default());
         if (src, to) != (from, dst) {
-            return Err(self.violation(now, format!("node {} received a message meant for {} from {}", dst + 1, to + 1, src + 1)));
+            return Err(self.violation(
+                now,
+                format!(
+                    "node {} received a message meant for {} from {}",
+                    dst + 1,
+                    to + 1,
+                    src + 1
+                ),
+            ));
         }
         let seed = self.seed;
-        let fail = |what: String| Err(Violation { seed, at: now, what });
+        let fail = |what: String| {
+            Err(Violation {
+                seed,
+                at: now,
+                what,
+            })
+        };
         let ledger = self.ledger.entry((src, dst)).or_default();
         if !ledger.sent.contains_key(&counter) {
-            return fail(format!("node {} received message #{counter} that {} never sent", dst + 1, src + 1));
+            return fail(format!(
+                "node {} received message #{counter} that {} never sent",
+                dst + 1,
+                src + 1
+            ));
         }
         if let Some(last) = ledger.last_received.filter(|last| counter <= *last) {
             return fail(format!(
@@ -253,16 +318,33 @@ impl Oracle {
     }
 
     /// The sender was told `id` was delivered: it must have been received.
-    pub(crate) fn delivered(&mut self, now: Instant, src: usize, incarnation: u32, id: MessageId) -> Result<(), Violation> {
+    pub(crate) fn delivered(
+        &mut self,
+        now: Instant,
+        src: usize,
+        incarnation: u32,
+        id: MessageId,
+    ) -> Result<(), Violation> {
         self.tally.delivered += 1;
         let Some(&(dst, counter)) = self.ids.get(&(src, incarnation, id)) else {
-            return Err(self.violation(now, format!("node {} told of delivery of unknown {id}", src + 1)));
+            return Err(self.violation(
+                now,
+                format!("node {} told of delivery of unknown {id}", src + 1),
+            ));
         };
         let seed = self.seed;
         let ledger = self.ledger.entry((src, dst)).or_default();
         if !ledger.received.contains_key(&counter) {
-            let what = format!("node {} told #{counter} was delivered to {}, which never received it", src + 1, dst + 1);
-            return Err(Violation { seed, at: now, what });
+            let what = format!(
+                "node {} told #{counter} was delivered to {}, which never received it",
+                src + 1,
+                dst + 1
+            );
+            return Err(Violation {
+                seed,
+                at: now,
+                what,
+            });
         }
         ledger.sent.insert(counter, Outcome::Delivered);
         Ok(())
@@ -271,15 +353,31 @@ impl Oracle {
     pub(crate) fn failed(&mut self, src: usize, incarnation: u32, id: MessageId) {
         self.tally.failed += 1;
         if let Some(&(dst, counter)) = self.ids.get(&(src, incarnation, id)) {
-            self.ledger.entry((src, dst)).or_default().sent.insert(counter, Outcome::Failed);
+            self.ledger
+                .entry((src, dst))
+                .or_default()
+                .sent
+                .insert(counter, Outcome::Failed);
         }
     }
 
     /// At the end, after healing: every message of a live sender is settled.
     pub(crate) fn check_settled(&self, now: Instant) -> Result<(), Violation> {
         for ((src, dst), ledger) in &self.ledger {
-            if let Some(counter) = ledger.sent.iter().find(|(_, o)| **o == Outcome::Pending).map(|(c, _)| c) {
-                return Err(self.violation(now, format!("message #{counter} from node {} to {} never settled", src + 1, dst + 1)));
+            if let Some(counter) = ledger
+                .sent
+                .iter()
+                .find(|(_, o)| **o == Outcome::Pending)
+                .map(|(c, _)| c)
+            {
+                return Err(self.violation(
+                    now,
+                    format!(
+                        "message #{counter} from node {} to {} never settled",
+                        src + 1,
+                        dst + 1
+                    ),
+                ));
             }
         }
         Ok(())

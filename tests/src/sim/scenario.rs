@@ -87,8 +87,18 @@ impl Scenario {
     #[must_use]
     pub fn from_seed(seed: u64) -> Scenario {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let nodes = if rng.random_ratio(1, 20) { rng.random_range(16..=32) } else { rng.random_range(2..=8) };
-        let faulty = Duration::from_secs(rng.random_range(10..=30));
+        let nodes = if rng.random_ratio(1, 20) {
+            rng.random_range(16..=32)
+        } else {
+            rng.random_range(2..=8)
+        };
+        // Large clusters get a shorter run: their cost grows with the square
+        // of the node count.
+        let faulty = Duration::from_secs(if nodes > 8 {
+            rng.random_range(4..=8)
+        } else {
+            rng.random_range(10..=30)
+        });
         let mut scenario = Scenario {
             seed,
             nodes,
@@ -96,7 +106,11 @@ impl Scenario {
             crashes: Vec::new(),
             faulty,
             heal: Duration::ZERO,
-            messages_per_second: if nodes > 8 { 2.0 } else { rng.random_range(0.0..50.0) },
+            messages_per_second: if nodes > 8 {
+                2.0
+            } else {
+                rng.random_range(0.0..50.0)
+            },
         };
         let mut longest_detection = Duration::ZERO;
         for _ in 0..nodes * (nodes - 1) / 2 {
@@ -110,9 +124,13 @@ impl Scenario {
         }
         for node in 0..nodes {
             if rng.random_ratio(1, 4) {
-                let at = Instant::from_millis(rng.random_range(1_000..faulty.as_millis()));
+                let at = Instant::from_millis(rng.random_range(500..faulty.as_millis()));
                 let restart_after = Duration::from_millis(rng.random_range(10..5_000));
-                scenario.crashes.push(Crash { node, at, restart_after });
+                scenario.crashes.push(Crash {
+                    node,
+                    at,
+                    restart_after,
+                });
             }
         }
         // Long enough for every path to rise again and every message to be
@@ -156,15 +174,30 @@ fn random_link(rng: &mut impl Rng, faulty: Duration) -> LinkSpec {
     for _ in 0..rng.random_range(0..=3) {
         let start = rng.random_range(0..faulty.as_millis());
         let length = rng.random_range(10..4_000);
-        cuts.push((Instant::from_millis(start), Instant::from_millis((start + length).min(faulty.as_millis()))));
+        cuts.push((
+            Instant::from_millis(start),
+            Instant::from_millis((start + length).min(faulty.as_millis())),
+        ));
     }
     let slow_line = rng.random_ratio(1, 4);
     LinkSpec {
         config,
-        loss: if rng.random_ratio(1, 3) { 0.0 } else { rng.random_range(0.0..0.3) },
-        duplicate: if rng.random_ratio(1, 2) { 0.0 } else { rng.random_range(0.0..0.05) },
+        loss: if rng.random_ratio(1, 3) {
+            0.0
+        } else {
+            rng.random_range(0.0..0.3)
+        },
+        duplicate: if rng.random_ratio(1, 2) {
+            0.0
+        } else {
+            rng.random_range(0.0..0.05)
+        },
         // A serial line at 115200 baud takes about 6 ms per heartbeat.
-        delay: Duration::from_micros(if slow_line { rng.random_range(5_000..20_000) } else { rng.random_range(50..2_000) }),
+        delay: Duration::from_micros(if slow_line {
+            rng.random_range(5_000..20_000)
+        } else {
+            rng.random_range(50..2_000)
+        }),
         jitter: Duration::from_micros(rng.random_range(0..10_000)),
         cuts,
     }
@@ -186,12 +219,18 @@ impl Scenario {
             cuts: Vec::new(),
         };
         let mut links = vec![vec![link.clone(), link]; 3];
-        links[0][0].cuts.push((Instant::from_millis(4_000), Instant::from_millis(8_000)));
+        links[0][0]
+            .cuts
+            .push((Instant::from_millis(4_000), Instant::from_millis(8_000)));
         Scenario {
             seed: 0,
             nodes: 3,
             links,
-            crashes: vec![Crash { node: 2, at: Instant::from_millis(10_000), restart_after: Duration::from_secs(3) }],
+            crashes: vec![Crash {
+                node: 2,
+                at: Instant::from_millis(10_000),
+                restart_after: Duration::from_secs(3),
+            }],
             faulty: Duration::from_secs(16),
             heal: Duration::from_secs(4),
             messages_per_second: 20.0,

@@ -11,7 +11,7 @@ use heartline_core::{
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::net::{Net, NetStats};
+use super::net::{Hop, Net, NetStats};
 use super::oracle::{self, Oracle, Tally, Violation};
 use super::scenario::Scenario;
 
@@ -51,20 +51,45 @@ pub struct Report {
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let t = &self.tally;
-        writeln!(f, "seed {}: {} nodes, {} paths, {} simulated in {} steps", self.seed, self.nodes, self.paths, self.simulated, self.steps)?;
+        writeln!(
+            f,
+            "seed {}: {} nodes, {} paths, {} simulated in {} steps",
+            self.seed, self.nodes, self.paths, self.simulated, self.steps
+        )?;
         writeln!(
             f,
             "  frames: {} sent, {} lost, {} cut, {} duplicated, at most {} in flight",
-            self.net.sent, self.net.lost, self.net.cut, self.net.duplicated, self.net.peak_in_flight
+            self.net.sent,
+            self.net.lost,
+            self.net.cut,
+            self.net.duplicated,
+            self.net.peak_in_flight
         )?;
-        write!(f, "  failures: {} paths down, {} node-down verdicts, {} crashes, {} restarts seen", self.path_downs, t.node_downs, self.crashes, self.restarts_seen)?;
+        write!(
+            f,
+            "  failures: {} paths down, {} node-down verdicts, {} crashes, {} restarts seen",
+            self.path_downs, t.node_downs, self.crashes, self.restarts_seen
+        )?;
         if let (Some(min), Some(max)) = (t.detection.iter().min(), t.detection.iter().max()) {
-            let mean = t.detection.iter().map(|d| d.as_micros()).sum::<u64>() / t.detection.len() as u64;
-            write!(f, "; detection after last frame: min {min}, mean {}, max {max}", Duration::from_micros(mean))?;
+            let mean =
+                t.detection.iter().map(|d| d.as_micros()).sum::<u64>() / t.detection.len() as u64;
+            write!(
+                f,
+                "; detection after last frame: min {min}, mean {}, max {max}",
+                Duration::from_micros(mean)
+            )?;
         }
         writeln!(f)?;
-        writeln!(f, "  mailboxes: {} sent, {} received, {} delivered, {} failed (peer down or restarted)", t.sent, t.received, t.delivered, t.failed)?;
-        write!(f, "  memory: {} bytes per endpoint, fixed; all invariants held", self.endpoint_bytes)
+        writeln!(
+            f,
+            "  mailboxes: {} sent, {} received, {} delivered, {} failed (peer down or restarted)",
+            t.sent, t.received, t.delivered, t.failed
+        )?;
+        write!(
+            f,
+            "  memory: {} bytes per endpoint, fixed; all invariants held",
+            self.endpoint_bytes
+        )
     }
 }
 
@@ -106,7 +131,10 @@ pub fn run_traced(scenario: &Scenario, trace: &mut dyn FnMut(String)) -> Result<
     run_inner(scenario, Some(trace))
 }
 
-fn run_inner<'a>(scenario: &'a Scenario, trace: Option<&'a mut dyn FnMut(String)>) -> Result<Report, Violation> {
+fn run_inner<'a>(
+    scenario: &'a Scenario,
+    trace: Option<&'a mut dyn FnMut(String)>,
+) -> Result<Report, Violation> {
     let mut rng = ChaCha8Rng::seed_from_u64(scenario.seed ^ 0x5eed);
     let net = Net::new(ChaCha8Rng::seed_from_u64(rng.random()));
     let mut actions = Vec::new();
@@ -122,7 +150,11 @@ fn run_inner<'a>(scenario: &'a Scenario, trace: Option<&'a mut dyn FnMut(String)
         net,
         oracle: Oracle::new(scenario.seed, scenario.nodes),
         rng,
-        key: Key::new(SECRET).map_err(|e| Violation { seed: scenario.seed, at: Instant::ZERO, what: e.to_string() })?,
+        key: Key::new(SECRET).map_err(|e| Violation {
+            seed: scenario.seed,
+            at: Instant::ZERO,
+            what: e.to_string(),
+        })?,
         now: Instant::ZERO,
         actions,
         path_downs: 0,
@@ -163,7 +195,11 @@ fn node_id(index: usize) -> NodeId {
 
 impl World<'_> {
     fn violation(&self, what: String) -> Violation {
-        Violation { seed: self.scenario.seed, at: self.now, what }
+        Violation {
+            seed: self.scenario.seed,
+            at: self.now,
+            what,
+        }
     }
 
     fn faults_on(&self) -> bool {
@@ -193,9 +229,15 @@ impl World<'_> {
             capabilities: 0,
             key: self.key.clone(),
         };
-        let mut endpoint = Box::new(SimEndpoint::new(config).map_err(|e| self.violation(e.to_string()))?);
+        let mut endpoint =
+            Box::new(SimEndpoint::new(config).map_err(|e| self.violation(e.to_string()))?);
         for peer in (0..self.scenario.nodes).filter(|&p| p != index) {
-            let paths: Vec<PathConfig> = self.scenario.paths(index, peer).iter().map(|l| l.config).collect();
+            let paths: Vec<PathConfig> = self
+                .scenario
+                .paths(index, peer)
+                .iter()
+                .map(|l| l.config)
+                .collect();
             endpoint
                 .add_peer(self.now, PeerConfig::new(node_id(peer)), &paths)
                 .map_err(|e| self.violation(format!("node {}: {e}", index + 1)))?;
@@ -209,9 +251,21 @@ impl World<'_> {
         let mut touched = vec![false; self.nodes.len()];
         loop {
             let next_timer = self.nodes.iter().filter_map(|n| n.timeout).min();
-            let next_message = if self.faults_on() { self.nodes.iter().map(|n| n.next_message).min() } else { None };
+            let next_message = if self.faults_on() {
+                self.nodes.iter().map(|n| n.next_message).min()
+            } else {
+                None
+            };
             let next_action = self.actions.last().map(|(at, _)| *at);
-            let Some(next) = [next_timer, next_message, next_action, self.net.next_arrival()].into_iter().flatten().min() else {
+            let Some(next) = [
+                next_timer,
+                next_message,
+                next_action,
+                self.net.next_arrival(),
+            ]
+            .into_iter()
+            .flatten()
+            .min() else {
                 break;
             };
             if next > end {
@@ -222,24 +276,45 @@ impl World<'_> {
             touched.fill(false);
 
             while let Some(frame) = self.net.pop_due(self.now) {
-                let Some(endpoint) = self.nodes[frame.to].endpoint.as_mut() else { continue };
-                let at = PathRef { node: node_id(frame.from), path: PathId(frame.path) };
+                let Some(endpoint) = self.nodes[frame.hop.to].endpoint.as_mut() else {
+                    continue;
+                };
+                let at = PathRef {
+                    node: node_id(frame.hop.from),
+                    path: PathId(frame.hop.path),
+                };
                 let mut bytes = frame.bytes;
                 let framed = bytes.len() - 1;
                 match endpoint.handle_frame(self.now, at, &mut bytes[..framed]) {
                     Ok(()) => {
-                        let link = &self.scenario.paths(frame.to, frame.from)[usize::from(frame.path)];
-                        self.oracle.accepted(frame.to, frame.from, frame.path, self.now, link);
+                        let link = &self.scenario.paths(frame.hop.to, frame.hop.from)
+                            [usize::from(frame.hop.path)];
+                        self.oracle.accepted(
+                            frame.hop.to,
+                            frame.hop.from,
+                            frame.hop.path,
+                            self.now,
+                            link,
+                        );
                     }
                     // Duplicated frames, and frames of a crashed run still in flight.
                     Err(RxError::Replayed | RxError::StaleIncarnation(_)) => {}
-                    Err(e) => return Err(self.violation(format!("node {} rejected a frame from {} on {}: {e}", frame.to + 1, frame.from + 1, at.path))),
+                    Err(e) => {
+                        return Err(self.violation(format!(
+                            "node {} rejected a frame from {} on {}: {e}",
+                            frame.hop.to + 1,
+                            frame.hop.from + 1,
+                            at.path
+                        )));
+                    }
                 }
-                touched[frame.to] = true;
+                touched[frame.hop.to] = true;
             }
 
             while self.actions.last().is_some_and(|(at, _)| *at <= self.now) {
-                let Some((_, action)) = self.actions.pop() else { break };
+                let Some((_, action)) = self.actions.pop() else {
+                    break;
+                };
                 match action {
                     Action::Crash(index) => {
                         self.log(format!("node {} crashes", index + 1));
@@ -249,17 +324,21 @@ impl World<'_> {
                     }
                     Action::Restart(index) => {
                         self.start(index)?;
-                        self.log(format!("node {} restarts as incarnation {}", index + 1, self.nodes[index].incarnation));
+                        self.log(format!(
+                            "node {} restarts as incarnation {}",
+                            index + 1,
+                            self.nodes[index].incarnation
+                        ));
                     }
                 }
             }
 
             if self.faults_on() {
-                for index in 0..self.nodes.len() {
+                for (index, touched) in touched.iter_mut().enumerate() {
                     if self.nodes[index].next_message <= self.now {
                         self.send_message(index);
                         self.nodes[index].next_message = self.next_message_time(self.now);
-                        touched[index] = true;
+                        *touched = true;
                     }
                 }
             }
@@ -272,18 +351,22 @@ impl World<'_> {
                     }
                 }
             }
-            for index in 0..self.nodes.len() {
-                if touched[index] {
-                    self.drain(index)?;
-                }
+            for (index, _) in touched.iter().enumerate().filter(|(_, touched)| **touched) {
+                self.drain(index)?;
             }
 
             let nodes = &self.nodes;
             self.oracle.check_detection(self.now, |observer, subject| {
-                nodes[observer].endpoint.as_ref().is_some_and(|e| e.can_talk(node_id(subject)))
+                nodes[observer]
+                    .endpoint
+                    .as_ref()
+                    .is_some_and(|e| e.can_talk(node_id(subject)))
             })?;
             if self.net.in_flight() > 64 * self.scenario.links.len().max(1) * 4 + 100_000 {
-                return Err(self.violation(format!("{} frames in flight: unbounded growth", self.net.in_flight())));
+                return Err(self.violation(format!(
+                    "{} frames in flight: unbounded growth",
+                    self.net.in_flight()
+                )));
             }
         }
         self.now = end;
@@ -295,7 +378,9 @@ impl World<'_> {
         let dst = (index + 1 + self.rng.random_range(0..peers - 1)) % peers;
         let filler = self.rng.random_range(0..100);
         let node = &mut self.nodes[index];
-        let Some(endpoint) = node.endpoint.as_mut() else { return };
+        let Some(endpoint) = node.endpoint.as_mut() else {
+            return;
+        };
         if !endpoint.can_talk(node_id(dst)) {
             return;
         }
@@ -312,11 +397,18 @@ impl World<'_> {
         let mut buf = [0u8; MAX_ENCODED_LEN];
         let faults = self.faults_on();
         let incarnation = self.nodes[index].incarnation;
-        let Some(endpoint) = self.nodes[index].endpoint.as_mut() else { return Ok(()) };
+        let Some(endpoint) = self.nodes[index].endpoint.as_mut() else {
+            return Ok(());
+        };
         while let Some(t) = endpoint.poll_transmit(self.now, &mut buf) {
             let to = usize::from(t.path.node.0) - 1;
             let link = &self.scenario.paths(index, to)[usize::from(t.path.path.0)];
-            self.net.send(self.now, link, index, to, t.path.path.0, &buf[..t.len], faults);
+            let hop = Hop {
+                from: index,
+                to,
+                path: t.path.path.0,
+            };
+            self.net.send(self.now, link, hop, &buf[..t.len], faults);
         }
         let mut events = Vec::new();
         while let Some(event) = endpoint.poll_event() {
@@ -332,7 +424,8 @@ impl World<'_> {
         self.nodes[index].timeout = endpoint.poll_timeout();
         for message in messages {
             let from = usize::from(message.from.0) - 1;
-            self.oracle.received(self.now, index, from, &message.payload)?;
+            self.oracle
+                .received(self.now, index, from, &message.payload)?;
         }
         for event in events {
             self.observe(index, incarnation, event)?;
@@ -340,21 +433,36 @@ impl World<'_> {
         Ok(())
     }
 
-    fn observe(&mut self, observer: usize, incarnation: u32, event: Event) -> Result<(), Violation> {
+    fn observe(
+        &mut self,
+        observer: usize,
+        incarnation: u32,
+        event: Event,
+    ) -> Result<(), Violation> {
         match event {
             Event::PathDown(_) => self.path_downs += 1,
             Event::NodeDown { node } => {
                 let subject = usize::from(node.0) - 1;
-                self.oracle.node_down(observer, subject, self.now, self.scenario.paths(observer, subject))?;
+                self.oracle.node_down(
+                    observer,
+                    subject,
+                    self.now,
+                    self.scenario.paths(observer, subject),
+                )?;
             }
             Event::NodeRestarted { node, old, new } => {
                 self.restarts_seen += 1;
                 let current = self.nodes[usize::from(node.0) - 1].incarnation;
                 if !(old < new && new.0 <= current) {
-                    return Err(self.violation(format!("node {} reported {node} restarted from {old} to {new}; it is at {current}", observer + 1)));
+                    return Err(self.violation(format!(
+                        "node {} reported {node} restarted from {old} to {new}; it is at {current}",
+                        observer + 1
+                    )));
                 }
             }
-            Event::Delivered { id, .. } => self.oracle.delivered(self.now, observer, incarnation, id)?,
+            Event::Delivered { id, .. } => {
+                self.oracle.delivered(self.now, observer, incarnation, id)?
+            }
             Event::SendFailed { id, .. } => self.oracle.failed(observer, incarnation, id),
             _ => {}
         }
@@ -373,10 +481,16 @@ impl World<'_> {
     /// their current incarnation, and every message is settled.
     fn check_healed(&self) -> Result<(), Violation> {
         for (o, node) in self.nodes.iter().enumerate() {
-            let Some(endpoint) = node.endpoint.as_ref() else { continue };
+            let Some(endpoint) = node.endpoint.as_ref() else {
+                continue;
+            };
             for (s, subject) in self.nodes.iter().enumerate().filter(|(s, _)| *s != o) {
-                let peer = endpoint.peer(node_id(s)).ok_or_else(|| self.violation(format!("node {} lost peer {}", o + 1, s + 1)))?;
-                if !endpoint.can_talk(node_id(s)) || peer.incarnation != Some(Incarnation(subject.incarnation)) {
+                let peer = endpoint
+                    .peer(node_id(s))
+                    .ok_or_else(|| self.violation(format!("node {} lost peer {}", o + 1, s + 1)))?;
+                if !endpoint.can_talk(node_id(s))
+                    || peer.incarnation != Some(Incarnation(subject.incarnation))
+                {
                     return Err(self.violation(format!(
                         "after healing, node {} sees node {} as {:?} at {:?}, expected up at incarnation {}",
                         o + 1,
@@ -387,13 +501,23 @@ impl World<'_> {
                     )));
                 }
                 for p in 0..peer.paths {
-                    let at = PathRef { node: node_id(s), path: PathId(u8::try_from(p).unwrap_or(0)) };
+                    let at = PathRef {
+                        node: node_id(s),
+                        path: PathId(u8::try_from(p).unwrap_or(0)),
+                    };
                     if endpoint.path(at).map(|st| st.state) != Some(PathState::Up) {
-                        return Err(self.violation(format!("after healing, node {} sees {at} down", o + 1)));
+                        return Err(
+                            self.violation(format!("after healing, node {} sees {at} down", o + 1))
+                        );
                     }
                 }
                 if peer.queued > 0 {
-                    return Err(self.violation(format!("after healing, node {} still has {} messages queued to {}", o + 1, peer.queued, s + 1)));
+                    return Err(self.violation(format!(
+                        "after healing, node {} still has {} messages queued to {}",
+                        o + 1,
+                        peer.queued,
+                        s + 1
+                    )));
                 }
             }
         }

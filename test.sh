@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Runs heartline's whole test suite: formatting, lints, the no_std build for
+# the dongle's Cortex-M3, unit, property, simulator and integration tests.
+# Installs what it needs first, idempotently. Usage: ./test.sh
+set -euo pipefail
+cd "$(dirname "$0")"
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "toolchain: thumbv7m-none-eabi target, rustfmt, clippy"
+rustup target list --installed | grep -qx thumbv7m-none-eabi || rustup target add thumbv7m-none-eabi
+rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
+rustup component list --installed | grep -q '^clippy' || rustup component add clippy
+
+# Crates built on their own: the fuzz target (nightly) and the size probe (thumbv7m).
+standalone=(core/fuzz/Cargo.toml core/size-probe/Cargo.toml)
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+for manifest in "${standalone[@]}"; do cargo fmt --manifest-path "$manifest" -- --check; done
+
+step "cargo clippy -D warnings (workspace, all targets)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "heartline-core on thumbv7m-none-eabi: no std, no alloc (plain and with defmt)"
+cargo build -p heartline-core --target thumbv7m-none-eabi --release --locked
+cargo build -p heartline-core --target thumbv7m-none-eabi --release --locked --features defmt
+
+step "size probe: the core in a minimal Cortex-M3 program (opt-level s)"
+cargo build --manifest-path core/size-probe/Cargo.toml --release --locked
+size -A core/size-probe/target/thumbv7m-none-eabi/release/heartline-core-size-probe \
+  | awk '$1 == ".text" || $1 == ".rodata" || $1 == ".data" || $1 == ".bss" { printf "  %-8s %6d bytes\n", $1, $2 }'
+
+step "fuzz target compiles"
+cargo check --manifest-path core/fuzz/Cargo.toml --locked
+
+step "tests: unit, property, endpoint, simulator (400 seeds)"
+cargo test --workspace --locked
