@@ -27,7 +27,8 @@ cargo build -p heartline-core --target thumbv7m-none-eabi --release --locked
 cargo build -p heartline-core --target thumbv7m-none-eabi --release --locked --features defmt
 
 step "size probe: the core in a minimal Cortex-M3 program (opt-level s)"
-cargo build --manifest-path core/size-probe/Cargo.toml --release --locked
+# Built from its own directory so its .cargo/config.toml picks the target.
+(cd core/size-probe && cargo build --release --locked)
 size -A core/size-probe/target/thumbv7m-none-eabi/release/heartline-core-size-probe \
   | awk '$1 == ".text" || $1 == ".rodata" || $1 == ".data" || $1 == ".bss" { printf "  %-8s %6d bytes\n", $1, $2 }'
 
