@@ -393,6 +393,9 @@ pub struct Endpoint<
     capabilities: u32,
     key: Key,
     peers: Vec<Peer<PATHS, QUEUE>, PEERS>,
+    /// The peers' ids, in `peers` order: one cache line to search instead of
+    /// one per (large) peer.
+    peer_ids: Vec<NodeId, PEERS>,
     inbox: Deque<Received, INBOX>,
     events: Events<EVENTS>,
     next_message: u32,
@@ -496,6 +499,7 @@ impl<
             capabilities: config.capabilities,
             key: config.key,
             peers: Vec::new(),
+            peer_ids: Vec::new(),
             inbox: Deque::new(),
             events: Events {
                 queue: Deque::new(),
@@ -522,36 +526,37 @@ impl<
         if !peer.node.is_valid() || peer.node == self.node {
             return Err(ConfigError::InvalidNode(peer.node));
         }
-        if self.peers.iter().any(|p| p.node() == peer.node) {
+        if self.peer_index(peer.node).is_some() {
             return Err(ConfigError::DuplicatePeer(peer.node));
         }
         if self.peers.is_full() {
             return Err(ConfigError::TooManyPeers { max: PEERS });
         }
-        let count_error = ConfigError::PathCount {
-            node: peer.node,
-            given: paths.len(),
-            max: PATHS.min(256),
-        };
-        if paths.is_empty() || paths.len() > 256 {
-            return Err(count_error);
+        let max = PATHS.min(usize::from(u8::MAX) + 1);
+        if paths.is_empty() || paths.len() > max {
+            return Err(ConfigError::PathCount {
+                node: peer.node,
+                given: paths.len(),
+                max,
+            });
         }
         let mut built = Vec::new();
         for (index, config) in paths.iter().enumerate() {
             let path = PathRef {
                 node: peer.node,
-                path: PathId(u8::try_from(index).map_err(|_| count_error)?),
+                path: PathId(u8::try_from(index).unwrap_or(u8::MAX)),
             };
             config
                 .validate()
                 .map_err(|error| ConfigError::Path { path, error })?;
-            built
-                .push(Path::new(*config, now))
-                .map_err(|_| count_error)?;
+            // Cannot fail: the count was checked against the capacity.
+            let _ = built.push(Path::new(*config, now));
         }
         self.peers
             .push(Peer::new(peer, built))
             .map_err(|_| ConfigError::TooManyPeers { max: PEERS })?;
+        // Cannot fail: `peer_ids` has the capacity of `peers`.
+        let _ = self.peer_ids.push(peer.node);
         self.next_heartbeat = self.next_heartbeat.min(now);
         Ok(())
     }
@@ -588,8 +593,9 @@ impl<
         result
     }
 
-    /// Runs the timers that are due: paths going down, retransmissions,
-    /// watchdogs.
+    /// Runs the timers that are due: paths falling silent, nodes going down,
+    /// watchdogs tripping. Retransmissions that fall due go out with the next
+    /// [`Endpoint::poll_transmit`].
     pub fn handle_timeout(&mut self, now: Instant) {
         self.advance(now);
     }
@@ -621,11 +627,8 @@ impl<
 
     fn enqueue(&mut self, to: NodeId, content: Content) -> Result<MessageId, SendError> {
         let id = MessageId(self.next_message);
-        let peer = self
-            .peers
-            .iter_mut()
-            .find(|p| p.node() == to)
-            .ok_or(SendError::UnknownNode(to))?;
+        let index = self.peer_index(to).ok_or(SendError::UnknownNode(to))?;
+        let peer = &mut self.peers[index];
         if peer.state != NodeState::Up {
             return Err(SendError::Unreachable(to));
         }
@@ -769,12 +772,13 @@ impl<
             .min()
     }
 
+    fn peer_index(&self, node: NodeId) -> Option<usize> {
+        self.peer_ids.iter().position(|&id| id == node)
+    }
+
     fn path_mut(&mut self, at: PathRef) -> Option<&mut Path> {
-        self.peers
-            .iter_mut()
-            .find(|p| p.node() == at.node)?
-            .paths
-            .get_mut(path_index(at.path))
+        let index = self.peer_index(at.node)?;
+        self.peers[index].paths.get_mut(path_index(at.path))
     }
 
     /// Expires paths and watchdogs whose time has come.
@@ -835,11 +839,8 @@ impl<
         if header.dst != self.node {
             return Err(RxError::WrongDestination(header.dst));
         }
-        let peer = self
-            .peers
-            .iter_mut()
-            .find(|p| p.node() == at.node)
-            .ok_or(RxError::UnknownPath(at))?;
+        let index = self.peer_index(at.node).ok_or(RxError::UnknownPath(at))?;
+        let peer = &mut self.peers[index];
         if path_index(at.path) >= peer.paths.len() {
             return Err(RxError::UnknownPath(at));
         }
@@ -922,7 +923,7 @@ impl<
         if !stale {
             self.receive_channel(now, at, message);
         }
-        if let Some(peer) = self.peers.iter().find(|p| p.node() == node) {
+        if let Some(peer) = self.peers.get(index) {
             self.next_send = sendable(peer).map_or(self.next_send, |at| at.min(self.next_send));
         }
         Ok(())
@@ -932,7 +933,7 @@ impl<
     /// peer's channel.
     fn receive_channel(&mut self, now: Instant, at: PathRef, message: Message<'_>) {
         let node = at.node;
-        let Some(peer) = self.peers.iter_mut().find(|p| p.node() == node) else {
+        let Some(peer) = self.peer_index(node).and_then(|i| self.peers.get_mut(i)) else {
             return;
         };
         match message {
@@ -1000,7 +1001,7 @@ impl<
     /// A peer's status.
     #[must_use]
     pub fn peer(&self, node: NodeId) -> Option<PeerStatus<'_>> {
-        let peer = self.peers.iter().find(|p| p.node() == node)?;
+        let peer = self.peers.get(self.peer_index(node)?)?;
         Some(PeerStatus {
             node,
             state: peer.state,
@@ -1019,8 +1020,7 @@ impl<
     pub fn path(&self, at: PathRef) -> Option<PathStatus> {
         let path = self
             .peers
-            .iter()
-            .find(|p| p.node() == at.node)?
+            .get(self.peer_index(at.node)?)?
             .paths
             .get(path_index(at.path))?;
         Some(PathStatus {

@@ -451,6 +451,36 @@ fn watchdog_trips_on_silence_and_rearms_and_events_travel_reliably() {
 }
 
 #[test]
+fn an_endpoint_without_peers_has_nothing_to_do() {
+    let ep = Ep::new(EndpointConfig {
+        cluster: ClusterId(1),
+        node: A,
+        incarnation: Incarnation(1),
+        name: "alone",
+        kind: NodeKind::Host,
+        capabilities: 0,
+        key: Key::new(b"0123456789abcdef").unwrap(),
+    })
+    .unwrap();
+    assert_eq!(ep.poll_timeout(), None);
+    assert_eq!(ep.peers().count(), 0);
+    assert!(!ep.can_talk(B));
+}
+
+#[test]
+fn heartbeats_follow_the_interval_and_drained_endpoints_sleep_until_due() {
+    let mut pair = Pair::new();
+    pair.run_for(Duration::from_millis(250));
+    let next = pair.a.poll_timeout().unwrap();
+    assert!(next > pair.now && next <= pair.now + INTERVAL, "{next:?}");
+    let sent = pair.a.path(path(B, 0)).unwrap().counters.frames_out;
+    pair.run_for(Duration::from_secs(1));
+    let per_second = pair.a.path(path(B, 0)).unwrap().counters.frames_out - sent;
+    assert_eq!(per_second, 10, "one heartbeat per 100 ms interval");
+    assert_eq!(pair.a.events_dropped(), 0);
+}
+
+#[test]
 fn bad_configuration_is_refused_with_a_reason() {
     let key = || Key::new(b"0123456789abcdef").unwrap();
     let config = |node, incarnation, name| EndpointConfig {

@@ -169,6 +169,14 @@ fn each_rejection_is_its_own_error() {
 }
 
 #[test]
+fn a_relay_can_read_the_route_without_the_key() {
+    let frame = encode(&header(), &heartbeat(), &key());
+    let raw = cobs::decode_vec(&frame[..frame.len() - 1]).unwrap();
+    assert_eq!(wire::peek_route(&raw), Some((NodeId(3), NodeId(4))));
+    assert_eq!(wire::peek_route(&raw[..10]), None);
+}
+
+#[test]
 fn trailing_body_fields_from_a_newer_peer_are_ignored() {
     let key = key();
     let good = encode(&header(), &heartbeat(), &key);
