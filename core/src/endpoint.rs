@@ -282,6 +282,55 @@ pub enum Event {
     },
 }
 
+impl fmt::Display for FailReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FailReason::NodeDown => "the node was declared down",
+            FailReason::PeerRestarted => "the node restarted (delivery to its old run unknown)",
+        })
+    }
+}
+
+impl fmt::Display for Event {
+    /// One line saying what happened, for logs and status streams.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Event::PathUp(p) => write!(f, "{p} up"),
+            Event::PathDown(p) => write!(f, "{p} down: silent for interval x misses"),
+            Event::NodeUp { node, incarnation } => write!(f, "{node} up ({incarnation})"),
+            Event::NodeDown { node } => write!(f, "{node} down: every path silent"),
+            Event::NodeRestarted { node, old, new } => {
+                write!(f, "{node} restarted: {old} -> {}", new.0)
+            }
+            Event::Delivered { node, id } => write!(f, "{id} delivered to {node}"),
+            Event::SendFailed { node, id, reason } => write!(f, "{id} to {node} failed: {reason}"),
+            Event::Remote { from, event } => match event.code {
+                EventCode::WatchdogTripped => write!(
+                    f,
+                    "{from} reports its watchdog tripped on {} after {} ms of silence",
+                    event.subject, event.detail
+                ),
+                EventCode::WatchdogRearmed => {
+                    write!(
+                        f,
+                        "{from} reports its watchdog re-armed on {}",
+                        event.subject
+                    )
+                }
+                EventCode::Other(code) => write!(
+                    f,
+                    "{from} reports event {code} about {} (detail {})",
+                    event.subject, event.detail
+                ),
+            },
+            Event::WatchdogTripped { node, silent_for } => {
+                write!(f, "watchdog tripped: {node} silent for {silent_for}")
+            }
+            Event::WatchdogRearmed { node } => write!(f, "watchdog re-armed: {node} heard again"),
+        }
+    }
+}
+
 /// A mailbox message received in order from a peer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Received {

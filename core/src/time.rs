@@ -131,14 +131,24 @@ impl From<Duration> for core::time::Duration {
 }
 
 impl fmt::Display for Duration {
+    /// Seconds, milliseconds or microseconds with three decimals; honours
+    /// width and alignment (`{:>10}`).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use core::fmt::Write;
+        let mut text: heapless::String<32> = heapless::String::new();
         if self.0 >= 1_000_000 {
-            write!(f, "{}.{:03}s", self.0 / 1_000_000, (self.0 / 1_000) % 1_000)
+            write!(
+                text,
+                "{}.{:03}s",
+                self.0 / 1_000_000,
+                (self.0 / 1_000) % 1_000
+            )?;
         } else if self.0 >= 1_000 {
-            write!(f, "{}.{:03}ms", self.0 / 1_000, self.0 % 1_000)
+            write!(text, "{}.{:03}ms", self.0 / 1_000, self.0 % 1_000)?;
         } else {
-            write!(f, "{}us", self.0)
+            write!(text, "{}us", self.0)?;
         }
+        f.pad(&text)
     }
 }
 
@@ -172,5 +182,8 @@ mod tests {
         s.clear();
         write!(s, "{}", Duration::from_micros(12_345)).unwrap();
         assert_eq!(s, "12.345ms");
+        s.clear();
+        write!(s, "{:>8}", Duration::from_micros(7)).unwrap();
+        assert_eq!(s, "     7us");
     }
 }

@@ -466,7 +466,7 @@ impl World<'_> {
             Event::SendFailed { id, .. } => self.oracle.failed(observer, incarnation, id),
             _ => {}
         }
-        self.log(format!("node {}: {event:?}", observer + 1));
+        self.log(format!("node {}: {event}", observer + 1));
         Ok(())
     }
 
