@@ -473,8 +473,7 @@ struct Local<'a> {
 impl Local<'_> {
     fn emit(
         &self,
-        peer_node: NodeId,
-        peer_incarnation: Option<Incarnation>,
+        (peer_node, peer_incarnation): (NodeId, Option<Incarnation>),
         path: (PathId, &mut Path),
         message: &Message<'_>,
         buf: &mut [u8; MAX_ENCODED_LEN],
@@ -739,7 +738,7 @@ impl<
                     })
                 };
                 let id = PathId(u8::try_from(index).ok()?);
-                return local.emit(node, incarnation, (id, path), &message, buf);
+                return local.emit((node, incarnation), (id, path), &message, buf);
             }
             let all = self
                 .peers
@@ -753,17 +752,12 @@ impl<
                 let Some((id, cumulative)) = peer.channel.take_ack() else {
                     continue;
                 };
+                let to = (peer.node(), peer.incarnation);
                 let Some(path) = peer.paths.get_mut(path_index(id)) else {
                     continue;
                 };
                 let message = Message::Ack(wire::Ack { cumulative });
-                return local.emit(
-                    peer.config.node,
-                    peer.incarnation,
-                    (id, path),
-                    &message,
-                    buf,
-                );
+                return local.emit(to, (id, path), &message, buf);
             }
             self.acks_pending = false;
         }
@@ -773,19 +767,14 @@ impl<
                     continue;
                 }
                 let Some(id) = peer.best_path() else { continue };
+                let to = (peer.node(), peer.incarnation);
                 let Some(path) = peer.paths.get_mut(path_index(id)) else {
                     continue;
                 };
                 let Some(message) = peer.channel.poll_send(now, id, path.rtt.rto()) else {
                     continue;
                 };
-                return local.emit(
-                    peer.config.node,
-                    peer.incarnation,
-                    (id, path),
-                    &message,
-                    buf,
-                );
+                return local.emit(to, (id, path), &message, buf);
             }
             self.next_send = self
                 .peers
