@@ -57,29 +57,32 @@ impl Counters {
         *counter = counter.saturating_add(1);
     }
 
+    /// Every rejection counter with its name, in a fixed order.
+    #[must_use]
+    pub fn by_reason(&self) -> [(&'static str, u32); 16] {
+        [
+            ("oversize", self.oversize),
+            ("framing", self.framing),
+            ("truncated", self.truncated),
+            ("bad_crc", self.bad_crc),
+            ("unknown_version", self.unknown_version),
+            ("wrong_cluster", self.wrong_cluster),
+            ("unknown_kind", self.unknown_kind),
+            ("bad_tag", self.bad_tag),
+            ("malformed", self.malformed),
+            ("unknown_path", self.unknown_path),
+            ("wrong_destination", self.wrong_destination),
+            ("unexpected_sender", self.unexpected_sender),
+            ("path_mismatch", self.path_mismatch),
+            ("replayed", self.replayed),
+            ("stale_incarnation", self.stale_incarnation),
+            ("stale_destination", self.stale_destination),
+        ]
+    }
+
     /// All rejected frames, whatever the reason.
     #[must_use]
     pub fn rejected(&self) -> u64 {
-        [
-            self.oversize,
-            self.framing,
-            self.truncated,
-            self.bad_crc,
-            self.unknown_version,
-            self.wrong_cluster,
-            self.unknown_kind,
-            self.bad_tag,
-            self.malformed,
-            self.unknown_path,
-            self.wrong_destination,
-            self.unexpected_sender,
-            self.path_mismatch,
-            self.replayed,
-            self.stale_incarnation,
-            self.stale_destination,
-        ]
-        .iter()
-        .map(|&n| u64::from(n))
-        .sum()
+        self.by_reason().iter().map(|&(_, n)| u64::from(n)).sum()
     }
 }

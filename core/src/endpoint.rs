@@ -641,6 +641,16 @@ impl<
         result
     }
 
+    /// Counts a run of bytes the caller's stream reader discarded for being
+    /// longer than any frame ([`wire::Overflow`]) on path `at`.
+    pub fn handle_overflow(&mut self, at: PathRef) {
+        let error = RxError::Wire(WireError::Oversize);
+        self.counters.record(&error);
+        if let Some(path) = self.path_mut(at) {
+            path.counters.record(&error);
+        }
+    }
+
     /// Runs the timers that are due: paths falling silent, nodes going down,
     /// watchdogs tripping. Retransmissions that fall due go out with the next
     /// [`Endpoint::poll_transmit`].

@@ -1,14 +1,351 @@
 //! `heartline`: the cluster daemon and its command-line interface.
 //!
-//! Placeholder until the daemon lands: it says so and points at what runs
-//! today.
+//! Invoked as `snd_msg`, `rcv_msg` or `can_talk` (a link to this binary) it
+//! behaves as the matching LCMI command.
 
+mod client;
+mod config;
+mod control;
+mod daemon;
+mod server;
+mod status;
+mod tcp;
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::client::ClientError;
+use crate::config::Config;
+use crate::control::{Request, Response};
+
+/// Exit codes, documented in the README.
+mod exit {
+    /// The operation failed (not delivered, not reachable).
+    pub const FAILED: u8 = 1;
+    /// Bad usage or a bad configuration.
+    pub const USAGE: u8 = 2;
+    /// No daemon answers on the control socket.
+    pub const NO_DAEMON: u8 = 3;
+    /// The timeout passed first.
+    pub const TIMEOUT: u8 = 4;
+}
+
+#[derive(Parser)]
+#[command(version, about = "heartline: high-availability cluster manager")]
+struct Cli {
+    /// The daemon's control socket.
+    #[arg(long, global = true, env = "HEARTLINE_SOCKET", default_value = config::DEFAULT_CONTROL_SOCKET)]
+    socket: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon.
+    Daemon {
+        /// The configuration file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Check a configuration file without starting anything.
+    CheckConfig {
+        /// The configuration file.
+        file: PathBuf,
+    },
+    /// Write a new random cluster secret (mode 0600) for `cluster.key_file`.
+    Keygen {
+        /// Where to write it; must not exist.
+        file: PathBuf,
+    },
+    /// Show nodes, paths and their counters.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print every event as it happens, until interrupted.
+    Watch,
+    /// Send standard input to a mailbox on a node; exit 0 once delivered.
+    SndMsg {
+        /// Destination node id.
+        #[arg(long)]
+        node: u16,
+        /// Destination mailbox.
+        #[arg(long)]
+        mailbox: u16,
+        /// Give up after this long (e.g. 5s).
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
+    /// Print one message from a mailbox, waiting for one to arrive.
+    RcvMsg {
+        /// The mailbox.
+        #[arg(long)]
+        mailbox: u16,
+        /// Give up after this long (e.g. 5s).
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
+    /// Exit 0 if the node is reachable over some path, 1 if not.
+    CanTalk {
+        /// The node id.
+        #[arg(long)]
+        node: u16,
+    },
+}
+
+/// A failure, as one line and an exit code.
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl Failure {
+    fn new(code: u8, message: impl Into<String>) -> Self {
+        Failure {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Self {
+        let code = match e {
+            ClientError::NoDaemon(_) => exit::NO_DAEMON,
+            ClientError::Protocol(_) => exit::FAILED,
+        };
+        Failure::new(code, e.to_string())
+    }
+}
+
+/// Arguments with an LCMI alias (`snd_msg ...`) turned into a subcommand.
+fn arguments() -> Vec<std::ffi::OsString> {
+    let mut args: Vec<_> = std::env::args_os().collect();
+    let invoked = args
+        .first()
+        .map(PathBuf::from)
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+    let alias = match invoked.as_deref() {
+        Some("snd_msg") => Some("snd-msg"),
+        Some("rcv_msg") => Some("rcv-msg"),
+        Some("can_talk") => Some("can-talk"),
+        _ => None,
+    };
+    if let Some(subcommand) = alias {
+        args.insert(1, subcommand.into());
+    }
+    args
+}
 
 fn main() -> ExitCode {
-    eprintln!(
-        "heartline: the daemon and CLI are not built yet.\n\
-         Run the protocol in a simulated cluster: cargo run --release -p heartline-tests --bin heartline-sim"
-    );
-    ExitCode::from(2)
+    let cli = Cli::parse_from(arguments());
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("heartline: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::FAILED);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("heartline: {}", failure.message);
+            ExitCode::from(failure.code)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    let socket = cli.socket;
+    match cli.command {
+        Command::Daemon { config } => run_daemon(&config).await,
+        Command::CheckConfig { file } => {
+            let config =
+                Config::load(&file).map_err(|e| Failure::new(exit::USAGE, e.to_string()))?;
+            let paths: usize = config.peers.iter().map(|p| p.paths.len()).sum();
+            println!(
+                "{}: ok: cluster {} (id {}), node {} ({}), {} peers, {} paths",
+                file.display(),
+                config.cluster_name,
+                config.cluster.0,
+                config.node.0,
+                config.name,
+                config.peers.len(),
+                paths
+            );
+            Ok(())
+        }
+        Command::Keygen { file } => {
+            config::write_new_key(&file).map_err(|e| Failure::new(exit::FAILED, e))?;
+            println!(
+                "wrote a new 256-bit cluster secret to {} (mode 0600); copy it to every node",
+                file.display()
+            );
+            Ok(())
+        }
+        Command::Status { json } => match client::ask(&socket, Request::Status).await? {
+            Response::Status(report) => {
+                if json {
+                    let text = serde_json::to_string_pretty(&report)
+                        .map_err(|e| Failure::new(exit::FAILED, e.to_string()))?;
+                    println!("{text}");
+                } else {
+                    print!("{}", status::render(&report));
+                }
+                Ok(())
+            }
+            other => Err(unexpected(other)),
+        },
+        Command::Watch => {
+            let mut connection = client::Connection::open(&socket, Request::Watch).await?;
+            while let Some(response) = connection.next().await? {
+                match response {
+                    Response::Event { at_ms, text } => {
+                        let line = format!("{:>10.3}s {text}", at_ms as f64 / 1000.0);
+                        if writeln!(std::io::stdout(), "{line}").is_err() {
+                            return Ok(());
+                        }
+                    }
+                    Response::Error { message, .. } => eprintln!("heartline: {message}"),
+                    other => return Err(unexpected(other)),
+                }
+            }
+            Err(Failure::new(
+                exit::FAILED,
+                "the daemon closed the event stream",
+            ))
+        }
+        Command::SndMsg {
+            node,
+            mailbox,
+            timeout,
+        } => {
+            let mut payload = Vec::new();
+            std::io::stdin().read_to_end(&mut payload).map_err(|e| {
+                Failure::new(exit::FAILED, format!("cannot read standard input: {e}"))
+            })?;
+            let max = heartline_core::wire::MAX_PAYLOAD;
+            if payload.len() > max {
+                return Err(Failure::new(
+                    exit::USAGE,
+                    format!(
+                        "the message is {} bytes; a mailbox message is at most {max}",
+                        payload.len()
+                    ),
+                ));
+            }
+            let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+            match client::ask(
+                &socket,
+                Request::Send {
+                    node,
+                    mailbox,
+                    payload,
+                    timeout_ms,
+                },
+            )
+            .await?
+            {
+                Response::Delivered => Ok(()),
+                other => Err(response_failure(other)),
+            }
+        }
+        Command::RcvMsg { mailbox, timeout } => {
+            let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+            match client::ask(
+                &socket,
+                Request::Receive {
+                    mailbox,
+                    timeout_ms,
+                },
+            )
+            .await?
+            {
+                Response::Message { payload, .. } => {
+                    std::io::stdout()
+                        .write_all(&payload)
+                        .map_err(|e| Failure::new(exit::FAILED, e.to_string()))?;
+                    Ok(())
+                }
+                other => Err(response_failure(other)),
+            }
+        }
+        Command::CanTalk { node } => match client::ask(&socket, Request::CanTalk { node }).await? {
+            Response::CanTalk { reachable: true } => Ok(()),
+            Response::CanTalk { reachable: false } => Err(Failure::new(
+                exit::FAILED,
+                format!("node {node} is not reachable over any path"),
+            )),
+            other => Err(response_failure(other)),
+        },
+    }
+}
+
+fn response_failure(response: Response) -> Failure {
+    match response {
+        Response::Error {
+            message,
+            timed_out: true,
+        } => Failure::new(exit::TIMEOUT, message),
+        Response::Error {
+            message,
+            timed_out: false,
+        } => Failure::new(exit::FAILED, message),
+        other => unexpected(other),
+    }
+}
+
+fn unexpected(response: Response) -> Failure {
+    Failure::new(
+        exit::FAILED,
+        format!("unexpected answer from the daemon: {response:?}"),
+    )
+}
+
+async fn run_daemon(path: &std::path::Path) -> Result<(), Failure> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr)
+        .init();
+    let config = Config::load(path).map_err(|e| Failure::new(exit::USAGE, e.to_string()))?;
+    let incarnation =
+        daemon::next_incarnation(&config.state_dir).map_err(|e| Failure::new(exit::FAILED, e))?;
+    let socket = config.control_socket.clone();
+    let handle = daemon::start(config, incarnation).map_err(|e| Failure::new(exit::USAGE, e))?;
+    server::serve(&socket, handle)
+        .await
+        .map_err(|e| Failure::new(exit::FAILED, e))?;
+    tracing::info!(socket = %socket.display(), "control socket ready");
+    shutdown_signal().await;
+    tracing::info!("stopping");
+    let _ = std::fs::remove_file(&socket);
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }

@@ -1,0 +1,487 @@
+//! The daemon's configuration file: TOML, read and checked in full before
+//! anything starts, so every mistake is reported with the file, the line,
+//! the field, what is wrong and what to do.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration as StdDuration;
+
+use heartline_core::wire::{Key, MAX_NAME_LEN, MIN_KEY_LEN};
+use heartline_core::{ClusterId, NodeId, PathConfig};
+use serde::Deserialize;
+use toml::Spanned;
+
+/// Most paths between one pair of nodes.
+pub const MAX_PATHS: usize = 4;
+/// Most peers of one node.
+pub const MAX_PEERS: usize = 31;
+
+/// A configuration mistake, located.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file.
+    pub file: PathBuf,
+    /// 1-based line, when the mistake has one.
+    pub line: Option<usize>,
+    /// The field, as a path (`peers[0].paths[1].remote`).
+    pub field: String,
+    /// What is wrong.
+    pub problem: String,
+    /// What to do about it.
+    pub hint: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if !self.field.is_empty() {
+            write!(f, ": {}", self.field)?;
+        }
+        write!(f, ": {}", self.problem)?;
+        if !self.hint.is_empty() {
+            write!(f, " ({})", self.hint)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    cluster: RawCluster,
+    node: RawNode,
+    #[serde(default)]
+    timing: RawTiming,
+    #[serde(default)]
+    peers: Vec<RawPeer>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCluster {
+    name: Spanned<String>,
+    id: Spanned<u32>,
+    key_file: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNode {
+    id: Spanned<u16>,
+    name: Spanned<String>,
+    control_socket: Option<Spanned<String>>,
+    state_dir: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+struct RawTiming {
+    interval: Option<Spanned<String>>,
+    misses: Option<Spanned<u32>>,
+    rise: Option<Spanned<u32>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPeer {
+    id: Spanned<u16>,
+    name: Option<Spanned<String>>,
+    paths: Spanned<Vec<RawPath>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPath {
+    kind: Spanned<String>,
+    local: Option<Spanned<String>>,
+    remote: Option<Spanned<String>>,
+    priority: Option<Spanned<u8>>,
+    #[serde(flatten)]
+    timing: RawTiming,
+}
+
+/// How a path reaches the peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transport {
+    /// A TCP connection of its own: the node with the higher id listens on
+    /// its `local` address, the other connects to its `remote` from the IP
+    /// of its `local` address.
+    Tcp {
+        /// This node's end.
+        local: SocketAddr,
+        /// The peer's end.
+        remote: SocketAddr,
+    },
+}
+
+/// One path to a peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathSpec {
+    /// How it travels.
+    pub transport: Transport,
+    /// Its timing and priority.
+    pub timing: PathConfig,
+}
+
+/// One peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerSpec {
+    /// Its node id.
+    pub id: NodeId,
+    /// Its name in this file (the peer announces its own too).
+    pub name: Option<String>,
+    /// Its paths, numbered from 0 in this order at both ends.
+    pub paths: Vec<PathSpec>,
+}
+
+/// A checked configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Cluster name, for logs.
+    pub cluster_name: String,
+    /// Cluster id on the wire.
+    pub cluster: ClusterId,
+    /// The shared secret, loaded.
+    pub key: Key,
+    /// This node.
+    pub node: NodeId,
+    /// This node's name.
+    pub name: String,
+    /// The CLI's Unix socket.
+    pub control_socket: PathBuf,
+    /// Where the daemon keeps its incarnation counter.
+    pub state_dir: PathBuf,
+    /// The peers.
+    pub peers: Vec<PeerSpec>,
+}
+
+/// Default Unix socket of the control API.
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/heartline/heartline.sock";
+/// Default state directory.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/heartline";
+
+struct Checker<'a> {
+    file: &'a Path,
+    text: &'a str,
+}
+
+impl Checker<'_> {
+    fn line_of(&self, offset: usize) -> usize {
+        self.text[..offset.min(self.text.len())]
+            .matches('\n')
+            .count()
+            + 1
+    }
+
+    fn error<T>(
+        &self,
+        at: &Spanned<T>,
+        field: &str,
+        problem: impl Into<String>,
+        hint: impl Into<String>,
+    ) -> ConfigError {
+        ConfigError {
+            file: self.file.to_path_buf(),
+            line: Some(self.line_of(at.span().start)),
+            field: field.to_string(),
+            problem: problem.into(),
+            hint: hint.into(),
+        }
+    }
+
+    fn timing(
+        &self,
+        base: &PathConfig,
+        raw: &RawTiming,
+        field: &str,
+    ) -> Result<PathConfig, ConfigError> {
+        let mut timing = *base;
+        if let Some(interval) = &raw.interval {
+            let parsed: StdDuration =
+                humantime::parse_duration(interval.get_ref()).map_err(|e| {
+                    self.error(
+                        interval,
+                        &format!("{field}.interval"),
+                        format!("`{}` is not a duration: {e}", interval.get_ref()),
+                        "write it like \"100ms\" or \"1s\"",
+                    )
+                })?;
+            timing.interval = parsed.into();
+        }
+        if let Some(misses) = &raw.misses {
+            timing.misses = *misses.get_ref();
+        }
+        if let Some(rise) = &raw.rise {
+            timing.rise = *rise.get_ref();
+        }
+        let at = raw
+            .interval
+            .as_ref()
+            .map(|s| s.span())
+            .or(raw.misses.as_ref().map(|s| s.span()))
+            .or(raw.rise.as_ref().map(|s| s.span()));
+        timing.validate().map_err(|e| ConfigError {
+            file: self.file.to_path_buf(),
+            line: at.map(|span| self.line_of(span.start)),
+            field: field.to_string(),
+            problem: e.to_string(),
+            hint: "heartline's defaults are interval 100ms, misses 5, rise 2".into(),
+        })?;
+        Ok(timing)
+    }
+
+    fn address(
+        &self,
+        raw: &Option<Spanned<String>>,
+        at: &Spanned<String>,
+        field: &str,
+    ) -> Result<SocketAddr, ConfigError> {
+        let Some(value) = raw else {
+            return Err(self.error(
+                at,
+                field,
+                "missing",
+                "a tcp path needs both `local` and `remote` as \"IP:port\"",
+            ));
+        };
+        value.get_ref().parse().map_err(|_| {
+            self.error(
+                value,
+                field,
+                format!("`{}` is not an IP:port address", value.get_ref()),
+                "write it like \"10.0.0.1:7400\" or \"[fe80::1]:7400\"",
+            )
+        })
+    }
+}
+
+impl Config {
+    /// Reads and checks the file at `file`.
+    pub fn load(file: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(file).map_err(|e| ConfigError {
+            file: file.to_path_buf(),
+            line: None,
+            field: String::new(),
+            problem: format!("cannot read: {e}"),
+            hint: "check the path and its permissions".into(),
+        })?;
+        Config::parse(file, &text)
+    }
+
+    /// Checks `text` as if read from `file` (relative paths in it are
+    /// relative to the file's directory).
+    pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
+        let checker = Checker { file, text };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError {
+            file: file.to_path_buf(),
+            line: e.span().map(|span| checker.line_of(span.start)),
+            field: String::new(),
+            problem: e.message().trim().to_string(),
+            hint: "see the configuration section of the README".into(),
+        })?;
+        let dir = file.parent().unwrap_or(Path::new("."));
+        let relative = |p: &str| {
+            if Path::new(p).is_absolute() {
+                PathBuf::from(p)
+            } else {
+                dir.join(p)
+            }
+        };
+
+        let cluster = &raw.cluster;
+        if *cluster.id.get_ref() == 0 {
+            return Err(checker.error(
+                &cluster.id,
+                "cluster.id",
+                "0 is reserved",
+                "pick any other number, the same on every node",
+            ));
+        }
+        let node = NodeId(*raw.node.id.get_ref());
+        if !node.is_valid() {
+            return Err(checker.error(
+                &raw.node.id,
+                "node.id",
+                "0 is reserved",
+                "number the nodes from 1",
+            ));
+        }
+        let name = raw.node.name.get_ref().clone();
+        if name.is_empty() || name.len() > MAX_NAME_LEN {
+            return Err(checker.error(
+                &raw.node.name,
+                "node.name",
+                format!("must be 1 to {MAX_NAME_LEN} bytes"),
+                "use the host name",
+            ));
+        }
+        let key_path = relative(cluster.key_file.get_ref());
+        let key = load_key(&key_path).map_err(|problem| {
+            checker.error(
+                &cluster.key_file,
+                "cluster.key_file",
+                problem,
+                format!("create one with `heartline keygen {}`", key_path.display()),
+            )
+        })?;
+
+        let defaults = checker.timing(&PathConfig::default(), &raw.timing, "timing")?;
+        if raw.peers.len() > MAX_PEERS {
+            return Err(checker.error(
+                &raw.peers[MAX_PEERS].id,
+                "peers",
+                format!("more than {MAX_PEERS} peers"),
+                "a cluster has at most 32 nodes",
+            ));
+        }
+        let mut peers: Vec<PeerSpec> = Vec::new();
+        for (p, peer) in raw.peers.iter().enumerate() {
+            let field = format!("peers[{p}]");
+            let id = NodeId(*peer.id.get_ref());
+            if !id.is_valid() || id == node {
+                return Err(checker.error(
+                    &peer.id,
+                    &format!("{field}.id"),
+                    format!("{} cannot be a peer", id.0),
+                    "a peer's id is not 0 and not this node's own id",
+                ));
+            }
+            if peers.iter().any(|q| q.id == id) {
+                return Err(checker.error(
+                    &peer.id,
+                    &format!("{field}.id"),
+                    format!("peer {} is listed twice", id.0),
+                    "list each peer once, with all its paths",
+                ));
+            }
+            let paths = peer.paths.get_ref();
+            if paths.is_empty() || paths.len() > MAX_PATHS {
+                return Err(checker.error(
+                    &peer.paths,
+                    &format!("{field}.paths"),
+                    format!("{} paths given", paths.len()),
+                    format!("give 1 to {MAX_PATHS} paths per peer"),
+                ));
+            }
+            let mut specs = Vec::new();
+            for (i, path) in paths.iter().enumerate() {
+                let field = format!("{field}.paths[{i}]");
+                let transport = match path.kind.get_ref().as_str() {
+                    "tcp" => Transport::Tcp {
+                        local: checker.address(
+                            &path.local,
+                            &path.kind,
+                            &format!("{field}.local"),
+                        )?,
+                        remote: checker.address(
+                            &path.remote,
+                            &path.kind,
+                            &format!("{field}.remote"),
+                        )?,
+                    },
+                    "serial" | "udp" => {
+                        return Err(checker.error(
+                            &path.kind,
+                            &format!("{field}.kind"),
+                            format!(
+                                "{} paths are not supported by this build yet",
+                                path.kind.get_ref()
+                            ),
+                            "use kind = \"tcp\"",
+                        ));
+                    }
+                    other => {
+                        return Err(checker.error(
+                            &path.kind,
+                            &format!("{field}.kind"),
+                            format!("unknown path kind `{other}`"),
+                            "use kind = \"tcp\"",
+                        ));
+                    }
+                };
+                let mut timing = checker.timing(&defaults, &path.timing, &field)?;
+                if let Some(priority) = &path.priority {
+                    timing.priority = *priority.get_ref();
+                }
+                specs.push(PathSpec { transport, timing });
+            }
+            peers.push(PeerSpec {
+                id,
+                name: peer.name.as_ref().map(|n| n.get_ref().clone()),
+                paths: specs,
+            });
+        }
+        Ok(Config {
+            cluster_name: cluster.name.get_ref().clone(),
+            cluster: ClusterId(*cluster.id.get_ref()),
+            key,
+            node,
+            name,
+            control_socket: raw.node.control_socket.as_ref().map_or_else(
+                || PathBuf::from(DEFAULT_CONTROL_SOCKET),
+                |s| relative(s.get_ref()),
+            ),
+            state_dir: raw.node.state_dir.as_ref().map_or_else(
+                || PathBuf::from(DEFAULT_STATE_DIR),
+                |s| relative(s.get_ref()),
+            ),
+            peers,
+        })
+    }
+}
+
+/// Reads the cluster secret, refusing a file others can read.
+fn load_key(path: &Path) -> Result<Key, String> {
+    let meta =
+        std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(format!(
+                "{} is readable by others (mode {mode:03o}); run `chmod 600 {}`",
+                path.display(),
+                path.display()
+            ));
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = meta;
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let secret = bytes.trim_ascii();
+    if secret.len() < MIN_KEY_LEN {
+        return Err(format!(
+            "{} holds {} bytes; at least {MIN_KEY_LEN} are required",
+            path.display(),
+            secret.len()
+        ));
+    }
+    Key::new(secret).map_err(|e| e.to_string())
+}
+
+/// Writes a new random secret to `path`, readable by its owner only.
+pub fn write_new_key(path: &Path) -> Result<(), String> {
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret).map_err(|e| format!("no randomness available: {e}"))?;
+    let text = format!("{}\n", hex::encode(secret));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    use std::io::Write;
+    let mut file = options
+        .open(path)
+        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    file.write_all(text.as_bytes())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}

@@ -1,0 +1,154 @@
+//! The local control API between the CLI and the daemon: one JSON object
+//! per line over a Unix socket, every message carrying the protocol version
+//! `v`. A client sends one request; the daemon answers with one response,
+//! or for `watch` with a response per event until the client hangs up.
+
+use serde::{Deserialize, Serialize};
+
+/// The control protocol version this build speaks.
+pub const VERSION: u32 = 1;
+
+/// A request from the CLI.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// Nodes, paths and counters.
+    Status,
+    /// Stream every event as it happens.
+    Watch,
+    /// Send a mailbox message and wait until it is delivered.
+    Send {
+        /// Destination node id.
+        node: u16,
+        /// Destination mailbox.
+        mailbox: u16,
+        /// The message.
+        payload: Vec<u8>,
+        /// Give up waiting after this long.
+        timeout_ms: u64,
+    },
+    /// Take one message from a mailbox, waiting up to the timeout.
+    Receive {
+        /// The mailbox.
+        mailbox: u16,
+        /// Give up waiting after this long.
+        timeout_ms: u64,
+    },
+    /// Whether a node is reachable over some path.
+    CanTalk {
+        /// The node id.
+        node: u16,
+    },
+}
+
+/// A response from the daemon.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Response {
+    /// Answer to `status`.
+    Status(StatusReport),
+    /// One event, for `watch`.
+    Event {
+        /// Milliseconds since the daemon started.
+        at_ms: u64,
+        /// What happened, in words.
+        text: String,
+    },
+    /// The message was delivered.
+    Delivered,
+    /// A message from a mailbox.
+    Message {
+        /// The sender.
+        from: u16,
+        /// The mailbox.
+        mailbox: u16,
+        /// The message.
+        payload: Vec<u8>,
+    },
+    /// Answer to `can_talk`.
+    CanTalk {
+        /// Reachable over some path.
+        reachable: bool,
+    },
+    /// The request failed.
+    Error {
+        /// Why, in one line.
+        message: String,
+        /// Whether waiting longer could have helped (a timeout).
+        timed_out: bool,
+    },
+}
+
+/// A request or response with its version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope<T> {
+    /// Protocol version.
+    pub v: u32,
+    /// The message.
+    #[serde(flatten)]
+    pub body: T,
+}
+
+impl<T> Envelope<T> {
+    /// Wraps `body` in the current version.
+    pub fn new(body: T) -> Self {
+        Envelope { v: VERSION, body }
+    }
+}
+
+/// The whole node's view, for `heartline status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusReport {
+    /// Cluster name.
+    pub cluster: String,
+    /// This node's id.
+    pub node: u16,
+    /// This node's name.
+    pub name: String,
+    /// This node's incarnation.
+    pub incarnation: u32,
+    /// Milliseconds since the daemon started.
+    pub uptime_ms: u64,
+    /// Every peer.
+    pub peers: Vec<PeerReport>,
+}
+
+/// One peer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeerReport {
+    /// Its id.
+    pub node: u16,
+    /// Its name, as it announced it (or as configured).
+    pub name: String,
+    /// `up`, `down` or `unknown`.
+    pub state: String,
+    /// Its incarnation, once heard.
+    pub incarnation: Option<u32>,
+    /// Messages queued to it, unacknowledged.
+    pub queued: usize,
+    /// Its paths.
+    pub paths: Vec<PathReport>,
+}
+
+/// One path.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PathReport {
+    /// Path number.
+    pub index: u8,
+    /// How it travels, e.g. `tcp 127.0.0.1:7000 -> 127.0.0.1:7001`.
+    pub transport: String,
+    /// `up` or `down`.
+    pub state: String,
+    /// Smoothed round trip in microseconds, once measured.
+    pub rtt_us: Option<u64>,
+    /// Milliseconds since a frame last arrived.
+    pub last_heard_ms_ago: Option<u64>,
+    /// Frames accepted.
+    pub frames_in: u64,
+    /// Frames sent.
+    pub frames_out: u64,
+    /// Frames rejected, for any reason.
+    pub rejected: u64,
+    /// Rejections by reason, only the non-zero ones.
+    pub errors: Vec<(String, u32)>,
+}

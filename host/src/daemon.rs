@@ -1,0 +1,464 @@
+//! The communication manager: one task that owns the protocol endpoint and
+//! is the only place its state changes. Path tasks hand it frames, the
+//! control server hands it requests, its timer fires at the endpoint's next
+//! deadline; after every input it drains the endpoint: frames to the path
+//! tasks (never waiting on a slow path), events to the log and to watchers,
+//! messages to the mailboxes.
+//!
+//! Nothing in this task waits on disk, on a CLI client or on a path: every
+//! hand-off is a bounded channel it only ever `try_send`s into.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use heartline_core::wire::{CAP_MAILBOX, MAX_ENCODED_LEN, NodeKind};
+use heartline_core::{
+    Endpoint, EndpointConfig, Event, FailReason, Incarnation, Instant, MessageId, NodeId,
+    NodeState, PathId, PathRef, PathState, PeerConfig, Received, SendError,
+};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::time::Instant as TokioInstant;
+use tracing::{info, warn};
+
+use crate::config::{Config, Transport};
+use crate::control::{PathReport, PeerReport, Request, Response, StatusReport};
+use crate::tcp::{self, Role};
+
+/// The host's endpoint: up to 31 peers, 4 paths each, 64 messages queued
+/// per peer, 256 received messages waiting for the mailboxes, 1024 events.
+pub type HostEndpoint = Endpoint<31, 4, 64, 256, 1024>;
+
+/// Messages a mailbox holds before it stops taking more (the sender's
+/// messages then wait, unacknowledged, until `rcv-msg` makes room).
+pub const MAILBOX_DEPTH: usize = 256;
+
+/// What the communication manager is told.
+#[derive(Debug)]
+pub enum Input {
+    /// A frame (COBS bytes, no delimiter) arrived on a path.
+    Frame {
+        /// Where it arrived.
+        path: PathRef,
+        /// Its bytes.
+        bytes: Vec<u8>,
+    },
+    /// A path's stream reader discarded an over-long run of bytes.
+    Overflow {
+        /// Where.
+        path: PathRef,
+    },
+    /// A CLI request, with where to answer.
+    Control {
+        /// The request.
+        request: Request,
+        /// The answer goes here (for `watch`, the first answer only).
+        reply: oneshot::Sender<Response>,
+    },
+}
+
+/// Handles the rest of the daemon keeps on the communication manager.
+#[derive(Clone, Debug)]
+pub struct Handle {
+    /// Inputs to the communication manager.
+    pub inputs: mpsc::Sender<Input>,
+    /// Every event, as a line of text with its time.
+    pub events: broadcast::Sender<Response>,
+}
+
+struct Waiting<T> {
+    reply: oneshot::Sender<T>,
+}
+
+struct Manager {
+    endpoint: Box<HostEndpoint>,
+    config: Config,
+    started: TokioInstant,
+    paths: HashMap<PathRef, (mpsc::Sender<Vec<u8>>, String)>,
+    events: broadcast::Sender<Response>,
+    sends: HashMap<MessageId, Waiting<Response>>,
+    mailboxes: HashMap<u16, VecDeque<Received>>,
+    receivers: HashMap<u16, VecDeque<Waiting<Response>>>,
+    /// A received message whose mailbox was full; the endpoint's inbox is
+    /// not drained until it finds room, which holds back the senders.
+    held: Option<Received>,
+}
+
+/// Starts the communication manager and every path; returns its handle.
+pub fn start(config: Config, incarnation: Incarnation) -> Result<Handle, String> {
+    let started = TokioInstant::now();
+    let mut endpoint = build_endpoint(&config, incarnation)?;
+    let (inputs, input_rx) = mpsc::channel(4096);
+    let (events, _) = broadcast::channel(1024);
+    let mut paths = HashMap::new();
+    let now = Instant::ZERO;
+    for peer in &config.peers {
+        let timings: Vec<_> = peer.paths.iter().map(|p| p.timing).collect();
+        endpoint
+            .add_peer(now, PeerConfig::new(peer.id), &timings)
+            .map_err(|e| e.to_string())?;
+        for (index, spec) in peer.paths.iter().enumerate() {
+            let path = PathRef {
+                node: peer.id,
+                path: PathId(u8::try_from(index).map_err(|_| "too many paths")?),
+            };
+            let (tx, rx) = mpsc::channel(64);
+            match spec.transport {
+                Transport::Tcp { local, remote } => {
+                    let role = if config.node > peer.id {
+                        Role::Listen
+                    } else {
+                        Role::Dial
+                    };
+                    paths.insert(path, (tx, format!("tcp {local} -> {remote}")));
+                    tokio::spawn(tcp::run_path(path, role, local, remote, rx, inputs.clone()));
+                }
+            }
+        }
+    }
+    info!(cluster = %config.cluster_name, node = config.node.0, name = %config.name, incarnation = incarnation.0,
+        peers = config.peers.len(), "communication manager started");
+    let manager = Manager {
+        endpoint,
+        config,
+        started,
+        paths,
+        events: events.clone(),
+        sends: HashMap::new(),
+        mailboxes: HashMap::new(),
+        receivers: HashMap::new(),
+        held: None,
+    };
+    tokio::spawn(manager.run(input_rx));
+    Ok(Handle { inputs, events })
+}
+
+/// The endpoint is over a megabyte, all of it fixed-size state: it is
+/// built on a thread with a stack big enough to hold it before it moves to
+/// the heap, so no async task's stack has to.
+fn build_endpoint(config: &Config, incarnation: Incarnation) -> Result<Box<HostEndpoint>, String> {
+    let endpoint_config = EndpointConfig {
+        cluster: config.cluster,
+        node: config.node,
+        incarnation,
+        name: &config.name,
+        kind: NodeKind::Host,
+        capabilities: CAP_MAILBOX,
+        key: config.key.clone(),
+    };
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("endpoint-init".into())
+            .stack_size(64 << 20)
+            .spawn_scoped(scope, || {
+                HostEndpoint::new(endpoint_config)
+                    .map(Box::new)
+                    .map_err(|e| e.to_string())
+            })
+            .map_err(|e| format!("cannot start a thread: {e}"))?
+            .join()
+            .map_err(|_| "building the protocol endpoint failed".to_string())?
+    })
+}
+
+impl Manager {
+    fn now(&self) -> Instant {
+        Instant::from_micros(u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX))
+    }
+
+    async fn run(mut self, mut inputs: mpsc::Receiver<Input>) {
+        loop {
+            let wake = self
+                .endpoint
+                .poll_timeout()
+                .map(|at| self.started + Duration::from_micros(at.as_micros()))
+                .unwrap_or_else(|| TokioInstant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                input = inputs.recv() => {
+                    let Some(input) = input else { return };
+                    self.handle(input);
+                }
+                () = tokio::time::sleep_until(wake) => {
+                    let now = self.now();
+                    self.endpoint.handle_timeout(now);
+                }
+            }
+            self.drain();
+        }
+    }
+
+    fn handle(&mut self, input: Input) {
+        let now = self.now();
+        match input {
+            Input::Frame { path, mut bytes } => {
+                // Rejections are counted by the endpoint and shown by `status`.
+                let _ = self.endpoint.handle_frame(now, path, &mut bytes);
+            }
+            Input::Overflow { path } => self.endpoint.handle_overflow(path),
+            Input::Control { request, reply } => self.control(request, reply),
+        }
+    }
+
+    fn control(&mut self, request: Request, reply: oneshot::Sender<Response>) {
+        match request {
+            Request::Status => {
+                let _ = reply.send(Response::Status(self.status()));
+            }
+            Request::CanTalk { node } => {
+                let _ = reply.send(Response::CanTalk {
+                    reachable: self.endpoint.can_talk(NodeId(node)),
+                });
+            }
+            Request::Send {
+                node,
+                mailbox,
+                payload,
+                ..
+            } => match self.endpoint.send(NodeId(node), mailbox, &payload) {
+                Ok(id) => {
+                    self.sends.insert(id, Waiting { reply });
+                }
+                Err(e) => {
+                    let message = match e {
+                        SendError::UnknownNode(_) => {
+                            format!("node {node} is not in this node's configuration")
+                        }
+                        other => other.to_string(),
+                    };
+                    let _ = reply.send(Response::Error {
+                        message,
+                        timed_out: false,
+                    });
+                }
+            },
+            Request::Receive { mailbox, .. } => {
+                if let Some(message) = self
+                    .mailboxes
+                    .get_mut(&mailbox)
+                    .and_then(VecDeque::pop_front)
+                {
+                    let _ = reply.send(message_response(message));
+                } else {
+                    self.receivers
+                        .entry(mailbox)
+                        .or_default()
+                        .push_back(Waiting { reply });
+                }
+            }
+            Request::Watch => {
+                // The control server serves `watch` from the event stream.
+                let _ = reply.send(Response::Error {
+                    message: "watch is served by the control server".into(),
+                    timed_out: false,
+                });
+            }
+        }
+    }
+
+    fn drain(&mut self) {
+        let now = self.now();
+        let mut buf = [0u8; MAX_ENCODED_LEN];
+        while let Some(transmit) = self.endpoint.poll_transmit(now, &mut buf) {
+            if let Some((tx, _)) = self.paths.get(&transmit.path) {
+                // A full or disconnected path loses this frame: heartbeats
+                // are repeated and messages retransmitted by the protocol.
+                let _ = tx.try_send(buf[..transmit.len].to_vec());
+            }
+        }
+        while let Some(event) = self.endpoint.poll_event() {
+            self.on_event(event);
+        }
+        self.deliver();
+    }
+
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Delivered { id, .. } => {
+                if let Some(waiting) = self.sends.remove(&id) {
+                    let _ = waiting.reply.send(Response::Delivered);
+                }
+                return;
+            }
+            Event::SendFailed { id, node, reason } => {
+                if let Some(waiting) = self.sends.remove(&id) {
+                    let why = match reason {
+                        FailReason::NodeDown => {
+                            format!("node {} went down before acknowledging", node.0)
+                        }
+                        FailReason::PeerRestarted => {
+                            format!("node {} restarted; delivery unknown", node.0)
+                        }
+                    };
+                    let _ = waiting.reply.send(Response::Error {
+                        message: why,
+                        timed_out: false,
+                    });
+                }
+                return;
+            }
+            Event::PathDown(_) | Event::NodeDown { .. } | Event::WatchdogTripped { .. } => {
+                warn!("{event}")
+            }
+            _ => info!("{event}"),
+        }
+        let at_ms = self
+            .started
+            .elapsed()
+            .as_millis()
+            .try_into()
+            .unwrap_or(u64::MAX);
+        let _ = self.events.send(Response::Event {
+            at_ms,
+            text: event.to_string(),
+        });
+    }
+
+    /// Moves received messages into their mailboxes and to waiting readers.
+    fn deliver(&mut self) {
+        loop {
+            let message = match self.held.take() {
+                Some(message) => message,
+                None => match self.endpoint.poll_message() {
+                    Some(message) => message,
+                    None => break,
+                },
+            };
+            let mailbox = message.mailbox;
+            let mut message = Some(message);
+            if let Some(waiters) = self.receivers.get_mut(&mailbox) {
+                while let Some(waiting) = waiters.pop_front() {
+                    let Some(m) = message.take() else { break };
+                    if let Err(Response::Message {
+                        from,
+                        mailbox,
+                        payload,
+                    }) = waiting.reply.send(message_response(m))
+                    {
+                        // That reader gave up (timed out); offer it to the next.
+                        let payload = heapless::Vec::from_slice(&payload).unwrap_or_default();
+                        message = Some(Received {
+                            from: NodeId(from),
+                            mailbox,
+                            payload,
+                        });
+                    }
+                }
+            }
+            let Some(message) = message else { continue };
+            let queue = self.mailboxes.entry(mailbox).or_default();
+            if queue.len() >= MAILBOX_DEPTH {
+                self.held = Some(message);
+                break;
+            }
+            queue.push_back(message);
+        }
+    }
+
+    fn status(&self) -> StatusReport {
+        let now = self.now();
+        let peers = self
+            .config
+            .peers
+            .iter()
+            .filter_map(|spec| {
+                let peer = self.endpoint.peer(spec.id)?;
+                let paths = (0..peer.paths)
+                    .filter_map(|i| {
+                        let index = u8::try_from(i).ok()?;
+                        let at = PathRef {
+                            node: spec.id,
+                            path: PathId(index),
+                        };
+                        let status = self.endpoint.path(at)?;
+                        Some(PathReport {
+                            index,
+                            transport: self
+                                .paths
+                                .get(&at)
+                                .map(|(_, t)| t.clone())
+                                .unwrap_or_default(),
+                            state: match status.state {
+                                PathState::Up => "up".into(),
+                                PathState::Down => "down".into(),
+                            },
+                            rtt_us: status.rtt.map(|d| d.as_micros()),
+                            last_heard_ms_ago: status
+                                .last_heard
+                                .map(|t| now.saturating_since(t).as_millis()),
+                            frames_in: status.counters.frames_in,
+                            frames_out: status.counters.frames_out,
+                            rejected: status.counters.rejected(),
+                            errors: status
+                                .counters
+                                .by_reason()
+                                .iter()
+                                .filter(|(_, n)| *n > 0)
+                                .map(|(name, n)| ((*name).to_string(), *n))
+                                .collect(),
+                        })
+                    })
+                    .collect();
+                Some(PeerReport {
+                    node: spec.id.0,
+                    name: peer
+                        .name
+                        .map(str::to_string)
+                        .or_else(|| spec.name.clone())
+                        .unwrap_or_default(),
+                    state: match peer.state {
+                        NodeState::Up => "up",
+                        NodeState::Down => "down",
+                        NodeState::Unknown => "unknown",
+                    }
+                    .into(),
+                    incarnation: peer.incarnation.map(|i| i.0),
+                    queued: peer.queued,
+                    paths,
+                })
+            })
+            .collect();
+        StatusReport {
+            cluster: self.config.cluster_name.clone(),
+            node: self.config.node.0,
+            name: self.config.name.clone(),
+            incarnation: self.endpoint.incarnation().0,
+            uptime_ms: self
+                .started
+                .elapsed()
+                .as_millis()
+                .try_into()
+                .unwrap_or(u64::MAX),
+            peers,
+        }
+    }
+}
+
+fn message_response(message: Received) -> Response {
+    Response::Message {
+        from: message.from.0,
+        mailbox: message.mailbox,
+        payload: message.payload.to_vec(),
+    }
+}
+
+/// This run's incarnation: larger than the last one recorded in
+/// `state_dir`, and at least the current Unix time in seconds, so it grows
+/// even if the state directory is lost.
+pub fn next_incarnation(state_dir: &std::path::Path) -> Result<Incarnation, String> {
+    std::fs::create_dir_all(state_dir)
+        .map_err(|e| format!("cannot create state directory {}: {e}", state_dir.display()))?;
+    let file = state_dir.join("incarnation");
+    let last: u32 = std::fs::read_to_string(&file)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    let clock = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
+        .unwrap_or(0);
+    let next = last.saturating_add(1).max(clock).max(1);
+    let temp = state_dir.join("incarnation.new");
+    std::fs::write(&temp, format!("{next}\n"))
+        .and_then(|()| std::fs::rename(&temp, &file))
+        .map_err(|e| format!("cannot record incarnation in {}: {e}", file.display()))?;
+    Ok(Incarnation(next))
+}

@@ -1,0 +1,142 @@
+//! The control server: accepts CLI connections on the Unix socket, reads one
+//! request per connection, and answers from the communication manager.
+//! Each client is served by a task of its own, so a slow or stuck client
+//! never delays the manager.
+
+use std::path::Path;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{broadcast, oneshot};
+use tracing::{debug, warn};
+
+use crate::control::{Envelope, Request, Response, VERSION};
+use crate::daemon::{Handle, Input};
+
+/// Longest request line accepted.
+const MAX_REQUEST: usize = 64 * 1024;
+
+/// Listens on `socket` (replacing a stale socket file) and serves clients.
+pub async fn serve(socket: &Path, handle: Handle) -> Result<(), String> {
+    if let Some(dir) = socket.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    if socket.exists() {
+        if UnixStream::connect(socket).await.is_ok() {
+            return Err(format!(
+                "{} is in use: is another heartline daemon running?",
+                socket.display()
+            ));
+        }
+        let _ = std::fs::remove_file(socket);
+    }
+    let listener = UnixListener::bind(socket)
+        .map_err(|e| format!("cannot listen on {}: {e}", socket.display()))?;
+    tokio::spawn(async move {
+        loop {
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    tokio::spawn(client(stream, handle.clone()));
+                }
+                Err(e) => {
+                    warn!("control socket accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
+async fn client(stream: UnixStream, handle: Handle) {
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read.take(MAX_REQUEST as u64)).lines();
+    let request = match lines.next_line().await {
+        Ok(Some(line)) => line,
+        _ => return,
+    };
+    let request: Envelope<Request> = match serde_json::from_str(&request) {
+        Ok(request) => request,
+        Err(e) => {
+            let _ = answer(&mut write, error(format!("malformed request: {e}"))).await;
+            return;
+        }
+    };
+    if request.v != VERSION {
+        let message = format!(
+            "control protocol version {} is not spoken here (this daemon speaks {VERSION}): use the heartline binary of the same release",
+            request.v
+        );
+        let _ = answer(&mut write, error(message)).await;
+        return;
+    }
+    debug!(?request.body, "control request");
+    if let Request::Watch = request.body {
+        watch(handle.events.subscribe(), write).await;
+        return;
+    }
+    let timeout = match &request.body {
+        Request::Send { timeout_ms, .. } | Request::Receive { timeout_ms, .. } => {
+            Duration::from_millis(*timeout_ms)
+        }
+        _ => Duration::from_secs(10),
+    };
+    let (reply, response) = oneshot::channel();
+    if handle
+        .inputs
+        .send(Input::Control {
+            request: request.body,
+            reply,
+        })
+        .await
+        .is_err()
+    {
+        let _ = answer(&mut write, error("the daemon is shutting down".into())).await;
+        return;
+    }
+    let response = match tokio::time::timeout(timeout, response).await {
+        Ok(Ok(response)) => response,
+        Ok(Err(_)) => error("the daemon dropped the request".into()),
+        Err(_) => Response::Error {
+            message: format!("timed out after {}", humantime::format_duration(timeout)),
+            timed_out: true,
+        },
+    };
+    let _ = answer(&mut write, response).await;
+}
+
+async fn watch(
+    mut events: broadcast::Receiver<Response>,
+    mut write: tokio::net::unix::OwnedWriteHalf,
+) {
+    loop {
+        let event = match events.recv().await {
+            Ok(event) => event,
+            Err(broadcast::error::RecvError::Lagged(missed)) => error(format!(
+                "{missed} events were missed: this watcher fell behind"
+            )),
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        if answer(&mut write, event).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn error(message: String) -> Response {
+    Response::Error {
+        message,
+        timed_out: false,
+    }
+}
+
+async fn answer(
+    write: &mut tokio::net::unix::OwnedWriteHalf,
+    response: Response,
+) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(&Envelope::new(response)).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    write.write_all(&line).await
+}

@@ -1,0 +1,59 @@
+//! `heartline status` as a table a person can read.
+
+use std::fmt::Write;
+
+use crate::control::StatusReport;
+
+/// Renders the report as aligned text.
+pub fn render(report: &StatusReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "cluster {}  node {} ({})  incarnation {}  up {}",
+        report.cluster,
+        report.node,
+        report.name,
+        report.incarnation,
+        humantime::format_duration(std::time::Duration::from_secs(report.uptime_ms / 1000))
+    );
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "{:<6} {:<16} {:<8} {:<12} {:>6}",
+        "NODE", "NAME", "STATE", "INCARNATION", "QUEUED"
+    );
+    for peer in &report.peers {
+        let incarnation = peer
+            .incarnation
+            .map_or_else(|| "-".to_string(), |i| i.to_string());
+        let _ = writeln!(
+            out,
+            "{:<6} {:<16} {:<8} {:<12} {:>6}",
+            peer.node, peer.name, peer.state, incarnation, peer.queued
+        );
+        for path in &peer.paths {
+            let rtt = path.rtt_us.map_or_else(
+                || "-".to_string(),
+                |us| format!("{:.2}ms", us as f64 / 1000.0),
+            );
+            let heard = path
+                .last_heard_ms_ago
+                .map_or_else(|| "never".to_string(), |ms| format!("{ms}ms ago"));
+            let _ = write!(
+                out,
+                "  path {} {:<40} {:<5} rtt {:<9} heard {:<12} in {} out {}",
+                path.index, path.transport, path.state, rtt, heard, path.frames_in, path.frames_out
+            );
+            if path.rejected > 0 {
+                let reasons: Vec<String> = path
+                    .errors
+                    .iter()
+                    .map(|(name, n)| format!("{name} {n}"))
+                    .collect();
+                let _ = write!(out, "  rejected {} ({})", path.rejected, reasons.join(", "));
+            }
+            let _ = writeln!(out);
+        }
+    }
+    out
+}
