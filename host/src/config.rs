@@ -102,8 +102,20 @@ struct RawPath {
     local: Option<Spanned<String>>,
     remote: Option<Spanned<String>>,
     priority: Option<Spanned<u8>>,
-    #[serde(flatten)]
-    timing: RawTiming,
+    interval: Option<Spanned<String>>,
+    misses: Option<Spanned<u32>>,
+    rise: Option<Spanned<u32>>,
+}
+
+impl RawPath {
+    /// The path's own timing overrides.
+    fn timing(&self) -> RawTiming {
+        RawTiming {
+            interval: self.interval.clone(),
+            misses: self.misses.clone(),
+            rise: self.rise.clone(),
+        }
+    }
 }
 
 /// How a path reaches the peer.
@@ -405,7 +417,7 @@ impl Config {
                         ));
                     }
                 };
-                let mut timing = checker.timing(&defaults, &path.timing, &field)?;
+                let mut timing = checker.timing(&defaults, &path.timing(), &field)?;
                 if let Some(priority) = &path.priority {
                     timing.priority = *priority.get_ref();
                 }
@@ -484,4 +496,161 @@ pub fn write_new_key(path: &Path) -> Result<(), String> {
         .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
     file.write_all(text.as_bytes())
         .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fixture {
+        dir: tempfile::TempDir,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            let dir = tempfile::tempdir().unwrap();
+            write_new_key(&dir.path().join("cluster.key")).unwrap();
+            Fixture { dir }
+        }
+
+        fn parse(&self, text: &str) -> Result<Config, ConfigError> {
+            Config::parse(&self.dir.path().join("node.toml"), text)
+        }
+    }
+
+    const GOOD: &str = r#"
+[cluster]
+name = "prod"
+id = 7
+key_file = "cluster.key"
+
+[node]
+id = 1
+name = "alpha"
+
+[timing]
+interval = "200ms"
+
+[[peers]]
+id = 2
+name = "bravo"
+  [[peers.paths]]
+  kind = "tcp"
+  local = "10.0.0.1:7400"
+  remote = "10.0.0.2:7400"
+  [[peers.paths]]
+  kind = "tcp"
+  local = "10.0.1.1:7400"
+  remote = "10.0.1.2:7400"
+  priority = 2
+  misses = 8
+"#;
+
+    fn error(text: &str) -> ConfigError {
+        Fixture::new().parse(text).unwrap_err()
+    }
+
+    #[test]
+    fn a_good_file_parses_with_defaults_and_overrides() {
+        let config = Fixture::new().parse(GOOD).unwrap();
+        assert_eq!(
+            (config.cluster.0, config.node.0, config.name.as_str()),
+            (7, 1, "alpha")
+        );
+        assert_eq!(config.control_socket, PathBuf::from(DEFAULT_CONTROL_SOCKET));
+        let paths = &config.peers[0].paths;
+        assert_eq!(paths.len(), 2);
+        assert_eq!(
+            paths[0].timing.interval,
+            heartline_core::Duration::from_millis(200)
+        );
+        assert_eq!(
+            (
+                paths[0].timing.misses,
+                paths[0].timing.rise,
+                paths[0].timing.priority
+            ),
+            (5, 2, 1)
+        );
+        assert_eq!((paths[1].timing.misses, paths[1].timing.priority), (8, 2));
+    }
+
+    #[test]
+    fn mistakes_name_the_line_the_field_and_the_fix() {
+        let e = error(&GOOD.replace("remote = \"10.0.1.2:7400\"", "remote = \"10.0.1.2\""));
+        assert_eq!(e.line, Some(24));
+        assert_eq!(e.field, "peers[0].paths[1].remote");
+        assert!(
+            e.to_string().contains(
+                "node.toml:24: peers[0].paths[1].remote: `10.0.1.2` is not an IP:port address"
+            ),
+            "{e}"
+        );
+
+        let e = error(&GOOD.replace("id = 2\n", "id = 1\n"));
+        assert_eq!((e.field.as_str(), e.line), ("peers[0].id", Some(15)));
+
+        let e = error(&GOOD.replace("interval = \"200ms\"", "interval = \"soon\""));
+        assert_eq!((e.field.as_str(), e.line), ("timing.interval", Some(12)));
+        assert!(e.hint.contains("100ms"));
+
+        let e = error(&GOOD.replace("misses = 8", "misses = 0"));
+        assert_eq!(e.field, "peers[0].paths[1]");
+        assert!(e.problem.contains("misses"));
+
+        let e = error(&GOOD.replace(
+            "kind = \"tcp\"\n  local = \"10.0.1.1",
+            "kind = \"serial\"\n  local = \"10.0.1.1",
+        ));
+        assert!(e.problem.contains("serial paths are not supported"), "{e}");
+
+        let e = error(&GOOD.replace("[node]\n", "[node]\ncolour = \"blue\"\n"));
+        assert_eq!(e.line, Some(8));
+        assert!(e.problem.contains("colour"), "{e}");
+
+        let e = error(&GOOD.replace("[[peers]]\nid = 2", "[[peers]]\nid = 2\n  [[peers.paths]]\n  kind = \"tcp\"\n  local = \"1.1.1.1:1\"\n  remote = \"1.1.1.1:1\"\n[[peers]]\nid = 2"));
+        assert!(e.problem.contains("listed twice"), "{e}");
+
+        let e = error(&GOOD.replace("id = 1\nname = \"alpha\"", "id = 0\nname = \"alpha\""));
+        assert_eq!(e.field, "node.id");
+    }
+
+    #[test]
+    fn the_key_file_must_exist_be_private_and_long_enough() {
+        let fixture = Fixture::new();
+        let key = fixture.dir.path().join("cluster.key");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+            let e = fixture.parse(GOOD).unwrap_err();
+            assert_eq!(e.field, "cluster.key_file");
+            assert!(
+                e.problem.contains("readable by others") && e.problem.contains("chmod 600"),
+                "{e}"
+            );
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        std::fs::write(&key, "short\n").unwrap();
+        assert!(
+            fixture
+                .parse(GOOD)
+                .unwrap_err()
+                .problem
+                .contains("at least 16")
+        );
+        std::fs::remove_file(&key).unwrap();
+        let e = fixture.parse(GOOD).unwrap_err();
+        assert!(
+            e.problem.contains("cannot read") && e.hint.contains("heartline keygen"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn keygen_refuses_to_overwrite() {
+        let fixture = Fixture::new();
+        let e = write_new_key(&fixture.dir.path().join("cluster.key")).unwrap_err();
+        assert!(e.contains("cannot create"), "{e}");
+    }
 }

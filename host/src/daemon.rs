@@ -22,7 +22,7 @@ use tracing::{info, warn};
 
 use crate::config::{Config, Transport};
 use crate::control::{PathReport, PeerReport, Request, Response, StatusReport};
-use crate::tcp::{self, Role};
+use crate::tcp::{self, Role, ToPath};
 
 /// The host's endpoint: up to 31 peers, 4 paths each, 64 messages queued
 /// per peer, 256 received messages waiting for the mailboxes, 1024 events.
@@ -39,6 +39,8 @@ pub enum Input {
     Frame {
         /// Where it arrived.
         path: PathRef,
+        /// Which of the path's connections carried it.
+        connection: u64,
         /// Its bytes.
         bytes: Vec<u8>,
     },
@@ -69,11 +71,19 @@ struct Waiting<T> {
     reply: oneshot::Sender<T>,
 }
 
+/// The manager's side of one path task.
+struct PathHandle {
+    frames: mpsc::Sender<ToPath>,
+    transport: String,
+    /// The connection last confirmed to the path task.
+    confirmed: Option<u64>,
+}
+
 struct Manager {
     endpoint: Box<HostEndpoint>,
     config: Config,
     started: TokioInstant,
-    paths: HashMap<PathRef, (mpsc::Sender<Vec<u8>>, String)>,
+    paths: HashMap<PathRef, PathHandle>,
     events: broadcast::Sender<Response>,
     sends: HashMap<MessageId, Waiting<Response>>,
     mailboxes: HashMap<u16, VecDeque<Received>>,
@@ -109,7 +119,15 @@ pub fn start(config: Config, incarnation: Incarnation) -> Result<Handle, String>
                     } else {
                         Role::Dial
                     };
-                    paths.insert(path, (tx, format!("tcp {local} -> {remote}")));
+                    let transport = format!("tcp {local} -> {remote}");
+                    paths.insert(
+                        path,
+                        PathHandle {
+                            frames: tx,
+                            transport,
+                            confirmed: None,
+                        },
+                    );
                     tokio::spawn(tcp::run_path(path, role, local, remote, rx, inputs.clone()));
                 }
             }
@@ -189,9 +207,21 @@ impl Manager {
     fn handle(&mut self, input: Input) {
         let now = self.now();
         match input {
-            Input::Frame { path, mut bytes } => {
+            Input::Frame {
+                path,
+                connection,
+                mut bytes,
+            } => {
                 // Rejections are counted by the endpoint and shown by `status`.
-                let _ = self.endpoint.handle_frame(now, path, &mut bytes);
+                let accepted = self.endpoint.handle_frame(now, path, &mut bytes).is_ok();
+                if let Some(handle) = self
+                    .paths
+                    .get_mut(&path)
+                    .filter(|h| accepted && h.confirmed != Some(connection))
+                {
+                    handle.confirmed = Some(connection);
+                    let _ = handle.frames.try_send(ToPath::Confirmed(connection));
+                }
             }
             Input::Overflow { path } => self.endpoint.handle_overflow(path),
             Input::Control { request, reply } => self.control(request, reply),
@@ -258,10 +288,12 @@ impl Manager {
         let now = self.now();
         let mut buf = [0u8; MAX_ENCODED_LEN];
         while let Some(transmit) = self.endpoint.poll_transmit(now, &mut buf) {
-            if let Some((tx, _)) = self.paths.get(&transmit.path) {
+            if let Some(handle) = self.paths.get(&transmit.path) {
                 // A full or disconnected path loses this frame: heartbeats
                 // are repeated and messages retransmitted by the protocol.
-                let _ = tx.try_send(buf[..transmit.len].to_vec());
+                let _ = handle
+                    .frames
+                    .try_send(ToPath::Frame(buf[..transmit.len].to_vec()));
             }
         }
         while let Some(event) = self.endpoint.poll_event() {
@@ -374,7 +406,7 @@ impl Manager {
                             transport: self
                                 .paths
                                 .get(&at)
-                                .map(|(_, t)| t.clone())
+                                .map(|h| h.transport.clone())
                                 .unwrap_or_default(),
                             state: match status.state {
                                 PathState::Up => "up".into(),

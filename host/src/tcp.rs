@@ -1,16 +1,25 @@
 //! TCP paths: each path is a TCP connection of its own. The node with the
 //! higher id listens on the path's local address; the other dials the
-//! path's remote address from the local IP, reconnecting with backoff. A
-//! connection carries the path's frames both ways until it breaks.
+//! path's remote address from the local IP, reconnecting with backoff.
+//!
+//! A listener may hold several connections at once (a reconnecting peer
+//! whose old connection is half-open, or a stranger writing junk to the
+//! port). Frames from all of them go to the communication manager, which
+//! authenticates them; the first connection whose frame it accepts becomes
+//! the one this path writes to, and the others are closed. A stranger
+//! therefore can neither take a path over nor shut it down.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use heartline_core::PathRef;
 use heartline_core::wire::{FrameReader, MAX_ENCODED_LEN};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::daemon::Input;
@@ -18,6 +27,10 @@ use crate::daemon::Input;
 /// First wait before redialling; doubles up to [`MAX_BACKOFF`].
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_millis(500);
+/// Unconfirmed connections a listener keeps; the oldest goes first.
+const MAX_PENDING: usize = 4;
+/// A write that cannot finish within this drops the connection.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Which end of the connection this node takes.
 #[derive(Debug, Clone, Copy)]
@@ -28,54 +41,181 @@ pub enum Role {
     Dial,
 }
 
+/// What the communication manager tells a path.
+#[derive(Debug)]
+pub enum ToPath {
+    /// Send this encoded frame.
+    Frame(Vec<u8>),
+    /// A frame from this connection was authentic: write to it from now on.
+    Confirmed(u64),
+}
+
+struct Connection {
+    writer: OwnedWriteHalf,
+    reader: JoinHandle<()>,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+/// The connections of one path.
+struct Connections {
+    path: PathRef,
+    open: HashMap<u64, Connection>,
+    order: Vec<u64>,
+    confirmed: Option<u64>,
+    next_id: u64,
+    closed_tx: mpsc::Sender<u64>,
+    incoming: mpsc::Sender<Input>,
+}
+
+impl Connections {
+    fn add(&mut self, stream: TcpStream) {
+        let _ = stream.set_nodelay(true);
+        let id = self.next_id;
+        self.next_id += 1;
+        let (read, writer) = stream.into_split();
+        let reader = tokio::spawn(read_frames(
+            self.path,
+            id,
+            read,
+            self.incoming.clone(),
+            self.closed_tx.clone(),
+        ));
+        self.open.insert(id, Connection { writer, reader });
+        self.order.push(id);
+        let unconfirmed: Vec<u64> = self
+            .order
+            .iter()
+            .copied()
+            .filter(|&c| Some(c) != self.confirmed)
+            .collect();
+        if unconfirmed.len() > MAX_PENDING {
+            self.close(unconfirmed[0]);
+        }
+    }
+
+    fn close(&mut self, id: u64) {
+        self.open.remove(&id);
+        self.order.retain(|&c| c != id);
+        if self.confirmed == Some(id) {
+            self.confirmed = None;
+        }
+    }
+
+    fn confirm(&mut self, id: u64) {
+        if !self.open.contains_key(&id) || self.confirmed == Some(id) {
+            return;
+        }
+        debug!(path = %self.path, connection = id, "connection confirmed");
+        self.confirmed = Some(id);
+        let others: Vec<u64> = self.order.iter().copied().filter(|&c| c != id).collect();
+        for other in others {
+            self.close(other);
+        }
+    }
+
+    /// Writes to the confirmed connection, or before any is confirmed to the
+    /// newest (so a new peer can hear our hello).
+    async fn write(&mut self, frame: &[u8]) {
+        let Some(id) = self.confirmed.or_else(|| self.order.last().copied()) else {
+            return;
+        };
+        let Some(connection) = self.open.get_mut(&id) else {
+            return;
+        };
+        match tokio::time::timeout(WRITE_TIMEOUT, connection.writer.write_all(frame)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                info!(path = %self.path, "connection lost: {e}");
+                self.close(id);
+            }
+            Err(_) => {
+                warn!(path = %self.path, "connection stalled for {WRITE_TIMEOUT:?}; dropping it");
+                self.close(id);
+            }
+        }
+    }
+}
+
 /// Runs one TCP path until the daemon stops.
 pub async fn run_path(
     path: PathRef,
     role: Role,
     local: SocketAddr,
     remote: SocketAddr,
-    mut outgoing: mpsc::Receiver<Vec<u8>>,
+    mut outgoing: mpsc::Receiver<ToPath>,
     incoming: mpsc::Sender<Input>,
 ) {
-    match role {
-        Role::Listen => {
-            let listener = loop {
-                match TcpListener::bind(local).await {
-                    Ok(listener) => break listener,
-                    Err(e) => {
-                        warn!(%path, %local, "cannot listen: {e}; retrying in {MAX_BACKOFF:?}");
-                        tokio::time::sleep(MAX_BACKOFF).await;
+    let (closed_tx, mut closed_rx) = mpsc::channel(16);
+    let mut connections = Connections {
+        path,
+        open: HashMap::new(),
+        order: Vec::new(),
+        confirmed: None,
+        next_id: 0,
+        closed_tx,
+        incoming,
+    };
+    let listener = match role {
+        Role::Listen => Some(listen(path, local).await),
+        Role::Dial => None,
+    };
+    let mut backoff = MIN_BACKOFF;
+    let mut redial = tokio::time::Instant::now();
+    loop {
+        let dialling = listener.is_none() && connections.open.is_empty();
+        tokio::select! {
+            accepted = async { match &listener { Some(l) => l.accept().await, None => std::future::pending().await } } => {
+                match accepted {
+                    Ok((stream, from)) => {
+                        info!(%path, %from, "connection accepted");
+                        connections.add(stream);
                     }
+                    Err(e) => warn!(%path, "accept failed: {e}"),
                 }
-            };
-            loop {
-                let (stream, from) = match listener.accept().await {
-                    Ok(accepted) => accepted,
-                    Err(e) => {
-                        warn!(%path, "accept failed: {e}");
-                        tokio::time::sleep(MIN_BACKOFF).await;
-                        continue;
-                    }
-                };
-                info!(%path, %from, "connection accepted");
-                // A newer connection replaces the current one: the peer
-                // redials when it sees the old one fail.
-                carry(path, stream, &mut outgoing, &incoming, Some(&listener)).await;
             }
-        }
-        Role::Dial => {
-            let mut backoff = MIN_BACKOFF;
-            loop {
+            () = tokio::time::sleep_until(redial), if dialling => {
                 match dial(local, remote).await {
                     Ok(stream) => {
                         info!(%path, %remote, "connected");
                         backoff = MIN_BACKOFF;
-                        carry(path, stream, &mut outgoing, &incoming, None).await;
+                        connections.add(stream);
                     }
-                    Err(e) => debug!(%path, %remote, "connect failed: {e}"),
+                    Err(e) => {
+                        debug!(%path, %remote, "connect failed: {e}");
+                        redial = tokio::time::Instant::now() + backoff;
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                    }
                 }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+            closed = closed_rx.recv() => {
+                if let Some(id) = closed {
+                    connections.close(id);
+                    redial = tokio::time::Instant::now() + MIN_BACKOFF;
+                }
+            }
+            message = outgoing.recv() => {
+                match message {
+                    Some(ToPath::Frame(frame)) => connections.write(&frame).await,
+                    Some(ToPath::Confirmed(id)) => connections.confirm(id),
+                    None => return,
+                }
+            }
+        }
+    }
+}
+
+async fn listen(path: PathRef, local: SocketAddr) -> TcpListener {
+    loop {
+        match TcpListener::bind(local).await {
+            Ok(listener) => return listener,
+            Err(e) => {
+                warn!(%path, %local, "cannot listen: {e}; retrying in {MAX_BACKOFF:?}");
+                tokio::time::sleep(MAX_BACKOFF).await;
             }
         }
     }
@@ -88,64 +228,50 @@ async fn dial(local: SocketAddr, remote: SocketAddr) -> std::io::Result<TcpStrea
         TcpSocket::new_v6()?
     };
     socket.bind(SocketAddr::new(local.ip(), 0))?;
-    let stream = tokio::time::timeout(MAX_BACKOFF, socket.connect(remote))
+    tokio::time::timeout(MAX_BACKOFF * 4, socket.connect(remote))
         .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
-    stream.set_nodelay(true)?;
-    Ok(stream)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))?
 }
 
-/// Moves frames between one connection and the daemon until the connection
-/// breaks or, when listening, a newer connection arrives.
-async fn carry(
+/// Splits one connection's bytes into frames for the manager until it ends.
+async fn read_frames(
     path: PathRef,
-    stream: TcpStream,
-    outgoing: &mut mpsc::Receiver<Vec<u8>>,
-    incoming: &mpsc::Sender<Input>,
-    listener: Option<&TcpListener>,
+    connection: u64,
+    mut read: OwnedReadHalf,
+    incoming: mpsc::Sender<Input>,
+    closed: mpsc::Sender<u64>,
 ) {
-    let _ = stream.set_nodelay(true);
-    let (mut reader, mut writer) = stream.into_split();
     let mut frames = FrameReader::<MAX_ENCODED_LEN>::new();
     let mut buf = vec![0u8; 16 * 1024];
     loop {
-        tokio::select! {
-            read = reader.read(&mut buf) => {
-                let n = match read {
-                    Ok(0) => { info!(%path, "connection closed by peer"); return; }
-                    Ok(n) => n,
-                    Err(e) => { info!(%path, "connection lost: {e}"); return; }
-                };
-                let mut batch = Vec::new();
-                frames.push(&buf[..n], |frame| batch.push(frame.map(|bytes| bytes.to_vec())));
-                for frame in batch {
-                    let input = match frame {
-                        Ok(bytes) => Input::Frame { path, bytes },
-                        Err(_) => Input::Overflow { path },
-                    };
-                    if incoming.send(input).await.is_err() {
-                        return;
-                    }
-                }
+        let n = match read.read(&mut buf).await {
+            Ok(0) => {
+                info!(%path, connection, "connection closed by peer");
+                break;
             }
-            frame = outgoing.recv() => {
-                let Some(frame) = frame else { return };
-                if let Err(e) = writer.write_all(&frame).await {
-                    info!(%path, "connection lost: {e}");
-                    return;
-                }
+            Ok(n) => n,
+            Err(e) => {
+                info!(%path, connection, "connection lost: {e}");
+                break;
             }
-            accepted = async {
-                match listener {
-                    Some(listener) => listener.accept().await,
-                    None => std::future::pending().await,
-                }
-            } => {
-                if let Ok((stream, from)) = accepted {
-                    info!(%path, %from, "newer connection replaces the current one");
-                    return Box::pin(carry(path, stream, outgoing, incoming, listener)).await;
-                }
+        };
+        let mut batch = Vec::new();
+        frames.push(&buf[..n], |frame| {
+            batch.push(frame.map(|bytes| bytes.to_vec()))
+        });
+        for frame in batch {
+            let input = match frame {
+                Ok(bytes) => Input::Frame {
+                    path,
+                    connection,
+                    bytes,
+                },
+                Err(_) => Input::Overflow { path },
+            };
+            if incoming.send(input).await.is_err() {
+                return;
             }
         }
     }
+    let _ = closed.send(connection).await;
 }

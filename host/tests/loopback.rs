@@ -1,0 +1,227 @@
+//! Three real daemons on loopback, two TCP paths between each pair, each
+//! path through a relay the test can block: convergence, a blocked path, a
+//! killed and restarted node, mailboxes across path cuts, and junk on the
+//! wire.
+
+#![allow(clippy::unwrap_used)] // a test that cannot set up should panic
+
+mod common;
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::Duration;
+
+use common::{Cluster, wait_for};
+use serde_json::json;
+
+const CONVERGE: Duration = Duration::from_secs(15);
+
+#[test]
+fn status_converges_and_a_blocked_path_takes_only_that_path_down() {
+    let mut cluster = Cluster::new(3, 2);
+    cluster.start_all();
+    wait_for(CONVERGE, "every node up everywhere", || cluster.all_up());
+    let table = cluster.cli(1).arg("status").output().unwrap();
+    let table = String::from_utf8(table.stdout).unwrap();
+    assert!(
+        table.contains("NODE") && table.contains("n2") && table.contains("path 1"),
+        "{table}"
+    );
+
+    cluster.link(1, 2, 0).relay.block();
+    wait_for(
+        Duration::from_secs(5),
+        "path 0 between 1 and 2 down at both ends",
+        || cluster.path_state(1, 2, 0) == "down" && cluster.path_state(2, 1, 0) == "down",
+    );
+    assert_eq!(
+        cluster.view(1, 2).0,
+        "up",
+        "one path lost is not a node lost"
+    );
+    assert_eq!(cluster.view(2, 1).0, "up");
+    assert!(
+        cluster
+            .cli(1)
+            .args(["can-talk", "--node", "2"])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(
+        !cluster.log(1).contains("node 2 down"),
+        "no NodeDown was ever logged"
+    );
+
+    cluster.link(1, 2, 0).relay.restore();
+    wait_for(Duration::from_secs(5), "path 0 back up", || {
+        cluster.path_state(1, 2, 0) == "up"
+    });
+}
+
+#[test]
+fn a_killed_node_is_declared_down_and_its_restart_is_seen() {
+    let mut cluster = Cluster::new(3, 2);
+    cluster.start_all();
+    wait_for(CONVERGE, "every node up everywhere", || cluster.all_up());
+    let (_, before) = cluster.view(1, 3);
+
+    cluster.kill(3);
+    wait_for(
+        Duration::from_secs(5),
+        "nodes 1 and 2 to declare node 3 down",
+        || cluster.view(1, 3).0 == "down" && cluster.view(2, 3).0 == "down",
+    );
+    let can_talk = cluster
+        .cli(1)
+        .args(["can-talk", "--node", "3"])
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert_eq!(can_talk.code(), Some(1));
+    assert!(cluster.log(1).contains("node 3 down: every path silent"));
+
+    cluster.start(3);
+    wait_for(CONVERGE, "node 3 up again with a new incarnation", || {
+        let (state, incarnation) = cluster.view(1, 3);
+        state == "up" && incarnation > before
+    });
+    wait_for(Duration::from_secs(5), "the restart logged", || {
+        cluster.log(1).contains("node 3 restarted")
+    });
+}
+
+#[test]
+fn ten_thousand_messages_arrive_once_and_in_order_while_paths_are_cut() {
+    const COUNT: u32 = 10_000;
+    let mut cluster = Cluster::new(2, 2);
+    cluster.start_all();
+    wait_for(CONVERGE, "both nodes up", || cluster.all_up());
+    let cluster = Arc::new(cluster);
+
+    let done = Arc::new(AtomicBool::new(false));
+    let cutter = {
+        let (cluster, done) = (cluster.clone(), done.clone());
+        thread::spawn(move || {
+            let mut index = 0;
+            let mut cuts = 0;
+            while !done.load(Ordering::SeqCst) {
+                let relay = &cluster.link(1, 2, index).relay;
+                relay.block();
+                thread::sleep(Duration::from_millis(700));
+                relay.restore();
+                thread::sleep(Duration::from_millis(700));
+                index = 1 - index;
+                cuts += 1;
+            }
+            cuts
+        })
+    };
+    let receiver = {
+        let cluster = cluster.clone();
+        thread::spawn(move || {
+            let mut got = Vec::new();
+            while got.len() < COUNT as usize {
+                let answer = cluster.ask(
+                    2,
+                    json!({"v": 1, "op": "receive", "mailbox": 9, "timeout_ms": 30_000}),
+                );
+                assert_eq!(answer["kind"], "message", "{answer}");
+                let payload: Vec<u8> = serde_json::from_value(answer["payload"].clone()).unwrap();
+                got.push(u32::from_le_bytes(payload.try_into().unwrap()));
+            }
+            got
+        })
+    };
+    for i in 0..COUNT {
+        let payload = i.to_le_bytes().to_vec();
+        let answer = cluster.ask(1, json!({"v": 1, "op": "send", "node": 2, "mailbox": 9, "payload": payload, "timeout_ms": 30_000}));
+        assert_eq!(answer["kind"], "delivered", "message {i}: {answer}");
+    }
+    done.store(true, Ordering::SeqCst);
+    let got = receiver.join().unwrap();
+    let cuts = cutter.join().unwrap();
+    assert!(cuts >= 2, "paths were cut {cuts} times during the run");
+    assert_eq!(
+        got,
+        (0..COUNT).collect::<Vec<_>>(),
+        "exactly once, in order"
+    );
+}
+
+#[test]
+fn junk_and_forged_frames_are_counted_and_the_daemon_keeps_serving() {
+    let mut cluster = Cluster::new(2, 1);
+    cluster.start_all();
+    wait_for(CONVERGE, "both nodes up", || cluster.all_up());
+    let port = cluster.link(1, 2, 0).listen;
+
+    // Ten megabytes of junk, with and without delimiters.
+    let mut junk = TcpStream::connect(port).unwrap();
+    let mut block = vec![0u8; 1 << 20];
+    for (i, byte) in block.iter_mut().enumerate() {
+        *byte = (i * 7919 % 251) as u8;
+    }
+    for _ in 0..10 {
+        junk.write_all(&block).unwrap();
+    }
+    // A frame made with another key, and one of another cluster.
+    let mut forged = TcpStream::connect(port).unwrap();
+    for (cluster_id, secret) in [
+        (99, b"not the cluster's secret at all!"),
+        (7, b"another cluster's secret, 32 by."),
+    ] {
+        let key = heartline_core::wire::Key::new(secret).unwrap();
+        let header = heartline_core::wire::Header {
+            kind: heartline_core::wire::Kind::Heartbeat,
+            path: heartline_core::PathId(0),
+            cluster: heartline_core::ClusterId(cluster_id),
+            src: heartline_core::NodeId(1),
+            dst: heartline_core::NodeId(2),
+            src_incarnation: heartline_core::Incarnation(u32::MAX),
+            dst_incarnation: heartline_core::Incarnation(0),
+            seq: 1,
+        };
+        let message =
+            heartline_core::wire::Message::Heartbeat(heartline_core::wire::Heartbeat::default());
+        let mut buf = [0u8; heartline_core::wire::MAX_ENCODED_LEN];
+        let n = heartline_core::wire::encode(&header, &message, &key, &mut buf).unwrap();
+        forged.write_all(&buf[..n]).unwrap();
+    }
+
+    wait_for(
+        Duration::from_secs(10),
+        "the rejections to be counted",
+        || {
+            let status = cluster.status(2);
+            let errors = status["peers"][0]["paths"][0]["errors"].to_string();
+            errors.contains("bad_tag")
+                && errors.contains("wrong_cluster")
+                && (errors.contains("framing") || errors.contains("bad_crc"))
+        },
+    );
+    assert_eq!(cluster.view(2, 1).0, "up", "the real peer stays up");
+    assert_eq!(cluster.view(1, 2).0, "up");
+    let mut send = cluster
+        .cli(1)
+        .args(["snd-msg", "--node", "2", "--mailbox", "3"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    send.stdin
+        .take()
+        .unwrap()
+        .write_all(b"still serving")
+        .unwrap();
+    assert!(send.wait().unwrap().success());
+    let received = cluster
+        .cli(2)
+        .args(["rcv-msg", "--mailbox", "3", "--timeout", "5s"])
+        .output()
+        .unwrap();
+    assert_eq!(received.stdout, b"still serving");
+}
