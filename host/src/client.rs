@@ -25,7 +25,51 @@ impl std::fmt::Display for ClientError {
     }
 }
 
+/// One request as a line of the control protocol.
+pub fn request_line(request: Request) -> Result<Vec<u8>, ClientError> {
+    let mut line = serde_json::to_vec(&Envelope::new(request))
+        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+    line.push(b'\n');
+    Ok(line)
+}
+
+/// One line of the control protocol as a response.
+pub fn response_of(line: &str) -> Result<Response, ClientError> {
+    let envelope: Envelope<Response> = serde_json::from_str(line)
+        .map_err(|e| ClientError::Protocol(format!("unreadable answer from the daemon: {e}")))?;
+    if envelope.v != VERSION {
+        return Err(ClientError::Protocol(format!(
+            "the daemon speaks control protocol {}, this CLI {VERSION}",
+            envelope.v
+        )));
+    }
+    Ok(envelope.body)
+}
+
+fn no_daemon(socket: &Path, e: &std::io::Error) -> ClientError {
+    ClientError::NoDaemon(format!(
+        "cannot reach the heartline daemon at {}: {e} (is it running? is --socket right?)",
+        socket.display()
+    ))
+}
+
+/// Sends `request` and waits for the single answer, without an async runtime.
+pub fn ask_blocking(socket: &Path, request: Request) -> Result<Response, ClientError> {
+    use std::io::{BufRead, Write};
+    let mut stream =
+        std::os::unix::net::UnixStream::connect(socket).map_err(|e| no_daemon(socket, &e))?;
+    stream
+        .write_all(&request_line(request)?)
+        .map_err(|e| ClientError::Protocol(format!("cannot send the request: {e}")))?;
+    let mut line = String::new();
+    std::io::BufReader::new(stream)
+        .read_line(&mut line)
+        .map_err(|e| ClientError::Protocol(format!("connection lost: {e}")))?;
+    response_of(&line)
+}
+
 /// A connection carrying one request.
+#[derive(Debug)]
 pub struct Connection {
     lines: tokio::io::Lines<BufReader<tokio::net::unix::OwnedReadHalf>>,
 }
@@ -33,18 +77,12 @@ pub struct Connection {
 impl Connection {
     /// Connects to the daemon at `socket` and sends `request`.
     pub async fn open(socket: &Path, request: Request) -> Result<Connection, ClientError> {
-        let stream = UnixStream::connect(socket).await.map_err(|e| {
-            ClientError::NoDaemon(format!(
-                "cannot reach the heartline daemon at {}: {e} (is it running? is --socket right?)",
-                socket.display()
-            ))
-        })?;
+        let stream = UnixStream::connect(socket)
+            .await
+            .map_err(|e| no_daemon(socket, &e))?;
         let (read, mut write) = stream.into_split();
-        let mut line = serde_json::to_vec(&Envelope::new(request))
-            .map_err(|e| ClientError::Protocol(e.to_string()))?;
-        line.push(b'\n');
         write
-            .write_all(&line)
+            .write_all(&request_line(request)?)
             .await
             .map_err(|e| ClientError::Protocol(format!("cannot send the request: {e}")))?;
         Ok(Connection {
@@ -54,24 +92,12 @@ impl Connection {
 
     /// The next answer; `None` when the daemon closed the connection.
     pub async fn next(&mut self) -> Result<Option<Response>, ClientError> {
-        let Some(line) = self
+        let line = self
             .lines
             .next_line()
             .await
-            .map_err(|e| ClientError::Protocol(format!("connection lost: {e}")))?
-        else {
-            return Ok(None);
-        };
-        let envelope: Envelope<Response> = serde_json::from_str(&line).map_err(|e| {
-            ClientError::Protocol(format!("unreadable answer from the daemon: {e}"))
-        })?;
-        if envelope.v != VERSION {
-            return Err(ClientError::Protocol(format!(
-                "the daemon speaks control protocol {}, this CLI {VERSION}",
-                envelope.v
-            )));
-        }
-        Ok(Some(envelope.body))
+            .map_err(|e| ClientError::Protocol(format!("connection lost: {e}")))?;
+        line.map(|line| response_of(&line)).transpose()
     }
 }
 

@@ -146,7 +146,26 @@ pub fn start(config: Config, incarnation: Incarnation) -> Result<Handle, String>
         receivers: HashMap::new(),
         held: None,
     };
-    tokio::spawn(manager.run(input_rx));
+    // The manager gets a thread of its own, at real-time priority where
+    // permitted, so path I/O, the control socket and logging never delay it.
+    std::thread::Builder::new()
+        .name("comm-manager".into())
+        .spawn(move || {
+            match crate::system::realtime_priority() {
+                Ok(()) => info!("communication manager runs at real-time priority (SCHED_FIFO 50)"),
+                Err(e) => warn!(
+                    "communication manager runs at normal priority: cannot get SCHED_FIFO: {e}"
+                ),
+            }
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+            {
+                Ok(runtime) => runtime.block_on(manager.run(input_rx)),
+                Err(e) => tracing::error!("cannot start the communication manager: {e}"),
+            }
+        })
+        .map_err(|e| format!("cannot start the communication manager thread: {e}"))?;
     Ok(Handle { inputs, events })
 }
 
@@ -184,12 +203,25 @@ impl Manager {
     }
 
     async fn run(mut self, mut inputs: mpsc::Receiver<Input>) {
+        // systemd's watchdog is fed from this loop, so a stuck manager is
+        // restarted rather than left silently failing.
+        let keepalive = crate::system::watchdog_interval();
+        let mut next_keepalive = TokioInstant::now();
         loop {
+            if let Some(every) = keepalive.filter(|_| TokioInstant::now() >= next_keepalive) {
+                crate::system::notify("WATCHDOG=1");
+                next_keepalive = TokioInstant::now() + every;
+            }
             let wake = self
                 .endpoint
                 .poll_timeout()
                 .map(|at| self.started + Duration::from_micros(at.as_micros()))
                 .unwrap_or_else(|| TokioInstant::now() + Duration::from_secs(3600));
+            let wake = if keepalive.is_some() {
+                wake.min(next_keepalive)
+            } else {
+                wake
+            };
             tokio::select! {
                 input = inputs.recv() => {
                     let Some(input) = input else { return };

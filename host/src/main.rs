@@ -3,14 +3,6 @@
 //! Invoked as `snd_msg`, `rcv_msg` or `can_talk` (a link to this binary) it
 //! behaves as the matching LCMI command.
 
-mod client;
-mod config;
-mod control;
-mod daemon;
-mod server;
-mod status;
-mod tcp;
-
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -18,9 +10,10 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use crate::client::ClientError;
-use crate::config::Config;
-use crate::control::{Request, Response};
+use heartline::client::{self, ClientError};
+use heartline::config::{self, Config};
+use heartline::control::{Request, Response};
+use heartline::{daemon, demo, server, status, system};
 
 /// Exit codes, documented in the README.
 mod exit {
@@ -46,6 +39,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Start a 3-node cluster on this machine and show what heartline does:
+    /// a path cut, a mailbox message, a node killed and restarted.
+    Demo,
     /// Run the daemon.
     Daemon {
         /// The configuration file.
@@ -145,6 +141,22 @@ fn arguments() -> Vec<std::ffi::OsString> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse_from(arguments());
+    if let Command::Demo = cli.command {
+        let program = match std::env::current_exe() {
+            Ok(program) => program,
+            Err(e) => {
+                eprintln!("heartline: cannot find my own executable: {e}");
+                return ExitCode::from(exit::FAILED);
+            }
+        };
+        return match demo::run(&program) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("heartline demo: {e}");
+                ExitCode::from(exit::FAILED)
+            }
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -167,6 +179,7 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<(), Failure> {
     let socket = cli.socket;
     match cli.command {
+        Command::Demo => Ok(()),
         Command::Daemon { config } => run_daemon(&config).await,
         Command::CheckConfig { file } => {
             let config =
@@ -321,6 +334,10 @@ async fn run_daemon(path: &std::path::Path) -> Result<(), Failure> {
         .with_writer(std::io::stderr)
         .init();
     let config = Config::load(path).map_err(|e| Failure::new(exit::USAGE, e.to_string()))?;
+    match system::lock_memory() {
+        Ok(()) => tracing::info!("memory locked"),
+        Err(e) => tracing::warn!("memory not locked, paging may delay heartbeats: {e}"),
+    }
     let incarnation =
         daemon::next_incarnation(&config.state_dir).map_err(|e| Failure::new(exit::FAILED, e))?;
     let socket = config.control_socket.clone();
@@ -329,6 +346,7 @@ async fn run_daemon(path: &std::path::Path) -> Result<(), Failure> {
         .await
         .map_err(|e| Failure::new(exit::FAILED, e))?;
     tracing::info!(socket = %socket.display(), "control socket ready");
+    system::notify("READY=1");
     shutdown_signal().await;
     tracing::info!("stopping");
     let _ = std::fs::remove_file(&socket);

@@ -5,34 +5,50 @@
 
 #![allow(clippy::unwrap_used)] // a test that cannot set up should panic
 
-mod common;
-
 use std::io::Write;
 use std::net::TcpStream;
-use std::process::Stdio;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::Duration;
 
-use common::{Cluster, wait_for};
-use serde_json::json;
+use heartline::control::{Request, Response};
+use heartline::local_cluster::LocalCluster;
 
 const CONVERGE: Duration = Duration::from_secs(15);
 
+fn cluster(nodes: u16, paths: usize) -> LocalCluster {
+    let mut cluster =
+        LocalCluster::new(Path::new(env!("CARGO_BIN_EXE_heartline")), nodes, paths).unwrap();
+    cluster.start_all().unwrap();
+    wait_for(CONVERGE, "every node up everywhere", || cluster.all_up());
+    cluster
+}
+
+fn wait_for(limit: Duration, what: &str, check: impl FnMut() -> bool) {
+    heartline::local_cluster::wait_for(limit, what, check).unwrap();
+}
+
+/// The `heartline` CLI pointed at node `node`'s daemon.
+fn cli(cluster: &LocalCluster, node: u16) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_heartline"));
+    command.arg("--socket").arg(cluster.socket(node));
+    command
+}
+
 #[test]
 fn status_converges_and_a_blocked_path_takes_only_that_path_down() {
-    let mut cluster = Cluster::new(3, 2);
-    cluster.start_all();
-    wait_for(CONVERGE, "every node up everywhere", || cluster.all_up());
-    let table = cluster.cli(1).arg("status").output().unwrap();
+    let cluster = cluster(3, 2);
+    let table = cli(&cluster, 1).arg("status").output().unwrap();
     let table = String::from_utf8(table.stdout).unwrap();
     assert!(
-        table.contains("NODE") && table.contains("n2") && table.contains("path 1"),
+        table.contains("NODE") && table.contains("bravo") && table.contains("path 1"),
         "{table}"
     );
 
-    cluster.link(1, 2, 0).relay.block();
+    cluster.link(1, 2, 0).unwrap().relay.block();
     wait_for(
         Duration::from_secs(5),
         "path 0 between 1 and 2 down at both ends",
@@ -45,8 +61,7 @@ fn status_converges_and_a_blocked_path_takes_only_that_path_down() {
     );
     assert_eq!(cluster.view(2, 1).0, "up");
     assert!(
-        cluster
-            .cli(1)
+        cli(&cluster, 1)
             .args(["can-talk", "--node", "2"])
             .status()
             .unwrap()
@@ -57,7 +72,7 @@ fn status_converges_and_a_blocked_path_takes_only_that_path_down() {
         "no NodeDown was ever logged"
     );
 
-    cluster.link(1, 2, 0).relay.restore();
+    cluster.link(1, 2, 0).unwrap().relay.restore();
     wait_for(Duration::from_secs(5), "path 0 back up", || {
         cluster.path_state(1, 2, 0) == "up"
     });
@@ -65,9 +80,7 @@ fn status_converges_and_a_blocked_path_takes_only_that_path_down() {
 
 #[test]
 fn a_killed_node_is_declared_down_and_its_restart_is_seen() {
-    let mut cluster = Cluster::new(3, 2);
-    cluster.start_all();
-    wait_for(CONVERGE, "every node up everywhere", || cluster.all_up());
+    let mut cluster = cluster(3, 2);
     let (_, before) = cluster.view(1, 3);
 
     cluster.kill(3);
@@ -76,8 +89,7 @@ fn a_killed_node_is_declared_down_and_its_restart_is_seen() {
         "nodes 1 and 2 to declare node 3 down",
         || cluster.view(1, 3).0 == "down" && cluster.view(2, 3).0 == "down",
     );
-    let can_talk = cluster
-        .cli(1)
+    let can_talk = cli(&cluster, 1)
         .args(["can-talk", "--node", "3"])
         .stderr(Stdio::null())
         .status()
@@ -85,7 +97,7 @@ fn a_killed_node_is_declared_down_and_its_restart_is_seen() {
     assert_eq!(can_talk.code(), Some(1));
     assert!(cluster.log(1).contains("node 3 down: every path silent"));
 
-    cluster.start(3);
+    cluster.start(3).unwrap();
     wait_for(CONVERGE, "node 3 up again with a new incarnation", || {
         let (state, incarnation) = cluster.view(1, 3);
         state == "up" && incarnation > before
@@ -98,10 +110,7 @@ fn a_killed_node_is_declared_down_and_its_restart_is_seen() {
 #[test]
 fn ten_thousand_messages_arrive_once_and_in_order_while_paths_are_cut() {
     const COUNT: u32 = 10_000;
-    let mut cluster = Cluster::new(2, 2);
-    cluster.start_all();
-    wait_for(CONVERGE, "both nodes up", || cluster.all_up());
-    let cluster = Arc::new(cluster);
+    let cluster = Arc::new(cluster(2, 2));
 
     let done = Arc::new(AtomicBool::new(false));
     let cutter = {
@@ -110,7 +119,7 @@ fn ten_thousand_messages_arrive_once_and_in_order_while_paths_are_cut() {
             let mut index = 0;
             let mut cuts = 0;
             while !done.load(Ordering::SeqCst) {
-                let relay = &cluster.link(1, 2, index).relay;
+                let relay = &cluster.link(1, 2, index).unwrap().relay;
                 relay.block();
                 thread::sleep(Duration::from_millis(700));
                 relay.restore();
@@ -126,21 +135,34 @@ fn ten_thousand_messages_arrive_once_and_in_order_while_paths_are_cut() {
         thread::spawn(move || {
             let mut got = Vec::new();
             while got.len() < COUNT as usize {
-                let answer = cluster.ask(
-                    2,
-                    json!({"v": 1, "op": "receive", "mailbox": 9, "timeout_ms": 30_000}),
-                );
-                assert_eq!(answer["kind"], "message", "{answer}");
-                let payload: Vec<u8> = serde_json::from_value(answer["payload"].clone()).unwrap();
-                got.push(u32::from_le_bytes(payload.try_into().unwrap()));
+                let request = Request::Receive {
+                    mailbox: 9,
+                    timeout_ms: 30_000,
+                };
+                match cluster.ask(2, request).unwrap() {
+                    Response::Message { payload, .. } => {
+                        got.push(u32::from_le_bytes(payload.try_into().unwrap()));
+                    }
+                    other => panic!("receive failed: {other:?}"),
+                }
             }
             got
         })
     };
     for i in 0..COUNT {
         let payload = i.to_le_bytes().to_vec();
-        let answer = cluster.ask(1, json!({"v": 1, "op": "send", "node": 2, "mailbox": 9, "payload": payload, "timeout_ms": 30_000}));
-        assert_eq!(answer["kind"], "delivered", "message {i}: {answer}");
+        let answer = cluster
+            .ask(
+                1,
+                Request::Send {
+                    node: 2,
+                    mailbox: 9,
+                    payload,
+                    timeout_ms: 30_000,
+                },
+            )
+            .unwrap();
+        assert_eq!(answer, Response::Delivered, "message {i}");
     }
     done.store(true, Ordering::SeqCst);
     let got = receiver.join().unwrap();
@@ -155,10 +177,8 @@ fn ten_thousand_messages_arrive_once_and_in_order_while_paths_are_cut() {
 
 #[test]
 fn junk_and_forged_frames_are_counted_and_the_daemon_keeps_serving() {
-    let mut cluster = Cluster::new(2, 1);
-    cluster.start_all();
-    wait_for(CONVERGE, "both nodes up", || cluster.all_up());
-    let port = cluster.link(1, 2, 0).listen;
+    let cluster = cluster(2, 1);
+    let port = cluster.link(1, 2, 0).unwrap().listen;
 
     // Ten megabytes of junk, with and without delimiters.
     let mut junk = TcpStream::connect(port).unwrap();
@@ -171,8 +191,9 @@ fn junk_and_forged_frames_are_counted_and_the_daemon_keeps_serving() {
     }
     // A frame made with another key, and one of another cluster.
     let mut forged = TcpStream::connect(port).unwrap();
+    // LocalCluster uses cluster id 42.
     for (cluster_id, secret) in [
-        (99, b"not the cluster's secret at all!"),
+        (42, b"not the cluster's secret at all!"),
         (7, b"another cluster's secret, 32 by."),
     ] {
         let key = heartline_core::wire::Key::new(secret).unwrap();
@@ -197,17 +218,21 @@ fn junk_and_forged_frames_are_counted_and_the_daemon_keeps_serving() {
         Duration::from_secs(10),
         "the rejections to be counted",
         || {
-            let status = cluster.status(2);
-            let errors = status["peers"][0]["paths"][0]["errors"].to_string();
-            errors.contains("bad_tag")
-                && errors.contains("wrong_cluster")
-                && (errors.contains("framing") || errors.contains("bad_crc"))
+            let status = cluster.status(2).unwrap();
+            let counted = |reason: &str| {
+                status.peers[0].paths[0]
+                    .errors
+                    .iter()
+                    .any(|(name, _)| name == reason)
+            };
+            counted("bad_tag")
+                && counted("wrong_cluster")
+                && (counted("framing") || counted("bad_crc"))
         },
     );
     assert_eq!(cluster.view(2, 1).0, "up", "the real peer stays up");
     assert_eq!(cluster.view(1, 2).0, "up");
-    let mut send = cluster
-        .cli(1)
+    let mut send = cli(&cluster, 1)
         .args(["snd-msg", "--node", "2", "--mailbox", "3"])
         .stdin(Stdio::piped())
         .spawn()
@@ -218,10 +243,32 @@ fn junk_and_forged_frames_are_counted_and_the_daemon_keeps_serving() {
         .write_all(b"still serving")
         .unwrap();
     assert!(send.wait().unwrap().success());
-    let received = cluster
-        .cli(2)
+    let received = cli(&cluster, 2)
         .args(["rcv-msg", "--mailbox", "3", "--timeout", "5s"])
         .output()
         .unwrap();
     assert_eq!(received.stdout, b"still serving");
+}
+
+#[test]
+fn the_demo_runs_on_defaults_and_exits_0() {
+    let output = Command::new(env!("CARGO_BIN_EXE_heartline"))
+        .arg("demo")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for step in [
+        "still see each other up",
+        "delivered",
+        "declared charlie down",
+        "saw charlie restart",
+        "Summary",
+    ] {
+        assert!(text.contains(step), "missing {step:?} in:\n{text}");
+    }
 }

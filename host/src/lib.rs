@@ -1,0 +1,15 @@
+//! heartline's host side: the daemon (communication manager, TCP paths,
+//! control socket), the CLI's client, and a local cluster on loopback for
+//! the demo and the tests.
+
+pub mod client;
+pub mod config;
+pub mod control;
+pub mod daemon;
+pub mod demo;
+pub mod local_cluster;
+pub mod relay;
+pub mod server;
+pub mod status;
+pub mod system;
+pub mod tcp;

@@ -1,0 +1,263 @@
+//! A whole cluster on this machine: a key, a config per node with TCP paths
+//! on loopback (each through a [`Relay`] so it can be cut), and real daemon
+//! processes. `heartline demo` runs one; so do the integration tests.
+
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::client::{self, ClientError};
+use crate::config;
+use crate::control::{Request, Response, StatusReport};
+use crate::relay::Relay;
+
+/// Waits for `check` to hold, polling every 20 ms, until `limit` passes.
+pub fn wait_for(
+    limit: Duration,
+    what: &str,
+    mut check: impl FnMut() -> bool,
+) -> Result<(), String> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if check() {
+            return Ok(());
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    Err(format!(
+        "timed out after {} waiting for {what}",
+        humantime::format_duration(limit)
+    ))
+}
+
+/// One path between nodes `a` < `b`: `b` listens on `listen`, `a` dials the relay.
+#[derive(Debug)]
+pub struct Link {
+    /// The lower node id.
+    pub a: u16,
+    /// The higher node id, which listens.
+    pub b: u16,
+    /// Path number between them.
+    pub index: usize,
+    /// The listener's address.
+    pub listen: SocketAddr,
+    /// The relay the dialer goes through.
+    pub relay: Relay,
+}
+
+/// Nodes named after the NATO alphabet, for readable output.
+const NAMES: [&str; 8] = [
+    "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel",
+];
+
+/// The cluster.
+#[derive(Debug)]
+pub struct LocalCluster {
+    dir: tempfile::TempDir,
+    program: PathBuf,
+    nodes: u16,
+    links: Vec<Link>,
+    children: Vec<Option<Child>>,
+}
+
+fn io(e: std::io::Error) -> String {
+    e.to_string()
+}
+
+impl LocalCluster {
+    /// Writes a key and configs for `nodes` nodes (at most 8) with `paths`
+    /// TCP paths between every pair; `program` is the heartline binary.
+    pub fn new(program: &Path, nodes: u16, paths: usize) -> Result<LocalCluster, String> {
+        let dir = tempfile::Builder::new()
+            .prefix("heartline-")
+            .tempdir()
+            .map_err(io)?;
+        config::write_new_key(&dir.path().join("cluster.key"))?;
+        let mut links = Vec::new();
+        for a in 1..=nodes {
+            for b in a + 1..=nodes {
+                for index in 0..paths {
+                    let port = TcpListener::bind("127.0.0.1:0")
+                        .and_then(|l| l.local_addr())
+                        .map_err(io)?;
+                    let relay = Relay::start(port).map_err(io)?;
+                    links.push(Link {
+                        a,
+                        b,
+                        index,
+                        listen: port,
+                        relay,
+                    });
+                }
+            }
+        }
+        let cluster = LocalCluster {
+            dir,
+            program: program.to_path_buf(),
+            nodes,
+            links,
+            children: (0..nodes).map(|_| None).collect(),
+        };
+        for node in 1..=nodes {
+            std::fs::write(cluster.config_path(node), cluster.config_text(node)).map_err(io)?;
+        }
+        Ok(cluster)
+    }
+
+    /// Node `node`'s name.
+    pub fn name(node: u16) -> &'static str {
+        NAMES
+            .get(usize::from(node).wrapping_sub(1))
+            .copied()
+            .unwrap_or("node")
+    }
+
+    /// Where the cluster's files are.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Node `node`'s config file.
+    pub fn config_path(&self, node: u16) -> PathBuf {
+        self.dir.path().join(format!("{}.toml", Self::name(node)))
+    }
+
+    /// Node `node`'s control socket.
+    pub fn socket(&self, node: u16) -> PathBuf {
+        self.dir.path().join(format!("{}.sock", Self::name(node)))
+    }
+
+    /// Node `node`'s log file.
+    pub fn log_path(&self, node: u16) -> PathBuf {
+        self.dir.path().join(format!("{}.log", Self::name(node)))
+    }
+
+    fn config_text(&self, node: u16) -> String {
+        let name = Self::name(node);
+        let mut text = format!(
+            "[cluster]\nname = \"local\"\nid = 42\nkey_file = \"cluster.key\"\n\n[node]\nid = {node}\nname = \"{name}\"\ncontrol_socket = \"{name}.sock\"\nstate_dir = \"{name}.state\"\n"
+        );
+        for peer in (1..=self.nodes).filter(|&p| p != node) {
+            text.push_str(&format!(
+                "\n[[peers]]\nid = {peer}\nname = \"{}\"\n",
+                Self::name(peer)
+            ));
+            let (a, b) = (node.min(peer), node.max(peer));
+            for link in self.links.iter().filter(|l| (l.a, l.b) == (a, b)) {
+                let remote = if node == b {
+                    link.listen
+                } else {
+                    link.relay.addr
+                };
+                text.push_str(&format!(
+                    "  [[peers.paths]]\n  kind = \"tcp\"\n  local = \"{}\"\n  remote = \"{remote}\"\n",
+                    link.listen
+                ));
+            }
+        }
+        text
+    }
+
+    /// Starts node `node`'s daemon and waits for its control socket.
+    pub fn start(&mut self, node: u16) -> Result<(), String> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(node))
+            .map_err(io)?;
+        let child = Command::new(&self.program)
+            .arg("daemon")
+            .arg("--config")
+            .arg(self.config_path(node))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", self.program.display()))?;
+        self.children[usize::from(node - 1)] = Some(child);
+        let socket = self.socket(node);
+        wait_for(
+            Duration::from_secs(10),
+            &format!("{}'s control socket", Self::name(node)),
+            || UnixStream::connect(&socket).is_ok(),
+        )
+    }
+
+    /// Starts every node.
+    pub fn start_all(&mut self) -> Result<(), String> {
+        (1..=self.nodes).try_for_each(|node| self.start(node))
+    }
+
+    /// Kills node `node`'s daemon with SIGKILL, as a crash would.
+    pub fn kill(&mut self, node: u16) {
+        if let Some(mut child) = self.children[usize::from(node - 1)].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The `index`th path between `a` and `b`.
+    pub fn link(&self, a: u16, b: u16, index: usize) -> Option<&Link> {
+        self.links
+            .iter()
+            .find(|l| (l.a, l.b) == (a.min(b), a.max(b)) && l.index == index)
+    }
+
+    /// One control request to node `node`.
+    pub fn ask(&self, node: u16, request: Request) -> Result<Response, ClientError> {
+        client::ask_blocking(&self.socket(node), request)
+    }
+
+    /// Node `node`'s status.
+    pub fn status(&self, node: u16) -> Result<StatusReport, String> {
+        match self.ask(node, Request::Status).map_err(|e| e.to_string())? {
+            Response::Status(report) => Ok(report),
+            other => Err(format!("unexpected answer {other:?}")),
+        }
+    }
+
+    /// How `node` sees `peer`: its state and incarnation.
+    pub fn view(&self, node: u16, peer: u16) -> (String, Option<u32>) {
+        self.status(node)
+            .ok()
+            .and_then(|s| s.peers.into_iter().find(|p| p.node == peer))
+            .map_or_else(
+                || ("unreachable".into(), None),
+                |p| (p.state, p.incarnation),
+            )
+    }
+
+    /// How `node` sees its `index`th path to `peer`.
+    pub fn path_state(&self, node: u16, peer: u16, index: usize) -> String {
+        self.status(node)
+            .ok()
+            .and_then(|s| s.peers.into_iter().find(|p| p.node == peer))
+            .and_then(|p| p.paths.into_iter().nth(index))
+            .map_or_else(|| "unknown".into(), |p| p.state)
+    }
+
+    /// Whether every node sees every other up.
+    pub fn all_up(&self) -> bool {
+        (1..=self.nodes).all(|n| {
+            (1..=self.nodes)
+                .filter(|&p| p != n)
+                .all(|p| self.view(n, p).0 == "up")
+        })
+    }
+
+    /// Node `node`'s log so far.
+    pub fn log(&self, node: u16) -> String {
+        std::fs::read_to_string(self.log_path(node)).unwrap_or_default()
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        for node in 1..=self.nodes {
+            self.kill(node);
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! What the daemon asks of the operating system: memory locked, so a page
+//! fault never delays a heartbeat; real-time scheduling for the
+//! communication manager's thread, so a busy machine does not starve it;
+//! and systemd's readiness and watchdog notifications (`Type=notify`).
+//! Each is best effort: the daemon says in one log line what it could not
+//! get and why, and runs on.
+
+use std::time::Duration;
+
+/// Locks all current and future memory of the process.
+pub fn lock_memory() -> Result<(), String> {
+    #[cfg(target_os = "linux")]
+    {
+        use nix::sys::mman::{MlockAllFlags, mlockall};
+        mlockall(MlockAllFlags::MCL_CURRENT | MlockAllFlags::MCL_FUTURE).map_err(|e| {
+            format!("{e} (run as root, or give the service CAP_IPC_LOCK and LimitMEMLOCK=infinity)")
+        })
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        Err("not supported on this operating system".into())
+    }
+}
+
+/// Puts the calling thread in the SCHED_FIFO real-time class.
+pub fn realtime_priority() -> Result<(), String> {
+    #[cfg(target_os = "linux")]
+    {
+        use thread_priority::{
+            RealtimeThreadSchedulePolicy, ThreadPriority, ThreadPriorityValue,
+            ThreadSchedulePolicy, set_thread_priority_and_policy, thread_native_id,
+        };
+        let priority = ThreadPriorityValue::try_from(50u8).map_err(|e| e.to_string())?;
+        set_thread_priority_and_policy(
+            thread_native_id(),
+            ThreadPriority::Crossplatform(priority),
+            ThreadSchedulePolicy::Realtime(RealtimeThreadSchedulePolicy::Fifo),
+        )
+        .map_err(|e| {
+            format!("{e:?} (run as root, or give the service CAP_SYS_NICE / LimitRTPRIO=50)")
+        })
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        Err("not supported on this operating system".into())
+    }
+}
+
+/// Tells systemd `state` (e.g. `READY=1`), if it started us with
+/// `NOTIFY_SOCKET`; otherwise does nothing.
+pub fn notify(state: &str) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::linux::net::SocketAddrExt;
+        use std::os::unix::net::{SocketAddr, UnixDatagram};
+        let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+            return;
+        };
+        let path = path.to_string_lossy().into_owned();
+        let address = match path.strip_prefix('@') {
+            Some(abstract_name) => SocketAddr::from_abstract_name(abstract_name.as_bytes()),
+            None => SocketAddr::from_pathname(&path),
+        };
+        let sent = address
+            .and_then(|address| UnixDatagram::unbound()?.send_to_addr(state.as_bytes(), &address));
+        if let Err(e) = sent {
+            tracing::warn!("cannot notify systemd ({state}): {e}");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = state;
+}
+
+/// How often to tell systemd we are alive: half its `WatchdogSec`, if set.
+pub fn watchdog_interval() -> Option<Duration> {
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+    (usec > 0).then(|| Duration::from_micros(usec / 2))
+}
