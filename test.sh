@@ -7,8 +7,10 @@ cd "$(dirname "$0")"
 
 step() { printf '\n== %s\n' "$*"; }
 
-step "toolchain: thumbv7m-none-eabi target, rustfmt, clippy"
-rustup target list --installed | grep -qx thumbv7m-none-eabi || rustup target add thumbv7m-none-eabi
+step "toolchain: thumbv7m-none-eabi and x86_64-pc-windows-gnu targets, rustfmt, clippy"
+for target in thumbv7m-none-eabi x86_64-pc-windows-gnu; do
+  rustup target list --installed | grep -qx "$target" || rustup target add "$target"
+done
 rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
 rustup component list --installed | grep -q '^clippy' || rustup component add clippy
 
@@ -32,8 +34,11 @@ step "size probe: the core in a minimal Cortex-M3 program (opt-level s)"
 size -A core/size-probe/target/thumbv7m-none-eabi/release/heartline-core-size-probe \
   | awk '$1 == ".text" || $1 == ".rodata" || $1 == ".data" || $1 == ".bss" { printf "  %-8s %6d bytes\n", $1, $2 }'
 
+step "heartline (daemon and CLI) builds for Windows"
+cargo clippy -p heartline --target x86_64-pc-windows-gnu --locked -- -D warnings
+
 step "fuzz target compiles"
 cargo check --manifest-path core/fuzz/Cargo.toml --locked
 
-step "tests: unit, property, endpoint, simulator (400 seeds)"
+step "tests: unit, property, endpoint, simulator (400 seeds), daemons on loopback"
 cargo test --workspace --locked

@@ -4,9 +4,9 @@
 use std::path::Path;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::UnixStream;
 
 use crate::control::{Envelope, Request, Response, VERSION};
+use crate::ipc;
 
 /// Why the CLI could not get an answer.
 #[derive(Debug)]
@@ -56,31 +56,34 @@ fn no_daemon(socket: &Path, e: &std::io::Error) -> ClientError {
 /// Sends `request` and waits for the single answer, without an async runtime.
 pub fn ask_blocking(socket: &Path, request: Request) -> Result<Response, ClientError> {
     use std::io::{BufRead, Write};
-    let mut stream =
-        std::os::unix::net::UnixStream::connect(socket).map_err(|e| no_daemon(socket, &e))?;
-    stream
+    let (read, mut write) = ipc::connect_blocking(socket).map_err(|e| no_daemon(socket, &e))?;
+    write
         .write_all(&request_line(request)?)
         .map_err(|e| ClientError::Protocol(format!("cannot send the request: {e}")))?;
     let mut line = String::new();
-    std::io::BufReader::new(stream)
+    std::io::BufReader::new(read)
         .read_line(&mut line)
         .map_err(|e| ClientError::Protocol(format!("connection lost: {e}")))?;
     response_of(&line)
 }
 
 /// A connection carrying one request.
-#[derive(Debug)]
 pub struct Connection {
-    lines: tokio::io::Lines<BufReader<tokio::net::unix::OwnedReadHalf>>,
+    lines: tokio::io::Lines<BufReader<ipc::Reader>>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Connection(..)")
+    }
 }
 
 impl Connection {
     /// Connects to the daemon at `socket` and sends `request`.
     pub async fn open(socket: &Path, request: Request) -> Result<Connection, ClientError> {
-        let stream = UnixStream::connect(socket)
+        let (read, mut write) = ipc::connect(socket)
             .await
             .map_err(|e| no_daemon(socket, &e))?;
-        let (read, mut write) = stream.into_split();
         write
             .write_all(&request_line(request)?)
             .await

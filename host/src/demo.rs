@@ -5,7 +5,6 @@
 //! incarnation), and ends with a summary.
 
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::mpsc;
 use std::thread;
@@ -13,10 +12,10 @@ use std::time::{Duration, Instant};
 
 use heartline_core::PathConfig;
 
-use crate::client;
 use crate::control::{Request, Response};
 use crate::local_cluster::{LocalCluster, wait_for};
 use crate::status;
+use crate::{client, ipc};
 
 const ALPHA: u16 = 1;
 const BRAVO: u16 = 2;
@@ -150,8 +149,8 @@ fn say(args: std::fmt::Arguments<'_>) {
 
 /// Alpha's event stream, each line with the instant it arrived.
 fn watch(socket: &Path) -> Result<mpsc::Receiver<(Instant, String)>, String> {
-    let mut stream = UnixStream::connect(socket).map_err(|e| e.to_string())?;
-    stream
+    let (stream, mut write) = ipc::connect_blocking(socket).map_err(|e| e.to_string())?;
+    write
         .write_all(&client::request_line(Request::Watch).map_err(|e| e.to_string())?)
         .map_err(|e| e.to_string())?;
     let (tx, rx) = mpsc::channel();

@@ -6,7 +6,10 @@ pub mod client;
 pub mod config;
 pub mod control;
 pub mod daemon;
+#[cfg(unix)]
 pub mod demo;
+pub mod ipc;
+#[cfg(unix)]
 pub mod local_cluster;
 pub mod relay;
 pub mod server;

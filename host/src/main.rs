@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand};
 use heartline::client::{self, ClientError};
 use heartline::config::{self, Config};
 use heartline::control::{Request, Response};
-use heartline::{daemon, demo, server, status, system};
+use heartline::{daemon, server, status, system};
 
 /// Exit codes, documented in the README.
 mod exit {
@@ -141,6 +141,7 @@ fn arguments() -> Vec<std::ffi::OsString> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse_from(arguments());
+    #[cfg(unix)]
     if let Command::Demo = cli.command {
         let program = match std::env::current_exe() {
             Ok(program) => program,
@@ -149,7 +150,7 @@ fn main() -> ExitCode {
                 return ExitCode::from(exit::FAILED);
             }
         };
-        return match demo::run(&program) {
+        return match heartline::demo::run(&program) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("heartline demo: {e}");
@@ -179,7 +180,10 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<(), Failure> {
     let socket = cli.socket;
     match cli.command {
-        Command::Demo => Ok(()),
+        Command::Demo => Err(Failure::new(
+            exit::USAGE,
+            "the demo runs on Unix-like systems only",
+        )),
         Command::Daemon { config } => run_daemon(&config).await,
         Command::CheckConfig { file } => {
             let config =

@@ -7,38 +7,24 @@ use std::path::Path;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{broadcast, oneshot};
 use tracing::{debug, warn};
 
 use crate::control::{Envelope, Request, Response, VERSION};
 use crate::daemon::{Handle, Input};
+use crate::ipc::{self, Reader, Writer};
 
 /// Longest request line accepted.
 const MAX_REQUEST: usize = 64 * 1024;
 
-/// Listens on `socket` (replacing a stale socket file) and serves clients.
+/// Listens on `socket` and serves clients, each in a task of its own.
 pub async fn serve(socket: &Path, handle: Handle) -> Result<(), String> {
-    if let Some(dir) = socket.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    }
-    if socket.exists() {
-        if UnixStream::connect(socket).await.is_ok() {
-            return Err(format!(
-                "{} is in use: is another heartline daemon running?",
-                socket.display()
-            ));
-        }
-        let _ = std::fs::remove_file(socket);
-    }
-    let listener = UnixListener::bind(socket)
-        .map_err(|e| format!("cannot listen on {}: {e}", socket.display()))?;
+    let mut listener = ipc::Listener::bind(socket).await?;
     tokio::spawn(async move {
         loop {
             match listener.accept().await {
-                Ok((stream, _)) => {
-                    tokio::spawn(client(stream, handle.clone()));
+                Ok((read, write)) => {
+                    tokio::spawn(client(read, write, handle.clone()));
                 }
                 Err(e) => {
                     warn!("control socket accept failed: {e}");
@@ -50,8 +36,7 @@ pub async fn serve(socket: &Path, handle: Handle) -> Result<(), String> {
     Ok(())
 }
 
-async fn client(stream: UnixStream, handle: Handle) {
-    let (read, mut write) = stream.into_split();
+async fn client(read: Reader, mut write: Writer, handle: Handle) {
     let mut lines = BufReader::new(read.take(MAX_REQUEST as u64)).lines();
     let request = match lines.next_line().await {
         Ok(Some(line)) => line,
@@ -107,10 +92,7 @@ async fn client(stream: UnixStream, handle: Handle) {
     let _ = answer(&mut write, response).await;
 }
 
-async fn watch(
-    mut events: broadcast::Receiver<Response>,
-    mut write: tokio::net::unix::OwnedWriteHalf,
-) {
+async fn watch(mut events: broadcast::Receiver<Response>, mut write: Writer) {
     loop {
         let event = match events.recv().await {
             Ok(event) => event,
@@ -132,10 +114,7 @@ fn error(message: String) -> Response {
     }
 }
 
-async fn answer(
-    write: &mut tokio::net::unix::OwnedWriteHalf,
-    response: Response,
-) -> std::io::Result<()> {
+async fn answer(write: &mut Writer, response: Response) -> std::io::Result<()> {
     let mut line = serde_json::to_vec(&Envelope::new(response)).map_err(std::io::Error::other)?;
     line.push(b'\n');
     write.write_all(&line).await
