@@ -14,6 +14,19 @@ done
 rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
 rustup component list --installed | grep -q '^clippy' || rustup component add clippy
 
+step "system packages: socat (serial path tests), iproute2 and iptables (network namespace tests)"
+missing=()
+command -v socat >/dev/null || missing+=(socat)
+command -v ip >/dev/null || missing+=(iproute2)
+command -v iptables >/dev/null || missing+=(iptables)
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "not installed and cannot install (needs root and apt-get): ${missing[*]}; the tests that need them will say they were skipped"
+  fi
+fi
+
 # Crates built on their own: the fuzz target (nightly) and the size probe (thumbv7m).
 standalone=(core/fuzz/Cargo.toml core/size-probe/Cargo.toml)
 

@@ -101,6 +101,8 @@ struct RawPath {
     kind: Spanned<String>,
     local: Option<Spanned<String>>,
     remote: Option<Spanned<String>>,
+    device: Option<Spanned<String>>,
+    baud: Option<Spanned<u32>>,
     priority: Option<Spanned<u8>>,
     interval: Option<Spanned<String>>,
     misses: Option<Spanned<u32>>,
@@ -130,7 +132,17 @@ pub enum Transport {
         /// The peer's end.
         remote: SocketAddr,
     },
+    /// A serial line (RS-232, USB-serial, or a pty).
+    Serial {
+        /// The device, e.g. `/dev/ttyS0` or `COM3`.
+        device: String,
+        /// Line speed in baud.
+        baud: u32,
+    },
 }
+
+/// Default serial line speed: the fastest rate every RS-232 port supports.
+pub const DEFAULT_BAUD: u32 = 115_200;
 
 /// One path to a peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -397,15 +409,37 @@ impl Config {
                             &format!("{field}.remote"),
                         )?,
                     },
-                    "serial" | "udp" => {
+                    "serial" => {
+                        let Some(device) = &path.device else {
+                            return Err(checker.error(
+                                &path.kind,
+                                &format!("{field}.device"),
+                                "missing",
+                                "a serial path needs device = \"/dev/ttyS0\" (or COM1 on Windows)",
+                            ));
+                        };
+                        let baud = path.baud.as_ref().map_or(DEFAULT_BAUD, |b| *b.get_ref());
+                        if baud == 0 {
+                            let at = path.baud.as_ref().map_or(path.kind.span(), |b| b.span());
+                            return Err(ConfigError {
+                                file: file.to_path_buf(),
+                                line: Some(checker.line_of(at.start)),
+                                field: format!("{field}.baud"),
+                                problem: "0 is not a line speed".into(),
+                                hint: "use 115200 unless the line needs less".into(),
+                            });
+                        }
+                        Transport::Serial {
+                            device: device.get_ref().clone(),
+                            baud,
+                        }
+                    }
+                    "udp" => {
                         return Err(checker.error(
                             &path.kind,
                             &format!("{field}.kind"),
-                            format!(
-                                "{} paths are not supported by this build yet",
-                                path.kind.get_ref()
-                            ),
-                            "use kind = \"tcp\"",
+                            "udp paths are not supported by this build yet",
+                            "use kind = \"tcp\" or \"serial\"",
                         ));
                     }
                     other => {
@@ -413,7 +447,7 @@ impl Config {
                             &path.kind,
                             &format!("{field}.kind"),
                             format!("unknown path kind `{other}`"),
-                            "use kind = \"tcp\"",
+                            "use kind = \"tcp\" or \"serial\"",
                         ));
                     }
                 };
@@ -598,11 +632,26 @@ name = "bravo"
         assert_eq!(e.field, "peers[0].paths[1]");
         assert!(e.problem.contains("misses"));
 
-        let e = error(&GOOD.replace(
-            "kind = \"tcp\"\n  local = \"10.0.1.1",
-            "kind = \"serial\"\n  local = \"10.0.1.1",
-        ));
-        assert!(e.problem.contains("serial paths are not supported"), "{e}");
+        let second_path = "kind = \"tcp\"\n  local = \"10.0.1.1";
+        let e = error(&GOOD.replace(second_path, "kind = \"udp\"\n  local = \"10.0.1.1"));
+        assert!(e.problem.contains("udp paths are not supported"), "{e}");
+
+        let e = error(&GOOD.replace(second_path, "kind = \"serial\"\n  local = \"10.0.1.1"));
+        assert_eq!(
+            (e.field.as_str(), e.line),
+            ("peers[0].paths[1].device", Some(22))
+        );
+
+        let serial = GOOD.replace(
+            second_path,
+            "kind = \"serial\"\n  device = \"/dev/ttyS1\"\n  local = \"10.0.1.1",
+        );
+        let config = Fixture::new().parse(&serial).unwrap();
+        let expected = Transport::Serial {
+            device: "/dev/ttyS1".into(),
+            baud: DEFAULT_BAUD,
+        };
+        assert_eq!(config.peers[0].paths[1].transport, expected);
 
         let e = error(&GOOD.replace("[node]\n", "[node]\ncolour = \"blue\"\n"));
         assert_eq!(e.line, Some(8));

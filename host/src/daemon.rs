@@ -130,6 +130,24 @@ pub fn start(config: Config, incarnation: Incarnation) -> Result<Handle, String>
                     );
                     tokio::spawn(tcp::run_path(path, role, local, remote, rx, inputs.clone()));
                 }
+                Transport::Serial { ref device, baud } => {
+                    let transport = format!("serial {device} {baud} baud");
+                    paths.insert(
+                        path,
+                        PathHandle {
+                            frames: tx,
+                            transport,
+                            confirmed: None,
+                        },
+                    );
+                    tokio::spawn(crate::serial::run_path(
+                        path,
+                        device.clone(),
+                        baud,
+                        rx,
+                        inputs.clone(),
+                    ));
+                }
             }
         }
     }

@@ -12,6 +12,7 @@ pub mod ipc;
 #[cfg(unix)]
 pub mod local_cluster;
 pub mod relay;
+pub mod serial;
 pub mod server;
 pub mod status;
 pub mod system;

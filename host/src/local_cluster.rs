@@ -60,7 +60,21 @@ pub struct LocalCluster {
     program: PathBuf,
     nodes: u16,
     links: Vec<Link>,
+    serial: Vec<SerialLine>,
     children: Vec<Option<Child>>,
+}
+
+/// A serial line between nodes `a` < `b`: each end's device.
+#[derive(Debug, Clone)]
+pub struct SerialLine {
+    /// The lower node id.
+    pub a: u16,
+    /// The higher node id.
+    pub b: u16,
+    /// The device `a` opens.
+    pub a_device: PathBuf,
+    /// The device `b` opens.
+    pub b_device: PathBuf,
 }
 
 fn io(e: std::io::Error) -> String {
@@ -71,6 +85,17 @@ impl LocalCluster {
     /// Writes a key and configs for `nodes` nodes (at most 8) with `paths`
     /// TCP paths between every pair; `program` is the heartline binary.
     pub fn new(program: &Path, nodes: u16, paths: usize) -> Result<LocalCluster, String> {
+        Self::with_serial(program, nodes, paths, Vec::new())
+    }
+
+    /// As [`LocalCluster::new`], plus the given serial lines, numbered after
+    /// the TCP paths of their pair.
+    pub fn with_serial(
+        program: &Path,
+        nodes: u16,
+        paths: usize,
+        serial: Vec<SerialLine>,
+    ) -> Result<LocalCluster, String> {
         let dir = tempfile::Builder::new()
             .prefix("heartline-")
             .tempdir()
@@ -99,6 +124,7 @@ impl LocalCluster {
             program: program.to_path_buf(),
             nodes,
             links,
+            serial,
             children: (0..nodes).map(|_| None).collect(),
         };
         for node in 1..=nodes {
@@ -155,6 +181,17 @@ impl LocalCluster {
                 text.push_str(&format!(
                     "  [[peers.paths]]\n  kind = \"tcp\"\n  local = \"{}\"\n  remote = \"{remote}\"\n",
                     link.listen
+                ));
+            }
+            for line in self.serial.iter().filter(|l| (l.a, l.b) == (a, b)) {
+                let device = if node == a {
+                    &line.a_device
+                } else {
+                    &line.b_device
+                };
+                text.push_str(&format!(
+                    "  [[peers.paths]]\n  kind = \"serial\"\n  device = \"{}\"\n",
+                    device.display()
                 ));
             }
         }

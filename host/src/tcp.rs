@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use heartline_core::PathRef;
 use heartline_core::wire::{FrameReader, MAX_ENCODED_LEN};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -30,7 +30,7 @@ const MAX_BACKOFF: Duration = Duration::from_millis(500);
 /// Unconfirmed connections a listener keeps; the oldest goes first.
 const MAX_PENDING: usize = 4;
 /// A write that cannot finish within this drops the connection.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Which end of the connection this node takes.
 #[derive(Debug, Clone, Copy)]
@@ -234,10 +234,10 @@ async fn dial(local: SocketAddr, remote: SocketAddr) -> std::io::Result<TcpStrea
 }
 
 /// Splits one connection's bytes into frames for the manager until it ends.
-async fn read_frames(
+pub(crate) async fn read_frames(
     path: PathRef,
     connection: u64,
-    mut read: OwnedReadHalf,
+    mut read: impl AsyncRead + Unpin,
     incoming: mpsc::Sender<Input>,
     closed: mpsc::Sender<u64>,
 ) {
