@@ -317,6 +317,16 @@ impl fmt::Display for Event {
                         event.subject
                     )
                 }
+                EventCode::MailboxFull => {
+                    write!(f, "{from} reports its mailbox {} full", event.detail)
+                }
+                EventCode::MailboxReady => {
+                    write!(
+                        f,
+                        "{from} reports its mailbox {} has room again",
+                        event.detail
+                    )
+                }
                 EventCode::Other(code) => write!(
                     f,
                     "{from} reports event {code} about {} (detail {})",

@@ -8,13 +8,13 @@
 //! Nothing in this task waits on disk, on a CLI client or on a path: every
 //! hand-off is a bounded channel it only ever `try_send`s into.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
-use heartline_core::wire::{CAP_MAILBOX, MAX_ENCODED_LEN, NodeKind};
+use heartline_core::wire::{CAP_MAILBOX, EventCode, MAX_ENCODED_LEN, NodeKind};
 use heartline_core::{
     Endpoint, EndpointConfig, Event, FailReason, Incarnation, Instant, MessageId, NodeId,
-    NodeState, PathId, PathRef, PathState, PeerConfig, Received, SendError,
+    NodeState, PathId, PathRef, PathState, PeerConfig, Received, RemoteEvent, SendError,
 };
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant as TokioInstant;
@@ -91,6 +91,10 @@ struct Manager {
     /// A received message whose mailbox was full; the endpoint's inbox is
     /// not drained until it finds room, which holds back the senders.
     held: Option<Received>,
+    /// Our mailboxes we told the peers are full.
+    full_here: HashSet<u16>,
+    /// Peers' mailboxes they told us are full: `(node, mailbox)`.
+    full_there: HashSet<(u16, u16)>,
 }
 
 /// Starts the communication manager and every path; returns its handle.
@@ -163,6 +167,8 @@ pub fn start(config: Config, incarnation: Incarnation) -> Result<Handle, String>
         mailboxes: HashMap::new(),
         receivers: HashMap::new(),
         held: None,
+        full_here: HashSet::new(),
+        full_there: HashSet::new(),
     };
     // The manager gets a thread of its own, at real-time priority where
     // permitted, so path I/O, the control socket and logging never delay it.
@@ -288,6 +294,15 @@ impl Manager {
                     reachable: self.endpoint.can_talk(NodeId(node)),
                 });
             }
+            Request::Send { node, mailbox, .. } if self.full_there.contains(&(node, mailbox)) => {
+                let message = format!(
+                    "mailbox {mailbox} on node {node} is full ({MAILBOX_DEPTH} messages wait for rcv-msg there); try again later"
+                );
+                let _ = reply.send(Response::Error {
+                    message,
+                    timed_out: false,
+                });
+            }
             Request::Send {
                 node,
                 mailbox,
@@ -317,6 +332,12 @@ impl Manager {
                     .and_then(VecDeque::pop_front)
                 {
                     let _ = reply.send(message_response(message));
+                    let room =
+                        self.mailboxes.get(&mailbox).map_or(0, VecDeque::len) <= MAILBOX_DEPTH / 2;
+                    if room && self.full_here.remove(&mailbox) {
+                        info!("mailbox {mailbox} has room again");
+                        self.announce(EventCode::MailboxReady, mailbox);
+                    }
                 } else {
                     self.receivers
                         .entry(mailbox)
@@ -377,7 +398,30 @@ impl Manager {
                 }
                 return;
             }
-            Event::PathDown(_) | Event::NodeDown { .. } | Event::WatchdogTripped { .. } => {
+            Event::Remote {
+                from,
+                event: remote,
+            } => match remote.code {
+                EventCode::MailboxFull => {
+                    self.full_there
+                        .insert((from.0, u16::try_from(remote.detail).unwrap_or(u16::MAX)));
+                }
+                EventCode::MailboxReady => {
+                    self.full_there
+                        .remove(&(from.0, u16::try_from(remote.detail).unwrap_or(u16::MAX)));
+                }
+                _ => info!("{event}"),
+            },
+            Event::NodeDown { node } | Event::NodeRestarted { node, .. } => {
+                // Its mailboxes start afresh when it is back.
+                self.full_there.retain(|(n, _)| *n != node.0);
+                if matches!(event, Event::NodeDown { .. }) {
+                    warn!("{event}")
+                } else {
+                    info!("{event}")
+                }
+            }
+            Event::PathDown(_) | Event::WatchdogTripped { .. } => {
                 warn!("{event}")
             }
             _ => info!("{event}"),
@@ -432,6 +476,27 @@ impl Manager {
                 break;
             }
             queue.push_back(message);
+            if queue.len() == MAILBOX_DEPTH && self.full_here.insert(mailbox) {
+                warn!(
+                    "mailbox {mailbox} is full ({MAILBOX_DEPTH} messages): senders are refused until rcv-msg takes some"
+                );
+                self.announce(EventCode::MailboxFull, mailbox);
+            }
+        }
+    }
+
+    /// Tells every reachable peer about one of our mailboxes.
+    fn announce(&mut self, code: EventCode, mailbox: u16) {
+        let me = self.config.node;
+        let peers: Vec<NodeId> = self.endpoint.peers().collect();
+        for peer in peers {
+            let event = RemoteEvent {
+                code,
+                subject: me,
+                detail: u32::from(mailbox),
+            };
+            // A peer that is down learns afresh when it returns.
+            let _ = self.endpoint.send_event(peer, event);
         }
     }
 

@@ -272,3 +272,69 @@ fn the_demo_runs_on_defaults_and_exits_0() {
         assert!(text.contains(step), "missing {step:?} in:\n{text}");
     }
 }
+
+#[test]
+fn a_full_mailbox_refuses_senders_clearly_and_loses_nothing() {
+    let cluster = cluster(2, 1);
+    let send = |i: u32| {
+        let request = Request::Send {
+            node: 2,
+            mailbox: 6,
+            payload: i.to_le_bytes().to_vec(),
+            timeout_ms: 10_000,
+        };
+        cluster.ask(1, request).unwrap()
+    };
+    let mut accepted = 0u32;
+    let refusal = loop {
+        assert!(accepted < 1_000, "the mailbox never filled");
+        match send(accepted) {
+            Response::Delivered => accepted += 1,
+            Response::Error { message, .. } => break message,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert!(refusal.contains("mailbox 6 on node 2 is full"), "{refusal}");
+    assert!(
+        accepted >= heartline::daemon::MAILBOX_DEPTH as u32,
+        "only {accepted} accepted"
+    );
+
+    for expected in 0..accepted {
+        match cluster
+            .ask(
+                2,
+                Request::Receive {
+                    mailbox: 6,
+                    timeout_ms: 5_000,
+                },
+            )
+            .unwrap()
+        {
+            Response::Message { payload, .. } => {
+                assert_eq!(u32::from_le_bytes(payload.try_into().unwrap()), expected)
+            }
+            other => panic!("message {expected}: {other:?}"),
+        }
+    }
+    wait_for(
+        Duration::from_secs(5),
+        "the sender to hear the mailbox has room",
+        || matches!(send(accepted), Response::Delivered),
+    );
+    match cluster
+        .ask(
+            2,
+            Request::Receive {
+                mailbox: 6,
+                timeout_ms: 5_000,
+            },
+        )
+        .unwrap()
+    {
+        Response::Message { payload, .. } => {
+            assert_eq!(u32::from_le_bytes(payload.try_into().unwrap()), accepted)
+        }
+        other => panic!("{other:?}"),
+    }
+}

@@ -49,6 +49,12 @@ fn notifies_ready_and_feeds_the_watchdog() {
     }
     daemon.kill().unwrap();
     daemon.wait().unwrap();
-    let unexpected: Vec<_> = seen.iter().filter(|m| *m != "READY=1" && *m != "WATCHDOG=1").collect();
-    assert!(unexpected.is_empty(), "unexpected notifications: {unexpected:?}");
+    let unexpected: Vec<_> = seen
+        .iter()
+        .filter(|m| *m != "READY=1" && *m != "WATCHDOG=1")
+        .collect();
+    assert!(
+        unexpected.is_empty(),
+        "unexpected notifications: {unexpected:?}"
+    );
 }

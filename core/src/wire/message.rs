@@ -111,6 +111,10 @@ pub enum EventCode {
     WatchdogTripped,
     /// The subject of a tripped watchdog was heard again.
     WatchdogRearmed,
+    /// A mailbox on the subject is full; `detail` is the mailbox.
+    MailboxFull,
+    /// A full mailbox on the subject has room again; `detail` is the mailbox.
+    MailboxReady,
     /// A code introduced after this build.
     Other(u16),
 }
@@ -120,6 +124,8 @@ impl From<u16> for EventCode {
         match value {
             1 => EventCode::WatchdogTripped,
             2 => EventCode::WatchdogRearmed,
+            3 => EventCode::MailboxFull,
+            4 => EventCode::MailboxReady,
             other => EventCode::Other(other),
         }
     }
@@ -130,6 +136,8 @@ impl From<EventCode> for u16 {
         match code {
             EventCode::WatchdogTripped => 1,
             EventCode::WatchdogRearmed => 2,
+            EventCode::MailboxFull => 3,
+            EventCode::MailboxReady => 4,
             EventCode::Other(other) => other,
         }
     }

@@ -46,7 +46,7 @@
 //! | 2    | heartbeat | sent_at: u64 µs on the sender's clock; echo: u64, the last `sent_at` received from this peer on this path (0 = none); echo_age: u32 µs the echo was held before this frame was sent |
 //! | 3    | data      | seq: u32 channel sequence; base: u32, every sequence before it is settled at the sender; mailbox: u16; payload: bytes (≤ [`MAX_PAYLOAD`] = 512) |
 //! | 4    | ack       | cumulative: u32, every channel sequence up to and including it has been delivered (0 = none) |
-//! | 5    | event     | seq: u32 and base: u32 as in data; code: u16; subject: u16 node id; detail: u32 (codes: 1 watchdog tripped, 2 watchdog re-armed) |
+//! | 5    | event     | seq: u32 and base: u32 as in data; code: u16; subject: u16 node id; detail: u32 (codes: 1 watchdog tripped, detail = ms of silence; 2 watchdog re-armed; 3 mailbox full and 4 mailbox has room again, detail = mailbox) |
 //!
 //! Hello and heartbeat prove a path alive and carry round-trip timing: the
 //! sender of an echo measures `rtt = now - echo - echo_age` on its own clock.
