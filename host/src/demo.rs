@@ -5,7 +5,8 @@
 //! incarnation), and ends with a summary.
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 use heartline_core::PathConfig;
 
 use crate::control::{Request, Response};
-use crate::local_cluster::{LocalCluster, wait_for};
+use crate::local_cluster::{LocalCluster, SerialLine, wait_for};
 use crate::status;
 use crate::{client, ipc};
 
@@ -31,8 +32,31 @@ pub fn run(program: &Path) -> Result<(), String> {
          heartbeats every {} with {} misses allowed (defaults).\n",
         defaults.interval, defaults.misses
     ));
-    let mut cluster = LocalCluster::new(program, 3, 2)?;
-    say(format_args!("Files and logs: {}", cluster.dir().display()));
+    let serial = SerialPair::start();
+    let lines = match &serial {
+        Some(pair) => {
+            say(format_args!(
+                "Alpha and bravo also share a serial line: a socat pty pair standing in for an RS-232 cable."
+            ));
+            vec![SerialLine {
+                a: ALPHA,
+                b: BRAVO,
+                a_device: pair.a.clone(),
+                b_device: pair.b.clone(),
+            }]
+        }
+        None => {
+            say(format_args!(
+                "(socat is not installed, so this run has no serial path.)"
+            ));
+            Vec::new()
+        }
+    };
+    let mut cluster = LocalCluster::with_serial(program, 3, 2, lines)?;
+    say(format_args!(
+        "Configs and logs (removed at the end): {}",
+        cluster.dir().display()
+    ));
     cluster.start_all()?;
     let started = Instant::now();
     wait_for(Duration::from_secs(15), "the cluster to converge", || {
@@ -63,7 +87,7 @@ pub fn run(program: &Path) -> Result<(), String> {
     )?;
     let still_up = cluster.view(ALPHA, BRAVO).0 == "up" && cluster.view(BRAVO, ALPHA).0 == "up";
     say(format_args!(
-        "   path 0 is down at both ends; alpha and bravo still see each other {} over path 1.",
+        "   path 0 is down at both ends; alpha and bravo still see each other {} over their other paths.",
         if still_up { "up" } else { "DOWN" }
     ));
     if !still_up {
@@ -136,11 +160,59 @@ pub fn run(program: &Path) -> Result<(), String> {
         new.map_or("?".into(), |i| i.to_string())
     ));
 
+    drop(serial);
     say(format_args!(
         "Summary: one path cut without losing a node; a mailbox message delivered and acknowledged;\n\
          a crashed node detected in {detection:.0?}; its restart recognised by its new incarnation."
     ));
     Ok(())
+}
+
+/// A pty pair from socat, removed on drop.
+struct SerialPair {
+    socat: Child,
+    a: PathBuf,
+    b: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SerialPair {
+    fn start() -> Option<SerialPair> {
+        let dir = tempfile::Builder::new()
+            .prefix("heartline-tty-")
+            .tempdir()
+            .ok()?;
+        let (a, b) = (dir.path().join("ttyA"), dir.path().join("ttyB"));
+        let socat = Command::new("socat")
+            .arg(format!("pty,raw,echo=0,link={}", a.display()))
+            .arg(format!("pty,raw,echo=0,link={}", b.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        let mut pair = SerialPair {
+            socat,
+            a,
+            b,
+            _dir: dir,
+        };
+        match wait_for(Duration::from_secs(3), "socat's ptys", || {
+            pair.a.exists() && pair.b.exists()
+        }) {
+            Ok(()) => Some(pair),
+            Err(_) => {
+                let _ = pair.socat.kill();
+                None
+            }
+        }
+    }
+}
+
+impl Drop for SerialPair {
+    fn drop(&mut self) {
+        let _ = self.socat.kill();
+        let _ = self.socat.wait();
+    }
 }
 
 fn say(args: std::fmt::Arguments<'_>) {

@@ -332,11 +332,20 @@ async fn run_daemon(path: &std::path::Path) -> Result<(), Failure> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
+    // Log lines go through a queue to a writer thread: the communication
+    // manager never waits on a slow terminal, pipe or journal. If the queue
+    // overflows, lines are dropped, never heartbeats delayed.
+    let (writer, _flush_on_exit) = tracing_appender::non_blocking(std::io::stderr());
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(writer);
+    // Under systemd stderr goes to the journal, which stamps each line itself.
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        builder.without_time().init();
+    } else {
+        builder.init();
+    }
     let config = Config::load(path).map_err(|e| Failure::new(exit::USAGE, e.to_string()))?;
     match system::lock_memory() {
         Ok(()) => tracing::info!("memory locked"),

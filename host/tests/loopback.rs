@@ -214,6 +214,12 @@ fn junk_and_forged_frames_are_counted_and_the_daemon_keeps_serving() {
         forged.write_all(&buf[..n]).unwrap();
     }
 
+    // A replay of the real peer's first frames, on a connection of its own.
+    let mut replay = TcpStream::connect(port).unwrap();
+    replay
+        .write_all(&cluster.link(1, 2, 0).unwrap().relay.recorded())
+        .unwrap();
+
     wait_for(
         Duration::from_secs(10),
         "the rejections to be counted",
@@ -227,6 +233,7 @@ fn junk_and_forged_frames_are_counted_and_the_daemon_keeps_serving() {
             };
             counted("bad_tag")
                 && counted("wrong_cluster")
+                && counted("replayed")
                 && (counted("framing") || counted("bad_crc"))
         },
     );
@@ -263,7 +270,7 @@ fn the_demo_runs_on_defaults_and_exits_0() {
         String::from_utf8_lossy(&output.stderr)
     );
     for step in [
-        "still see each other up",
+        "still see each other up over",
         "delivered",
         "declared charlie down",
         "saw charlie restart",
