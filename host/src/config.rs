@@ -302,12 +302,20 @@ impl Config {
     /// relative to the file's directory).
     pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
         let checker = Checker { file, text };
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError {
-            file: file.to_path_buf(),
-            line: e.span().map(|span| checker.line_of(span.start)),
-            field: String::new(),
-            problem: e.message().trim().to_string(),
-            hint: "see the configuration section of the README".into(),
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|span| checker.line_of(span.start));
+            // Without a field name from the parser, quote the offending line.
+            let field = line
+                .and_then(|n| text.lines().nth(n - 1))
+                .map(|l| format!("`{}`", l.trim()))
+                .unwrap_or_default();
+            ConfigError {
+                file: file.to_path_buf(),
+                line,
+                field,
+                problem: e.message().trim().to_string(),
+                hint: "see the configuration section of the README".into(),
+            }
         })?;
         let dir = file.parent().unwrap_or(Path::new("."));
         let relative = |p: &str| {

@@ -1,0 +1,107 @@
+//! The command line as an operator meets it: exit codes, one-line errors,
+//! `check-config`, and the LCMI names `snd_msg`, `rcv_msg`, `can_talk`.
+
+#![allow(clippy::unwrap_used)] // a test that cannot set up should panic
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use heartline::local_cluster::{LocalCluster, wait_for};
+
+const BIN: &str = env!("CARGO_BIN_EXE_heartline");
+
+#[test]
+fn check_config_accepts_a_good_file_and_names_the_line_of_a_bad_one() {
+    let cluster = LocalCluster::new(Path::new(BIN), 2, 1).unwrap();
+    let good = Command::new(BIN)
+        .arg("check-config")
+        .arg(cluster.config_path(1))
+        .output()
+        .unwrap();
+    assert!(good.status.success());
+    assert!(
+        String::from_utf8_lossy(&good.stdout)
+            .contains(": ok: cluster local (id 42), node 1 (alpha), 1 peers, 1 paths")
+    );
+
+    let text = std::fs::read_to_string(cluster.config_path(1))
+        .unwrap()
+        .replace("id = 42", "id = \"forty-two\"");
+    let bad = cluster.dir().join("bad.toml");
+    std::fs::write(&bad, text).unwrap();
+    let output = Command::new(BIN)
+        .arg("check-config")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr:?}");
+    let expected = format!(
+        "heartline: {}:3: `id = \"forty-two\"`: invalid type",
+        bad.display()
+    );
+    assert!(stderr.starts_with(&expected), "{stderr}");
+}
+
+#[test]
+fn without_a_daemon_commands_say_so_and_exit_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(BIN)
+        .arg("--socket")
+        .arg(dir.path().join("none.sock"))
+        .arg("status")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("cannot reach the heartline daemon"));
+}
+
+#[test]
+fn the_lcmi_names_work_as_links_to_the_binary() {
+    let mut cluster = LocalCluster::new(Path::new(BIN), 2, 1).unwrap();
+    cluster.start_all().unwrap();
+    wait_for(Duration::from_secs(15), "both nodes up", || {
+        cluster.all_up()
+    })
+    .unwrap();
+    let links = tempfile::tempdir().unwrap();
+    for name in ["snd_msg", "rcv_msg", "can_talk"] {
+        std::os::unix::fs::symlink(BIN, links.path().join(name)).unwrap();
+    }
+    let lcmi = |name: &str, node: u16| {
+        let mut command = Command::new(links.path().join(name));
+        command.env("HEARTLINE_SOCKET", cluster.socket(node));
+        command
+    };
+    assert!(
+        lcmi("can_talk", 1)
+            .args(["--node", "2"])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut send = lcmi("snd_msg", 1)
+        .args(["--node", "2", "--mailbox", "11"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    send.stdin
+        .take()
+        .unwrap()
+        .write_all(b"via snd_msg")
+        .unwrap();
+    assert!(send.wait().unwrap().success());
+    let received = lcmi("rcv_msg", 2)
+        .args(["--mailbox", "11", "--timeout", "5s"])
+        .output()
+        .unwrap();
+    assert_eq!(received.stdout, b"via snd_msg");
+    let nothing = lcmi("rcv_msg", 2)
+        .args(["--mailbox", "11", "--timeout", "200ms"])
+        .output()
+        .unwrap();
+    assert_eq!(nothing.status.code(), Some(4), "an empty mailbox times out");
+}
