@@ -116,43 +116,42 @@ pub fn start(config: Config, incarnation: Incarnation) -> Result<Handle, String>
                 path: PathId(u8::try_from(index).map_err(|_| "too many paths")?),
             };
             let (tx, rx) = mpsc::channel(64);
-            match spec.transport {
+            let transport = match &spec.transport {
                 Transport::Tcp { local, remote } => {
                     let role = if config.node > peer.id {
                         Role::Listen
                     } else {
                         Role::Dial
                     };
-                    let transport = format!("tcp {local} -> {remote}");
-                    paths.insert(
+                    tokio::spawn(tcp::run_path(
                         path,
-                        PathHandle {
-                            frames: tx,
-                            transport,
-                            confirmed: None,
-                        },
-                    );
-                    tokio::spawn(tcp::run_path(path, role, local, remote, rx, inputs.clone()));
-                }
-                Transport::Serial { ref device, baud } => {
-                    let transport = format!("serial {device} {baud} baud");
-                    paths.insert(
-                        path,
-                        PathHandle {
-                            frames: tx,
-                            transport,
-                            confirmed: None,
-                        },
-                    );
-                    tokio::spawn(crate::serial::run_path(
-                        path,
-                        device.clone(),
-                        baud,
+                        role,
+                        *local,
+                        *remote,
                         rx,
                         inputs.clone(),
                     ));
+                    format!("tcp {local} -> {remote}")
                 }
-            }
+                Transport::Serial { device, baud } => {
+                    tokio::spawn(crate::serial::run_path(
+                        path,
+                        device.clone(),
+                        *baud,
+                        rx,
+                        inputs.clone(),
+                    ));
+                    format!("serial {device} {baud} baud")
+                }
+            };
+            paths.insert(
+                path,
+                PathHandle {
+                    frames: tx,
+                    transport,
+                    confirmed: None,
+                },
+            );
         }
     }
     info!(cluster = %config.cluster_name, node = config.node.0, name = %config.name, incarnation = incarnation.0,

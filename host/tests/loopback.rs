@@ -307,29 +307,7 @@ fn a_full_mailbox_refuses_senders_clearly_and_loses_nothing() {
         "only {accepted} accepted"
     );
 
-    for expected in 0..accepted {
-        match cluster
-            .ask(
-                2,
-                Request::Receive {
-                    mailbox: 6,
-                    timeout_ms: 5_000,
-                },
-            )
-            .unwrap()
-        {
-            Response::Message { payload, .. } => {
-                assert_eq!(u32::from_le_bytes(payload.try_into().unwrap()), expected)
-            }
-            other => panic!("message {expected}: {other:?}"),
-        }
-    }
-    wait_for(
-        Duration::from_secs(5),
-        "the sender to hear the mailbox has room",
-        || matches!(send(accepted), Response::Delivered),
-    );
-    match cluster
+    let receive = || match cluster
         .ask(
             2,
             Request::Receive {
@@ -339,9 +317,16 @@ fn a_full_mailbox_refuses_senders_clearly_and_loses_nothing() {
         )
         .unwrap()
     {
-        Response::Message { payload, .. } => {
-            assert_eq!(u32::from_le_bytes(payload.try_into().unwrap()), accepted)
-        }
-        other => panic!("{other:?}"),
+        Response::Message { payload, .. } => u32::from_le_bytes(payload.try_into().unwrap()),
+        other => panic!("receive failed: {other:?}"),
+    };
+    for expected in 0..accepted {
+        assert_eq!(receive(), expected);
     }
+    wait_for(
+        Duration::from_secs(5),
+        "the sender to hear the mailbox has room",
+        || matches!(send(accepted), Response::Delivered),
+    );
+    assert_eq!(receive(), accepted);
 }

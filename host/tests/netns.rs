@@ -28,6 +28,13 @@ fn must(args: &[&str]) {
     assert!(run(args), "failed: {}", args.join(" "));
 }
 
+/// Runs `args` inside namespace `ns`, which must succeed.
+fn must_in(ns: &str, args: &[&str]) {
+    let mut all = vec!["ip", "netns", "exec", ns];
+    all.extend_from_slice(args);
+    must(&all);
+}
+
 /// Why these tests cannot run here, if they cannot.
 fn cannot_run() -> Option<String> {
     if !run(&["id", "-u"])
@@ -70,17 +77,7 @@ impl Testbed {
         };
         for side in ['a', 'b'] {
             must(&["ip", "netns", "add", &bed.ns(side)]);
-            must(&[
-                "ip",
-                "netns",
-                "exec",
-                &bed.ns(side),
-                "ip",
-                "link",
-                "set",
-                "lo",
-                "up",
-            ]);
+            must_in(&bed.ns(side), &["ip", "link", "set", "lo", "up"]);
         }
         for link in 0..2u8 {
             let (a, b) = (bed.dev('a', link), bed.dev('b', link));
@@ -88,29 +85,8 @@ impl Testbed {
             for (side, dev, host) in [('a', &a, 1), ('b', &b, 2)] {
                 must(&["ip", "link", "set", dev, "netns", &bed.ns(side)]);
                 let address = format!("10.77.{link}.{host}/24");
-                must(&[
-                    "ip",
-                    "netns",
-                    "exec",
-                    &bed.ns(side),
-                    "ip",
-                    "addr",
-                    "add",
-                    &address,
-                    "dev",
-                    dev,
-                ]);
-                must(&[
-                    "ip",
-                    "netns",
-                    "exec",
-                    &bed.ns(side),
-                    "ip",
-                    "link",
-                    "set",
-                    dev,
-                    "up",
-                ]);
+                must_in(&bed.ns(side), &["ip", "addr", "add", &address, "dev", dev]);
+                must_in(&bed.ns(side), &["ip", "link", "set", dev, "up"]);
             }
         }
         let status = Command::new(BIN)
@@ -171,17 +147,16 @@ impl Testbed {
     }
 
     fn link(&self, link: u8, up: bool) {
-        must(&[
-            "ip",
-            "netns",
-            "exec",
+        must_in(
             &self.ns('a'),
-            "ip",
-            "link",
-            "set",
-            &self.dev('a', link),
-            if up { "up" } else { "down" },
-        ]);
+            &[
+                "ip",
+                "link",
+                "set",
+                &self.dev('a', link),
+                if up { "up" } else { "down" },
+            ],
+        );
     }
 
     fn log(&self, node: u16) -> String {
@@ -259,25 +234,24 @@ fn twenty_percent_loss_on_one_link_causes_no_node_down_in_sixty_seconds() {
     let bed = Testbed::new("p");
     bed.converge();
     for (side, dev) in [('a', bed.dev('a', 1)), ('b', bed.dev('b', 1))] {
-        must(&[
-            "ip",
-            "netns",
-            "exec",
+        must_in(
             &bed.ns(side),
-            "iptables",
-            "-A",
-            "INPUT",
-            "-i",
-            &dev,
-            "-m",
-            "statistic",
-            "--mode",
-            "random",
-            "--probability",
-            "0.2",
-            "-j",
-            "DROP",
-        ]);
+            &[
+                "iptables",
+                "-A",
+                "INPUT",
+                "-i",
+                &dev,
+                "-m",
+                "statistic",
+                "--mode",
+                "random",
+                "--probability",
+                "0.2",
+                "-j",
+                "DROP",
+            ],
+        );
     }
     let started = Instant::now();
     let mut samples = 0;
