@@ -132,6 +132,13 @@ pub enum Transport {
         /// The peer's end.
         remote: SocketAddr,
     },
+    /// UDP datagrams, one frame each, from `local` to `remote`.
+    Udp {
+        /// This node's end.
+        local: SocketAddr,
+        /// The peer's end.
+        remote: SocketAddr,
+    },
     /// A serial line (RS-232, USB-serial, or a pty).
     Serial {
         /// The device, e.g. `/dev/ttyS0` or `COM3`.
@@ -442,20 +449,24 @@ impl Config {
                             baud,
                         }
                     }
-                    "udp" => {
-                        return Err(checker.error(
+                    "udp" => Transport::Udp {
+                        local: checker.address(
+                            &path.local,
                             &path.kind,
-                            &format!("{field}.kind"),
-                            "udp paths are not supported by this build yet",
-                            "use kind = \"tcp\" or \"serial\"",
-                        ));
-                    }
+                            &format!("{field}.local"),
+                        )?,
+                        remote: checker.address(
+                            &path.remote,
+                            &path.kind,
+                            &format!("{field}.remote"),
+                        )?,
+                    },
                     other => {
                         return Err(checker.error(
                             &path.kind,
                             &format!("{field}.kind"),
                             format!("unknown path kind `{other}`"),
-                            "use kind = \"tcp\" or \"serial\"",
+                            "use kind = \"tcp\", \"udp\" or \"serial\"",
                         ));
                     }
                 };
@@ -641,8 +652,21 @@ name = "bravo"
         assert!(e.problem.contains("misses"));
 
         let second_path = "kind = \"tcp\"\n  local = \"10.0.1.1";
-        let e = error(&GOOD.replace(second_path, "kind = \"udp\"\n  local = \"10.0.1.1"));
-        assert!(e.problem.contains("udp paths are not supported"), "{e}");
+        let udp = GOOD.replace(second_path, "kind = \"udp\"\n  local = \"10.0.1.1");
+        let config = Fixture::new().parse(&udp).unwrap();
+        assert!(matches!(
+            config.peers[0].paths[1].transport,
+            Transport::Udp { .. }
+        ));
+
+        let e = error(&GOOD.replace(
+            second_path,
+            "kind = \"carrier-pigeon\"\n  local = \"10.0.1.1",
+        ));
+        assert!(
+            e.problem.contains("unknown path kind `carrier-pigeon`"),
+            "{e}"
+        );
 
         let e = error(&GOOD.replace(second_path, "kind = \"serial\"\n  local = \"10.0.1.1"));
         assert_eq!(

@@ -133,6 +133,16 @@ pub fn start(config: Config, incarnation: Incarnation) -> Result<Handle, String>
                     ));
                     format!("tcp {local} -> {remote}")
                 }
+                Transport::Udp { local, remote } => {
+                    tokio::spawn(crate::udp::run_path(
+                        path,
+                        *local,
+                        *remote,
+                        rx,
+                        inputs.clone(),
+                    ));
+                    format!("udp {local} -> {remote}")
+                }
                 Transport::Serial { device, baud } => {
                     tokio::spawn(crate::serial::run_path(
                         path,

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use heartline_core::PathConfig;
 
 use crate::control::{Request, Response};
-use crate::local_cluster::{LocalCluster, SerialLine, wait_for};
+use crate::local_cluster::{ExtraPath, LocalCluster, PathEnds, wait_for};
 use crate::status;
 use crate::{client, ipc};
 
@@ -38,11 +38,13 @@ pub fn run(program: &Path) -> Result<(), String> {
             say(format_args!(
                 "Alpha and bravo also share a serial line: a socat pty pair standing in for an RS-232 cable."
             ));
-            vec![SerialLine {
+            vec![ExtraPath {
                 a: ALPHA,
                 b: BRAVO,
-                a_device: pair.a.clone(),
-                b_device: pair.b.clone(),
+                ends: PathEnds::Serial {
+                    a_device: pair.a.clone(),
+                    b_device: pair.b.clone(),
+                },
             }]
         }
         None => {
@@ -52,7 +54,7 @@ pub fn run(program: &Path) -> Result<(), String> {
             Vec::new()
         }
     };
-    let mut cluster = LocalCluster::with_serial(program, 3, 2, lines)?;
+    let mut cluster = LocalCluster::with_extra_paths(program, 3, 2, lines)?;
     say(format_args!(
         "Configs and logs (removed at the end): {}",
         cluster.dir().display()

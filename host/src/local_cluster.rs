@@ -60,21 +60,38 @@ pub struct LocalCluster {
     program: PathBuf,
     nodes: u16,
     links: Vec<Link>,
-    serial: Vec<SerialLine>,
+    extra: Vec<ExtraPath>,
     children: Vec<Option<Child>>,
 }
 
-/// A serial line between nodes `a` < `b`: each end's device.
+/// A path other than the relayed TCP ones, between nodes `a` < `b`.
 #[derive(Debug, Clone)]
-pub struct SerialLine {
+pub struct ExtraPath {
     /// The lower node id.
     pub a: u16,
     /// The higher node id.
     pub b: u16,
-    /// The device `a` opens.
-    pub a_device: PathBuf,
-    /// The device `b` opens.
-    pub b_device: PathBuf,
+    /// What each end uses.
+    pub ends: PathEnds,
+}
+
+/// Each end of an [`ExtraPath`].
+#[derive(Debug, Clone)]
+pub enum PathEnds {
+    /// A serial line: the device each end opens.
+    Serial {
+        /// `a`'s device.
+        a_device: PathBuf,
+        /// `b`'s device.
+        b_device: PathBuf,
+    },
+    /// UDP: the address each end binds.
+    Udp {
+        /// `a`'s address.
+        a_addr: SocketAddr,
+        /// `b`'s address.
+        b_addr: SocketAddr,
+    },
 }
 
 fn io(e: std::io::Error) -> String {
@@ -85,16 +102,16 @@ impl LocalCluster {
     /// Writes a key and configs for `nodes` nodes (at most 8) with `paths`
     /// TCP paths between every pair; `program` is the heartline binary.
     pub fn new(program: &Path, nodes: u16, paths: usize) -> Result<LocalCluster, String> {
-        Self::with_serial(program, nodes, paths, Vec::new())
+        Self::with_extra_paths(program, nodes, paths, Vec::new())
     }
 
-    /// As [`LocalCluster::new`], plus the given serial lines, numbered after
-    /// the TCP paths of their pair.
-    pub fn with_serial(
+    /// As [`LocalCluster::new`], plus the given paths, numbered after the
+    /// TCP paths of their pair.
+    pub fn with_extra_paths(
         program: &Path,
         nodes: u16,
         paths: usize,
-        serial: Vec<SerialLine>,
+        extra: Vec<ExtraPath>,
     ) -> Result<LocalCluster, String> {
         let dir = tempfile::Builder::new()
             .prefix("heartline-")
@@ -124,7 +141,7 @@ impl LocalCluster {
             program: program.to_path_buf(),
             nodes,
             links,
-            serial,
+            extra,
             children: (0..nodes).map(|_| None).collect(),
         };
         for node in 1..=nodes {
@@ -183,16 +200,17 @@ impl LocalCluster {
                     link.listen
                 ));
             }
-            for line in self.serial.iter().filter(|l| (l.a, l.b) == (a, b)) {
-                let device = if node == a {
-                    &line.a_device
-                } else {
-                    &line.b_device
-                };
-                text.push_str(&format!(
-                    "  [[peers.paths]]\n  kind = \"serial\"\n  device = \"{}\"\n",
-                    device.display()
-                ));
+            for path in self.extra.iter().filter(|l| (l.a, l.b) == (a, b)) {
+                text.push_str(&match &path.ends {
+                    PathEnds::Serial { a_device, b_device } => {
+                        let device = if node == a { a_device } else { b_device };
+                        format!("  [[peers.paths]]\n  kind = \"serial\"\n  device = \"{}\"\n", device.display())
+                    }
+                    PathEnds::Udp { a_addr, b_addr } => {
+                        let (local, remote) = if node == a { (a_addr, b_addr) } else { (b_addr, a_addr) };
+                        format!("  [[peers.paths]]\n  kind = \"udp\"\n  local = \"{local}\"\n  remote = \"{remote}\"\n")
+                    }
+                });
             }
         }
         text

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use heartline::control::{Request, Response};
-use heartline::local_cluster::{LocalCluster, SerialLine, wait_for};
+use heartline::local_cluster::{ExtraPath, LocalCluster, PathEnds, wait_for};
 
 struct Socat(Child);
 
@@ -51,15 +51,21 @@ fn a_pty_pair_carries_heartbeats_and_mailboxes_and_its_loss_takes_the_node_down(
     })
     .unwrap();
 
-    let line = SerialLine {
+    let line = ExtraPath {
         a: 1,
         b: 2,
-        a_device: a,
-        b_device: b,
+        ends: PathEnds::Serial {
+            a_device: a,
+            b_device: b,
+        },
     };
-    let mut cluster =
-        LocalCluster::with_serial(Path::new(env!("CARGO_BIN_EXE_heartline")), 2, 0, vec![line])
-            .unwrap();
+    let mut cluster = LocalCluster::with_extra_paths(
+        Path::new(env!("CARGO_BIN_EXE_heartline")),
+        2,
+        0,
+        vec![line],
+    )
+    .unwrap();
     cluster.start_all().unwrap();
     wait_for(
         Duration::from_secs(15),
