@@ -42,6 +42,19 @@ async fn client(read: Reader, mut write: Writer, handle: Handle) {
         Ok(Some(line)) => line,
         _ => return,
     };
+    // The version is read first, so a client of another release is told
+    // exactly that, not that its request is malformed.
+    let version = serde_json::from_str::<serde_json::Value>(&request)
+        .ok()
+        .and_then(|value| value.get("v").and_then(serde_json::Value::as_u64));
+    if version.is_some_and(|v| v != u64::from(VERSION)) {
+        let message = format!(
+            "control protocol version {} is not spoken here (this daemon speaks {VERSION}): use the heartline binary of the same release",
+            version.unwrap_or_default()
+        );
+        let _ = answer(&mut write, error(message)).await;
+        return;
+    }
     let request: Envelope<Request> = match serde_json::from_str(&request) {
         Ok(request) => request,
         Err(e) => {
@@ -49,14 +62,6 @@ async fn client(read: Reader, mut write: Writer, handle: Handle) {
             return;
         }
     };
-    if request.v != VERSION {
-        let message = format!(
-            "control protocol version {} is not spoken here (this daemon speaks {VERSION}): use the heartline binary of the same release",
-            request.v
-        );
-        let _ = answer(&mut write, error(message)).await;
-        return;
-    }
     debug!(?request.body, "control request");
     if let Request::Watch = request.body {
         watch(handle.events.subscribe(), write).await;

@@ -166,6 +166,7 @@ pub async fn run_path(
     };
     let mut backoff = MIN_BACKOFF;
     let mut redial = tokio::time::Instant::now();
+    let mut unreachable_reported = false;
     loop {
         let dialling = listener.is_none() && connections.open.is_empty();
         tokio::select! {
@@ -183,10 +184,17 @@ pub async fn run_path(
                     Ok(stream) => {
                         info!(%path, %remote, "connected");
                         backoff = MIN_BACKOFF;
+                        unreachable_reported = false;
                         connections.add(stream);
                     }
                     Err(e) => {
-                        debug!(%path, %remote, "connect failed: {e}");
+                        // Once per outage at warning level; every retry at debug.
+                        if unreachable_reported {
+                            debug!(%path, %remote, "connect failed: {e}");
+                        } else {
+                            warn!(%path, %remote, "cannot connect: {e}; retrying with backoff up to {MAX_BACKOFF:?}");
+                            unreachable_reported = true;
+                        }
                         redial = tokio::time::Instant::now() + backoff;
                         backoff = (backoff * 2).min(MAX_BACKOFF);
                     }
@@ -210,11 +218,15 @@ pub async fn run_path(
 }
 
 async fn listen(path: PathRef, local: SocketAddr) -> TcpListener {
+    let mut reported = false;
     loop {
         match TcpListener::bind(local).await {
             Ok(listener) => return listener,
             Err(e) => {
-                warn!(%path, %local, "cannot listen: {e}; retrying in {MAX_BACKOFF:?}");
+                if !reported {
+                    warn!(%path, %local, "cannot listen: {e}; retrying every {MAX_BACKOFF:?}");
+                    reported = true;
+                }
                 tokio::time::sleep(MAX_BACKOFF).await;
             }
         }

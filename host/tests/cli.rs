@@ -105,3 +105,26 @@ fn the_lcmi_names_work_as_links_to_the_binary() {
         .unwrap();
     assert_eq!(nothing.status.code(), Some(4), "an empty mailbox times out");
 }
+
+#[test]
+fn the_control_socket_refuses_other_versions_and_malformed_requests() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::net::UnixStream;
+    let mut cluster = LocalCluster::new(Path::new(BIN), 2, 1).unwrap();
+    cluster.start(1).unwrap();
+    let ask_raw = |line: &str| {
+        let mut stream = UnixStream::connect(cluster.socket(1)).unwrap();
+        stream.write_all(line.as_bytes()).unwrap();
+        let mut answer = String::new();
+        BufReader::new(stream).read_line(&mut answer).unwrap();
+        answer
+    };
+    let newer = ask_raw("{\"v\": 2, \"op\": \"teleport\"}\n");
+    assert!(
+        newer.contains("control protocol version 2 is not spoken here"),
+        "{newer}"
+    );
+    let garbage = ask_raw("this is not json\n");
+    assert!(garbage.contains("malformed request"), "{garbage}");
+    assert!(cluster.status(1).is_ok(), "the daemon still serves");
+}
