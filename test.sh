@@ -14,8 +14,9 @@ done
 rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
 rustup component list --installed | grep -q '^clippy' || rustup component add clippy
 
-step "system packages: socat (serial path tests), iproute2 and iptables (network namespace tests)"
+step "system packages: socat (serial path tests), iproute2 and iptables (network namespace tests), qemu-system-arm (dongle tests)"
 missing=()
+command -v qemu-system-arm >/dev/null || missing+=(qemu-system-arm)
 command -v socat >/dev/null || missing+=(socat)
 command -v ip >/dev/null || missing+=(iproute2)
 command -v iptables >/dev/null || missing+=(iptables)
@@ -28,7 +29,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # Crates built on their own: the fuzz target (nightly) and the size probe (thumbv7m).
-standalone=(core/fuzz/Cargo.toml core/size-probe/Cargo.toml)
+standalone=(core/fuzz/Cargo.toml core/size-probe/Cargo.toml firmware/Cargo.toml)
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -47,11 +48,17 @@ step "size probe: the core in a minimal Cortex-M3 program (opt-level s)"
 size -A core/size-probe/target/thumbv7m-none-eabi/release/heartline-core-size-probe \
   | awk '$1 == ".text" || $1 == ".rodata" || $1 == ".data" || $1 == ".bss" { printf "  %-8s %6d bytes\n", $1, $2 }'
 
+step "dongle firmware (thumbv7m-none-eabi): clippy, build, size"
+# Built from its own directory so its .cargo/config.toml picks the target.
+(cd firmware && cargo clippy --release --locked -- -D warnings && cargo build --release --locked)
+size -A firmware/target/thumbv7m-none-eabi/release/heartline-firmware \
+  | awk '$1 == ".text" || $1 == ".rodata" || $1 == ".data" || $1 == ".bss" { printf "  %-8s %6d bytes\n", $1, $2 }'
+
 step "heartline (daemon and CLI) builds for Windows"
 cargo clippy -p heartline --target x86_64-pc-windows-gnu --locked -- -D warnings
 
 step "fuzz target compiles"
 cargo check --manifest-path core/fuzz/Cargo.toml --locked
 
-step "tests: unit, property, endpoint, simulator (400 seeds), daemons on loopback"
+step "tests: unit, property, endpoint, simulator (400 seeds), daemons on loopback, serial, UDP, netns, the dongle under QEMU"
 cargo test --workspace --locked

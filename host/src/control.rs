@@ -120,6 +120,8 @@ pub struct PeerReport {
     pub node: u16,
     /// Its name, as it announced it (or as configured).
     pub name: String,
+    /// `host` or `dongle`, as it announced itself.
+    pub kind: Option<String>,
     /// `up`, `down` or `unknown`.
     pub state: String,
     /// Its incarnation, once heard.

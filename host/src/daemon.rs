@@ -554,6 +554,11 @@ impl Manager {
                     })
                     .collect();
                 Some(PeerReport {
+                    kind: peer.kind.map(|kind| match kind {
+                        NodeKind::Host => "host".to_string(),
+                        NodeKind::Dongle => "dongle".to_string(),
+                        NodeKind::Other(n) => format!("kind {n}"),
+                    }),
                     node: spec.id.0,
                     name: peer
                         .name

@@ -19,8 +19,8 @@ pub fn render(report: &StatusReport) -> String {
     let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "{:<6} {:<16} {:<8} {:<12} {:>6}",
-        "NODE", "NAME", "STATE", "INCARNATION", "QUEUED"
+        "{:<6} {:<16} {:<7} {:<8} {:<12} {:>6}",
+        "NODE", "NAME", "KIND", "STATE", "INCARNATION", "QUEUED"
     );
     for peer in &report.peers {
         let incarnation = peer
@@ -28,8 +28,13 @@ pub fn render(report: &StatusReport) -> String {
             .map_or_else(|| "-".to_string(), |i| i.to_string());
         let _ = writeln!(
             out,
-            "{:<6} {:<16} {:<8} {:<12} {:>6}",
-            peer.node, peer.name, peer.state, incarnation, peer.queued
+            "{:<6} {:<16} {:<7} {:<8} {:<12} {:>6}",
+            peer.node,
+            peer.name,
+            peer.kind.as_deref().unwrap_or("-"),
+            peer.state,
+            incarnation,
+            peer.queued
         );
         for path in &peer.paths {
             let rtt = path.rtt_us.map_or_else(

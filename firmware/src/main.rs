@@ -1,0 +1,145 @@
+//! The heartline heartbeat dongle.
+//!
+//! A small board on the RS-232 ports of two servers. It is a cluster node of
+//! kind "dongle": it answers each host's heartbeats, so each host has a
+//! serial path to it and sees its status, and it watches each host like a
+//! hardware watchdog, reporting a silent host to the other one.
+//!
+//! This first image carries its provisioning (cluster, key, node ids)
+//! compiled in for the QEMU harness; the provisioning exchange that lets one
+//! image serve every cluster, the relay between the two ports and the reset
+//! output are still to come.
+#![no_std]
+#![no_main]
+
+mod board;
+
+use core::panic::PanicInfo;
+
+use board::Board;
+use cortex_m_rt::entry;
+use embedded_io::{Read, Write};
+use heartline_core::wire::{CAP_WATCHDOG, EventCode, FrameReader, Key, MAX_ENCODED_LEN, NodeKind};
+use heartline_core::{
+    ClusterId, Duration, Endpoint, EndpointConfig, Event, Incarnation, NodeId, PathConfig, PathId,
+    PathRef, PeerConfig, RemoteEvent,
+};
+
+/// Provisioning of the QEMU test image.
+mod provisioning {
+    pub const CLUSTER: u32 = 4242;
+    pub const SECRET: &[u8] = b"heartline qemu dongle test key!!";
+    pub const DONGLE: u16 = 100;
+    /// The host on UART0 and the host on UART1.
+    pub const HOSTS: [u16; 2] = [1, 2];
+    pub const WATCHDOG_MS: u64 = 2_000;
+}
+
+type DongleEndpoint = Endpoint<2, 1, 2, 1, 16>;
+
+#[entry]
+fn main() -> ! {
+    let Some(mut board) = Board::take() else {
+        Board::reset()
+    };
+    let Ok(key) = Key::new(provisioning::SECRET) else {
+        Board::reset()
+    };
+    let config = EndpointConfig {
+        cluster: ClusterId(provisioning::CLUSTER),
+        node: NodeId(provisioning::DONGLE),
+        incarnation: Incarnation(1),
+        name: "dongle",
+        kind: NodeKind::Dongle,
+        capabilities: CAP_WATCHDOG,
+        key,
+    };
+    let Ok(mut endpoint) = DongleEndpoint::new(config) else {
+        Board::reset()
+    };
+    let watchdog = Some(Duration::from_millis(provisioning::WATCHDOG_MS));
+    for host in provisioning::HOSTS {
+        let peer = PeerConfig {
+            watchdog,
+            ..PeerConfig::new(NodeId(host))
+        };
+        if endpoint
+            .add_peer(board.now(), peer, &[PathConfig::default()])
+            .is_err()
+        {
+            Board::reset();
+        }
+    }
+
+    let mut readers = [FrameReader::<MAX_ENCODED_LEN>::new(), FrameReader::new()];
+    let mut chunk = [0u8; 64];
+    let mut out = [0u8; MAX_ENCODED_LEN];
+    loop {
+        let now = board.now();
+        for (port, uart) in board.uarts.iter_mut().enumerate() {
+            uart.poll();
+            let Ok(n) = uart.read(&mut chunk);
+            let at = PathRef {
+                node: NodeId(provisioning::HOSTS[port]),
+                path: PathId(0),
+            };
+            readers[port].push(&chunk[..n], |frame| match frame {
+                // Rejections are counted by the endpoint.
+                Ok(frame) => {
+                    let _ = endpoint.handle_frame(now, at, frame);
+                }
+                Err(_) => endpoint.handle_overflow(at),
+            });
+        }
+        endpoint.handle_timeout(now);
+        while let Some(event) = endpoint.poll_event() {
+            report(&mut endpoint, event);
+        }
+        while endpoint.poll_message().is_some() {}
+        while let Some(transmit) = endpoint.poll_transmit(now, &mut out) {
+            let port = provisioning::HOSTS
+                .iter()
+                .position(|&h| h == transmit.path.node.0)
+                .unwrap_or(0);
+            let uart = &mut board.uarts[port];
+            // A full ring drops the frame, as a slow line would: heartbeats
+            // repeat and reports are retransmitted.
+            if uart.tx_room() >= transmit.len {
+                let _ = uart.write(&out[..transmit.len]);
+            }
+        }
+    }
+}
+
+/// Tells the other host when one host's watchdog trips or re-arms.
+fn report(endpoint: &mut DongleEndpoint, event: Event) {
+    let (code, subject, detail) = match event {
+        Event::WatchdogTripped { node, silent_for } => (
+            EventCode::WatchdogTripped,
+            node,
+            u32::try_from(silent_for.as_millis()).unwrap_or(u32::MAX),
+        ),
+        Event::WatchdogRearmed { node } => (EventCode::WatchdogRearmed, node, 0),
+        _ => return,
+    };
+    for other in provisioning::HOSTS
+        .into_iter()
+        .map(NodeId)
+        .filter(|&h| h != subject)
+    {
+        // If the other host is unreachable too, there is nobody to tell.
+        let _ = endpoint.send_event(
+            other,
+            RemoteEvent {
+                code,
+                subject,
+                detail,
+            },
+        );
+    }
+}
+
+#[panic_handler]
+fn panic(_: &PanicInfo<'_>) -> ! {
+    Board::reset()
+}
