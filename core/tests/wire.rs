@@ -174,6 +174,11 @@ fn a_relay_can_read_the_route_without_the_key() {
     let raw = cobs::decode_vec(&frame[..frame.len() - 1]).unwrap();
     assert_eq!(wire::peek_route(&raw), Some((NodeId(3), NodeId(4))));
     assert_eq!(wire::peek_route(&raw[..10]), None);
+    assert_eq!(
+        wire::route_of(&frame[..frame.len() - 1]),
+        Some((NodeId(3), NodeId(4)))
+    );
+    assert_eq!(wire::route_of(b"\x05ab"), None);
 }
 
 #[test]

@@ -2,13 +2,14 @@
 //!
 //! A small board on the RS-232 ports of two servers. It is a cluster node of
 //! kind "dongle": it answers each host's heartbeats, so each host has a
-//! serial path to it and sees its status, and it watches each host like a
-//! hardware watchdog, reporting a silent host to the other one.
+//! serial path to it and sees its status; it relays frames between its two
+//! ports, so the two hosts have a serial path to each other through it; and
+//! it watches each host like a hardware watchdog, reporting a silent host to
+//! the other one.
 //!
-//! This first image carries its provisioning (cluster, key, node ids)
-//! compiled in for the QEMU harness; the provisioning exchange that lets one
-//! image serve every cluster, the relay between the two ports and the reset
-//! output are still to come.
+//! This image carries its provisioning (cluster, key, node ids) compiled in
+//! for the QEMU harness; the provisioning exchange that lets one image serve
+//! every cluster and the reset output are still to come.
 #![no_std]
 #![no_main]
 
@@ -19,7 +20,10 @@ use core::panic::PanicInfo;
 use board::Board;
 use cortex_m_rt::entry;
 use embedded_io::{Read, Write};
-use heartline_core::wire::{CAP_WATCHDOG, EventCode, FrameReader, Key, MAX_ENCODED_LEN, NodeKind};
+use heapless::Vec;
+use heartline_core::wire::{
+    CAP_RELAY, CAP_WATCHDOG, EventCode, FrameReader, Key, MAX_ENCODED_LEN, NodeKind, route_of,
+};
 use heartline_core::{
     ClusterId, Duration, Endpoint, EndpointConfig, Event, Incarnation, NodeId, PathConfig, PathId,
     PathRef, PeerConfig, RemoteEvent,
@@ -51,7 +55,7 @@ fn main() -> ! {
         incarnation: Incarnation(1),
         name: "dongle",
         kind: NodeKind::Dongle,
-        capabilities: CAP_WATCHDOG,
+        capabilities: CAP_WATCHDOG | CAP_RELAY,
         key,
     };
     let Ok(mut endpoint) = DongleEndpoint::new(config) else {
@@ -76,20 +80,38 @@ fn main() -> ! {
     let mut out = [0u8; MAX_ENCODED_LEN];
     loop {
         let now = board.now();
-        for (port, uart) in board.uarts.iter_mut().enumerate() {
-            uart.poll();
-            let Ok(n) = uart.read(&mut chunk);
+        for (port, reader) in readers.iter_mut().enumerate() {
+            let n = {
+                let uart = &mut board.uarts[port];
+                uart.poll();
+                let Ok(n) = uart.read(&mut chunk);
+                n
+            };
             let at = PathRef {
                 node: NodeId(provisioning::HOSTS[port]),
                 path: PathId(0),
             };
-            readers[port].push(&chunk[..n], |frame| match frame {
+            let beyond = NodeId(provisioning::HOSTS[1 - port]);
+            let mut relay: Vec<u8, { 2 * MAX_ENCODED_LEN }> = Vec::new();
+            reader.push(&chunk[..n], |frame| match frame {
+                // A frame for the host on the other port goes there as it
+                // came: it stays authenticated end to end between the hosts.
+                Ok(frame) if route_of(frame).is_some_and(|(_, dst)| dst == beyond) => {
+                    if relay.extend_from_slice(frame).is_err() || relay.push(0).is_err() {
+                        relay.clear();
+                    }
+                }
                 // Rejections are counted by the endpoint.
                 Ok(frame) => {
                     let _ = endpoint.handle_frame(now, at, frame);
                 }
                 Err(_) => endpoint.handle_overflow(at),
             });
+            let other = &mut board.uarts[1 - port];
+            // A full ring drops the frames, as a slow line would.
+            if !relay.is_empty() && other.tx_room() >= relay.len() {
+                let _ = other.write(&relay);
+            }
         }
         endpoint.handle_timeout(now);
         while let Some(event) = endpoint.poll_event() {

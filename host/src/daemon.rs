@@ -105,6 +105,17 @@ pub fn start(config: Config, incarnation: Incarnation) -> Result<Handle, String>
     let (events, _) = broadcast::channel(1024);
     let mut paths = HashMap::new();
     let now = Instant::ZERO;
+    // Serial paths on the same device share one task: one line to a dongle
+    // carries the path to it and, relayed, the path to the host beyond it.
+    let mut lines: HashMap<
+        String,
+        (
+            u32,
+            Vec<PathRef>,
+            mpsc::Sender<ToPath>,
+            mpsc::Receiver<ToPath>,
+        ),
+    > = HashMap::new();
     for peer in &config.peers {
         let timings: Vec<_> = peer.paths.iter().map(|p| p.timing).collect();
         endpoint
@@ -115,7 +126,7 @@ pub fn start(config: Config, incarnation: Incarnation) -> Result<Handle, String>
                 node: peer.id,
                 path: PathId(u8::try_from(index).map_err(|_| "too many paths")?),
             };
-            let (tx, rx) = mpsc::channel(64);
+            let (mut tx, rx) = mpsc::channel(64);
             let transport = match &spec.transport {
                 Transport::Tcp { local, remote } => {
                     let role = if config.node > peer.id {
@@ -144,14 +155,12 @@ pub fn start(config: Config, incarnation: Incarnation) -> Result<Handle, String>
                     format!("udp {local} -> {remote}")
                 }
                 Transport::Serial { device, baud } => {
-                    tokio::spawn(crate::serial::run_path(
-                        path,
-                        device.clone(),
-                        *baud,
-                        rx,
-                        inputs.clone(),
-                    ));
-                    format!("serial {device} {baud} baud")
+                    let line = lines
+                        .entry(device.clone())
+                        .or_insert_with(|| (*baud, Vec::new(), tx.clone(), rx));
+                    line.1.push(path);
+                    tx = line.2.clone();
+                    format!("serial {device} {} baud", line.0)
                 }
             };
             paths.insert(
@@ -163,6 +172,15 @@ pub fn start(config: Config, incarnation: Incarnation) -> Result<Handle, String>
                 },
             );
         }
+    }
+    for (device, (baud, routes, _, rx)) in lines {
+        tokio::spawn(crate::serial::run_path(
+            routes,
+            device,
+            baud,
+            rx,
+            inputs.clone(),
+        ));
     }
     info!(cluster = %config.cluster_name, node = config.node.0, name = %config.name, incarnation = incarnation.0,
         peers = config.peers.len(), "communication manager started");

@@ -1,5 +1,7 @@
 //! Serial paths: an RS-232 line (or a USB-serial adapter, or a pty) carrying
-//! one path's frames both ways. The device is reopened with backoff when it
+//! frames both ways. One line may carry several paths: to a dongle and,
+//! relayed by it, to the host on its other port; frames read are told apart
+//! by their source node. The device is reopened with backoff when it
 //! fails or disappears, and a lone delimiter is sent first after each open
 //! so the far end discards any half-received frame.
 
@@ -12,18 +14,20 @@ use tokio_serial::SerialPortBuilderExt;
 use tracing::{info, warn};
 
 use crate::daemon::Input;
-use crate::tcp::{ToPath, WRITE_TIMEOUT, read_frames};
+use crate::tcp::{Route, ToPath, WRITE_TIMEOUT, read_frames};
 
 const REOPEN: Duration = Duration::from_millis(500);
 
 /// Runs one serial path until the daemon stops.
 pub async fn run_path(
-    path: PathRef,
+    paths: Vec<PathRef>,
     device: String,
     baud: u32,
     mut outgoing: mpsc::Receiver<ToPath>,
     incoming: mpsc::Sender<Input>,
 ) {
+    let route = Route::BySource(paths);
+    let path = route.first();
     let mut reported = false;
     let mut connection = 0u64;
     loop {
@@ -46,7 +50,7 @@ pub async fn run_path(
         let (read, mut write) = tokio::io::split(port);
         let (closed_tx, mut closed_rx) = mpsc::channel(1);
         let reader = tokio::spawn(read_frames(
-            path,
+            route.clone(),
             connection,
             read,
             incoming.clone(),

@@ -79,7 +79,7 @@ impl Connections {
         self.next_id += 1;
         let (read, writer) = stream.into_split();
         let reader = tokio::spawn(read_frames(
-            self.path,
+            Route::Fixed(self.path),
             id,
             read,
             self.incoming.clone(),
@@ -245,14 +245,47 @@ async fn dial(local: SocketAddr, remote: SocketAddr) -> std::io::Result<TcpStrea
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))?
 }
 
+/// Which path a frame read from a stream belongs to.
+#[derive(Clone, Debug)]
+pub(crate) enum Route {
+    /// Every frame belongs to this path.
+    Fixed(PathRef),
+    /// A serial line carrying paths to several nodes (a dongle, and hosts
+    /// through it): by the frame's source node. A frame whose source cannot
+    /// be read or is unknown is charged to the first path, which counts it.
+    BySource(Vec<PathRef>),
+}
+
+impl Route {
+    pub(crate) fn first(&self) -> PathRef {
+        match self {
+            Route::Fixed(path) => *path,
+            Route::BySource(paths) => paths.first().copied().unwrap_or(PathRef {
+                node: heartline_core::NodeId(0),
+                path: heartline_core::PathId(0),
+            }),
+        }
+    }
+
+    fn path_of(&self, frame: &[u8]) -> PathRef {
+        match self {
+            Route::Fixed(path) => *path,
+            Route::BySource(paths) => heartline_core::wire::route_of(frame)
+                .and_then(|(src, _)| paths.iter().find(|p| p.node == src).copied())
+                .unwrap_or_else(|| self.first()),
+        }
+    }
+}
+
 /// Splits one connection's bytes into frames for the manager until it ends.
 pub(crate) async fn read_frames(
-    path: PathRef,
+    route: Route,
     connection: u64,
     mut read: impl AsyncRead + Unpin,
     incoming: mpsc::Sender<Input>,
     closed: mpsc::Sender<u64>,
 ) {
+    let path = route.first();
     let mut frames = FrameReader::<MAX_ENCODED_LEN>::new();
     let mut buf = vec![0u8; 16 * 1024];
     loop {
@@ -274,7 +307,7 @@ pub(crate) async fn read_frames(
         for frame in batch {
             let input = match frame {
                 Ok(bytes) => Input::Frame {
-                    path,
+                    path: route.path_of(&bytes),
                     connection,
                     bytes,
                 },

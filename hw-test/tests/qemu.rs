@@ -1,11 +1,12 @@
 //! The dongle under QEMU between two real host daemons: both hosts see it as
-//! a node of kind "dongle" over their serial path; when host A dies, the
-//! dongle's watchdog trips and host B hears about it; when A returns, the
-//! watchdog re-arms.
+//! a node of kind "dongle" over their serial path; the serial path from host
+//! A through the dongle to host B carries heartbeats and mailboxes and keeps
+//! the hosts up while their TCP path is cut; when host A dies, the dongle's
+//! watchdog trips and host B hears about it; when A returns, it re-arms.
 
 #![allow(clippy::unwrap_used)] // a test that cannot set up should panic
 
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -13,6 +14,7 @@ use std::time::Duration;
 use heartline::client::ask_blocking;
 use heartline::control::{Request, Response, StatusReport};
 use heartline::local_cluster::wait_for;
+use heartline::relay::Relay;
 use heartline_hw_test::{Qemu, firmware_image, heartline_binary};
 
 /// The QEMU test image's compiled-in provisioning (firmware/src/main.rs).
@@ -63,6 +65,14 @@ impl Host {
         }
     }
 
+    /// The state of path `index` to `node`, as this host sees it.
+    fn path(&self, node: u16, index: usize) -> String {
+        self.status()
+            .and_then(|s| s.peers.into_iter().find(|p| p.node == node))
+            .and_then(|p| p.paths.into_iter().nth(index))
+            .map_or_else(|| "unknown".into(), |p| p.state)
+    }
+
     fn sees(&self, node: u16, state: &str) -> bool {
         self.status()
             .is_some_and(|s| s.peers.iter().any(|p| p.node == node && p.state == state))
@@ -109,7 +119,16 @@ impl Drop for Drain {
     }
 }
 
-fn setup(dir: &Path, binary: &Path, ports: &[PathBuf; 2]) -> [Host; 2] {
+/// Hosts 1 and 2, each on its own dongle port, with two paths between
+/// them: 0, TCP through `tcp` (host 2 listens at `listen`); 1, serial
+/// through the dongle's relay.
+fn setup(
+    dir: &Path,
+    binary: &Path,
+    ports: &[PathBuf; 2],
+    listen: SocketAddr,
+    tcp: &Relay,
+) -> [Host; 2] {
     let key = dir.join("cluster.key");
     std::fs::write(&key, SECRET).unwrap();
     #[cfg(unix)]
@@ -117,18 +136,16 @@ fn setup(dir: &Path, binary: &Path, ports: &[PathBuf; 2]) -> [Host; 2] {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
     }
-    let tcp = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
     [1u16, 2].map(|node| {
         let other = 3 - node;
         let port = &ports[usize::from(node - 1)];
+        let remote = if node == 1 { tcp.addr } else { listen };
         let text = format!(
             "[cluster]\nname = \"qemu\"\nid = 4242\nkey_file = \"cluster.key\"\n[node]\nid = {node}\nname = \"host{node}\"\ncontrol_socket = \"host{node}.sock\"\nstate_dir = \"host{node}.state\"\n\
              [[peers]]\nid = {DONGLE}\n  [[peers.paths]]\n  kind = \"serial\"\n  device = \"{}\"\n\
-             [[peers]]\nid = {other}\n  [[peers.paths]]\n  kind = \"tcp\"\n  local = \"{tcp}\"\n  remote = \"{tcp}\"\n",
-            port.display()
+             [[peers]]\nid = {other}\n  [[peers.paths]]\n  kind = \"tcp\"\n  local = \"{listen}\"\n  remote = \"{remote}\"\n\
+               [[peers.paths]]\n  kind = \"serial\"\n  device = \"{port}\"\n",
+            port = port.display()
         );
         let config = dir.join(format!("host{node}.toml"));
         std::fs::write(&config, text).unwrap();
@@ -171,7 +188,12 @@ fn the_dongle_is_a_node_to_both_hosts_and_reports_a_dead_host() {
     }
     let qemu = Qemu::start(&image).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let [mut a, mut b] = setup(dir.path(), &binary, &qemu.ports);
+    let listen = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let tcp = Relay::start(listen).unwrap();
+    let [mut a, mut b] = setup(dir.path(), &binary, &qemu.ports, listen, &tcp);
     a.start();
     b.start();
     wait_for(
@@ -189,6 +211,50 @@ fn the_dongle_is_a_node_to_both_hosts_and_reports_a_dead_host() {
         .unwrap();
     assert_eq!(dongle.kind.as_deref(), Some("dongle"));
     assert_eq!(dongle.name, "dongle");
+
+    // Host A - dongle - host B is a path of its own.
+    wait_for(
+        Duration::from_secs(10),
+        "the serial path through the dongle up at both hosts",
+        || a.path(2, 1) == "up" && b.path(1, 1) == "up",
+    )
+    .unwrap();
+    tcp.block();
+    wait_for(
+        Duration::from_secs(5),
+        "the TCP path down at both hosts",
+        || a.path(2, 0) == "down" && b.path(1, 0) == "down",
+    )
+    .unwrap();
+    assert!(
+        a.sees(2, "up") && b.sees(1, "up"),
+        "the hosts stay up through the dongle"
+    );
+    let request = Request::Send {
+        node: 2,
+        mailbox: 8,
+        payload: b"through the dongle".to_vec(),
+        timeout_ms: 10_000,
+    };
+    assert_eq!(
+        ask_blocking(&a.socket, request).unwrap(),
+        Response::Delivered
+    );
+    match ask_blocking(
+        &b.socket,
+        Request::Receive {
+            mailbox: 8,
+            timeout_ms: 5_000,
+        },
+    )
+    .unwrap()
+    {
+        Response::Message {
+            from: 1, payload, ..
+        } => assert_eq!(payload, b"through the dongle"),
+        other => panic!("{other:?}"),
+    }
+    tcp.restore();
 
     a.kill();
     // A real RS-232 line never pushes back on the dongle when its host dies;

@@ -64,6 +64,17 @@ pub struct Header {
     pub seq: u64,
 }
 
+/// Source and destination of an encoded frame (COBS bytes without the
+/// delimiter), read without any check: for a relay that forwards frames it
+/// cannot authenticate, and for a serial line that carries paths to several
+/// nodes and must tell them apart.
+#[must_use]
+pub fn route_of(encoded: &[u8]) -> Option<(NodeId, NodeId)> {
+    let mut raw = [0u8; super::MAX_FRAME_LEN];
+    let len = cobs::decode(encoded, &mut raw).ok()?.frame_size();
+    peek_route(&raw[..len])
+}
+
 /// Header fields read without any check, for a relay that forwards frames it
 /// cannot authenticate. `bytes` is a raw (COBS-decoded) frame.
 #[must_use]

@@ -110,7 +110,7 @@ mod reader;
 pub use auth::{Key, KeyError, MIN_KEY_LEN, TAG_LEN};
 pub use error::{EncodeError, WireError};
 pub use frame::{decode, encode};
-pub use header::{CRC_LEN, HEADER_LEN, Header, Kind, VERSION, peek_route};
+pub use header::{CRC_LEN, HEADER_LEN, Header, Kind, VERSION, peek_route, route_of};
 pub use message::{
     Ack, CAP_MAILBOX, CAP_RELAY, CAP_WATCHDOG, Data, EventCode, EventReport, Heartbeat, Hello,
     MAX_NAME_LEN, MAX_PAYLOAD, Message, NodeKind,
