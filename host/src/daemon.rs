@@ -71,6 +71,14 @@ struct Waiting<T> {
     reply: oneshot::Sender<T>,
 }
 
+/// A serial device and the paths it carries, before its task starts.
+struct SharedLine {
+    baud: u32,
+    paths: Vec<PathRef>,
+    frames: mpsc::Sender<ToPath>,
+    queue: mpsc::Receiver<ToPath>,
+}
+
 /// The manager's side of one path task.
 struct PathHandle {
     frames: mpsc::Sender<ToPath>,
@@ -107,15 +115,7 @@ pub fn start(config: Config, incarnation: Incarnation) -> Result<Handle, String>
     let now = Instant::ZERO;
     // Serial paths on the same device share one task: one line to a dongle
     // carries the path to it and, relayed, the path to the host beyond it.
-    let mut lines: HashMap<
-        String,
-        (
-            u32,
-            Vec<PathRef>,
-            mpsc::Sender<ToPath>,
-            mpsc::Receiver<ToPath>,
-        ),
-    > = HashMap::new();
+    let mut lines: HashMap<String, SharedLine> = HashMap::new();
     for peer in &config.peers {
         let timings: Vec<_> = peer.paths.iter().map(|p| p.timing).collect();
         endpoint
@@ -155,12 +155,15 @@ pub fn start(config: Config, incarnation: Incarnation) -> Result<Handle, String>
                     format!("udp {local} -> {remote}")
                 }
                 Transport::Serial { device, baud } => {
-                    let line = lines
-                        .entry(device.clone())
-                        .or_insert_with(|| (*baud, Vec::new(), tx.clone(), rx));
-                    line.1.push(path);
-                    tx = line.2.clone();
-                    format!("serial {device} {} baud", line.0)
+                    let line = lines.entry(device.clone()).or_insert_with(|| SharedLine {
+                        baud: *baud,
+                        paths: Vec::new(),
+                        frames: tx.clone(),
+                        queue: rx,
+                    });
+                    line.paths.push(path);
+                    tx = line.frames.clone();
+                    format!("serial {device} {} baud", line.baud)
                 }
             };
             paths.insert(
@@ -173,12 +176,12 @@ pub fn start(config: Config, incarnation: Incarnation) -> Result<Handle, String>
             );
         }
     }
-    for (device, (baud, routes, _, rx)) in lines {
+    for (device, line) in lines {
         tokio::spawn(crate::serial::run_path(
-            routes,
+            line.paths,
             device,
-            baud,
-            rx,
+            line.baud,
+            line.queue,
             inputs.clone(),
         ));
     }
