@@ -142,7 +142,7 @@ fn setup(
         let remote = if node == 1 { tcp.addr } else { listen };
         let text = format!(
             "[cluster]\nname = \"qemu\"\nid = 4242\nkey_file = \"cluster.key\"\n[node]\nid = {node}\nname = \"host{node}\"\ncontrol_socket = \"host{node}.sock\"\nstate_dir = \"host{node}.state\"\n\
-             [[peers]]\nid = {DONGLE}\n  [[peers.paths]]\n  kind = \"serial\"\n  device = \"{}\"\n\
+             [[peers]]\nid = {DONGLE}\n  [[peers.paths]]\n  kind = \"serial\"\n  device = \"{port}\"\n\
              [[peers]]\nid = {other}\n  [[peers.paths]]\n  kind = \"tcp\"\n  local = \"{listen}\"\n  remote = \"{remote}\"\n\
                [[peers.paths]]\n  kind = \"serial\"\n  device = \"{port}\"\n",
             port = port.display()
