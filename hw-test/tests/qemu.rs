@@ -256,6 +256,7 @@ fn the_dongle_is_a_node_to_both_hosts_and_reports_a_dead_host() {
     }
     tcp.restore();
 
+    let killed = std::time::Instant::now();
     a.kill();
     // A real RS-232 line never pushes back on the dongle when its host dies;
     // QEMU's pty does once nobody reads it, so something must read it.
@@ -263,6 +264,16 @@ fn the_dongle_is_a_node_to_both_hosts_and_reports_a_dead_host() {
     b.wait_log(
         "node 100 reports its watchdog tripped on node 1",
         Duration::from_secs(10),
+    );
+    let report = b
+        .log()
+        .lines()
+        .find(|l| l.contains("watchdog tripped"))
+        .unwrap_or_default()
+        .to_string();
+    eprintln!(
+        "host A killed; {:?} later host B had logged: {report}",
+        killed.elapsed()
     );
     assert!(b.sees(1, "down"), "host B also sees host A down");
 
