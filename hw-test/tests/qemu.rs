@@ -187,13 +187,44 @@ fn the_dongle_is_a_node_to_both_hosts_and_reports_a_dead_host() {
         return;
     }
     let qemu = Qemu::start(&image).unwrap();
+    check_dongle(&binary, &qemu.ports, true);
+}
+
+/// The same checks against a real board whose two serial ports are cabled
+/// to `HEARTLINE_HW_PORT_A` and `HEARTLINE_HW_PORT_B` on this machine, running
+/// the same image.
+#[test]
+fn a_real_board_passes_the_same_checks() {
+    let (Some(a), Some(b)) = (
+        std::env::var_os("HEARTLINE_HW_PORT_A"),
+        std::env::var_os("HEARTLINE_HW_PORT_B"),
+    ) else {
+        eprintln!(
+            "SKIPPED: real-hardware mode: set HEARTLINE_HW_PORT_A and HEARTLINE_HW_PORT_B to the serial devices cabled to the board"
+        );
+        return;
+    };
+    let Some(binary) = heartline_binary() else {
+        eprintln!(
+            "SKIPPED: the heartline binary is not built (cargo build -p heartline); the hardware test did not run"
+        );
+        return;
+    };
+    check_dongle(&binary, &[PathBuf::from(a), PathBuf::from(b)], false);
+}
+
+/// Two hosts on the dongle's two ports: the dongle is a node to both, the
+/// path through it carries heartbeats and mailboxes and keeps the hosts up
+/// without their TCP path, and a dead host trips the watchdog. `emulated`:
+/// the ports are QEMU ptys, which must be drained while a host is down.
+fn check_dongle(binary: &Path, ports: &[PathBuf; 2], emulated: bool) {
     let dir = tempfile::tempdir().unwrap();
     let listen = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap();
     let tcp = Relay::start(listen).unwrap();
-    let [mut a, mut b] = setup(dir.path(), &binary, &qemu.ports, listen, &tcp);
+    let [mut a, mut b] = setup(dir.path(), binary, ports, listen, &tcp);
     a.start();
     b.start();
     wait_for(
@@ -260,7 +291,7 @@ fn the_dongle_is_a_node_to_both_hosts_and_reports_a_dead_host() {
     a.kill();
     // A real RS-232 line never pushes back on the dongle when its host dies;
     // QEMU's pty does once nobody reads it, so something must read it.
-    let drain = Drain::start(&qemu.ports[0]);
+    let drain = emulated.then(|| Drain::start(&ports[0]));
     b.wait_log(
         "node 100 reports its watchdog tripped on node 1",
         Duration::from_secs(10),
