@@ -7,9 +7,11 @@
 //! it watches each host like a hardware watchdog, reporting a silent host to
 //! the other one.
 //!
+//! A trip also pulses that host's reset output for 200 ms.
+//!
 //! This image carries its provisioning (cluster, key, node ids) compiled in
 //! for the QEMU harness; the provisioning exchange that lets one image serve
-//! every cluster and the reset output are still to come.
+//! every cluster is still to come.
 #![no_std]
 #![no_main]
 
@@ -25,8 +27,8 @@ use heartline_core::wire::{
     CAP_RELAY, CAP_WATCHDOG, EventCode, FrameReader, Key, MAX_ENCODED_LEN, NodeKind, route_of,
 };
 use heartline_core::{
-    ClusterId, Duration, Endpoint, EndpointConfig, Event, Incarnation, NodeId, PathConfig, PathId,
-    PathRef, PeerConfig, RemoteEvent,
+    ClusterId, Duration, Endpoint, EndpointConfig, Event, Incarnation, Instant, NodeId, PathConfig,
+    PathId, PathRef, PeerConfig, RemoteEvent,
 };
 
 /// Provisioning of the QEMU test image.
@@ -37,6 +39,8 @@ mod provisioning {
     /// The host on UART0 and the host on UART1.
     pub const HOSTS: [u16; 2] = [1, 2];
     pub const WATCHDOG_MS: u64 = 2_000;
+    /// How long a trip holds the host's reset output.
+    pub const RESET_PULSE_MS: u64 = 200;
 }
 
 type DongleEndpoint = Endpoint<2, 1, 2, 1, 16>;
@@ -76,6 +80,7 @@ fn main() -> ! {
     }
 
     let mut readers = [FrameReader::<MAX_ENCODED_LEN>::new(), FrameReader::new()];
+    let mut reset_until: [Option<Instant>; 2] = [None, None];
     let mut chunk = [0u8; 64];
     let mut out = [0u8; MAX_ENCODED_LEN];
     loop {
@@ -115,7 +120,21 @@ fn main() -> ! {
         }
         endpoint.handle_timeout(now);
         while let Some(event) = endpoint.poll_event() {
+            if let Event::WatchdogTripped { node, .. } = event {
+                let port = provisioning::HOSTS
+                    .iter()
+                    .position(|&h| h == node.0)
+                    .unwrap_or(0);
+                board.set_host_reset(port, true);
+                reset_until[port] = Some(now + Duration::from_millis(provisioning::RESET_PULSE_MS));
+            }
             report(&mut endpoint, event);
+        }
+        for (port, until) in reset_until.iter_mut().enumerate() {
+            if until.is_some_and(|at| now >= at) {
+                board.set_host_reset(port, false);
+                *until = None;
+            }
         }
         while endpoint.poll_message().is_some() {}
         while let Some(transmit) = endpoint.poll_transmit(now, &mut out) {

@@ -18,6 +18,13 @@ const FR_RXFE: u32 = 1 << 4;
 const FR_TXFF: u32 = 1 << 5;
 const CTL_ENABLE_RX_TX: u32 = (1 << 0) | (1 << 8) | (1 << 9);
 const RCGC1: usize = 0x400F_E104;
+const RCGC2: usize = 0x400F_E108;
+/// GPIO port F: PF0 and PF1 are the reset outputs for the hosts on UART0
+/// and UART1 (active high, to drive each server's reset line through a
+/// transistor or an opto-coupler).
+const GPIO_F: usize = 0x4002_5000;
+const GPIO_DIR: usize = 0x400;
+const GPIO_DEN: usize = 0x51C;
 const CORE_CLOCK_HZ: u32 = 12_000_000;
 
 static MILLIS: AtomicU32 = AtomicU32::new(0);
@@ -124,6 +131,9 @@ impl Board {
     pub fn take() -> Option<Board> {
         let mut core = cortex_m::Peripherals::take()?;
         write(RCGC1, read(RCGC1) | 0b11);
+        write(RCGC2, read(RCGC2) | (1 << 5));
+        write(GPIO_F + GPIO_DIR, read(GPIO_F + GPIO_DIR) | 0b11);
+        write(GPIO_F + GPIO_DEN, read(GPIO_F + GPIO_DEN) | 0b11);
         for base in UART_BASES {
             write(base + CTL, CTL_ENABLE_RX_TX);
         }
@@ -146,6 +156,14 @@ impl Board {
     /// Time since boot.
     pub fn now(&self) -> Instant {
         Instant::from_millis(u64::from(MILLIS.load(Ordering::Relaxed)))
+    }
+
+    /// Drives the reset output of the host on `port` (0 or 1).
+    pub fn set_host_reset(&mut self, port: usize, asserted: bool) {
+        let bit = 1u32 << (port & 1);
+        // The data register is addressed through a bit mask: only `bit`
+        // changes.
+        write(GPIO_F + (bit as usize) * 4, if asserted { bit } else { 0 });
     }
 
     /// Resets the chip.
