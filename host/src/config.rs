@@ -104,6 +104,9 @@ struct RawPath {
     device: Option<Spanned<String>>,
     baud: Option<Spanned<u32>>,
     priority: Option<Spanned<u8>>,
+    // The timing overrides repeat `RawTiming`'s fields rather than flatten
+    // it: serde's flatten buffers values and loses the spans that locate
+    // errors.
     interval: Option<Spanned<String>>,
     misses: Option<Spanned<u32>>,
     rise: Option<Spanned<u32>>,

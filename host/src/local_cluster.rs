@@ -33,6 +33,20 @@ pub fn wait_for(
     ))
 }
 
+/// Runs `command` with `input` on its standard input (as `snd-msg` reads
+/// its message) and returns how it exited.
+pub fn run_with_input(
+    command: &mut Command,
+    input: &[u8],
+) -> std::io::Result<std::process::ExitStatus> {
+    use std::io::Write;
+    let mut child = command.stdin(Stdio::piped()).spawn()?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(input)?;
+    }
+    child.wait()
+}
+
 /// One path between nodes `a` < `b`: `b` listens on `listen`, `a` dials the relay.
 #[derive(Debug)]
 pub struct Link {

@@ -5,10 +5,10 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use heartline::local_cluster::{LocalCluster, wait_for};
+use heartline::local_cluster::{LocalCluster, run_with_input, wait_for};
 
 const BIN: &str = env!("CARGO_BIN_EXE_heartline");
 
@@ -83,17 +83,12 @@ fn the_lcmi_names_work_as_links_to_the_binary() {
             .unwrap()
             .success()
     );
-    let mut send = lcmi("snd_msg", 1)
-        .args(["--node", "2", "--mailbox", "11"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    send.stdin
-        .take()
-        .unwrap()
-        .write_all(b"via snd_msg")
-        .unwrap();
-    assert!(send.wait().unwrap().success());
+    let sent = run_with_input(
+        lcmi("snd_msg", 1).args(["--node", "2", "--mailbox", "11"]),
+        b"via snd_msg",
+    )
+    .unwrap();
+    assert!(sent.success());
     let received = lcmi("rcv_msg", 2)
         .args(["--mailbox", "11", "--timeout", "5s"])
         .output()

@@ -15,7 +15,7 @@ use std::thread;
 use std::time::Duration;
 
 use heartline::control::{Request, Response};
-use heartline::local_cluster::LocalCluster;
+use heartline::local_cluster::{LocalCluster, run_with_input};
 
 const CONVERGE: Duration = Duration::from_secs(15);
 
@@ -239,17 +239,12 @@ fn junk_and_forged_frames_are_counted_and_the_daemon_keeps_serving() {
     );
     assert_eq!(cluster.view(2, 1).0, "up", "the real peer stays up");
     assert_eq!(cluster.view(1, 2).0, "up");
-    let mut send = cli(&cluster, 1)
-        .args(["snd-msg", "--node", "2", "--mailbox", "3"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    send.stdin
-        .take()
-        .unwrap()
-        .write_all(b"still serving")
-        .unwrap();
-    assert!(send.wait().unwrap().success());
+    let sent = run_with_input(
+        cli(&cluster, 1).args(["snd-msg", "--node", "2", "--mailbox", "3"]),
+        b"still serving",
+    )
+    .unwrap();
+    assert!(sent.success());
     let received = cli(&cluster, 2)
         .args(["rcv-msg", "--mailbox", "3", "--timeout", "5s"])
         .output()
