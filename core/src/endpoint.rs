@@ -483,6 +483,7 @@ struct Local<'a> {
 impl Local<'_> {
     fn emit(
         &self,
+        key: Option<&Key>,
         (peer_node, peer_incarnation): (NodeId, Option<Incarnation>),
         path: (PathId, &mut Path),
         message: &Message<'_>,
@@ -501,7 +502,7 @@ impl Local<'_> {
         };
         // Cannot fail: the buffer holds the largest frame and every message
         // the endpoint builds is within the protocol limits.
-        let len = wire::encode(&header, message, self.key, buf).ok()?;
+        let len = wire::encode(&header, message, key.unwrap_or(self.key), buf).ok()?;
         path.counters.frames_out += 1;
         Some(Transmit {
             path: PathRef {
@@ -581,6 +582,19 @@ impl<
         peer: PeerConfig,
         paths: &[PathConfig],
     ) -> Result<(), ConfigError> {
+        self.add_peer_with_key(now, peer, paths, None)
+    }
+
+    /// As [`Endpoint::add_peer`], for a peer that shares `key` with this
+    /// node instead of the cluster key: a dongle, which is given a key of
+    /// its own so that it never holds the cluster's.
+    pub fn add_peer_with_key(
+        &mut self,
+        now: Instant,
+        peer: PeerConfig,
+        paths: &[PathConfig],
+        key: Option<Key>,
+    ) -> Result<(), ConfigError> {
         if !peer.node.is_valid() || peer.node == self.node {
             return Err(ConfigError::InvalidNode(peer.node));
         }
@@ -611,7 +625,7 @@ impl<
             let _ = built.push(Path::new(*config, now));
         }
         self.peers
-            .push(Peer::new(peer, built))
+            .push(Peer::new(peer, built, key))
             .map_err(|_| ConfigError::TooManyPeers { max: PEERS })?;
         // Cannot fail: `peer_ids` has the capacity of `peers`.
         let _ = self.peer_ids.push(peer.node);
@@ -758,7 +772,13 @@ impl<
                     })
                 };
                 let id = PathId(u8::try_from(index).ok()?);
-                return local.emit((node, incarnation), (id, path), &message, buf);
+                return local.emit(
+                    peer.key.as_ref(),
+                    (node, incarnation),
+                    (id, path),
+                    &message,
+                    buf,
+                );
             }
             let all = self
                 .peers
@@ -777,7 +797,7 @@ impl<
                     continue;
                 };
                 let message = Message::Ack(wire::Ack { cumulative });
-                return local.emit(to, (id, path), &message, buf);
+                return local.emit(peer.key.as_ref(), to, (id, path), &message, buf);
             }
             self.acks_pending = false;
         }
@@ -794,7 +814,7 @@ impl<
                 let Some(message) = peer.channel.poll_send(now, id, path.rtt.rto()) else {
                     continue;
                 };
-                return local.emit(to, (id, path), &message, buf);
+                return local.emit(peer.key.as_ref(), to, (id, path), &message, buf);
             }
             self.next_send = self
                 .peers
@@ -892,8 +912,11 @@ impl<
     }
 
     fn receive(&mut self, now: Instant, at: PathRef, frame: &mut [u8]) -> Result<(), RxError> {
-        let (header, message) =
-            wire::decode(frame, &self.key, self.cluster).map_err(RxError::Wire)?;
+        let peer_key = self
+            .peer_index(at.node)
+            .and_then(|i| self.peers[i].key.as_ref());
+        let key = peer_key.unwrap_or(&self.key);
+        let (header, message) = wire::decode(frame, key, self.cluster).map_err(RxError::Wire)?;
         if header.dst != self.node {
             return Err(RxError::WrongDestination(header.dst));
         }
@@ -1029,7 +1052,7 @@ impl<
                     events.push(Event::Delivered { node, id })
                 });
             }
-            Message::Hello(_) | Message::Heartbeat(_) => {}
+            Message::Hello(_) | Message::Heartbeat(_) | Message::Provision(_) => {}
         }
     }
 

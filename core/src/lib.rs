@@ -15,6 +15,8 @@
 //! - [`replay`]: the per-path replay window.
 //! - [`watchdog`]: the dongle's watch over its hosts.
 //! - [`endpoint`]: the [`Endpoint`] tying them together; start here.
+//! - [`dongle`]: the heartbeat dongle's provisioning, relay and watchdog
+//!   roles on top of an endpoint.
 //!
 //! Features: `std` (off by default) trades 16 KiB of CRC tables for speed on
 //! hosts and changes no behaviour; `defmt` derives `defmt::Format` on the
@@ -24,6 +26,7 @@
 
 pub mod channel;
 pub mod counters;
+pub mod dongle;
 pub mod endpoint;
 pub mod ids;
 pub mod path;

@@ -15,7 +15,7 @@ use crate::ids::{Incarnation, NodeId, PathId};
 use crate::path::Path;
 use crate::time::Duration;
 use crate::watchdog::Watchdog;
-use crate::wire::{MAX_NAME_LEN, NodeKind};
+use crate::wire::{Key, MAX_NAME_LEN, NodeKind};
 
 /// Whether a peer is alive, as far as this node can tell.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,10 +81,12 @@ pub(crate) struct Peer<const PATHS: usize, const QUEUE: usize> {
     pub(crate) info: Option<PeerInfo>,
     pub(crate) channel: Channel<QUEUE>,
     pub(crate) watchdog: Option<Watchdog>,
+    /// The key shared with this peer alone, if not the cluster key.
+    pub(crate) key: Option<Key>,
 }
 
 impl<const PATHS: usize, const QUEUE: usize> Peer<PATHS, QUEUE> {
-    pub(crate) fn new(config: PeerConfig, paths: Vec<Path, PATHS>) -> Self {
+    pub(crate) fn new(config: PeerConfig, paths: Vec<Path, PATHS>, key: Option<Key>) -> Self {
         Peer {
             config,
             paths,
@@ -94,6 +96,7 @@ impl<const PATHS: usize, const QUEUE: usize> Peer<PATHS, QUEUE> {
             info: None,
             channel: Channel::new(usize::from(config.window)),
             watchdog: config.watchdog.map(Watchdog::new),
+            key,
         }
     }
 

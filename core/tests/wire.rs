@@ -3,9 +3,10 @@
 
 #![allow(clippy::unwrap_used)] // a test that cannot set up should panic
 
+use heartline_core::dongle::encode_provision;
 use heartline_core::wire::{
     self, Ack, Data, EventReport, FrameReader, Header, Heartbeat, Hello, Key, Kind,
-    MAX_ENCODED_LEN, MAX_PAYLOAD, Message, NodeKind, WireError,
+    MAX_ENCODED_LEN, MAX_PAYLOAD, Message, NodeKind, Provision, WireError,
 };
 use heartline_core::{ClusterId, Incarnation, NodeId, PathId};
 use proptest::prelude::*;
@@ -250,6 +251,7 @@ enum OwnedMessage {
     Data(u32, u32, u16, Vec<u8>),
     Ack(u32),
     Event(u32, u32, u16, u16, u32),
+    Provision(Provision),
 }
 
 impl OwnedMessage {
@@ -276,6 +278,7 @@ impl OwnedMessage {
                 subject: NodeId(*subject),
                 detail: *detail,
             }),
+            OwnedMessage::Provision(p) => Message::Provision(*p),
         }
     }
 }
@@ -310,6 +313,31 @@ fn message_strategy() -> impl Strategy<Value = OwnedMessage> {
             any::<u32>()
         )
             .prop_map(|(s, b, c, n, d)| OwnedMessage::Event(s, b, c, n, d)),
+        (
+            any::<u32>(),
+            any::<u16>(),
+            any::<[u8; 32]>(),
+            any::<(u32, u32, u32, u32, u32)>()
+        )
+            .prop_map(
+                |(
+                    incarnation,
+                    other,
+                    secret,
+                    (interval_ms, misses, rise, watchdog_ms, reset_pulse_ms),
+                )| {
+                    OwnedMessage::Provision(Provision {
+                        incarnation,
+                        other_host: NodeId(other),
+                        secret,
+                        interval_ms,
+                        misses,
+                        rise,
+                        watchdog_ms,
+                        reset_pulse_ms,
+                    })
+                }
+            ),
     ]
 }
 
@@ -340,9 +368,34 @@ proptest! {
         let key = key();
         let mut frame = encode(&header, &message.borrow(), &key);
         frame.pop();
+        prop_assert_eq!(wire::route_of(&frame), Some((header.src, header.dst)));
+        prop_assert_eq!(wire::kind_of(&frame), Some(message.borrow().kind()));
         let (got_header, got) = wire::decode(&mut frame, &key, CLUSTER).unwrap();
         prop_assert_eq!(got_header, Header { kind: message.borrow().kind(), ..header });
         prop_assert_eq!(got, message.borrow());
+    }
+
+    #[test]
+    fn a_provision_frame_verifies_under_the_secret_it_carries(header in header_strategy(), secret in any::<[u8; 32]>()) {
+        let body = Provision {
+            incarnation: 9,
+            other_host: NodeId(2),
+            secret,
+            interval_ms: 100,
+            misses: 5,
+            rise: 2,
+            watchdog_ms: 2_000,
+            reset_pulse_ms: 0,
+        };
+        let mut out = [0u8; wire::MAX_ENCODED_LEN];
+        let len = encode_provision(&header, &body, &mut out).unwrap();
+        let mut frame = out[..len - 1].to_vec();
+        let mut forged = encode(&header, &Message::Provision(body), &key());
+        forged.pop();
+        let (got_header, got) = wire::decode_provision(&mut frame).unwrap();
+        prop_assert_eq!(got_header, Header { kind: Kind::Provision, ..header });
+        prop_assert_eq!(got, body);
+        prop_assert_eq!(wire::decode_provision(&mut forged), Err(WireError::BadTag));
     }
 
     #[test]

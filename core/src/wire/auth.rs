@@ -64,6 +64,17 @@ impl Key {
         tag
     }
 
+    /// A 32-byte secret for `context`, derived from this key with
+    /// HMAC-SHA256 as a pseudo-random function (one block of HKDF-Expand).
+    /// Knowing the derived secret reveals nothing of this key: a dongle is
+    /// given such a secret so it never holds the cluster key.
+    #[must_use]
+    pub fn derive(&self, context: &[u8]) -> [u8; 32] {
+        let mut mac = self.keyed.clone();
+        mac.update(context);
+        mac.finalize().into_bytes().into()
+    }
+
     /// Whether `tag` is the tag of `bytes`, compared in constant time.
     #[must_use]
     pub fn verify(&self, bytes: &[u8], tag: &[u8]) -> bool {

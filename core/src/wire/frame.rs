@@ -6,7 +6,7 @@ use crc::{CRC_32_ISO_HDLC, Crc, Table};
 use super::auth::{Key, TAG_LEN};
 use super::error::{EncodeError, WireError};
 use super::header::{CRC_LEN, HEADER_LEN, Header, Kind, VERSION, le32};
-use super::message::Message;
+use super::message::{Message, Provision};
 use super::{MAX_ENCODED_LEN, MAX_FRAME_LEN, MIN_FRAME_LEN};
 use crate::ids::ClusterId;
 
@@ -56,6 +56,46 @@ pub fn decode<'a>(
     key: &Key,
     cluster: ClusterId,
 ) -> Result<(Header, Message<'a>), WireError> {
+    let raw = unframe(frame)?;
+    let cluster_in_frame = ClusterId(le32(raw, 4));
+    if cluster_in_frame != cluster {
+        return Err(WireError::WrongCluster(cluster_in_frame));
+    }
+    let kind = Kind::from_u8(raw[1]).ok_or(WireError::UnknownKind(raw[1]))?;
+    let (signed, tag) = split_tag(raw);
+    if !key.verify(signed, tag) {
+        return Err(WireError::BadTag);
+    }
+    let (header, body) = split_header(signed, kind)?;
+    let message = Message::decode_body(kind, body)?;
+    Ok((header, message))
+}
+
+/// Decodes a provisioning frame for a dongle that may not know its cluster
+/// or key yet: the cluster is taken as it comes, and the tag must verify
+/// under the key the body carries. What that proves, and what it does not,
+/// is under "Provisioning" in [`crate::wire`]. A frame of another kind is
+/// `UnknownKind`.
+pub fn decode_provision(frame: &mut [u8]) -> Result<(Header, Provision), WireError> {
+    let raw = unframe(frame)?;
+    if raw[1] != Kind::Provision as u8 {
+        return Err(WireError::UnknownKind(raw[1]));
+    }
+    let (signed, tag) = split_tag(raw);
+    let (header, body) = split_header(signed, Kind::Provision)?;
+    let Message::Provision(provision) = Message::decode_body(Kind::Provision, body)? else {
+        return Err(WireError::Malformed);
+    };
+    let key = Key::new(&provision.secret).map_err(|_| WireError::Malformed)?;
+    if !key.verify(signed, tag) {
+        return Err(WireError::BadTag);
+    }
+    Ok((header, provision))
+}
+
+/// Undoes the COBS encoding in place and checks length, CRC and version:
+/// the checks that need no key.
+fn unframe(frame: &mut [u8]) -> Result<&[u8], WireError> {
     if frame.len() >= MAX_ENCODED_LEN {
         return Err(WireError::Oversize);
     }
@@ -66,7 +106,7 @@ pub fn decode<'a>(
         return Err(WireError::Framing);
     }
     let len = cobs::decode_in_place(frame).map_err(|_| WireError::Framing)?;
-    let raw: &'a [u8] = &frame[..len];
+    let raw = &frame[..len];
     if raw.len() < MIN_FRAME_LEN {
         return Err(WireError::Truncated);
     }
@@ -80,18 +120,16 @@ pub fn decode<'a>(
     if raw[0] != VERSION {
         return Err(WireError::UnknownVersion(raw[0]));
     }
-    let cluster_in_frame = ClusterId(le32(raw, 4));
-    if cluster_in_frame != cluster {
-        return Err(WireError::WrongCluster(cluster_in_frame));
-    }
-    let kind = Kind::from_u8(raw[1]).ok_or(WireError::UnknownKind(raw[1]))?;
-    let tag_at = crc_at - TAG_LEN;
-    if !key.verify(&raw[..tag_at], &raw[tag_at..crc_at]) {
-        return Err(WireError::BadTag);
-    }
-    let (head, body) = raw[..tag_at].split_at(HEADER_LEN);
+    Ok(&raw[..crc_at])
+}
+
+/// The signed bytes (header and body) and the tag of a frame without its CRC.
+fn split_tag(raw: &[u8]) -> (&[u8], &[u8]) {
+    raw.split_at(raw.len() - TAG_LEN)
+}
+
+fn split_header(signed: &[u8], kind: Kind) -> Result<(Header, &[u8]), WireError> {
+    let (head, body) = signed.split_at(HEADER_LEN);
     let head: &[u8; HEADER_LEN] = head.try_into().map_err(|_| WireError::Truncated)?;
-    let header = Header::parse(head, kind);
-    let message = Message::decode_body(kind, body)?;
-    Ok((header, message))
+    Ok((Header::parse(head, kind), body))
 }

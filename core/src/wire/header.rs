@@ -25,6 +25,8 @@ pub enum Kind {
     Ack = 4,
     /// An event report (e.g. a watchdog trip) on the reliable channel.
     Event = 5,
+    /// A host hands a dongle its settings and key.
+    Provision = 6,
 }
 
 impl Kind {
@@ -37,6 +39,7 @@ impl Kind {
             3 => Kind::Data,
             4 => Kind::Ack,
             5 => Kind::Event,
+            6 => Kind::Provision,
             _ => return None,
         })
     }
@@ -70,9 +73,45 @@ pub struct Header {
 /// nodes and must tell them apart.
 #[must_use]
 pub fn route_of(encoded: &[u8]) -> Option<(NodeId, NodeId)> {
-    let mut raw = [0u8; super::MAX_FRAME_LEN];
-    let len = cobs::decode(encoded, &mut raw).ok()?.frame_size();
-    peek_route(&raw[..len])
+    let raw = raw_prefix::<12>(encoded)?;
+    Some((NodeId(le16(&raw, 8)), NodeId(le16(&raw, 10))))
+}
+
+/// The kind of an encoded frame (COBS bytes without the delimiter), read
+/// without any check; `None` for a kind this build does not know.
+#[must_use]
+pub fn kind_of(encoded: &[u8]) -> Option<Kind> {
+    Kind::from_u8(raw_prefix::<2>(encoded)?[1])
+}
+
+/// The first `N` raw bytes of an encoded frame, COBS-decoded without
+/// touching the rest, so peeking at a header needs no frame-sized buffer.
+fn raw_prefix<const N: usize>(encoded: &[u8]) -> Option<[u8; N]> {
+    let mut out = [0u8; N];
+    let mut filled = 0;
+    let mut at = 0;
+    while filled < N {
+        let code = usize::from(*encoded.get(at)?);
+        if code == 0 {
+            return None;
+        }
+        for &byte in encoded.get(at + 1..at + code)? {
+            if filled == N {
+                return Some(out);
+            }
+            out[filled] = byte;
+            filled += 1;
+        }
+        at += code;
+        // Every block but a full one (code 0xFF) and the last stands for a
+        // zero byte after its run.
+        if code < 0xFF && filled < N && at < encoded.len() {
+            filled += 1;
+        } else if at >= encoded.len() && filled < N {
+            return None;
+        }
+    }
+    Some(out)
 }
 
 /// Header fields read without any check, for a relay that forwards frames it

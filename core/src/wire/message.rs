@@ -167,6 +167,65 @@ impl EventReport {
     }
 }
 
+/// Bytes of the key a host gives a dongle.
+pub const DONGLE_SECRET_LEN: usize = 32;
+
+/// A host's provisioning of a dongle: who the dongle is, the key it shares
+/// with its hosts, and its timings. The frame's tag is made with this very
+/// key (see "Provisioning" in [`crate::wire`]).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Provision {
+    /// The dongle's run from now on: larger than any it had (the host's
+    /// clock in seconds), since a dongle keeps no state across a reset.
+    pub incarnation: u32,
+    /// The host on the dongle's other port; 0 if none.
+    pub other_host: NodeId,
+    /// The key of every frame between the dongle and its hosts.
+    pub secret: [u8; DONGLE_SECRET_LEN],
+    /// Heartbeat interval of the dongle's paths, in ms.
+    pub interval_ms: u32,
+    /// Missed heartbeats before a path is down.
+    pub misses: u32,
+    /// Heartbeats heard in a row before a path is up.
+    pub rise: u32,
+    /// Silence from a host before its watchdog trips, in ms; 0: no watchdog.
+    pub watchdog_ms: u32,
+    /// How long a trip holds the host's reset output, in ms; 0: never.
+    pub reset_pulse_ms: u32,
+}
+
+impl core::fmt::Debug for Provision {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Provision")
+            .field("incarnation", &self.incarnation)
+            .field("other_host", &self.other_host)
+            .field("secret", &"..")
+            .field("interval_ms", &self.interval_ms)
+            .field("misses", &self.misses)
+            .field("rise", &self.rise)
+            .field("watchdog_ms", &self.watchdog_ms)
+            .field("reset_pulse_ms", &self.reset_pulse_ms)
+            .finish()
+    }
+}
+
+#[cfg(feature = "defmt")]
+impl defmt::Format for Provision {
+    fn format(&self, f: defmt::Formatter<'_>) {
+        defmt::write!(
+            f,
+            "Provision {{ incarnation: {}, other_host: {}, interval_ms: {}, misses: {}, rise: {}, watchdog_ms: {}, reset_pulse_ms: {} }}",
+            self.incarnation,
+            self.other_host,
+            self.interval_ms,
+            self.misses,
+            self.rise,
+            self.watchdog_ms,
+            self.reset_pulse_ms
+        );
+    }
+}
+
 /// A decoded frame body.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -181,6 +240,8 @@ pub enum Message<'a> {
     Ack(Ack),
     /// Kind 5.
     Event(EventReport),
+    /// Kind 6.
+    Provision(Provision),
 }
 
 impl<'a> Message<'a> {
@@ -193,6 +254,7 @@ impl<'a> Message<'a> {
             Message::Data(_) => Kind::Data,
             Message::Ack(_) => Kind::Ack,
             Message::Event(_) => Kind::Event,
+            Message::Provision(_) => Kind::Provision,
         }
     }
 
@@ -212,6 +274,7 @@ impl<'a> Message<'a> {
             Message::Data(d) => postcard::to_slice(d, out),
             Message::Ack(a) => postcard::to_slice(a, out),
             Message::Event(e) => postcard::to_slice(e, out),
+            Message::Provision(p) => postcard::to_slice(p, out),
         }
         .map_err(|_| EncodeError::BufferTooSmall)?;
         Ok(written.len())
@@ -231,6 +294,7 @@ impl<'a> Message<'a> {
             Kind::Data => Message::Data(take(body)?),
             Kind::Ack => Message::Ack(take(body)?),
             Kind::Event => Message::Event(take(body)?),
+            Kind::Provision => Message::Provision(take(body)?),
         };
         match message {
             Message::Hello(h) if h.name.len() > MAX_NAME_LEN => Err(WireError::Malformed),

@@ -47,6 +47,7 @@
 //! | 3    | data      | seq: u32 channel sequence; base: u32, every sequence before it is settled at the sender; mailbox: u16; payload: bytes (≤ [`MAX_PAYLOAD`] = 512) |
 //! | 4    | ack       | cumulative: u32, every channel sequence up to and including it has been delivered (0 = none) |
 //! | 5    | event     | seq: u32 and base: u32 as in data; code: u16; subject: u16 node id; detail: u32 (codes: 1 watchdog tripped, detail = ms of silence; 2 watchdog re-armed; 3 mailbox full and 4 mailbox has room again, detail = mailbox) |
+//! | 6    | provision | incarnation: u32, the dongle's run from now on; other_host: u16 (0 = none); secret: 32 bytes; interval_ms: u32; misses: u32; rise: u32; watchdog_ms: u32 (0 = none); reset_pulse_ms: u32 (0 = never). See "Provisioning" |
 //!
 //! Hello and heartbeat prove a path alive and carry round-trip timing: the
 //! sender of an echo measures `rtt = now - echo - echo_age` on its own clock.
@@ -54,6 +55,40 @@
 //! [`crate::channel`]); their sequence numbers start at 1 for every pair of
 //! incarnations, and a data, event or ack frame whose dst incarnation is not
 //! the receiver's current one is dropped.
+//!
+//! # Provisioning
+//!
+//! A dongle (see [`crate::dongle`]) ships knowing nothing: one image serves
+//! every cluster. A host attached to it sends a provision frame on its serial
+//! path about once a second while the dongle is not up: the header names
+//! the cluster, the host (src) and the dongle (dst); the body gives the
+//! dongle its run, the host on its other port, its timings and its secret.
+//!
+//! The secret is not the cluster key. Each host derives it as
+//! `HMAC-SHA256(cluster key, "heartline dongle key v1" ‖ cluster id LE ‖
+//! dongle id LE)`, so both hosts give the same dongle the same secret, every
+//! frame between the dongle and a host is tagged with it, and the dongle
+//! never holds the cluster key. Frames between the two hosts that the
+//! dongle relays stay tagged with the cluster key end to end.
+//!
+//! The provision frame's tag is made with the secret it carries:
+//! - An unprovisioned dongle takes the first provision frame whose CRC and
+//!   tag verify (trust on first use). The tag proves only that the frame is
+//!   whole, not who sent it: whoever holds the other end of the cable first
+//!   provisions the dongle. The cable is the trust boundary; the secret
+//!   crosses it in clear, so anyone who can read the line at that moment
+//!   learns the dongle's secret, which lets them impersonate the dongle
+//!   (fake its heartbeats and watchdog reports) but not a host.
+//! - A provisioned dongle takes a provision frame only if it carries the same
+//!   secret, is newer (sender incarnation, then sequence) than the last one
+//!   taken from that host, and names the same hosts on the same ports. New
+//!   timings are applied by restarting the dongle's node with a larger
+//!   incarnation. A different secret (another cluster, a rotated key) is
+//!   refused until the dongle is reset, which only someone at the board can
+//!   do.
+//!
+//! The dongle keeps its provisioning in RAM; a reset or power cycle returns
+//! it to unprovisioned, and the hosts provision it again within a second.
 //!
 //! # Checks, in order
 //!
@@ -109,11 +144,11 @@ mod reader;
 
 pub use auth::{Key, KeyError, MIN_KEY_LEN, TAG_LEN};
 pub use error::{EncodeError, WireError};
-pub use frame::{decode, encode};
-pub use header::{CRC_LEN, HEADER_LEN, Header, Kind, VERSION, peek_route, route_of};
+pub use frame::{decode, decode_provision, encode};
+pub use header::{CRC_LEN, HEADER_LEN, Header, Kind, VERSION, kind_of, peek_route, route_of};
 pub use message::{
-    Ack, CAP_MAILBOX, CAP_RELAY, CAP_WATCHDOG, Data, EventCode, EventReport, Heartbeat, Hello,
-    MAX_NAME_LEN, MAX_PAYLOAD, Message, NodeKind,
+    Ack, CAP_MAILBOX, CAP_RELAY, CAP_WATCHDOG, DONGLE_SECRET_LEN, Data, EventCode, EventReport,
+    Heartbeat, Hello, MAX_NAME_LEN, MAX_PAYLOAD, Message, NodeKind, Provision,
 };
 pub use reader::{FrameReader, Overflow};
 

@@ -1,0 +1,542 @@
+//! The heartbeat dongle's logic, sans-IO: its provisioning, the relay
+//! between its two ports, and the watch it keeps over its hosts.
+//!
+//! The firmware feeds it the bytes each port received and the time, and
+//! writes out what it returns: frames per port, the level of each host's
+//! reset output, and notes to log. The board supplies nothing but UARTs, a
+//! clock and two output pins, so the logic is tested here in simulated time.
+//!
+//! A dongle starts unprovisioned and silent. The first authentic
+//! provisioning frame a host sends it (see "Provisioning" in
+//! [`crate::wire`]) makes it a node: it learns its cluster, its node id, the
+//! hosts on its two ports, the key it shares with them and its timings, and
+//! keeps them in RAM until it is reset. After that it takes provisioning
+//! only under the same key; a different key needs the dongle reset.
+
+use heapless::Deque;
+
+use crate::endpoint::{ConfigError, Endpoint, EndpointConfig, Event, RemoteEvent};
+use crate::ids::{ClusterId, Incarnation, NodeId, PathId, PathRef};
+use crate::path::PathConfig;
+use crate::peer::PeerConfig;
+use crate::time::{Duration, Instant};
+use crate::wire::{
+    self, CAP_RELAY, CAP_WATCHDOG, DONGLE_SECRET_LEN, EncodeError, EventCode, FrameReader, Header,
+    Key, Kind, MAX_ENCODED_LEN, Message, NodeKind, Provision, WireError,
+};
+
+/// Serial ports on a dongle; port `p`'s host is the other port's "beyond".
+pub const PORTS: usize = 2;
+
+/// The dongle's endpoint: one peer per port, one path each, no mailboxes.
+pub type DongleEndpoint = Endpoint<PORTS, 1, 2, 1, 16>;
+
+/// Something worth a log line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Note {
+    /// The dongle became node `node` of `cluster`, provisioned by `by`.
+    Provisioned {
+        /// The port the provisioning came in on.
+        port: usize,
+        /// The host that sent it.
+        by: NodeId,
+        /// The cluster joined.
+        cluster: ClusterId,
+        /// The dongle's node id.
+        node: NodeId,
+        /// The dongle's run.
+        incarnation: Incarnation,
+    },
+    /// New settings under the same key; the dongle restarted as a node.
+    Reprovisioned {
+        /// The port the provisioning came in on.
+        port: usize,
+        /// The host that sent it.
+        by: NodeId,
+        /// The dongle's new run.
+        incarnation: Incarnation,
+    },
+    /// A provisioning frame was not taken.
+    Refused {
+        /// The port it came in on.
+        port: usize,
+        /// Why.
+        reason: Refusal,
+    },
+    /// A host's path came up.
+    HostUp {
+        /// The host.
+        host: NodeId,
+    },
+    /// A host's path went down.
+    HostDown {
+        /// The host.
+        host: NodeId,
+    },
+    /// A host fell silent for the watchdog time.
+    Tripped {
+        /// The host.
+        host: NodeId,
+        /// Its silence at the trip.
+        silent_for: Duration,
+    },
+    /// A tripped host was heard again.
+    Rearmed {
+        /// The host.
+        host: NodeId,
+    },
+}
+
+/// Why a provisioning frame was not taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Refusal {
+    /// Corrupt, forged or malformed.
+    Frame(WireError),
+    /// Made with another key than the one the dongle holds: another cluster
+    /// or a rotated key. Reset the dongle to provision it afresh.
+    OtherKey,
+    /// Not newer than the last one taken from that host: a replay.
+    Replayed,
+    /// Names a different host on a port than the dongle already serves:
+    /// cables moved, or two hosts' configurations disagree.
+    Cabling {
+        /// The port.
+        port: usize,
+        /// The host the dongle has there.
+        serving: NodeId,
+        /// The host the frame names there.
+        named: NodeId,
+    },
+    /// The settings make no valid node (e.g. a host with the dongle's id).
+    Invalid(ConfigError),
+}
+
+/// What a provisioning sets, apart from the dongle's run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Settings {
+    cluster: ClusterId,
+    node: NodeId,
+    hosts: [Option<NodeId>; PORTS],
+    secret: [u8; DONGLE_SECRET_LEN],
+    path: PathConfig,
+    watchdog: Option<Duration>,
+    reset_pulse: Option<Duration>,
+}
+
+impl Settings {
+    fn from_frame(port: usize, header: &Header, body: &Provision) -> Settings {
+        let millis = |ms: u32| (ms > 0).then(|| Duration::from_millis(u64::from(ms)));
+        let mut hosts = [None; PORTS];
+        hosts[port] = Some(header.src);
+        hosts[1 - port] = body.other_host.is_valid().then_some(body.other_host);
+        Settings {
+            cluster: header.cluster,
+            node: header.dst,
+            hosts,
+            secret: body.secret,
+            path: PathConfig {
+                interval: Duration::from_millis(u64::from(body.interval_ms)),
+                misses: body.misses,
+                rise: body.rise,
+                priority: 1,
+            },
+            watchdog: millis(body.watchdog_ms),
+            reset_pulse: millis(body.reset_pulse_ms),
+        }
+    }
+
+    fn port_of(&self, host: NodeId) -> Option<usize> {
+        self.hosts.iter().position(|&h| h == Some(host))
+    }
+
+    fn build(&self, now: Instant, incarnation: Incarnation) -> Result<DongleEndpoint, Refusal> {
+        // Cannot fail: the secret is 32 bytes, twice the shortest key.
+        let key = Key::new(&self.secret).map_err(|_| Refusal::Frame(WireError::Malformed))?;
+        let mut endpoint = DongleEndpoint::new(EndpointConfig {
+            cluster: self.cluster,
+            node: self.node,
+            incarnation,
+            name: "dongle",
+            kind: NodeKind::Dongle,
+            capabilities: CAP_WATCHDOG | CAP_RELAY,
+            key,
+        })
+        .map_err(Refusal::Invalid)?;
+        for host in self.hosts.into_iter().flatten() {
+            let peer = PeerConfig {
+                watchdog: self.watchdog,
+                ..PeerConfig::new(host)
+            };
+            endpoint
+                .add_peer(now, peer, &[self.path])
+                .map_err(Refusal::Invalid)?;
+        }
+        Ok(endpoint)
+    }
+}
+
+/// The secret hosts give dongle `dongle` of `cluster`, derived from the
+/// cluster key (see "Provisioning" in [`crate::wire`]).
+#[must_use]
+pub fn dongle_secret(
+    cluster_key: &Key,
+    cluster: ClusterId,
+    dongle: NodeId,
+) -> [u8; DONGLE_SECRET_LEN] {
+    let mut context = [0u8; 29];
+    context[..23].copy_from_slice(b"heartline dongle key v1");
+    context[23..27].copy_from_slice(&cluster.0.to_le_bytes());
+    context[27..].copy_from_slice(&dongle.0.to_le_bytes());
+    cluster_key.derive(&context)
+}
+
+/// Encodes a provision frame, tagged with the secret it carries; returns
+/// its length in `out`, delimiter included.
+pub fn encode_provision(
+    header: &Header,
+    body: &Provision,
+    out: &mut [u8],
+) -> Result<usize, EncodeError> {
+    // Cannot fail: the secret is 32 bytes, twice the shortest key.
+    let key = Key::new(&body.secret).map_err(|_| EncodeError::TooLarge)?;
+    wire::encode(header, &Message::Provision(*body), &key, out)
+}
+
+/// Compares two secrets in time independent of where they differ.
+fn same_secret(a: &[u8; DONGLE_SECRET_LEN], b: &[u8; DONGLE_SECRET_LEN]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[derive(Debug)]
+struct Provisioned {
+    settings: Settings,
+    endpoint: DongleEndpoint,
+    /// (sender, its run, frame sequence) of the last provisioning taken on
+    /// each port: an older one is a replay.
+    last: [Option<(NodeId, Incarnation, u64)>; PORTS],
+}
+
+/// Notes waiting for the caller, and how many did not fit.
+#[derive(Debug)]
+struct Notes {
+    queue: Deque<Note, 8>,
+    dropped: u32,
+}
+
+impl Notes {
+    fn push(&mut self, note: Note) {
+        if self.queue.push_back(note).is_err() {
+            self.dropped = self.dropped.wrapping_add(1);
+        }
+    }
+}
+
+/// Everything but the frame readers, so a reader can hand its frames here.
+#[derive(Debug)]
+struct State {
+    provisioned: Option<Provisioned>,
+    /// Until when each port's reset output is asserted.
+    resets: [Option<Instant>; PORTS],
+    notes: Notes,
+    relayed: [u32; PORTS],
+}
+
+/// The dongle.
+#[derive(Debug)]
+pub struct Dongle {
+    readers: [FrameReader<MAX_ENCODED_LEN>; PORTS],
+    state: State,
+}
+
+impl Default for Dongle {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Dongle {
+    /// An unprovisioned dongle.
+    #[must_use]
+    pub const fn new() -> Dongle {
+        Dongle {
+            readers: [FrameReader::new(), FrameReader::new()],
+            state: State {
+                provisioned: None,
+                resets: [None; PORTS],
+                notes: Notes {
+                    queue: Deque::new(),
+                    dropped: 0,
+                },
+                relayed: [0; PORTS],
+            },
+        }
+    }
+
+    /// Feeds bytes received on `port`. A frame for the host on the other
+    /// port is passed to `relay` with that port, as it came (COBS bytes
+    /// without the `0x00` delimiter, which the caller writes after it): it
+    /// stays authenticated end to end between the hosts. A caller whose
+    /// line is full drops it, as a slow line would.
+    pub fn handle_bytes(
+        &mut self,
+        now: Instant,
+        port: usize,
+        bytes: &[u8],
+        mut relay: impl FnMut(usize, &[u8]),
+    ) {
+        let Some(reader) = self.readers.get_mut(port) else {
+            return;
+        };
+        let state = &mut self.state;
+        reader.push(bytes, |frame| match frame {
+            Ok(frame) => state.handle_frame(now, port, frame, &mut relay),
+            Err(_) => {
+                if let Some((p, at)) = state.at(port) {
+                    p.endpoint.handle_overflow(at);
+                }
+            }
+        });
+        self.state.drain_events(now);
+    }
+
+    /// Lets time pass: silent hosts, due heartbeats, reset pulses.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if let Some(p) = &mut self.state.provisioned {
+            p.endpoint.handle_timeout(now);
+        }
+        self.state.drain_events(now);
+        for until in &mut self.state.resets {
+            if until.is_some_and(|at| now >= at) {
+                *until = None;
+            }
+        }
+    }
+
+    /// The next frame to send: its port and its length in `buf`.
+    #[must_use]
+    pub fn poll_transmit(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8; MAX_ENCODED_LEN],
+    ) -> Option<(usize, usize)> {
+        let p = self.state.provisioned.as_mut()?;
+        let transmit = p.endpoint.poll_transmit(now, buf)?;
+        let port = p.settings.port_of(transmit.path.node)?;
+        Some((port, transmit.len))
+    }
+
+    /// The next thing worth logging.
+    #[must_use]
+    pub fn poll_note(&mut self) -> Option<Note> {
+        self.state.notes.queue.pop_front()
+    }
+
+    /// When [`Dongle::handle_timeout`] is next due.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let endpoint = self
+            .state
+            .provisioned
+            .as_ref()
+            .and_then(|p| p.endpoint.poll_timeout());
+        self.state
+            .resets
+            .iter()
+            .flatten()
+            .copied()
+            .chain(endpoint)
+            .min()
+    }
+
+    /// Whether the reset output of the host on `port` is asserted now.
+    #[must_use]
+    pub fn reset_asserted(&self, port: usize) -> bool {
+        self.state.resets.get(port).is_some_and(Option::is_some)
+    }
+
+    /// The endpoint, once provisioned: its peers' and paths' status.
+    #[must_use]
+    pub fn endpoint(&self) -> Option<&DongleEndpoint> {
+        self.state.provisioned.as_ref().map(|p| &p.endpoint)
+    }
+
+    /// The host on `port`, once known.
+    #[must_use]
+    pub fn host(&self, port: usize) -> Option<NodeId> {
+        let p = self.state.provisioned.as_ref()?;
+        p.settings.hosts.get(port).copied().flatten()
+    }
+
+    /// Frames relayed out of `port` so far.
+    #[must_use]
+    pub fn relayed(&self, port: usize) -> u32 {
+        self.state.relayed.get(port).copied().unwrap_or(0)
+    }
+
+    /// Notes lost because the caller did not drain them in time.
+    #[must_use]
+    pub fn notes_dropped(&self) -> u32 {
+        self.state.notes.dropped
+    }
+}
+
+impl State {
+    /// The endpoint and the path to the host on `port`, once known.
+    fn at(&mut self, port: usize) -> Option<(&mut Provisioned, PathRef)> {
+        let p = self.provisioned.as_mut()?;
+        let node = p.settings.hosts[port]?;
+        Some((
+            p,
+            PathRef {
+                node,
+                path: PathId(0),
+            },
+        ))
+    }
+
+    fn handle_frame(
+        &mut self,
+        now: Instant,
+        port: usize,
+        frame: &mut [u8],
+        relay: &mut impl FnMut(usize, &[u8]),
+    ) {
+        if wire::kind_of(frame) == Some(Kind::Provision) {
+            if let Err(reason) = self.provision(now, port, frame) {
+                self.notes.push(Note::Refused { port, reason });
+            }
+            return;
+        }
+        let other = 1 - port;
+        let Some((p, at)) = self.at(port) else {
+            // Unprovisioned, or nobody known on this port: nothing to say.
+            return;
+        };
+        let beyond = p.settings.hosts[other];
+        if beyond.is_some() && wire::route_of(frame).map(|(_, dst)| Some(dst)) == Some(beyond) {
+            relay(other, frame);
+            self.relayed[other] = self.relayed[other].wrapping_add(1);
+            return;
+        }
+        // Rejections are counted by the endpoint.
+        let _ = p.endpoint.handle_frame(now, at, frame);
+    }
+
+    fn provision(&mut self, now: Instant, port: usize, frame: &mut [u8]) -> Result<(), Refusal> {
+        let (header, body) = wire::decode_provision(frame).map_err(Refusal::Frame)?;
+        let mut settings = Settings::from_frame(port, &header, &body);
+        let sender = (header.src, header.src_incarnation, header.seq);
+        let Some(p) = &mut self.provisioned else {
+            let incarnation = Incarnation(body.incarnation.max(1));
+            let endpoint = settings.build(now, incarnation)?;
+            let mut last = [None; PORTS];
+            last[port] = Some(sender);
+            self.provisioned = Some(Provisioned {
+                settings,
+                endpoint,
+                last,
+            });
+            self.notes.push(Note::Provisioned {
+                port,
+                by: header.src,
+                cluster: header.cluster,
+                node: header.dst,
+                incarnation,
+            });
+            return Ok(());
+        };
+        if !same_secret(&p.settings.secret, &settings.secret) {
+            return Err(Refusal::OtherKey);
+        }
+        if let Some((host, run, seq)) = p.last[port] {
+            if host == header.src && (header.src_incarnation, header.seq) <= (run, seq) {
+                return Err(Refusal::Replayed);
+            }
+        }
+        for (at, (&serving, named)) in p.settings.hosts.iter().zip(&mut settings.hosts).enumerate()
+        {
+            match (serving, *named) {
+                (Some(serving), Some(named)) if serving != named => {
+                    return Err(Refusal::Cabling {
+                        port: at,
+                        serving,
+                        named,
+                    });
+                }
+                // A host that does not name the other port's host leaves it.
+                (Some(_), None) => *named = serving,
+                _ => {}
+            }
+        }
+        p.last[port] = Some(sender);
+        if settings == p.settings {
+            return Ok(());
+        }
+        let incarnation = Incarnation(
+            body.incarnation
+                .max(p.endpoint.incarnation().0.saturating_add(1)),
+        );
+        p.endpoint = settings.build(now, incarnation)?;
+        p.settings = settings;
+        self.notes.push(Note::Reprovisioned {
+            port,
+            by: header.src,
+            incarnation,
+        });
+        Ok(())
+    }
+
+    /// Acts on what the endpoint saw: trips pulse the reset output and are
+    /// reported to the other host, as are re-arms.
+    fn drain_events(&mut self, now: Instant) {
+        let Some(p) = &mut self.provisioned else {
+            return;
+        };
+        while p.endpoint.poll_message().is_some() {}
+        while let Some(event) = p.endpoint.poll_event() {
+            let (note, report) = match event {
+                Event::NodeUp { node, .. } => (Note::HostUp { host: node }, None),
+                Event::NodeDown { node } => (Note::HostDown { host: node }, None),
+                Event::WatchdogTripped { node, silent_for } => {
+                    if let (Some(pulse), Some(port)) =
+                        (p.settings.reset_pulse, p.settings.port_of(node))
+                    {
+                        self.resets[port] = Some(now + pulse);
+                    }
+                    let detail = u32::try_from(silent_for.as_millis()).unwrap_or(u32::MAX);
+                    (
+                        Note::Tripped {
+                            host: node,
+                            silent_for,
+                        },
+                        Some((EventCode::WatchdogTripped, node, detail)),
+                    )
+                }
+                Event::WatchdogRearmed { node } => (
+                    Note::Rearmed { host: node },
+                    Some((EventCode::WatchdogRearmed, node, 0)),
+                ),
+                _ => continue,
+            };
+            if let Some((code, subject, detail)) = report {
+                for other in p.settings.hosts.into_iter().flatten() {
+                    if other != subject {
+                        // If the other host is unreachable too, there is
+                        // nobody to tell.
+                        let _ = p.endpoint.send_event(
+                            other,
+                            RemoteEvent {
+                                code,
+                                subject,
+                                detail,
+                            },
+                        );
+                    }
+                }
+            }
+            self.notes.push(note);
+        }
+    }
+}
