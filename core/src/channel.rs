@@ -36,10 +36,10 @@ use crate::wire::{Data, EventReport, MAX_PAYLOAD, Message};
 // Without a heap every queue slot is sized for a full mailbox message anyway.
 #[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Content {
+pub(crate) enum Content<const P: usize = MAX_PAYLOAD> {
     Mailbox {
         mailbox: u16,
-        payload: Vec<u8, MAX_PAYLOAD>,
+        payload: Vec<u8, P>,
     },
     Event {
         code: u16,
@@ -49,10 +49,10 @@ pub(crate) enum Content {
 }
 
 #[derive(Clone, Debug)]
-struct Outgoing {
+struct Outgoing<const P: usize> {
     id: MessageId,
     seq: u32,
-    content: Content,
+    content: Content<P>,
     /// The path of its latest transmission; `None` while it waits to be
     /// (re)sent.
     sent_on: Option<PathId>,
@@ -74,10 +74,10 @@ pub(crate) enum Arrival {
     Drop,
 }
 
-/// One peer's channel; `Q` messages may wait unacked.
+/// One peer's channel; `Q` messages of up to `P` bytes may wait unacked.
 #[derive(Clone, Debug)]
-pub(crate) struct Channel<const Q: usize> {
-    outgoing: Deque<Outgoing, Q>,
+pub(crate) struct Channel<const Q: usize, const P: usize = MAX_PAYLOAD> {
+    outgoing: Deque<Outgoing<P>, Q>,
     next_seq: u32,
     window: usize,
     /// Highest sequence received in order from the peer.
@@ -92,7 +92,7 @@ pub(crate) struct Channel<const Q: usize> {
     timeout: Duration,
 }
 
-impl<const Q: usize> Channel<Q> {
+impl<const Q: usize, const P: usize> Channel<Q, P> {
     pub(crate) fn new(window: usize) -> Self {
         Channel {
             outgoing: Deque::new(),
@@ -111,7 +111,7 @@ impl<const Q: usize> Channel<Q> {
     }
 
     /// Queues a message; false if the queue is full.
-    pub(crate) fn push(&mut self, id: MessageId, content: Content) -> bool {
+    pub(crate) fn push(&mut self, id: MessageId, content: Content<P>) -> bool {
         let seq = self.next_seq;
         let queued = self.outgoing.push_back(Outgoing {
             id,
@@ -256,7 +256,7 @@ impl<const Q: usize> Channel<Q> {
     /// The peer restarted: fail what the old run may have seen, renumber the
     /// rest for the new run, and start receiving from 1.
     pub(crate) fn peer_restarted(&mut self, mut failed: impl FnMut(MessageId)) {
-        let mut kept: Deque<Outgoing, Q> = Deque::new();
+        let mut kept: Deque<Outgoing<P>, Q> = Deque::new();
         while let Some(o) = self.outgoing.pop_front() {
             if o.attempts > 0 {
                 failed(o.id);

@@ -28,8 +28,10 @@ use crate::wire::{
 /// Serial ports on a dongle; port `p`'s host is the other port's "beyond".
 pub const PORTS: usize = 2;
 
-/// The dongle's endpoint: one peer per port, one path each, no mailboxes.
-pub type DongleEndpoint = Endpoint<PORTS, 1, 2, 1, 16>;
+/// The dongle's endpoint: one peer per port, one path each, two event
+/// reports in flight per host, and no mailboxes: its queue slots hold no
+/// payload, which keeps it under 2 KiB.
+pub type DongleEndpoint = Endpoint<PORTS, 1, 2, 1, 16, 0>;
 
 /// Something worth a log line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -126,8 +128,12 @@ struct Settings {
 }
 
 impl Settings {
-    fn from_frame(port: usize, header: &Header, body: &Provision) -> Settings {
+    fn from_frame(port: usize, header: &Header, body: &Provision<'_>) -> Settings {
         let millis = |ms: u32| (ms > 0).then(|| Duration::from_millis(u64::from(ms)));
+        let mut secret = [0u8; DONGLE_SECRET_LEN];
+        // The length was checked when the frame was decoded.
+        let len = DONGLE_SECRET_LEN.min(body.secret.len());
+        secret[..len].copy_from_slice(&body.secret[..len]);
         let mut hosts = [None; PORTS];
         hosts[port] = Some(header.src);
         hosts[1 - port] = body.other_host.is_valid().then_some(body.other_host);
@@ -135,7 +141,7 @@ impl Settings {
             cluster: header.cluster,
             node: header.dst,
             hosts,
-            secret: body.secret,
+            secret,
             path: PathConfig {
                 interval: Duration::from_millis(u64::from(body.interval_ms)),
                 misses: body.misses,
@@ -151,10 +157,13 @@ impl Settings {
         self.hosts.iter().position(|&h| h == Some(host))
     }
 
-    fn build(&self, now: Instant, incarnation: Incarnation) -> Result<DongleEndpoint, Refusal> {
+    fn endpoint_config(
+        &self,
+        incarnation: Incarnation,
+    ) -> Result<EndpointConfig<'static>, Refusal> {
         // Cannot fail: the secret is 32 bytes, twice the shortest key.
         let key = Key::new(&self.secret).map_err(|_| Refusal::Frame(WireError::Malformed))?;
-        let mut endpoint = DongleEndpoint::new(EndpointConfig {
+        Ok(EndpointConfig {
             cluster: self.cluster,
             node: self.node,
             incarnation,
@@ -163,7 +172,9 @@ impl Settings {
             capabilities: CAP_WATCHDOG | CAP_RELAY,
             key,
         })
-        .map_err(Refusal::Invalid)?;
+    }
+
+    fn add_hosts(&self, now: Instant, endpoint: &mut DongleEndpoint) -> Result<(), Refusal> {
         for host in self.hosts.into_iter().flatten() {
             let peer = PeerConfig {
                 watchdog: self.watchdog,
@@ -173,7 +184,22 @@ impl Settings {
                 .add_peer(now, peer, &[self.path])
                 .map_err(Refusal::Invalid)?;
         }
-        Ok(endpoint)
+        Ok(())
+    }
+
+    /// Restarts `endpoint` in place as the node these settings make: the
+    /// endpoint is the dongle's largest object, and a copy of it on the
+    /// stack would double the dongle's RAM.
+    fn apply(
+        &self,
+        now: Instant,
+        incarnation: Incarnation,
+        endpoint: &mut DongleEndpoint,
+    ) -> Result<(), Refusal> {
+        endpoint
+            .reset(self.endpoint_config(incarnation)?)
+            .map_err(Refusal::Invalid)?;
+        self.add_hosts(now, endpoint)
     }
 }
 
@@ -196,11 +222,13 @@ pub fn dongle_secret(
 /// its length in `out`, delimiter included.
 pub fn encode_provision(
     header: &Header,
-    body: &Provision,
+    body: &Provision<'_>,
     out: &mut [u8],
 ) -> Result<usize, EncodeError> {
-    // Cannot fail: the secret is 32 bytes, twice the shortest key.
-    let key = Key::new(&body.secret).map_err(|_| EncodeError::TooLarge)?;
+    if body.secret.len() != DONGLE_SECRET_LEN {
+        return Err(EncodeError::TooLarge);
+    }
+    let key = Key::new(body.secret).map_err(|_| EncodeError::TooLarge)?;
     wire::encode(header, &Message::Provision(*body), &key, out)
 }
 
@@ -241,6 +269,20 @@ struct State {
     resets: [Option<Instant>; PORTS],
     notes: Notes,
     relayed: [u32; PORTS],
+    /// A provisioning that passed its checks, to apply once the frame
+    /// reader returns. A line carries at most one per read in practice (a
+    /// provision frame is longer than the firmware's reads); of two, the
+    /// later wins.
+    pending: Option<Pending>,
+}
+
+/// A checked provisioning, waiting to be applied.
+#[derive(Debug)]
+struct Pending {
+    port: usize,
+    sender: (NodeId, Incarnation, u64),
+    settings: Settings,
+    incarnation: Incarnation,
 }
 
 /// The dongle.
@@ -270,6 +312,7 @@ impl Dongle {
                     dropped: 0,
                 },
                 relayed: [0; PORTS],
+                pending: None,
             },
         }
     }
@@ -298,6 +341,7 @@ impl Dongle {
                 }
             }
         });
+        self.state.apply_pending(now);
         self.state.drain_events(now);
     }
 
@@ -404,7 +448,7 @@ impl State {
         relay: &mut impl FnMut(usize, &[u8]),
     ) {
         if wire::kind_of(frame) == Some(Kind::Provision) {
-            if let Err(reason) = self.provision(now, port, frame) {
+            if let Err(reason) = self.provision(port, frame) {
                 self.notes.push(Note::Refused { port, reason });
             }
             return;
@@ -424,68 +468,115 @@ impl State {
         let _ = p.endpoint.handle_frame(now, at, frame);
     }
 
-    fn provision(&mut self, now: Instant, port: usize, frame: &mut [u8]) -> Result<(), Refusal> {
+    /// Checks a provision frame; one that passes waits in `pending` until
+    /// the frame reader is done, so the node is built at the shallowest
+    /// point of the stack (see `Dongle::handle_bytes`).
+    fn provision(&mut self, port: usize, frame: &mut [u8]) -> Result<(), Refusal> {
         let (header, body) = wire::decode_provision(frame).map_err(Refusal::Frame)?;
         let mut settings = Settings::from_frame(port, &header, &body);
         let sender = (header.src, header.src_incarnation, header.seq);
-        let Some(p) = &mut self.provisioned else {
-            let incarnation = Incarnation(body.incarnation.max(1));
-            let endpoint = settings.build(now, incarnation)?;
-            let mut last = [None; PORTS];
-            last[port] = Some(sender);
-            self.provisioned = Some(Provisioned {
-                settings,
-                endpoint,
-                last,
-            });
-            self.notes.push(Note::Provisioned {
-                port,
-                by: header.src,
-                cluster: header.cluster,
-                node: header.dst,
-                incarnation,
-            });
-            return Ok(());
-        };
-        if !same_secret(&p.settings.secret, &settings.secret) {
-            return Err(Refusal::OtherKey);
-        }
-        if let Some((host, run, seq)) = p.last[port] {
-            if host == header.src && (header.src_incarnation, header.seq) <= (run, seq) {
-                return Err(Refusal::Replayed);
+        let mut incarnation = Incarnation(body.incarnation.max(1));
+        if let Some(p) = &self.provisioned {
+            if !same_secret(&p.settings.secret, &settings.secret) {
+                return Err(Refusal::OtherKey);
             }
-        }
-        for (at, (&serving, named)) in p.settings.hosts.iter().zip(&mut settings.hosts).enumerate()
-        {
-            match (serving, *named) {
-                (Some(serving), Some(named)) if serving != named => {
-                    return Err(Refusal::Cabling {
-                        port: at,
-                        serving,
-                        named,
-                    });
+            if let Some((host, run, seq)) = p.last[port] {
+                if host == header.src && (header.src_incarnation, header.seq) <= (run, seq) {
+                    return Err(Refusal::Replayed);
                 }
-                // A host that does not name the other port's host leaves it.
-                (Some(_), None) => *named = serving,
-                _ => {}
             }
+            for (at, (&serving, named)) in
+                p.settings.hosts.iter().zip(&mut settings.hosts).enumerate()
+            {
+                match (serving, *named) {
+                    (Some(serving), Some(named)) if serving != named => {
+                        return Err(Refusal::Cabling {
+                            port: at,
+                            serving,
+                            named,
+                        });
+                    }
+                    // A host that does not name the other port's host
+                    // leaves it.
+                    (Some(_), None) => *named = serving,
+                    _ => {}
+                }
+            }
+            incarnation =
+                incarnation.max(Incarnation(p.endpoint.incarnation().0.saturating_add(1)));
         }
-        p.last[port] = Some(sender);
-        if settings == p.settings {
-            return Ok(());
-        }
-        let incarnation = Incarnation(
-            body.incarnation
-                .max(p.endpoint.incarnation().0.saturating_add(1)),
-        );
-        p.endpoint = settings.build(now, incarnation)?;
-        p.settings = settings;
-        self.notes.push(Note::Reprovisioned {
+        self.pending = Some(Pending {
             port,
-            by: header.src,
+            sender,
+            settings,
             incarnation,
         });
         Ok(())
+    }
+
+    /// Applies a provisioning that passed its checks: the dongle becomes a
+    /// node, or restarts as one with new settings. Never inlined, so the
+    /// stack holds its temporaries only while it runs.
+    #[inline(never)]
+    fn apply_pending(&mut self, now: Instant) {
+        let Some(Pending {
+            port,
+            sender,
+            settings,
+            incarnation,
+        }) = self.pending.take()
+        else {
+            return;
+        };
+        let (by, cluster, node) = (sender.0, settings.cluster, settings.node);
+        let result = match &mut self.provisioned {
+            None => settings.endpoint_config(incarnation).and_then(|config| {
+                let mut last = [None; PORTS];
+                last[port] = Some(sender);
+                // Built where it will live; see `Settings::apply`.
+                let p = self.provisioned.insert(Provisioned {
+                    settings,
+                    endpoint: DongleEndpoint::new(config).map_err(Refusal::Invalid)?,
+                    last,
+                });
+                settings.add_hosts(now, &mut p.endpoint).inspect_err(|_| {
+                    self.provisioned = None;
+                })?;
+                Ok(Note::Provisioned {
+                    port,
+                    by,
+                    cluster,
+                    node,
+                    incarnation,
+                })
+            }),
+            Some(p) => {
+                p.last[port] = Some(sender);
+                if settings == p.settings {
+                    return;
+                }
+                match settings.apply(now, incarnation, &mut p.endpoint) {
+                    Ok(()) => {
+                        p.settings = settings;
+                        Ok(Note::Reprovisioned {
+                            port,
+                            by,
+                            incarnation,
+                        })
+                    }
+                    Err(refusal) => {
+                        // The settings in force were valid: the node
+                        // restarts with them.
+                        let _ = p.settings.apply(now, incarnation, &mut p.endpoint);
+                        Err(refusal)
+                    }
+                }
+            }
+        };
+        self.notes.push(match result {
+            Ok(note) => note,
+            Err(reason) => Note::Refused { port, reason },
+        });
     }
 
     /// Acts on what the endpoint saw: trips pulse the reset output and are

@@ -170,10 +170,13 @@ pub enum SendError {
     Unreachable(NodeId),
     /// The queue to that peer is full: try again once something is delivered.
     QueueFull(NodeId),
-    /// The payload exceeds [`MAX_PAYLOAD`].
+    /// The payload exceeds what the endpoint's queue slots hold
+    /// ([`MAX_PAYLOAD`] unless built smaller).
     TooLarge {
         /// Its length.
         len: usize,
+        /// The most allowed.
+        max: usize,
     },
 }
 
@@ -185,8 +188,8 @@ impl fmt::Display for SendError {
             SendError::QueueFull(n) => {
                 write!(f, "the queue to {n} is full; retry after a delivery")
             }
-            SendError::TooLarge { len } => {
-                write!(f, "message is {len} bytes; at most {MAX_PAYLOAD} allowed")
+            SendError::TooLarge { len, max } => {
+                write!(f, "message is {len} bytes; at most {max} allowed")
             }
         }
     }
@@ -341,15 +344,16 @@ impl fmt::Display for Event {
     }
 }
 
-/// A mailbox message received in order from a peer.
+/// A mailbox message received in order from a peer; `N` is the largest
+/// payload the receiving endpoint holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Received {
+pub struct Received<const N: usize = MAX_PAYLOAD> {
     /// The sender.
     pub from: NodeId,
     /// The mailbox it is addressed to.
     pub mailbox: u16,
     /// The message.
-    pub payload: Vec<u8, MAX_PAYLOAD>,
+    pub payload: Vec<u8, N>,
 }
 
 /// A frame written into the caller's buffer, to send on `path`.
@@ -443,6 +447,7 @@ pub struct Endpoint<
     const QUEUE: usize,
     const INBOX: usize,
     const EVENTS: usize,
+    const PAYLOAD: usize = MAX_PAYLOAD,
 > {
     cluster: ClusterId,
     node: NodeId,
@@ -451,11 +456,11 @@ pub struct Endpoint<
     kind: NodeKind,
     capabilities: u32,
     key: Key,
-    peers: Vec<Peer<PATHS, QUEUE>, PEERS>,
+    peers: Vec<Peer<PATHS, QUEUE, PAYLOAD>, PEERS>,
     /// The peers' ids, in `peers` order: one cache line to search instead of
     /// one per (large) peer.
     peer_ids: Vec<NodeId, PEERS>,
-    inbox: Deque<Received, INBOX>,
+    inbox: Deque<Received<PAYLOAD>, INBOX>,
     events: Events<EVENTS>,
     next_message: u32,
     counters: Counters,
@@ -516,7 +521,9 @@ impl Local<'_> {
 
 /// When the channel to `peer` next has a message to send, if it can send
 /// at all (the peer is up and a path to it is up).
-fn sendable<const PATHS: usize, const QUEUE: usize>(peer: &Peer<PATHS, QUEUE>) -> Option<Instant> {
+fn sendable<const PATHS: usize, const QUEUE: usize, const PAYLOAD: usize>(
+    peer: &Peer<PATHS, QUEUE, PAYLOAD>,
+) -> Option<Instant> {
     let deadline = peer.channel.send_deadline()?;
     let can_send =
         peer.state == NodeState::Up && peer.incarnation.is_some() && peer.best_path().is_some();
@@ -536,19 +543,12 @@ impl<
     const QUEUE: usize,
     const INBOX: usize,
     const EVENTS: usize,
-> Endpoint<PEERS, PATHS, QUEUE, INBOX, EVENTS>
+    const PAYLOAD: usize,
+> Endpoint<PEERS, PATHS, QUEUE, INBOX, EVENTS, PAYLOAD>
 {
     /// An endpoint with no peers yet.
     pub fn new(config: EndpointConfig<'_>) -> Result<Self, ConfigError> {
-        if !config.node.is_valid() {
-            return Err(ConfigError::InvalidNode(config.node));
-        }
-        if config.incarnation == Incarnation::UNKNOWN {
-            return Err(ConfigError::ZeroIncarnation);
-        }
-        let name = String::try_from(config.name).map_err(|_| ConfigError::NameTooLong {
-            len: config.name.len(),
-        })?;
+        let name = Self::checked_name(&config)?;
         Ok(Endpoint {
             cluster: config.cluster,
             node: config.node,
@@ -571,6 +571,46 @@ impl<
             heartbeat_cursor: 0,
             next_send: NEVER,
             acks_pending: false,
+        })
+    }
+
+    /// Makes this endpoint what [`Endpoint::new`] would make of `config`,
+    /// in place: with no peers, nothing queued, counters at zero. A device
+    /// that cannot afford a second endpoint's worth of stack (the dongle,
+    /// when it is provisioned anew) restarts its node this way. On error
+    /// the endpoint is unchanged.
+    pub fn reset(&mut self, config: EndpointConfig<'_>) -> Result<(), ConfigError> {
+        self.name = Self::checked_name(&config)?;
+        self.cluster = config.cluster;
+        self.node = config.node;
+        self.incarnation = config.incarnation;
+        self.kind = config.kind;
+        self.capabilities = config.capabilities;
+        self.key = config.key;
+        self.peers.clear();
+        self.peer_ids.clear();
+        self.inbox.clear();
+        self.events.queue.clear();
+        self.events.dropped = 0;
+        self.next_message = 0;
+        self.counters = Counters::default();
+        self.next_expiry = NEVER;
+        self.next_heartbeat = NEVER;
+        self.heartbeat_cursor = 0;
+        self.next_send = NEVER;
+        self.acks_pending = false;
+        Ok(())
+    }
+
+    fn checked_name(config: &EndpointConfig<'_>) -> Result<String<MAX_NAME_LEN>, ConfigError> {
+        if !config.node.is_valid() {
+            return Err(ConfigError::InvalidNode(config.node));
+        }
+        if config.incarnation == Incarnation::UNKNOWN {
+            return Err(ConfigError::ZeroIncarnation);
+        }
+        String::try_from(config.name).map_err(|_| ConfigError::NameTooLong {
+            len: config.name.len(),
         })
     }
 
@@ -690,8 +730,10 @@ impl<
         mailbox: u16,
         payload: &[u8],
     ) -> Result<MessageId, SendError> {
-        let payload =
-            Vec::from_slice(payload).map_err(|_| SendError::TooLarge { len: payload.len() })?;
+        let payload = Vec::from_slice(payload).map_err(|_| SendError::TooLarge {
+            len: payload.len(),
+            max: PAYLOAD.min(MAX_PAYLOAD),
+        })?;
         self.enqueue(to, Content::Mailbox { mailbox, payload })
     }
 
@@ -707,7 +749,7 @@ impl<
         )
     }
 
-    fn enqueue(&mut self, to: NodeId, content: Content) -> Result<MessageId, SendError> {
+    fn enqueue(&mut self, to: NodeId, content: Content<PAYLOAD>) -> Result<MessageId, SendError> {
         let id = MessageId(self.next_message);
         let index = self.peer_index(to).ok_or(SendError::UnknownNode(to))?;
         let peer = &mut self.peers[index];
@@ -833,7 +875,7 @@ impl<
 
     /// The next received mailbox message, in order per sender.
     #[must_use]
-    pub fn poll_message(&mut self) -> Option<Received> {
+    pub fn poll_message(&mut self) -> Option<Received<PAYLOAD>> {
         self.inbox.pop_front()
     }
 
@@ -890,7 +932,7 @@ impl<
         self.next_expiry = next_expiry;
     }
 
-    fn membership_changed(peer: &mut Peer<PATHS, QUEUE>, events: &mut Events<EVENTS>) {
+    fn membership_changed(peer: &mut Peer<PATHS, QUEUE, PAYLOAD>, events: &mut Events<EVENTS>) {
         let node = peer.node();
         match peer.update_membership() {
             Some(Membership::Up) => events.push(Event::NodeUp {
@@ -1020,10 +1062,14 @@ impl<
         match message {
             Message::Data(data) => {
                 self.acks_pending = true;
+                // A payload larger than this endpoint holds (one built
+                // small, like the dongle's, which has no mailboxes) is left
+                // unacknowledged, as if the inbox were full: never cut short.
+                let fits = Vec::<u8, PAYLOAD>::from_slice(data.payload).ok();
                 if peer.channel.arrival(data.seq, data.base, at.path) == Arrival::Next
                     && !self.inbox.is_full()
+                    && let Some(payload) = fits
                 {
-                    let payload = Vec::from_slice(data.payload).unwrap_or_default();
                     let _ = self.inbox.push_back(Received {
                         from: node,
                         mailbox: data.mailbox,

@@ -71,7 +71,7 @@ pub(crate) enum Membership {
 }
 
 #[derive(Debug)]
-pub(crate) struct Peer<const PATHS: usize, const QUEUE: usize> {
+pub(crate) struct Peer<const PATHS: usize, const QUEUE: usize, const PAYLOAD: usize> {
     pub(crate) config: PeerConfig,
     pub(crate) paths: Vec<Path, PATHS>,
     pub(crate) state: NodeState,
@@ -79,13 +79,13 @@ pub(crate) struct Peer<const PATHS: usize, const QUEUE: usize> {
     /// The peer's last frame named our current incarnation.
     pub(crate) knows_us: bool,
     pub(crate) info: Option<PeerInfo>,
-    pub(crate) channel: Channel<QUEUE>,
+    pub(crate) channel: Channel<QUEUE, PAYLOAD>,
     pub(crate) watchdog: Option<Watchdog>,
     /// The key shared with this peer alone, if not the cluster key.
     pub(crate) key: Option<Key>,
 }
 
-impl<const PATHS: usize, const QUEUE: usize> Peer<PATHS, QUEUE> {
+impl<const PATHS: usize, const QUEUE: usize, const PAYLOAD: usize> Peer<PATHS, QUEUE, PAYLOAD> {
     pub(crate) fn new(config: PeerConfig, paths: Vec<Path, PATHS>, key: Option<Key>) -> Self {
         Peer {
             config,

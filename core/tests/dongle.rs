@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used)] // a test that cannot set up should panic
 
+use std::sync::LazyLock;
+
 use heartline_core::dongle::{Dongle, Note, Refusal, dongle_secret, encode_provision};
 use heartline_core::wire::{
     self, EventCode, Header, Key, Kind, MAX_ENCODED_LEN, NodeKind, Provision,
@@ -39,12 +41,14 @@ fn secret() -> [u8; 32] {
     dongle_secret(&cluster_key(), CLUSTER, DONGLE)
 }
 
+static SECRET: LazyLock<[u8; 32]> = LazyLock::new(secret);
+
 /// What host `port` sends the dongle.
-fn provision(port: usize) -> Provision {
+fn provision(port: usize) -> Provision<'static> {
     Provision {
         incarnation: 1_000,
         other_host: HOSTS[1 - port],
-        secret: secret(),
+        secret: &*SECRET,
         interval_ms: 50,
         misses: 4,
         rise: 2,
@@ -110,7 +114,7 @@ impl Bench {
 
     /// Host `port` sends `body` to the dongle, tagged with `key`'s secret
     /// unless `tag_with` names another.
-    fn send_provision(&mut self, port: usize, body: &Provision, tag_with: Option<&Key>) {
+    fn send_provision(&mut self, port: usize, body: &Provision<'_>, tag_with: Option<&Key>) {
         self.provision_seq[port] += 1;
         let header = Header {
             kind: Kind::Provision,
@@ -366,7 +370,7 @@ fn a_silent_host_trips_its_watchdog_pulses_its_reset_and_is_reported() {
 fn provisioning_under_another_key_is_refused_until_reset() {
     let mut bench = provisioned();
     let mut other = provision(1);
-    other.secret = [7; 32];
+    other.secret = &[7; 32];
     bench.send_provision(1, &other, None);
     assert_eq!(bench.refusals(), [Refusal::OtherKey]);
     assert_eq!(

@@ -313,7 +313,7 @@ fn a_full_queue_pushes_back_and_a_full_inbox_holds_messages_unacked() {
     assert_eq!(pair.a.send(B, 1, b"5"), Err(SendError::QueueFull(B)));
     assert_eq!(
         pair.a.send(B, 1, &[0; 513]),
-        Err(SendError::TooLarge { len: 513 })
+        Err(SendError::TooLarge { len: 513, max: 512 })
     );
     assert_eq!(
         pair.a.send(NodeId(9), 1, b""),

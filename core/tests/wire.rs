@@ -251,7 +251,7 @@ enum OwnedMessage {
     Data(u32, u32, u16, Vec<u8>),
     Ack(u32),
     Event(u32, u32, u16, u16, u32),
-    Provision(Provision),
+    Provision(u32, u16, [u8; 32], (u32, u32, u32, u32, u32)),
 }
 
 impl OwnedMessage {
@@ -278,7 +278,21 @@ impl OwnedMessage {
                 subject: NodeId(*subject),
                 detail: *detail,
             }),
-            OwnedMessage::Provision(p) => Message::Provision(*p),
+            OwnedMessage::Provision(
+                incarnation,
+                other,
+                secret,
+                (interval_ms, misses, rise, watchdog_ms, reset_pulse_ms),
+            ) => Message::Provision(Provision {
+                incarnation: *incarnation,
+                other_host: NodeId(*other),
+                secret,
+                interval_ms: *interval_ms,
+                misses: *misses,
+                rise: *rise,
+                watchdog_ms: *watchdog_ms,
+                reset_pulse_ms: *reset_pulse_ms,
+            }),
         }
     }
 }
@@ -319,25 +333,7 @@ fn message_strategy() -> impl Strategy<Value = OwnedMessage> {
             any::<[u8; 32]>(),
             any::<(u32, u32, u32, u32, u32)>()
         )
-            .prop_map(
-                |(
-                    incarnation,
-                    other,
-                    secret,
-                    (interval_ms, misses, rise, watchdog_ms, reset_pulse_ms),
-                )| {
-                    OwnedMessage::Provision(Provision {
-                        incarnation,
-                        other_host: NodeId(other),
-                        secret,
-                        interval_ms,
-                        misses,
-                        rise,
-                        watchdog_ms,
-                        reset_pulse_ms,
-                    })
-                }
-            ),
+            .prop_map(|(i, o, s, t)| OwnedMessage::Provision(i, o, s, t)),
     ]
 }
 
@@ -380,7 +376,7 @@ proptest! {
         let body = Provision {
             incarnation: 9,
             other_host: NodeId(2),
-            secret,
+            secret: &secret,
             interval_ms: 100,
             misses: 5,
             rise: 2,

@@ -76,7 +76,7 @@ pub fn decode<'a>(
 /// under the key the body carries. What that proves, and what it does not,
 /// is under "Provisioning" in [`crate::wire`]. A frame of another kind is
 /// `UnknownKind`.
-pub fn decode_provision(frame: &mut [u8]) -> Result<(Header, Provision), WireError> {
+pub fn decode_provision(frame: &mut [u8]) -> Result<(Header, Provision<'_>), WireError> {
     let raw = unframe(frame)?;
     if raw[1] != Kind::Provision as u8 {
         return Err(WireError::UnknownKind(raw[1]));
@@ -86,7 +86,7 @@ pub fn decode_provision(frame: &mut [u8]) -> Result<(Header, Provision), WireErr
     let Message::Provision(provision) = Message::decode_body(Kind::Provision, body)? else {
         return Err(WireError::Malformed);
     };
-    let key = Key::new(&provision.secret).map_err(|_| WireError::Malformed)?;
+    let key = Key::new(provision.secret).map_err(|_| WireError::Malformed)?;
     if !key.verify(signed, tag) {
         return Err(WireError::BadTag);
     }
