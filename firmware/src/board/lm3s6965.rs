@@ -1,6 +1,8 @@
 //! Texas Instruments LM3S6965 (Cortex-M3), as emulated by QEMU's
 //! `lm3s6965evb`: UART0 and UART1 are the dongle's two RS-232 ports, SysTick
-//! (12 MHz core clock) counts milliseconds.
+//! (12 MHz core clock) counts milliseconds, PF0/PF1 are the hosts' reset
+//! outputs, and the free stack is painted at boot so its peak use can be
+//! measured.
 
 use core::ptr::{read_volatile, write_volatile};
 use core::sync::atomic::{AtomicU32, Ordering};
@@ -29,6 +31,49 @@ const CORE_CLOCK_HZ: u32 = 12_000_000;
 
 static MILLIS: AtomicU32 = AtomicU32::new(0);
 
+/// Fills the free stack at boot, so the deepest the stack ever reached can
+/// be read back as the first word no longer holding it.
+const STACK_PAINT: u32 = 0xCAFE_F00D;
+
+unsafe extern "C" {
+    /// Top of the stack (cortex-m-rt): the end of RAM.
+    static _stack_start: u32;
+    /// End of the statics (cortex-m-rt): the stack may grow down to here.
+    static __sheap: u32;
+}
+
+fn stack_bounds() -> (usize, usize) {
+    (
+        core::ptr::addr_of!(__sheap) as usize,
+        core::ptr::addr_of!(_stack_start) as usize,
+    )
+}
+
+/// Paints the stack below the caller's frame, leaving a margin for this
+/// function's own. Call before interrupts are enabled.
+fn paint_stack() {
+    let (bottom, _) = stack_bounds();
+    let below_caller = cortex_m::register::msp::read() as usize - 256;
+    let mut at = bottom;
+    while at < below_caller {
+        // SAFETY: `at` is word-aligned RAM between the end of the statics
+        // and below the live stack, which nothing uses yet.
+        unsafe { write_volatile(at as *mut u32, STACK_PAINT) };
+        at += 4;
+    }
+}
+
+/// The most stack ever used since boot, in bytes.
+pub fn stack_high_water() -> usize {
+    let (bottom, top) = stack_bounds();
+    let mut at = bottom;
+    // SAFETY: as in `paint_stack`, word-aligned RAM below the stack top.
+    while at < top && unsafe { read_volatile(at as *const u32) } == STACK_PAINT {
+        at += 4;
+    }
+    top - at
+}
+
 #[exception]
 fn SysTick() {
     MILLIS.fetch_add(1, Ordering::Relaxed);
@@ -46,10 +91,14 @@ fn write(address: usize, value: u32) {
 }
 
 /// One UART with software ring buffers on both sides of its hardware FIFO.
+/// The receive ring holds 11 ms of a 115200-baud line, many times the
+/// longest pass of the dongle's loop; the transmit ring holds the largest
+/// frame ([`heartline_core::wire::MAX_ENCODED_LEN`], 580 bytes) and then
+/// some.
 #[derive(Debug)]
 pub struct Uart {
     base: usize,
-    rx: Deque<u8, 256>,
+    rx: Deque<u8, 128>,
     tx: Deque<u8, 640>,
     /// Bytes lost because the receive ring was full.
     pub overruns: u32,
@@ -130,6 +179,7 @@ impl Board {
     /// Sets up the clock and the UARTs. Call once.
     pub fn take() -> Option<Board> {
         let mut core = cortex_m::Peripherals::take()?;
+        paint_stack();
         write(RCGC1, read(RCGC1) | 0b11);
         write(RCGC2, read(RCGC2) | (1 << 5));
         write(GPIO_F + GPIO_DIR, read(GPIO_F + GPIO_DIR) | 0b11);

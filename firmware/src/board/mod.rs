@@ -4,4 +4,4 @@
 
 mod lm3s6965;
 
-pub use lm3s6965::Board;
+pub use lm3s6965::{Board, Uart, stack_high_water};
