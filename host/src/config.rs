@@ -92,6 +92,12 @@ struct RawTiming {
 struct RawPeer {
     id: Spanned<u16>,
     name: Option<Spanned<String>>,
+    /// `host` (the default) or `dongle`.
+    kind: Option<Spanned<String>>,
+    /// A dongle's watchdog over this node.
+    watchdog: Option<Spanned<String>>,
+    /// How long a dongle's trip holds this node's reset line.
+    reset_pulse: Option<Spanned<String>>,
     paths: Spanned<Vec<RawPath>>,
 }
 
@@ -172,7 +178,27 @@ pub struct PeerSpec {
     pub name: Option<String>,
     /// Its paths, numbered from 0 in this order at both ends.
     pub paths: Vec<PathSpec>,
+    /// Set when the peer is a heartbeat dongle this node provisions.
+    pub dongle: Option<DongleSpec>,
 }
+
+/// What this node provisions a heartbeat dongle with, besides its path's
+/// timing and the key derived from the cluster's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DongleSpec {
+    /// The host on the dongle's other port: the peer with a serial path on
+    /// the same device, if any.
+    pub other_host: Option<NodeId>,
+    /// Silence from a host before the dongle trips its watchdog.
+    pub watchdog: Option<StdDuration>,
+    /// How long a trip holds the silent host's reset line; `None`: the
+    /// dongle reports trips but never resets anyone.
+    pub reset_pulse: Option<StdDuration>,
+}
+
+/// Default dongle watchdog: four times the default path's failure time,
+/// so a host is long declared down by its peers before the dongle acts.
+pub const DEFAULT_DONGLE_WATCHDOG: StdDuration = StdDuration::from_secs(2);
 
 /// A checked configuration.
 #[derive(Debug, Clone)]
@@ -237,16 +263,9 @@ impl Checker<'_> {
     ) -> Result<PathConfig, ConfigError> {
         let mut timing = *base;
         if let Some(interval) = &raw.interval {
-            let parsed: StdDuration =
-                humantime::parse_duration(interval.get_ref()).map_err(|e| {
-                    self.error(
-                        interval,
-                        &format!("{field}.interval"),
-                        format!("`{}` is not a duration: {e}", interval.get_ref()),
-                        "write it like \"100ms\" or \"1s\"",
-                    )
-                })?;
-            timing.interval = parsed.into();
+            timing.interval = self
+                .duration(interval, &format!("{field}.interval"))?
+                .into();
         }
         if let Some(misses) = &raw.misses {
             timing.misses = *misses.get_ref();
@@ -268,6 +287,154 @@ impl Checker<'_> {
             hint: "heartline's defaults are interval 100ms, misses 5, rise 2".into(),
         })?;
         Ok(timing)
+    }
+
+    fn duration(&self, raw: &Spanned<String>, field: &str) -> Result<StdDuration, ConfigError> {
+        humantime::parse_duration(raw.get_ref()).map_err(|e| {
+            self.error(
+                raw,
+                field,
+                format!("`{}` is not a duration: {e}", raw.get_ref()),
+                "write it like \"100ms\" or \"1s\"",
+            )
+        })
+    }
+
+    /// The dongle settings of `peer`, or an error if it has dongle settings
+    /// without being a dongle, or a dongle's paths are not one serial path.
+    fn dongle(
+        &self,
+        peer: &RawPeer,
+        paths: &[PathSpec],
+        field: &str,
+    ) -> Result<Option<DongleSpec>, ConfigError> {
+        let kind = peer.kind.as_ref().map_or("host", |k| k.get_ref().as_str());
+        match kind {
+            "host" => {
+                for (name, value) in [
+                    ("watchdog", &peer.watchdog),
+                    ("reset_pulse", &peer.reset_pulse),
+                ] {
+                    if let Some(value) = value {
+                        return Err(self.error(
+                            value,
+                            &format!("{field}.{name}"),
+                            "only a dongle has this setting",
+                            "add kind = \"dongle\" to the peer, or remove the setting",
+                        ));
+                    }
+                }
+                return Ok(None);
+            }
+            "dongle" => {}
+            other => {
+                let Some(at) = &peer.kind else {
+                    return Ok(None);
+                };
+                return Err(self.error(
+                    at,
+                    &format!("{field}.kind"),
+                    format!("unknown peer kind `{other}`"),
+                    "use kind = \"host\" (the default) or \"dongle\"",
+                ));
+            }
+        }
+        if paths.len() != 1 || !matches!(paths[0].transport, Transport::Serial { .. }) {
+            return Err(self.error(
+                &peer.paths,
+                &format!("{field}.paths"),
+                "a dongle is reached over exactly one serial path",
+                "give the dongle one path with kind = \"serial\" and the device it is cabled to",
+            ));
+        }
+        let watchdog = match &peer.watchdog {
+            Some(raw) => {
+                Some(self.duration(raw, &format!("{field}.watchdog"))?).filter(|d| !d.is_zero())
+            }
+            None => Some(DEFAULT_DONGLE_WATCHDOG),
+        };
+        let reset_pulse = match &peer.reset_pulse {
+            Some(raw) => {
+                Some(self.duration(raw, &format!("{field}.reset_pulse"))?).filter(|d| !d.is_zero())
+            }
+            None => None,
+        };
+        if let (Some(pulse), None, Some(at)) = (reset_pulse, watchdog, &peer.reset_pulse) {
+            return Err(self.error(
+                at,
+                &format!("{field}.reset_pulse"),
+                format!(
+                    "a reset pulse of {} without a watchdog",
+                    humantime::format_duration(pulse)
+                ),
+                "a dongle resets a host only when its watchdog trips; set watchdog too",
+            ));
+        }
+        let limit = StdDuration::from_millis(u64::from(u32::MAX));
+        for (name, value, raw) in [
+            ("watchdog", watchdog, &peer.watchdog),
+            ("reset_pulse", reset_pulse, &peer.reset_pulse),
+        ] {
+            if let (Some(value), Some(raw)) = (value, raw) {
+                if value > limit {
+                    return Err(self.error(
+                        raw,
+                        &format!("{field}.{name}"),
+                        "too long",
+                        "keep it under 49 days",
+                    ));
+                }
+            }
+        }
+        Ok(Some(DongleSpec {
+            other_host: None,
+            watchdog,
+            reset_pulse,
+        }))
+    }
+
+    /// Finds, for each dongle, the host on its other port: the one host
+    /// peer with a serial path on the dongle's device.
+    fn hosts_beyond_dongles(
+        &self,
+        raw: &[RawPeer],
+        peers: &mut [PeerSpec],
+    ) -> Result<(), ConfigError> {
+        let device_of = |path: &PathSpec| match &path.transport {
+            Transport::Serial { device, .. } => Some(device.clone()),
+            _ => None,
+        };
+        for d in 0..peers.len() {
+            if peers[d].dongle.is_none() {
+                continue;
+            }
+            let device = peers[d].paths.first().and_then(device_of);
+            let beyond: Vec<NodeId> = peers
+                .iter()
+                .filter(|p| p.dongle.is_none())
+                .filter(|p| p.paths.iter().any(|path| device_of(path) == device))
+                .map(|p| p.id)
+                .collect();
+            if beyond.len() > 1 {
+                return Err(self.error(
+                    &raw[d].paths,
+                    &format!("peers[{d}].paths[0].device"),
+                    format!(
+                        "nodes {} all have serial paths on this dongle's device",
+                        beyond
+                            .iter()
+                            .map(|n| n.0.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    "a dongle has two ports: this node on one, one other host on the other",
+                ));
+            }
+            if let Some(dongle) = &mut peers[d].dongle {
+                dongle.other_host = beyond.first().copied();
+            }
+        }
+        Ok(())
     }
 
     fn address(
@@ -479,12 +646,15 @@ impl Config {
                 }
                 specs.push(PathSpec { transport, timing });
             }
+            let dongle = checker.dongle(peer, &specs, &field)?;
             peers.push(PeerSpec {
                 id,
                 name: peer.name.as_ref().map(|n| n.get_ref().clone()),
                 paths: specs,
+                dongle,
             });
         }
+        checker.hosts_beyond_dongles(&raw.peers, &mut peers)?;
         Ok(Config {
             cluster_name: cluster.name.get_ref().clone(),
             cluster: ClusterId(*cluster.id.get_ref()),
@@ -629,6 +799,74 @@ name = "bravo"
             (5, 2, 1)
         );
         assert_eq!((paths[1].timing.misses, paths[1].timing.priority), (8, 2));
+    }
+
+    /// GOOD plus a dongle on /dev/ttyS0, with bravo's second path through it.
+    fn with_dongle(dongle_extra: &str) -> String {
+        let through = GOOD.replace(
+            "kind = \"tcp\"\n  local = \"10.0.1.1:7400\"\n  remote = \"10.0.1.2:7400\"",
+            "kind = \"serial\"\n  device = \"/dev/ttyS0\"",
+        );
+        format!(
+            "{through}\n[[peers]]\nid = 100\nkind = \"dongle\"\n{dongle_extra}  [[peers.paths]]\n  kind = \"serial\"\n  device = \"/dev/ttyS0\"\n"
+        )
+    }
+
+    #[test]
+    fn a_dongle_gets_its_defaults_and_the_host_beyond_it() {
+        let config = Fixture::new().parse(&with_dongle("")).unwrap();
+        let dongle = config.peers[1].dongle.unwrap();
+        assert_eq!(dongle.other_host, Some(NodeId(2)));
+        assert_eq!(dongle.watchdog, Some(DEFAULT_DONGLE_WATCHDOG));
+        assert_eq!(dongle.reset_pulse, None, "no reset unless asked for");
+        assert_eq!(config.peers[0].dongle, None);
+
+        let config = Fixture::new()
+            .parse(&with_dongle("watchdog = \"3s\"\nreset_pulse = \"250ms\"\n"))
+            .unwrap();
+        let dongle = config.peers[1].dongle.unwrap();
+        assert_eq!(dongle.watchdog, Some(StdDuration::from_secs(3)));
+        assert_eq!(dongle.reset_pulse, Some(StdDuration::from_millis(250)));
+    }
+
+    #[test]
+    fn dongle_mistakes_are_located() {
+        let e = error(&GOOD.replace(
+            "name = \"bravo\"\n",
+            "name = \"bravo\"\nwatchdog = \"2s\"\n",
+        ));
+        assert_eq!((e.field.as_str(), e.line), ("peers[0].watchdog", Some(17)));
+        assert!(e.hint.contains("kind = \"dongle\""), "{e}");
+
+        let e = error(&with_dongle("watchdog = \"0s\"\nreset_pulse = \"200ms\"\n"));
+        assert_eq!(e.field, "peers[1].reset_pulse");
+        assert!(e.problem.contains("without a watchdog"), "{e}");
+
+        let e = error(&with_dongle("watchdog = \"a while\"\n"));
+        assert_eq!(e.field, "peers[1].watchdog");
+
+        let e = error(&GOOD.replace(
+            "name = \"bravo\"\n",
+            "name = \"bravo\"\nkind = \"router\"\n",
+        ));
+        assert!(e.problem.contains("unknown peer kind `router`"), "{e}");
+
+        // A dongle is one serial path.
+        let e = error(&GOOD.replace(
+            "name = \"bravo\"\n",
+            "name = \"bravo\"\nkind = \"dongle\"\n",
+        ));
+        assert_eq!(e.field, "peers[0].paths");
+        assert!(e.problem.contains("exactly one serial path"), "{e}");
+
+        // Two hosts on one dongle's line.
+        let two = with_dongle("").replace(
+            "[[peers]]\nid = 100",
+            "[[peers]]\nid = 3\n  [[peers.paths]]\n  kind = \"serial\"\n  device = \"/dev/ttyS0\"\n[[peers]]\nid = 100",
+        );
+        let e = error(&two);
+        assert_eq!(e.field, "peers[2].paths[0].device");
+        assert!(e.problem.contains("nodes 2, 3"), "{e}");
     }
 
     #[test]

@@ -130,6 +130,24 @@ pub struct PeerReport {
     pub queued: usize,
     /// Its paths.
     pub paths: Vec<PathReport>,
+    /// For a dongle: its roles and its watchdog.
+    #[serde(default)]
+    pub dongle: Option<DongleReport>,
+}
+
+/// A heartbeat dongle's roles and watchdog, as this node knows them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DongleReport {
+    /// What it announced it does: `relay`, `watchdog`.
+    pub roles: Vec<String>,
+    /// The hosts it watches: this node and the host on its other port.
+    pub hosts: Vec<u16>,
+    /// The watchdog time this node provisions, in ms; `None`: no watchdog.
+    pub watchdog_ms: Option<u64>,
+    /// How long a trip holds a host's reset line, in ms; `None`: never.
+    pub reset_pulse_ms: Option<u64>,
+    /// Hosts it reported its watchdog tripped on, not re-armed since.
+    pub tripped: Vec<u16>,
 }
 
 /// One path.

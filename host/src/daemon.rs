@@ -8,10 +8,12 @@
 //! Nothing in this task waits on disk, on a CLI client or on a path: every
 //! hand-off is a bounded channel it only ever `try_send`s into.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
-use heartline_core::wire::{CAP_MAILBOX, EventCode, MAX_ENCODED_LEN, NodeKind};
+use heartline_core::wire::{
+    CAP_MAILBOX, CAP_RELAY, CAP_WATCHDOG, EventCode, MAX_ENCODED_LEN, NodeKind,
+};
 use heartline_core::{
     Endpoint, EndpointConfig, Event, FailReason, Incarnation, Instant, MessageId, NodeId,
     NodeState, PathId, PathRef, PathState, PeerConfig, Received, RemoteEvent, SendError,
@@ -21,7 +23,8 @@ use tokio::time::Instant as TokioInstant;
 use tracing::{info, warn};
 
 use crate::config::{Config, Transport};
-use crate::control::{PathReport, PeerReport, Request, Response, StatusReport};
+use crate::control::{DongleReport, PathReport, PeerReport, Request, Response, StatusReport};
+use crate::provision::{Provisioner, dongle_key};
 use crate::tcp::{self, Role, ToPath};
 
 /// The host's endpoint: up to 31 peers, 4 paths each, 64 messages queued
@@ -103,6 +106,9 @@ struct Manager {
     full_here: HashSet<u16>,
     /// Peers' mailboxes they told us are full: `(node, mailbox)`.
     full_there: HashSet<(u16, u16)>,
+    provisioner: Provisioner,
+    /// Hosts each dongle reports its watchdog tripped on, until re-armed.
+    trips: BTreeMap<u16, BTreeSet<u16>>,
 }
 
 /// Starts the communication manager and every path; returns its handle.
@@ -118,8 +124,14 @@ pub fn start(config: Config, incarnation: Incarnation) -> Result<Handle, String>
     let mut lines: HashMap<String, SharedLine> = HashMap::new();
     for peer in &config.peers {
         let timings: Vec<_> = peer.paths.iter().map(|p| p.timing).collect();
+        // A dongle shares a key of its own with this node, derived from the
+        // cluster key, so that it never holds the cluster's.
+        let key = match peer.dongle {
+            Some(_) => Some(dongle_key(&config, peer.id).map_err(|e| e.to_string())?),
+            None => None,
+        };
         endpoint
-            .add_peer(now, PeerConfig::new(peer.id), &timings)
+            .add_peer_with_key(now, PeerConfig::new(peer.id), &timings, key)
             .map_err(|e| e.to_string())?;
         for (index, spec) in peer.paths.iter().enumerate() {
             let path = PathRef {
@@ -189,6 +201,8 @@ pub fn start(config: Config, incarnation: Incarnation) -> Result<Handle, String>
         peers = config.peers.len(), "communication manager started");
     let manager = Manager {
         endpoint,
+        provisioner: Provisioner::new(&config),
+        trips: BTreeMap::new(),
         config,
         started,
         paths,
@@ -269,6 +283,9 @@ impl Manager {
             let wake = self
                 .endpoint
                 .poll_timeout()
+                .into_iter()
+                .chain(self.provisioner.next_due())
+                .min()
                 .map(|at| self.started + Duration::from_micros(at.as_micros()))
                 .unwrap_or_else(|| TokioInstant::now() + Duration::from_secs(3600));
             let wake = if keepalive.is_some() {
@@ -322,6 +339,12 @@ impl Manager {
             Request::CanTalk { node } => {
                 let _ = reply.send(Response::CanTalk {
                     reachable: self.endpoint.can_talk(NodeId(node)),
+                });
+            }
+            Request::Send { node, .. } if self.is_dongle(NodeId(node)) => {
+                let _ = reply.send(Response::Error {
+                    message: format!("node {node} is a heartbeat dongle; it has no mailboxes"),
+                    timed_out: false,
                 });
             }
             Request::Send { node, mailbox, .. } if self.full_there.contains(&(node, mailbox)) => {
@@ -387,6 +410,18 @@ impl Manager {
 
     fn drain(&mut self) {
         let now = self.now();
+        let endpoint = &self.endpoint;
+        let provisions = self
+            .provisioner
+            .poll(now, endpoint.incarnation(), |dongle| {
+                endpoint.can_talk(dongle)
+            });
+        for (path, frame) in provisions {
+            if let Some(handle) = self.paths.get(&path) {
+                // A full line loses it; another follows in a second.
+                let _ = handle.frames.try_send(ToPath::Frame(frame));
+            }
+        }
         let mut buf = [0u8; MAX_ENCODED_LEN];
         while let Some(transmit) = self.endpoint.poll_transmit(now, &mut buf) {
             if let Some(handle) = self.paths.get(&transmit.path) {
@@ -440,11 +475,29 @@ impl Manager {
                     self.full_there
                         .remove(&(from.0, u16::try_from(remote.detail).unwrap_or(u16::MAX)));
                 }
+                EventCode::WatchdogTripped => {
+                    self.trips
+                        .entry(from.0)
+                        .or_default()
+                        .insert(remote.subject.0);
+                    warn!("{event}");
+                }
+                EventCode::WatchdogRearmed => {
+                    self.trips
+                        .entry(from.0)
+                        .or_default()
+                        .remove(&remote.subject.0);
+                    info!("{event}");
+                }
                 _ => info!("{event}"),
             },
             Event::NodeDown { node } | Event::NodeRestarted { node, .. } => {
-                // Its mailboxes start afresh when it is back.
+                // Its mailboxes start afresh when it is back, and a dongle's
+                // watchdogs start idle.
                 self.full_there.retain(|(n, _)| *n != node.0);
+                if matches!(event, Event::NodeRestarted { .. }) {
+                    self.trips.remove(&node.0);
+                }
                 if matches!(event, Event::NodeDown { .. }) {
                     warn!("{event}")
                 } else {
@@ -515,10 +568,21 @@ impl Manager {
         }
     }
 
-    /// Tells every reachable peer about one of our mailboxes.
+    fn is_dongle(&self, node: NodeId) -> bool {
+        self.config
+            .peers
+            .iter()
+            .any(|p| p.id == node && p.dongle.is_some())
+    }
+
+    /// Tells every reachable host about one of our mailboxes.
     fn announce(&mut self, code: EventCode, mailbox: u16) {
         let me = self.config.node;
-        let peers: Vec<NodeId> = self.endpoint.peers().collect();
+        let peers: Vec<NodeId> = self
+            .endpoint
+            .peers()
+            .filter(|&p| !self.is_dongle(p))
+            .collect();
         for peer in peers {
             let event = RemoteEvent {
                 code,
@@ -595,6 +659,23 @@ impl Manager {
                     incarnation: peer.incarnation.map(|i| i.0),
                     queued: peer.queued,
                     paths,
+                    dongle: spec.dongle.map(|dongle| DongleReport {
+                        roles: [(CAP_RELAY, "relay"), (CAP_WATCHDOG, "watchdog")]
+                            .into_iter()
+                            .filter(|(bit, _)| peer.capabilities & bit != 0)
+                            .map(|(_, role)| role.to_string())
+                            .collect(),
+                        hosts: std::iter::once(self.config.node.0)
+                            .chain(dongle.other_host.map(|n| n.0))
+                            .collect(),
+                        watchdog_ms: dongle.watchdog.map(as_millis),
+                        reset_pulse_ms: dongle.reset_pulse.map(as_millis),
+                        tripped: self
+                            .trips
+                            .get(&spec.id.0)
+                            .map(|hosts| hosts.iter().copied().collect())
+                            .unwrap_or_default(),
+                    }),
                 })
             })
             .collect();
@@ -612,6 +693,10 @@ impl Manager {
             peers,
         }
     }
+}
+
+fn as_millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn message_response(message: Received) -> Response {

@@ -11,6 +11,7 @@ pub mod demo;
 pub mod ipc;
 #[cfg(unix)]
 pub mod local_cluster;
+pub mod provision;
 pub mod relay;
 pub mod serial;
 pub mod server;

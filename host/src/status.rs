@@ -36,6 +36,35 @@ pub fn render(report: &StatusReport) -> String {
             incarnation,
             peer.queued
         );
+        if let Some(dongle) = &peer.dongle {
+            let roles = if dongle.roles.is_empty() {
+                "-".to_string()
+            } else {
+                dongle.roles.join(", ")
+            };
+            let hosts: Vec<String> = dongle.hosts.iter().map(u16::to_string).collect();
+            let millis = |ms: Option<u64>| {
+                ms.map(|ms| {
+                    humantime::format_duration(std::time::Duration::from_millis(ms)).to_string()
+                })
+            };
+            let watchdog = match millis(dongle.watchdog_ms) {
+                Some(time) => format!("watchdog {time} over nodes {}", hosts.join(", ")),
+                None => "no watchdog".to_string(),
+            };
+            let reset = millis(dongle.reset_pulse_ms)
+                .map_or_else(|| "no reset".to_string(), |p| format!("reset pulse {p}"));
+            let tripped = if dongle.tripped.is_empty() {
+                "none tripped".to_string()
+            } else {
+                let nodes: Vec<String> = dongle.tripped.iter().map(u16::to_string).collect();
+                format!("TRIPPED on node {}", nodes.join(", "))
+            };
+            let _ = writeln!(
+                out,
+                "  dongle: roles {roles}; {watchdog}, {reset}; {tripped}"
+            );
+        }
         for path in &peer.paths {
             let rtt = path.rtt_us.map_or_else(
                 || "-".to_string(),
