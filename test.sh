@@ -50,7 +50,9 @@ size -A core/size-probe/target/thumbv7m-none-eabi/release/heartline-core-size-pr
 
 step "dongle firmware (thumbv7m-none-eabi): clippy, build, size"
 # Built from its own directory so its .cargo/config.toml picks the target.
-(cd firmware && cargo clippy --release --locked -- -D warnings && cargo build --release --locked)
+(cd firmware && cargo clippy --release --locked -- -D warnings \
+  && cargo clippy --release --locked --no-default-features --features log-rtt -- -D warnings \
+  && cargo build --release --locked)
 size -A firmware/target/thumbv7m-none-eabi/release/heartline-firmware \
   | awk '$1 == ".text" || $1 == ".rodata" || $1 == ".data" || $1 == ".bss" { printf "  %-8s %6d bytes\n", $1, $2 }'
 

@@ -15,10 +15,12 @@ use heartline::client::ask_blocking;
 use heartline::control::{Request, Response, StatusReport};
 use heartline::local_cluster::wait_for;
 use heartline::relay::Relay;
-use heartline_hw_test::{Qemu, firmware_image, heartline_binary};
+use heartline_hw_test::{DongleLog, Qemu, firmware_image, heartline_binary};
 
-/// The QEMU test image's compiled-in provisioning (firmware/src/main.rs).
-const SECRET: &[u8] = b"heartline qemu dongle test key!!";
+/// The test cluster's secret: the hosts provision the dongle with a key
+/// derived from it.
+const SECRET: &[u8] = b"heartline hw-test cluster secret";
+const CLUSTER: u32 = 4242;
 const DONGLE: u16 = 100;
 
 struct Host {
@@ -141,8 +143,8 @@ fn setup(
         let port = &ports[usize::from(node - 1)];
         let remote = if node == 1 { tcp.addr } else { listen };
         let text = format!(
-            "[cluster]\nname = \"qemu\"\nid = 4242\nkey_file = \"cluster.key\"\n[node]\nid = {node}\nname = \"host{node}\"\ncontrol_socket = \"host{node}.sock\"\nstate_dir = \"host{node}.state\"\n\
-             [[peers]]\nid = {DONGLE}\n  [[peers.paths]]\n  kind = \"serial\"\n  device = \"{port}\"\n\
+            "[cluster]\nname = \"qemu\"\nid = {CLUSTER}\nkey_file = \"cluster.key\"\n[node]\nid = {node}\nname = \"host{node}\"\ncontrol_socket = \"host{node}.sock\"\nstate_dir = \"host{node}.state\"\n\
+             [[peers]]\nid = {DONGLE}\nkind = \"dongle\"\nwatchdog = \"2s\"\nreset_pulse = \"200ms\"\n  [[peers.paths]]\n  kind = \"serial\"\n  device = \"{port}\"\n\
              [[peers]]\nid = {other}\n  [[peers.paths]]\n  kind = \"tcp\"\n  local = \"{listen}\"\n  remote = \"{remote}\"\n\
                [[peers.paths]]\n  kind = \"serial\"\n  device = \"{port}\"\n",
             port = port.display()
@@ -186,8 +188,27 @@ fn the_dongle_is_a_node_to_both_hosts_and_reports_a_dead_host() {
         );
         return;
     }
-    let qemu = Qemu::start(&image).unwrap();
-    check_dongle(&binary, &qemu.ports, true);
+    let mut qemu = Qemu::start(&image).unwrap();
+    qemu.log
+        .wait_for("unprovisioned, waiting for a host", Duration::from_secs(10))
+        .unwrap();
+    check_dongle(&binary, &qemu.ports, Some(&qemu.log));
+    let (_, stack) = qemu
+        .log
+        .wait_for("stack high-water mark", Duration::from_secs(5))
+        .unwrap();
+    let peak = qemu
+        .log
+        .lines()
+        .into_iter()
+        .rfind(|l| l.contains("stack high-water mark"))
+        .unwrap_or(stack);
+    eprintln!("dongle: {peak}");
+    eprintln!(
+        "the dongle's whole log:\n  {}",
+        qemu.log.lines().join("\n  ")
+    );
+    assert!(qemu.running(), "the dongle did not reset or crash");
 }
 
 /// The same checks against a real board whose two serial ports are cabled
@@ -210,14 +231,16 @@ fn a_real_board_passes_the_same_checks() {
         );
         return;
     };
-    check_dongle(&binary, &[PathBuf::from(a), PathBuf::from(b)], false);
+    check_dongle(&binary, &[PathBuf::from(a), PathBuf::from(b)], None);
 }
 
-/// Two hosts on the dongle's two ports: the dongle is a node to both, the
-/// path through it carries heartbeats and mailboxes and keeps the hosts up
-/// without their TCP path, and a dead host trips the watchdog. `emulated`:
-/// the ports are QEMU ptys, which must be drained while a host is down.
-fn check_dongle(binary: &Path, ports: &[PathBuf; 2], emulated: bool) {
+/// Two hosts on the dongle's two ports: they provision it, the dongle is a
+/// node to both, the path through it carries heartbeats and mailboxes and
+/// keeps the hosts up without their TCP path, and a dead host trips the
+/// watchdog. `dongle_log`: the emulated dongle's log, whose ports are QEMU
+/// ptys that must be drained while a host is down.
+fn check_dongle(binary: &Path, ports: &[PathBuf; 2], dongle_log: Option<&DongleLog>) {
+    let emulated = dongle_log.is_some();
     let dir = tempfile::tempdir().unwrap();
     let listen = TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -242,6 +265,32 @@ fn check_dongle(binary: &Path, ports: &[PathBuf; 2], emulated: bool) {
         .unwrap();
     assert_eq!(dongle.kind.as_deref(), Some("dongle"));
     assert_eq!(dongle.name, "dongle");
+    let report = dongle.dongle.unwrap();
+    assert_eq!(report.roles, ["relay", "watchdog"]);
+    assert_eq!(report.hosts, [2, 1]);
+    assert_eq!(report.watchdog_ms, Some(2_000));
+    assert_eq!(report.reset_pulse_ms, Some(200));
+    assert!(report.tripped.is_empty());
+    let to_dongle = Request::Send {
+        node: DONGLE,
+        mailbox: 1,
+        payload: b"hello dongle".to_vec(),
+        timeout_ms: 1_000,
+    };
+    match ask_blocking(&a.socket, to_dongle).unwrap() {
+        Response::Error { message, .. } => assert!(message.contains("no mailboxes"), "{message}"),
+        other => panic!("a message to the dongle was not refused: {other:?}"),
+    }
+    if let Some(log) = dongle_log {
+        let (_, line) = log
+            .wait_for("provisioned by host", Duration::from_secs(1))
+            .unwrap();
+        eprintln!("dongle: {line}");
+        assert!(
+            line.contains(&format!("node {DONGLE} of cluster {CLUSTER}")),
+            "{line}"
+        );
+    }
 
     // Host A - dongle - host B is a path of its own.
     wait_for(
@@ -296,17 +345,45 @@ fn check_dongle(binary: &Path, ports: &[PathBuf; 2], emulated: bool) {
         "node 100 reports its watchdog tripped on node 1",
         Duration::from_secs(10),
     );
-    let report = b
-        .log()
-        .lines()
-        .find(|l| l.contains("watchdog tripped"))
-        .unwrap_or_default()
-        .to_string();
     eprintln!(
-        "host A killed; {:?} later host B had logged: {report}",
+        "host A killed; {:?} later host B had logged the dongle's report",
         killed.elapsed()
     );
+    if let Some(log) = dongle_log {
+        let (tripped_at, line) = log
+            .wait_for("watchdog tripped for host 1", Duration::from_secs(1))
+            .unwrap();
+        // Host A's last heartbeat left at most one interval (100 ms) before
+        // the kill.
+        eprintln!(
+            "dongle: {line}; logged {:?} after the kill (watchdog 2 s)",
+            tripped_at.duration_since(killed)
+        );
+        let (asserted_at, _) = log
+            .wait_for(
+                "reset output of the host on UART0 asserted",
+                Duration::from_secs(1),
+            )
+            .unwrap();
+        let (released_at, _) = log
+            .wait_for(
+                "reset output of the host on UART0 released",
+                Duration::from_secs(2),
+            )
+            .unwrap();
+        eprintln!(
+            "dongle: reset output of host A held {:?} (pulse 200 ms)",
+            released_at.duration_since(asserted_at)
+        );
+    }
     assert!(b.sees(1, "down"), "host B also sees host A down");
+    let tripped = b
+        .status()
+        .and_then(|s| s.peers.into_iter().find(|p| p.node == DONGLE))
+        .and_then(|p| p.dongle)
+        .map(|d| d.tripped)
+        .unwrap_or_default();
+    assert_eq!(tripped, [1], "host B's status shows the trip");
 
     drop(drain);
     a.start();
@@ -314,4 +391,8 @@ fn check_dongle(binary: &Path, ports: &[PathBuf; 2], emulated: bool) {
         "node 100 reports its watchdog re-armed on node 1",
         Duration::from_secs(20),
     );
+    if let Some(log) = dongle_log {
+        log.wait_for("watchdog re-armed: host 1", Duration::from_secs(1))
+            .unwrap();
+    }
 }
