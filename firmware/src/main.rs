@@ -58,17 +58,22 @@ fn main() -> ! {
     loop {
         let now = board.now();
         for port in 0..PORTS {
-            let n = {
-                let uart = &mut board.uarts[port];
-                uart.poll();
-                let Ok(n) = uart.read(&mut chunk);
-                n
-            };
-            dongle.handle_bytes(now, port, &chunk[..n], |to, frame| {
-                if !relay(&mut board.uarts[to], frame) {
-                    dropped[to] = dropped[to].wrapping_add(1);
+            loop {
+                let n = {
+                    let uart = &mut board.uarts[port];
+                    uart.poll();
+                    let Ok(n) = uart.read(&mut chunk);
+                    n
+                };
+                if n == 0 {
+                    break;
                 }
-            });
+                dongle.handle_bytes(now, port, &chunk[..n], |to, frame| {
+                    if !relay(&mut board.uarts[to], frame) {
+                        dropped[to] = dropped[to].wrapping_add(1);
+                    }
+                });
+            }
         }
         dongle.handle_timeout(now);
         while let Some(note) = dongle.poll_note() {

@@ -414,7 +414,8 @@ impl Manager {
         let provisions = self
             .provisioner
             .poll(now, endpoint.incarnation(), |dongle| {
-                endpoint.can_talk(dongle)
+                let incarnation = endpoint.peer(dongle).and_then(|p| p.incarnation);
+                (endpoint.can_talk(dongle), incarnation)
             });
         for (path, frame) in provisions {
             if let Some(handle) = self.paths.get(&path) {

@@ -86,18 +86,20 @@ impl Provisioner {
         self.attachments.iter().map(|a| a.next).min()
     }
 
-    /// The provision frames due at `now` for dongles `is_up` says are not
-    /// up: each with the path to send it on.
+    /// The provision frames due at `now` for dongles that are not up: each
+    /// with the path to send it on. `dongle` tells whether a dongle is up
+    /// and its run as last heard.
     pub fn poll(
         &mut self,
         now: Instant,
         incarnation: Incarnation,
-        is_up: impl Fn(NodeId) -> bool,
+        dongle: impl Fn(NodeId) -> (bool, Option<Incarnation>),
     ) -> Vec<(PathRef, Vec<u8>)> {
         let mut frames = Vec::new();
         for attachment in &mut self.attachments {
-            let dongle = attachment.path.node;
-            if is_up(dongle) {
+            let id = attachment.path.node;
+            let (up, known) = dongle(id);
+            if up {
                 attachment.announced = false;
                 attachment.next = now + PROVISION_EVERY;
                 continue;
@@ -110,7 +112,7 @@ impl Provisioner {
                 attachment.announced = true;
                 info!(
                     "dongle {} on {} is not up: sending it its provisioning every {} ms until it answers",
-                    dongle.0,
+                    id.0,
                     attachment.device,
                     PROVISION_EVERY.as_millis()
                 );
@@ -121,7 +123,7 @@ impl Provisioner {
                 path: attachment.path.path,
                 cluster: self.cluster,
                 src: self.node,
-                dst: dongle,
+                dst: id,
                 src_incarnation: incarnation,
                 dst_incarnation: Incarnation::UNKNOWN,
                 seq: self.seq,
@@ -130,9 +132,12 @@ impl Provisioner {
                 d.map_or(0, |d| u32::try_from(d.as_millis()).unwrap_or(u32::MAX))
             };
             let body = Provision {
-                // The dongle keeps nothing across a reset: the clock gives
-                // each provisioning a larger run than the last.
-                incarnation: unix_seconds().max(1),
+                // The dongle keeps nothing across a reset: its next run must
+                // be larger than any this node heard, and than any the
+                // other host heard (the clock).
+                incarnation: unix_seconds()
+                    .max(known.map_or(0, |k| k.0.saturating_add(1)))
+                    .max(1),
                 other_host: attachment.spec.other_host.unwrap_or(NodeId(0)),
                 secret: &attachment.secret,
                 interval_ms: u32::try_from(attachment.timing.interval.as_millis())

@@ -6,8 +6,15 @@
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::time::{Duration, Instant};
+
+use heartline_core::dongle::{dongle_secret, encode_provision};
+use heartline_core::wire::{
+    self, FrameReader, Header, Heartbeat, Key, Kind, MAX_ENCODED_LEN, Message, Provision,
+};
+use heartline_core::{ClusterId, Incarnation, NodeId, PathId};
 
 /// The firmware image `./test.sh` builds.
 pub fn firmware_image() -> PathBuf {
@@ -82,6 +89,8 @@ pub struct Qemu {
     pub ports: [PathBuf; 2],
     /// The dongle's decoded log.
     pub log: DongleLog,
+    monitor: PathBuf,
+    _dir: tempfile::TempDir,
 }
 
 impl Qemu {
@@ -93,6 +102,8 @@ impl Qemu {
         let table = defmt_decoder::Table::parse(&elf)
             .map_err(|e| format!("cannot read the defmt table of {}: {e}", image.display()))?
             .ok_or_else(|| format!("{} has no defmt table", image.display()))?;
+        let dir = tempfile::tempdir().map_err(|e| format!("cannot make a directory: {e}"))?;
+        let monitor = dir.path().join("monitor.sock");
         let mut child = Command::new("qemu-system-arm")
             .args([
                 "-machine",
@@ -100,16 +111,13 @@ impl Qemu {
                 "-display",
                 "none",
                 "-monitor",
-                "none",
+                &format!("unix:{},server=on,wait=off", monitor.display()),
                 "-semihosting-config",
                 "enable=on,target=native",
                 "-serial",
                 "pty",
                 "-serial",
                 "pty",
-                // A reset (the panic handler's) ends QEMU rather than
-                // rebooting it, so a test sees it.
-                "-no-reboot",
                 "-kernel",
             ])
             .arg(image)
@@ -162,18 +170,296 @@ impl Qemu {
                 }
             }
         });
-        Ok(Qemu { child, ports, log })
+        Ok(Qemu {
+            child,
+            ports,
+            log,
+            monitor,
+            _dir: dir,
+        })
     }
 
-    /// Whether QEMU is still running (a reset or a crash ends it).
-    pub fn running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
+    /// Times the firmware has booted (a panic resets it, so more boots than
+    /// resets asked for means a crash).
+    pub fn boots(&self) -> usize {
+        self.log
+            .lines()
+            .iter()
+            .filter(|l| l.contains(BOOT_LINE))
+            .count()
+    }
+
+    /// Resets the board, as its reset button would: the dongle forgets its
+    /// provisioning.
+    pub fn reset(&self) -> Result<(), String> {
+        use std::io::Write;
+        let mut monitor = std::os::unix::net::UnixStream::connect(&self.monitor)
+            .map_err(|e| format!("cannot reach QEMU's monitor: {e}"))?;
+        monitor
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .map_err(|e| e.to_string())?;
+        monitor
+            .write_all(b"system_reset\n")
+            .map_err(|e| format!("cannot talk to QEMU's monitor: {e}"))?;
+        // The monitor prompts once on connecting and again once the command
+        // has run.
+        let mut said = Vec::new();
+        let mut buf = [0u8; 256];
+        while said.windows(6).filter(|w| w == b"(qemu)").count() < 2 {
+            let n = monitor
+                .read(&mut buf)
+                .map_err(|e| format!("QEMU's monitor did not answer: {e}"))?;
+            if n == 0 {
+                break;
+            }
+            said.extend_from_slice(&buf[..n]);
+        }
+        Ok(())
     }
 }
+
+/// What the firmware logs when it boots.
+pub const BOOT_LINE: &str = "up: unprovisioned, waiting for a host";
 
 impl Drop for Qemu {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Opens a serial device (or pty) raw at `baud`.
+fn open_line(device: &Path, baud: u32) -> Result<Box<dyn serialport::SerialPort>, String> {
+    serialport::new(device.to_string_lossy(), baud)
+        .timeout(Duration::from_millis(50))
+        .open()
+        .map_err(|e| format!("cannot open {}: {e}", device.display()))
+}
+
+/// Reads `line` on a thread until `stop` is set, sending the arrival time
+/// of every frame from `src` to `dst` that decodes under `key`; every other
+/// frame is read and ignored, so the line never pushes back on its sender.
+fn watch_arrivals(
+    mut line: Box<dyn serialport::SerialPort>,
+    route: (NodeId, NodeId),
+    key: Key,
+    cluster: ClusterId,
+    stop: Arc<AtomicBool>,
+) -> mpsc::Receiver<Instant> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut reader = FrameReader::<MAX_ENCODED_LEN>::new();
+        let mut buf = [0u8; 1024];
+        while !stop.load(Ordering::Relaxed) {
+            let n = match line.read(&mut buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => continue,
+                Err(_) => break,
+            };
+            reader.push(&buf[..n], |frame| {
+                let Ok(frame) = frame else { return };
+                if wire::route_of(frame) == Some(route)
+                    && wire::decode(frame, &key, cluster).is_ok()
+                {
+                    let _ = tx.send(Instant::now());
+                }
+            });
+        }
+    });
+    rx
+}
+
+/// `count` heartbeat frames from `src` to `dst` under `key`, back to back.
+fn heartbeats(src: NodeId, dst: NodeId, key: &Key, cluster: ClusterId, count: usize) -> Vec<u8> {
+    let mut stream = Vec::new();
+    let mut out = [0u8; MAX_ENCODED_LEN];
+    for seq in 1..=count as u64 {
+        let header = Header {
+            kind: Kind::Heartbeat,
+            path: PathId(0),
+            cluster,
+            src,
+            dst,
+            src_incarnation: Incarnation(1),
+            dst_incarnation: Incarnation::UNKNOWN,
+            seq,
+        };
+        let beat = Message::Heartbeat(Heartbeat {
+            sent_at: seq,
+            echo: 0,
+            echo_age: 0,
+        });
+        if let Ok(len) = wire::encode(&header, &beat, key, &mut out) {
+            stream.extend_from_slice(&out[..len]);
+        }
+    }
+    stream
+}
+
+/// Frames through a line and how fast they went.
+#[derive(Debug, Clone, Copy)]
+pub struct LineRun {
+    /// Frames written.
+    pub sent: usize,
+    /// Frames that came out intact.
+    pub intact: usize,
+    /// Bytes of each frame on the wire, delimiter included.
+    pub frame_len: usize,
+    /// From the first intact frame to the last.
+    pub elapsed: Duration,
+    /// The line speed, in baud.
+    pub baud: u32,
+}
+
+impl LineRun {
+    /// Intact frames per second, first to last.
+    pub fn per_second(&self) -> f64 {
+        let seconds = self.elapsed.as_secs_f64();
+        if seconds > 0.0 {
+            (self.intact.saturating_sub(1)) as f64 / seconds
+        } else {
+            0.0
+        }
+    }
+
+    /// The most frames of this size a line at `baud` carries per second
+    /// (8N1: ten bits a byte).
+    pub fn line_limit(&self) -> f64 {
+        f64::from(self.baud) / 10.0 / self.frame_len as f64
+    }
+}
+
+/// Writes `frames` heartbeat frames from `src` to `dst` into `out_line` and
+/// counts what comes out of `in_line` (the same device for a looped cable).
+fn run_frames(
+    out_line: &mut dyn serialport::SerialPort,
+    in_line: Box<dyn serialport::SerialPort>,
+    (src, dst): (NodeId, NodeId),
+    baud: u32,
+    frames: usize,
+) -> Result<LineRun, String> {
+    let key = Key::new(b"heartline hw-test line test key!").map_err(|e| e.to_string())?;
+    let cluster = ClusterId(4242);
+    let stop = Arc::new(AtomicBool::new(false));
+    let arrivals = watch_arrivals(in_line, (src, dst), key.clone(), cluster, stop.clone());
+    let stream = heartbeats(src, dst, &key, cluster, frames);
+    let frame_len = stream.len() / frames.max(1);
+    out_line
+        .write_all(&stream)
+        .map_err(|e| format!("writing the frames: {e}"))?;
+    // Until every frame is in, or the line has been quiet for longer than
+    // the whole stream takes at its speed (and a second more): the rest
+    // were lost.
+    let quiet = Duration::from_secs_f64(stream.len() as f64 * 10.0 / f64::from(baud))
+        + Duration::from_secs(1);
+    let (mut first, mut last, mut intact) = (None, None, 0);
+    while intact < frames {
+        let Ok(at) = arrivals.recv_timeout(quiet) else {
+            break;
+        };
+        first.get_or_insert(at);
+        last = Some(at);
+        intact += 1;
+    }
+    stop.store(true, Ordering::Relaxed);
+    Ok(LineRun {
+        sent: frames,
+        intact,
+        frame_len,
+        elapsed: match (first, last) {
+            (Some(first), Some(last)) => last - first,
+            _ => Duration::ZERO,
+        },
+        baud,
+    })
+}
+
+/// A looped cable (transmit wired to receive) on `device`: every frame
+/// written comes back intact, at what rate.
+pub fn check_loopback(device: &Path, baud: u32, frames: usize) -> Result<LineRun, String> {
+    let mut line = open_line(device, baud)?;
+    let reader = line
+        .try_clone()
+        .map_err(|e| format!("cannot share {}: {e}", device.display()))?;
+    run_frames(&mut *line, reader, (NodeId(1), NodeId(2)), baud, frames)
+}
+
+/// The dongle's relay: provisions it from port A as host 1 (with host 2
+/// beyond, no watchdog), then writes `frames` frames from host 1 to host 2
+/// into port A and counts those that come out of port B.
+pub fn measure_relay(
+    ports: &[PathBuf; 2],
+    baud: u32,
+    provisioning: &ProvisionAs,
+    frames: usize,
+) -> Result<LineRun, String> {
+    let mut a = open_line(&ports[0], baud)?;
+    let b = open_line(&ports[1], baud)?;
+    // The dongle also heartbeats to host 1; read and drop it, or a pty
+    // would push back on the dongle.
+    let stop = Arc::new(AtomicBool::new(false));
+    let drain = {
+        let mut a = a
+            .try_clone()
+            .map_err(|e| format!("cannot share {}: {e}", ports[0].display()))?;
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 1024];
+            while !stop.load(Ordering::Relaxed) {
+                let _ = a.read(&mut buf);
+            }
+        })
+    };
+    a.write_all(&provisioning.frame()?)
+        .map_err(|e| format!("writing the provisioning: {e}"))?;
+    let run = run_frames(&mut *a, b, (NodeId(1), NodeId(2)), baud, frames);
+    stop.store(true, Ordering::Relaxed);
+    let _ = drain.join();
+    run
+}
+
+/// A provisioning the harness sends as host 1 on the dongle's port A.
+#[derive(Debug, Clone)]
+pub struct ProvisionAs {
+    /// The cluster.
+    pub cluster: u32,
+    /// The cluster's secret, from which the dongle's is derived.
+    pub cluster_secret: Vec<u8>,
+    /// The dongle's node id.
+    pub dongle: u16,
+}
+
+impl ProvisionAs {
+    fn frame(&self) -> Result<Vec<u8>, String> {
+        let key = Key::new(&self.cluster_secret).map_err(|e| e.to_string())?;
+        let cluster = ClusterId(self.cluster);
+        let secret = dongle_secret(&key, cluster, NodeId(self.dongle));
+        // Later than any run a host daemon gave it: the clock, plus a margin.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX));
+        let header = Header {
+            kind: Kind::Provision,
+            path: PathId(0),
+            cluster,
+            src: NodeId(1),
+            dst: NodeId(self.dongle),
+            src_incarnation: Incarnation(now.saturating_add(1_000)),
+            dst_incarnation: Incarnation::UNKNOWN,
+            seq: 1,
+        };
+        let body = Provision {
+            incarnation: now.saturating_add(1_000),
+            other_host: NodeId(2),
+            secret: &secret,
+            interval_ms: 100,
+            misses: 5,
+            rise: 2,
+            watchdog_ms: 0,
+            reset_pulse_ms: 0,
+        };
+        let mut out = [0u8; MAX_ENCODED_LEN];
+        let len = encode_provision(&header, &body, &mut out).map_err(|e| e.to_string())?;
+        Ok(out[..len].to_vec())
     }
 }

@@ -15,7 +15,10 @@ use heartline::client::ask_blocking;
 use heartline::control::{Request, Response, StatusReport};
 use heartline::local_cluster::wait_for;
 use heartline::relay::Relay;
-use heartline_hw_test::{DongleLog, Qemu, firmware_image, heartline_binary};
+use heartline_hw_test::{
+    BOOT_LINE, DongleLog, LineRun, ProvisionAs, Qemu, check_loopback, firmware_image,
+    heartline_binary, measure_relay,
+};
 
 /// The test cluster's secret: the hosts provision the dongle with a key
 /// derived from it.
@@ -73,6 +76,13 @@ impl Host {
             .and_then(|s| s.peers.into_iter().find(|p| p.node == node))
             .and_then(|p| p.paths.into_iter().nth(index))
             .map_or_else(|| "unknown".into(), |p| p.state)
+    }
+
+    /// The dongle's run, as this host last heard it.
+    fn dongle_incarnation(&self) -> Option<u32> {
+        self.status()
+            .and_then(|s| s.peers.into_iter().find(|p| p.node == DONGLE))
+            .and_then(|p| p.incarnation)
     }
 
     fn sees(&self, node: u16, state: &str) -> bool {
@@ -177,38 +187,173 @@ fn the_dongle_is_a_node_to_both_hosts_and_reports_a_dead_host() {
         );
         return;
     }
-    if Command::new("qemu-system-arm")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .status()
-        .is_err()
-    {
+    if !qemu_installed() {
         eprintln!(
             "SKIPPED: qemu-system-arm is not installed (./test.sh installs it); the QEMU test did not run"
         );
         return;
     }
-    let mut qemu = Qemu::start(&image).unwrap();
+    let qemu = Qemu::start(&image).unwrap();
     qemu.log
-        .wait_for("unprovisioned, waiting for a host", Duration::from_secs(10))
+        .wait_for(BOOT_LINE, Duration::from_secs(10))
         .unwrap();
-    check_dongle(&binary, &qemu.ports, Some(&qemu.log));
-    let (_, stack) = qemu
-        .log
-        .wait_for("stack high-water mark", Duration::from_secs(5))
-        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let hosts = check_dongle(dir.path(), &binary, &qemu.ports, Some(&qemu.log));
+
+    // A reset board forgets its provisioning; the hosts give it back.
+    let before = hosts[1].dongle_incarnation();
+    let reset = std::time::Instant::now();
+    qemu.reset().unwrap();
+    wait_for(Duration::from_secs(10), "the dongle to boot again", || {
+        qemu.boots() == 2
+    })
+    .unwrap();
+    wait_for(
+        Duration::from_secs(10),
+        "the dongle provisioned again and up at both hosts",
+        || {
+            qemu.log
+                .lines()
+                .iter()
+                .filter(|l| l.contains("provisioned by host"))
+                .count()
+                == 2
+                && hosts.iter().all(|h| h.sees(DONGLE, "up"))
+                && hosts[1].dongle_incarnation() > before
+        },
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}; host B: {:?}; the dongle's log:\n  {}",
+            hosts[1].status(),
+            qemu.log.lines().join("\n  ")
+        )
+    });
+    eprintln!(
+        "dongle reset; provisioned again and up at both hosts {:?} later",
+        reset.elapsed()
+    );
+    drop(hosts);
+
     let peak = qemu
         .log
         .lines()
-        .into_iter()
-        .rfind(|l| l.contains("stack high-water mark"))
-        .unwrap_or(stack);
-    eprintln!("dongle: {peak}");
+        .iter()
+        .filter_map(|l| {
+            let (_, rest) = l.split_once("stack high-water mark ")?;
+            rest.split_whitespace().next()?.parse::<usize>().ok()
+        })
+        .max()
+        .unwrap_or_default();
+    eprintln!("dongle: peak stack over the run {peak} bytes");
     eprintln!(
         "the dongle's whole log:\n  {}",
         qemu.log.lines().join("\n  ")
     );
-    assert!(qemu.running(), "the dongle did not reset or crash");
+    assert!(
+        !qemu.log.lines().iter().any(|l| l.contains("panic")),
+        "the dongle panicked"
+    );
+    assert_eq!(qemu.boots(), 2, "the dongle booted only when reset");
+}
+
+#[test]
+fn the_dongle_relays_frames_between_its_ports() {
+    let image = firmware_image();
+    if !image.exists() || !qemu_installed() {
+        eprintln!(
+            "SKIPPED: needs the firmware image ({}) and qemu-system-arm (./test.sh provides both)",
+            image.display()
+        );
+        return;
+    }
+    let qemu = Qemu::start(&image).unwrap();
+    qemu.log
+        .wait_for(BOOT_LINE, Duration::from_secs(10))
+        .unwrap();
+    let run = measure_relay(&qemu.ports, 115_200, &provisioning(), 2_000).unwrap();
+    report_relay("QEMU (the emulated UART has no line rate)", &run);
+    assert_eq!(run.intact, run.sent, "every frame relayed intact");
+}
+
+fn provisioning() -> ProvisionAs {
+    ProvisionAs {
+        cluster: CLUSTER,
+        cluster_secret: SECRET.to_vec(),
+        dongle: DONGLE,
+    }
+}
+
+fn report_relay(what: &str, run: &LineRun) {
+    eprintln!(
+        "relay, {what}: {} of {} frames of {} bytes intact, {:.0} frames/s; a {} baud line carries at most {:.0} frames/s of this size",
+        run.intact,
+        run.sent,
+        run.frame_len,
+        run.per_second(),
+        run.baud,
+        run.line_limit()
+    );
+}
+
+fn qemu_installed() -> bool {
+    Command::new("qemu-system-arm")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+/// A looped cable: what one serial port writes comes back to it. Checked
+/// on a pty looped through socat (always), and on a real port with a
+/// loopback plug when `HEARTLINE_HW_LOOPBACK` names it.
+#[test]
+fn a_looped_line_returns_every_frame() {
+    let baud = std::env::var("HEARTLINE_HW_BAUD")
+        .ok()
+        .and_then(|b| b.parse().ok())
+        .unwrap_or(115_200);
+    match std::env::var_os("HEARTLINE_HW_LOOPBACK") {
+        Some(device) => {
+            let run = check_loopback(Path::new(&device), baud, 500).unwrap();
+            report_loopback(&device.to_string_lossy(), &run);
+            assert_eq!(run.intact, run.sent, "every frame came back intact");
+        }
+        None => eprintln!(
+            "SKIPPED: real-hardware loopback: set HEARTLINE_HW_LOOPBACK to a serial device with a loopback plug"
+        ),
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let device = dir.path().join("looped");
+    let Ok(socat) = Command::new("socat")
+        .arg(format!("pty,raw,echo=0,link={}", device.display()))
+        .arg("exec:cat")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+    else {
+        eprintln!(
+            "SKIPPED: socat is not installed (./test.sh installs it); the emulated loopback did not run"
+        );
+        return;
+    };
+    let _socat = Drain(socat);
+    wait_for(Duration::from_secs(5), "socat's pty", || device.exists()).unwrap();
+    let run = check_loopback(&device, baud, 500).unwrap();
+    report_loopback("a pty looped through socat", &run);
+    assert_eq!(run.intact, run.sent, "every frame came back intact");
+}
+
+fn report_loopback(what: &str, run: &LineRun) {
+    eprintln!(
+        "loopback, {what}: {} of {} frames of {} bytes back intact, {:.0} frames/s (a {} baud line carries at most {:.0})",
+        run.intact,
+        run.sent,
+        run.frame_len,
+        run.per_second(),
+        run.baud,
+        run.line_limit()
+    );
 }
 
 /// The same checks against a real board whose two serial ports are cabled
@@ -231,7 +376,12 @@ fn a_real_board_passes_the_same_checks() {
         );
         return;
     };
-    check_dongle(&binary, &[PathBuf::from(a), PathBuf::from(b)], None);
+    let ports = [PathBuf::from(a), PathBuf::from(b)];
+    let dir = tempfile::tempdir().unwrap();
+    drop(check_dongle(dir.path(), &binary, &ports, None));
+    let run = measure_relay(&ports, 115_200, &provisioning(), 1_000).unwrap();
+    report_relay("real board at 115200 baud", &run);
+    assert_eq!(run.intact, run.sent, "every frame relayed intact");
 }
 
 /// Two hosts on the dongle's two ports: they provision it, the dongle is a
@@ -239,15 +389,19 @@ fn a_real_board_passes_the_same_checks() {
 /// keeps the hosts up without their TCP path, and a dead host trips the
 /// watchdog. `dongle_log`: the emulated dongle's log, whose ports are QEMU
 /// ptys that must be drained while a host is down.
-fn check_dongle(binary: &Path, ports: &[PathBuf; 2], dongle_log: Option<&DongleLog>) {
+fn check_dongle(
+    dir: &Path,
+    binary: &Path,
+    ports: &[PathBuf; 2],
+    dongle_log: Option<&DongleLog>,
+) -> [Host; 2] {
     let emulated = dongle_log.is_some();
-    let dir = tempfile::tempdir().unwrap();
     let listen = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap();
     let tcp = Relay::start(listen).unwrap();
-    let [mut a, mut b] = setup(dir.path(), binary, ports, listen, &tcp);
+    let [mut a, mut b] = setup(dir, binary, ports, listen, &tcp);
     a.start();
     b.start();
     wait_for(
@@ -395,4 +549,5 @@ fn check_dongle(binary: &Path, ports: &[PathBuf; 2], dongle_log: Option<&DongleL
         log.wait_for("watchdog re-armed: host 1", Duration::from_secs(1))
             .unwrap();
     }
+    [a, b]
 }
