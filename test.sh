@@ -42,7 +42,7 @@ step "heartline-core on thumbv7m-none-eabi: no std, no alloc (plain and with def
 cargo build -p heartline-core --target thumbv7m-none-eabi --release --locked
 cargo build -p heartline-core --target thumbv7m-none-eabi --release --locked --features defmt
 
-step "size probe: the core in a minimal Cortex-M3 program (opt-level s)"
+step "size probe: the core in a minimal Cortex-M3 program (opt-level z, compact SHA-256)"
 # Built from its own directory so its .cargo/config.toml picks the target.
 (cd core/size-probe && cargo build --release --locked)
 size -A core/size-probe/target/thumbv7m-none-eabi/release/heartline-core-size-probe \

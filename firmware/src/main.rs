@@ -35,8 +35,8 @@ use static_cell::StaticCell;
 /// loop's buffers.
 static DONGLE: StaticCell<Dongle> = StaticCell::new();
 
-/// How often the stack's high-water mark is checked and, when it grew,
-/// logged.
+/// How often the stack's high-water mark and the relay's dropped frames
+/// are checked and, when they grew, logged.
 const STACK_CHECK: Duration = Duration::from_secs(1);
 
 #[entry]
@@ -53,6 +53,7 @@ fn main() -> ! {
     let mut out = [0u8; MAX_ENCODED_LEN];
     let mut resets = [false; PORTS];
     let mut dropped = [0u32; PORTS];
+    let mut dropped_reported = dropped;
     let mut stack_peak = 0;
     let mut next_stack_check = Instant::ZERO;
     loop {
@@ -97,14 +98,20 @@ fn main() -> ! {
         }
         if now >= next_stack_check {
             next_stack_check = now + STACK_CHECK;
+            if dropped != dropped_reported {
+                dropped_reported = dropped;
+                defmt::warn!(
+                    "relay: {} frames dropped so far for a full line (UART0, UART1)",
+                    dropped
+                );
+            }
             let used = board::stack_high_water();
             if used > stack_peak {
                 stack_peak = used;
                 defmt::info!(
-                    "stack high-water mark {=usize} bytes; relayed {} frames, dropped {} for a full line",
+                    "stack high-water mark {=usize} bytes; {} frames relayed so far (to UART0, UART1)",
                     used,
-                    [dongle.relayed(0), dongle.relayed(1)],
-                    dropped
+                    [dongle.relayed(0), dongle.relayed(1)]
                 );
             }
         }

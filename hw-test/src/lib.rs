@@ -6,7 +6,7 @@
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
@@ -245,9 +245,9 @@ fn watch_arrivals(
     key: Key,
     cluster: ClusterId,
     stop: Arc<AtomicBool>,
-) -> mpsc::Receiver<Instant> {
+) -> (mpsc::Receiver<Instant>, std::thread::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
+    let reader = std::thread::spawn(move || {
         let mut reader = FrameReader::<MAX_ENCODED_LEN>::new();
         let mut buf = [0u8; 1024];
         while !stop.load(Ordering::Relaxed) {
@@ -266,7 +266,7 @@ fn watch_arrivals(
             });
         }
     });
-    rx
+    (rx, reader)
 }
 
 /// `count` heartbeat frames from `src` to `dst` under `key`, back to back.
@@ -296,6 +296,17 @@ fn heartbeats(src: NodeId, dst: NodeId, key: &Key, cluster: ClusterId, count: us
     stream
 }
 
+/// How the frames are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feed {
+    /// All at once, as fast as the line takes them.
+    AtOnce,
+    /// One at a time at the line rate of the run's baud, as a host on a
+    /// real line at that speed would send them (a pty has no line rate of
+    /// its own).
+    AtLineRate,
+}
+
 /// Frames through a line and how fast they went.
 #[derive(Debug, Clone, Copy)]
 pub struct LineRun {
@@ -305,18 +316,19 @@ pub struct LineRun {
     pub intact: usize,
     /// Bytes of each frame on the wire, delimiter included.
     pub frame_len: usize,
-    /// From the first intact frame to the last.
+    /// From the first byte written to the last intact frame read.
     pub elapsed: Duration,
     /// The line speed, in baud.
     pub baud: u32,
 }
 
 impl LineRun {
-    /// Intact frames per second, first to last.
+    /// Intact frames per second, from the first byte written to the last
+    /// frame read.
     pub fn per_second(&self) -> f64 {
         let seconds = self.elapsed.as_secs_f64();
         if seconds > 0.0 {
-            (self.intact.saturating_sub(1)) as f64 / seconds
+            self.intact as f64 / seconds
         } else {
             0.0
         }
@@ -329,6 +341,21 @@ impl LineRun {
     }
 }
 
+impl std::fmt::Display for LineRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} of {} frames of {} bytes intact, {:.0} frames/s; a {} baud line carries at most {:.0} frames/s of this size",
+            self.intact,
+            self.sent,
+            self.frame_len,
+            self.per_second(),
+            self.baud,
+            self.line_limit()
+        )
+    }
+}
+
 /// Writes `frames` heartbeat frames from `src` to `dst` into `out_line` and
 /// counts what comes out of `in_line` (the same device for a looped cable).
 fn run_frames(
@@ -337,39 +364,54 @@ fn run_frames(
     (src, dst): (NodeId, NodeId),
     baud: u32,
     frames: usize,
+    feed: Feed,
 ) -> Result<LineRun, String> {
     let key = Key::new(b"heartline hw-test line test key!").map_err(|e| e.to_string())?;
     let cluster = ClusterId(4242);
     let stop = Arc::new(AtomicBool::new(false));
-    let arrivals = watch_arrivals(in_line, (src, dst), key.clone(), cluster, stop.clone());
+    let (arrivals, reader) =
+        watch_arrivals(in_line, (src, dst), key.clone(), cluster, stop.clone());
     let stream = heartbeats(src, dst, &key, cluster, frames);
     let frame_len = stream.len() / frames.max(1);
-    out_line
-        .write_all(&stream)
-        .map_err(|e| format!("writing the frames: {e}"))?;
+    let started = Instant::now();
+    match feed {
+        Feed::AtOnce => out_line
+            .write_all(&stream)
+            .map_err(|e| format!("writing the frames: {e}"))?,
+        Feed::AtLineRate => {
+            // One frame each time the line would have finished the last.
+            let frame_time = Duration::from_secs_f64(frame_len as f64 * 10.0 / f64::from(baud));
+            for (i, frame) in stream.chunks(frame_len.max(1)).enumerate() {
+                let due = started + frame_time * u32::try_from(i).unwrap_or(u32::MAX);
+                std::thread::sleep(due.saturating_duration_since(Instant::now()));
+                out_line
+                    .write_all(frame)
+                    .map_err(|e| format!("writing frame {i}: {e}"))?;
+            }
+        }
+    }
     // Until every frame is in, or the line has been quiet for longer than
     // the whole stream takes at its speed (and a second more): the rest
     // were lost.
     let quiet = Duration::from_secs_f64(stream.len() as f64 * 10.0 / f64::from(baud))
         + Duration::from_secs(1);
-    let (mut first, mut last, mut intact) = (None, None, 0);
+    let (mut last, mut intact) = (None, 0);
     while intact < frames {
         let Ok(at) = arrivals.recv_timeout(quiet) else {
             break;
         };
-        first.get_or_insert(at);
         last = Some(at);
         intact += 1;
     }
     stop.store(true, Ordering::Relaxed);
+    // The reader must be gone before anyone opens the line again, or it
+    // could take what the next reader is waiting for.
+    reader.join().map_err(|_| "the line reader panicked")?;
     Ok(LineRun {
         sent: frames,
         intact,
         frame_len,
-        elapsed: match (first, last) {
-            (Some(first), Some(last)) => last - first,
-            _ => Duration::ZERO,
-        },
+        elapsed: last.map_or(Duration::ZERO, |last| last - started),
         baud,
     })
 }
@@ -381,7 +423,14 @@ pub fn check_loopback(device: &Path, baud: u32, frames: usize) -> Result<LineRun
     let reader = line
         .try_clone()
         .map_err(|e| format!("cannot share {}: {e}", device.display()))?;
-    run_frames(&mut *line, reader, (NodeId(1), NodeId(2)), baud, frames)
+    run_frames(
+        &mut *line,
+        reader,
+        (NodeId(1), NodeId(2)),
+        baud,
+        frames,
+        Feed::AtOnce,
+    )
 }
 
 /// The dongle's relay: provisions it from port A as host 1 (with host 2
@@ -392,6 +441,7 @@ pub fn measure_relay(
     baud: u32,
     provisioning: &ProvisionAs,
     frames: usize,
+    feed: Feed,
 ) -> Result<LineRun, String> {
     let mut a = open_line(&ports[0], baud)?;
     let b = open_line(&ports[1], baud)?;
@@ -412,11 +462,13 @@ pub fn measure_relay(
     };
     a.write_all(&provisioning.frame()?)
         .map_err(|e| format!("writing the provisioning: {e}"))?;
-    let run = run_frames(&mut *a, b, (NodeId(1), NodeId(2)), baud, frames);
+    let run = run_frames(&mut *a, b, (NodeId(1), NodeId(2)), baud, frames, feed);
     stop.store(true, Ordering::Relaxed);
     let _ = drain.join();
     run
 }
+
+static PROVISION_SEQ: AtomicU64 = AtomicU64::new(1);
 
 /// A provisioning the harness sends as host 1 on the dongle's port A.
 #[derive(Debug, Clone)]
@@ -446,7 +498,8 @@ impl ProvisionAs {
             dst: NodeId(self.dongle),
             src_incarnation: Incarnation(now.saturating_add(1_000)),
             dst_incarnation: Incarnation::UNKNOWN,
-            seq: 1,
+            // Fresh every time, so a second provisioning is not a replay.
+            seq: PROVISION_SEQ.fetch_add(1, Ordering::Relaxed),
         };
         let body = Provision {
             incarnation: now.saturating_add(1_000),

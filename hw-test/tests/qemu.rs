@@ -16,7 +16,7 @@ use heartline::control::{Request, Response, StatusReport};
 use heartline::local_cluster::wait_for;
 use heartline::relay::Relay;
 use heartline_hw_test::{
-    BOOT_LINE, DongleLog, LineRun, ProvisionAs, Qemu, check_loopback, firmware_image,
+    BOOT_LINE, DongleLog, Feed, ProvisionAs, Qemu, check_loopback, firmware_image,
     heartline_binary, measure_relay,
 };
 
@@ -271,8 +271,11 @@ fn the_dongle_relays_frames_between_its_ports() {
     qemu.log
         .wait_for(BOOT_LINE, Duration::from_secs(10))
         .unwrap();
-    let run = measure_relay(&qemu.ports, 115_200, &provisioning(), 2_000).unwrap();
-    report_relay("QEMU (the emulated UART has no line rate)", &run);
+    let run = measure_relay(&qemu.ports, 115_200, &provisioning(), 2_000, Feed::AtOnce).unwrap();
+    eprintln!("relay, QEMU, fed as fast as it takes them: {run}");
+    assert_eq!(run.intact, run.sent, "every frame relayed intact");
+    let run = measure_relay(&qemu.ports, 115_200, &provisioning(), 500, Feed::AtLineRate).unwrap();
+    eprintln!("relay, QEMU, fed at the rate of a 115200-baud line: {run}");
     assert_eq!(run.intact, run.sent, "every frame relayed intact");
 }
 
@@ -282,18 +285,6 @@ fn provisioning() -> ProvisionAs {
         cluster_secret: SECRET.to_vec(),
         dongle: DONGLE,
     }
-}
-
-fn report_relay(what: &str, run: &LineRun) {
-    eprintln!(
-        "relay, {what}: {} of {} frames of {} bytes intact, {:.0} frames/s; a {} baud line carries at most {:.0} frames/s of this size",
-        run.intact,
-        run.sent,
-        run.frame_len,
-        run.per_second(),
-        run.baud,
-        run.line_limit()
-    );
 }
 
 fn qemu_installed() -> bool {
@@ -316,7 +307,7 @@ fn a_looped_line_returns_every_frame() {
     match std::env::var_os("HEARTLINE_HW_LOOPBACK") {
         Some(device) => {
             let run = check_loopback(Path::new(&device), baud, 500).unwrap();
-            report_loopback(&device.to_string_lossy(), &run);
+            eprintln!("loopback, {}: {run}", device.to_string_lossy());
             assert_eq!(run.intact, run.sent, "every frame came back intact");
         }
         None => eprintln!(
@@ -340,20 +331,8 @@ fn a_looped_line_returns_every_frame() {
     let _socat = Drain(socat);
     wait_for(Duration::from_secs(5), "socat's pty", || device.exists()).unwrap();
     let run = check_loopback(&device, baud, 500).unwrap();
-    report_loopback("a pty looped through socat", &run);
+    eprintln!("loopback, a pty looped through socat: {run}");
     assert_eq!(run.intact, run.sent, "every frame came back intact");
-}
-
-fn report_loopback(what: &str, run: &LineRun) {
-    eprintln!(
-        "loopback, {what}: {} of {} frames of {} bytes back intact, {:.0} frames/s (a {} baud line carries at most {:.0})",
-        run.intact,
-        run.sent,
-        run.frame_len,
-        run.per_second(),
-        run.baud,
-        run.line_limit()
-    );
 }
 
 /// The same checks against a real board whose two serial ports are cabled
@@ -379,8 +358,8 @@ fn a_real_board_passes_the_same_checks() {
     let ports = [PathBuf::from(a), PathBuf::from(b)];
     let dir = tempfile::tempdir().unwrap();
     drop(check_dongle(dir.path(), &binary, &ports, None));
-    let run = measure_relay(&ports, 115_200, &provisioning(), 1_000).unwrap();
-    report_relay("real board at 115200 baud", &run);
+    let run = measure_relay(&ports, 115_200, &provisioning(), 1_000, Feed::AtOnce).unwrap();
+    eprintln!("relay, real board at 115200 baud: {run}");
     assert_eq!(run.intact, run.sent, "every frame relayed intact");
 }
 
