@@ -59,7 +59,16 @@ struct RawConfig {
     #[serde(default)]
     timing: RawTiming,
     #[serde(default)]
+    resources: RawResources,
+    #[serde(default)]
     peers: Vec<RawPeer>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawResources {
+    database: Option<Spanned<String>>,
+    kits: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -217,6 +226,10 @@ pub struct Config {
     pub control_socket: PathBuf,
     /// Where the daemon keeps its incarnation counter.
     pub state_dir: PathBuf,
+    /// The configuration database file.
+    pub database: PathBuf,
+    /// Directories of recovery kits, later ones overriding earlier ones.
+    pub kits: Vec<PathBuf>,
     /// The peers.
     pub peers: Vec<PeerSpec>,
 }
@@ -225,6 +238,24 @@ pub struct Config {
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/heartline/heartline.sock";
 /// Default state directory.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/heartline";
+/// The configuration database's file name in the state directory, unless
+/// `resources.database` names another.
+pub const DEFAULT_DATABASE: &str = "lcd.sqlite";
+
+/// Where recovery kits are looked for unless `resources.kits` says: the
+/// packaged kits, the administrator's, and the kits of this build's source
+/// tree when it is still there.
+pub fn default_kit_dirs() -> Vec<PathBuf> {
+    let built = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/kits"));
+    let mut dirs = vec![
+        PathBuf::from("/usr/share/heartline/kits"),
+        PathBuf::from("/etc/heartline/kits"),
+    ];
+    if built.is_dir() {
+        dirs.insert(0, built);
+    }
+    dirs
+}
 
 struct Checker<'a> {
     file: &'a Path,
@@ -655,6 +686,21 @@ impl Config {
             });
         }
         checker.hosts_beyond_dongles(&raw.peers, &mut peers)?;
+        let state_dir = raw.node.state_dir.as_ref().map_or_else(
+            || PathBuf::from(DEFAULT_STATE_DIR),
+            |s| relative(s.get_ref()),
+        );
+        let database = raw.resources.database.as_ref().map_or_else(
+            || state_dir.join(DEFAULT_DATABASE),
+            |s| relative(s.get_ref()),
+        );
+        let kits = raw
+            .resources
+            .kits
+            .as_ref()
+            .map_or_else(default_kit_dirs, |dirs| {
+                dirs.iter().map(|d| relative(d.get_ref())).collect()
+            });
         Ok(Config {
             cluster_name: cluster.name.get_ref().clone(),
             cluster: ClusterId(*cluster.id.get_ref()),
@@ -665,10 +711,9 @@ impl Config {
                 || PathBuf::from(DEFAULT_CONTROL_SOCKET),
                 |s| relative(s.get_ref()),
             ),
-            state_dir: raw.node.state_dir.as_ref().map_or_else(
-                || PathBuf::from(DEFAULT_STATE_DIR),
-                |s| relative(s.get_ref()),
-            ),
+            state_dir,
+            database,
+            kits,
             peers,
         })
     }

@@ -5,6 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::lcd::{Change, Model};
+
 /// The control protocol version this build speaks.
 pub const VERSION: u32 = 1;
 
@@ -39,6 +41,32 @@ pub enum Request {
         /// The node id.
         node: u16,
     },
+    /// The configuration database, whole (`ins list`, `dep list`, ...).
+    Lcd,
+    /// One change to the configuration database.
+    Change {
+        /// The change.
+        change: Change,
+    },
+    /// Bring the hierarchy containing `tag` (on this node) in service.
+    InService {
+        /// A resource of the hierarchy.
+        tag: String,
+    },
+    /// Take the hierarchy containing `tag` (on this node) out of service.
+    OutOfService {
+        /// A resource of the hierarchy.
+        tag: String,
+    },
+    /// A failure of `tag` on this node (the alarm interface): recover it.
+    SendEvent {
+        /// The event's class (e.g. the resource type).
+        class: String,
+        /// The event (e.g. `down`).
+        event: String,
+        /// The failed resource.
+        tag: String,
+    },
 }
 
 /// A response from the daemon.
@@ -69,6 +97,18 @@ pub enum Response {
     CanTalk {
         /// Reachable over some path.
         reachable: bool,
+    },
+    /// The configuration database.
+    Lcd(Model),
+    /// A change was made; the configuration is now at this generation.
+    Changed {
+        /// The cluster configuration generation.
+        generation: u64,
+    },
+    /// An action on resources finished; what was done, in words.
+    Done {
+        /// One line per step.
+        steps: Vec<String>,
     },
     /// The request failed.
     Error {

@@ -405,6 +405,16 @@ impl Manager {
                     timed_out: false,
                 });
             }
+            Request::Lcd
+            | Request::Change { .. }
+            | Request::InService { .. }
+            | Request::OutOfService { .. }
+            | Request::SendEvent { .. } => {
+                let _ = reply.send(Response::Error {
+                    message: "resource requests are served by the resource manager".into(),
+                    timed_out: false,
+                });
+            }
         }
     }
 

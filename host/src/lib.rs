@@ -9,10 +9,15 @@ pub mod daemon;
 #[cfg(unix)]
 pub mod demo;
 pub mod ipc;
+pub mod kit;
+pub mod lcd;
+pub mod lcdi;
 #[cfg(unix)]
 pub mod local_cluster;
 pub mod provision;
 pub mod relay;
+pub mod resources;
+pub mod script;
 pub mod serial;
 pub mod server;
 pub mod status;

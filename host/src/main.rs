@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand};
 use heartline::client::{self, ClientError};
 use heartline::config::{self, Config};
 use heartline::control::{Request, Response};
-use heartline::{daemon, server, status, system};
+use heartline::{daemon, lcdi, resources, server, status, system};
 
 /// Exit codes, documented in the README.
 mod exit {
@@ -92,6 +92,42 @@ enum Command {
         /// The node id.
         #[arg(long)]
         node: u16,
+    },
+    /// Resource instances in the configuration database.
+    #[command(subcommand)]
+    Ins(lcdi::Ins),
+    /// Dependencies between resources.
+    #[command(subcommand)]
+    Dep(lcdi::Dep),
+    /// Equivalencies: a resource and its counterpart on another node.
+    #[command(subcommand)]
+    Eqv(lcdi::Eqv),
+    /// Whole hierarchies.
+    #[command(subcommand)]
+    Hry(lcdi::Hry),
+    /// Bring the hierarchy containing TAG in service on this node, children
+    /// first.
+    InService {
+        /// A resource of the hierarchy.
+        tag: String,
+    },
+    /// Take the hierarchy containing TAG out of service on this node,
+    /// parents first.
+    OutOfService {
+        /// A resource of the hierarchy.
+        tag: String,
+    },
+    /// Raise a failure event for a resource: the daemon recovers it.
+    Sendevent {
+        /// The event's class (e.g. the resource type).
+        #[arg(short = 'C', long)]
+        class: String,
+        /// The event (e.g. down).
+        #[arg(short = 'E', long)]
+        event: String,
+        /// The failed resource's tag.
+        #[arg(short = 'i', long = "instance")]
+        tag: String,
     },
 }
 
@@ -296,6 +332,21 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 other => Err(response_failure(other)),
             }
         }
+        Command::Ins(command) => {
+            let here = this_node(&socket).await?;
+            let plan = command
+                .plan(here)
+                .map_err(|e| Failure::new(exit::USAGE, e))?;
+            carry_out(&socket, plan).await
+        }
+        Command::Dep(command) => carry_out(&socket, command.plan(this_node(&socket).await?)).await,
+        Command::Eqv(command) => carry_out(&socket, command.plan(this_node(&socket).await?)).await,
+        Command::Hry(command) => carry_out(&socket, command.plan(this_node(&socket).await?)).await,
+        Command::InService { tag } => act(&socket, Request::InService { tag }).await,
+        Command::OutOfService { tag } => act(&socket, Request::OutOfService { tag }).await,
+        Command::Sendevent { class, event, tag } => {
+            act(&socket, Request::SendEvent { class, event, tag }).await
+        }
         Command::CanTalk { node } => match client::ask(&socket, Request::CanTalk { node }).await? {
             Response::CanTalk { reachable: true } => Ok(()),
             Response::CanTalk { reachable: false } => Err(Failure::new(
@@ -304,6 +355,54 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             )),
             other => Err(response_failure(other)),
         },
+    }
+}
+
+/// This node's id, from its daemon.
+async fn this_node(socket: &std::path::Path) -> Result<u16, Failure> {
+    match client::ask(socket, Request::Status).await? {
+        Response::Status(report) => Ok(report.node),
+        other => Err(response_failure(other)),
+    }
+}
+
+/// Prints a listing or makes a change.
+async fn carry_out(socket: &std::path::Path, plan: lcdi::Plan) -> Result<(), Failure> {
+    match plan {
+        lcdi::Plan::List(listing) => match client::ask(socket, Request::Lcd).await? {
+            Response::Lcd(model) => {
+                let text = lcdi::render(&model, listing)
+                    .map_err(|e| Failure::new(exit::FAILED, e.to_string()))?;
+                print!("{text}");
+                if !text.ends_with('\n') {
+                    println!();
+                }
+                Ok(())
+            }
+            other => Err(response_failure(other)),
+        },
+        lcdi::Plan::Change(change) => {
+            match client::ask(socket, Request::Change { change }).await? {
+                Response::Changed { generation } => {
+                    println!("done; the configuration is at generation {generation}");
+                    Ok(())
+                }
+                other => Err(response_failure(other)),
+            }
+        }
+    }
+}
+
+/// Runs an action on resources and prints its steps.
+async fn act(socket: &std::path::Path, request: Request) -> Result<(), Failure> {
+    match client::ask(socket, request).await? {
+        Response::Done { steps } => {
+            for step in steps {
+                println!("{step}");
+            }
+            Ok(())
+        }
+        other => Err(response_failure(other)),
     }
 }
 
@@ -354,8 +453,9 @@ async fn run_daemon(path: &std::path::Path) -> Result<(), Failure> {
     let incarnation =
         daemon::next_incarnation(&config.state_dir).map_err(|e| Failure::new(exit::FAILED, e))?;
     let socket = config.control_socket.clone();
+    let resources = resources::start(&config).map_err(|e| Failure::new(exit::USAGE, e))?;
     let handle = daemon::start(config, incarnation).map_err(|e| Failure::new(exit::USAGE, e))?;
-    server::serve(&socket, handle)
+    server::serve(&socket, handle, resources)
         .await
         .map_err(|e| Failure::new(exit::FAILED, e))?;
     tracing::info!(socket = %socket.display(), "control socket ready");

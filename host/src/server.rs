@@ -13,18 +13,30 @@ use tracing::{debug, warn};
 use crate::control::{Envelope, Request, Response, VERSION};
 use crate::daemon::{Handle, Input};
 use crate::ipc::{self, Reader, Writer};
+use crate::resources;
 
 /// Longest request line accepted.
 const MAX_REQUEST: usize = 64 * 1024;
 
-/// Listens on `socket` and serves clients, each in a task of its own.
-pub async fn serve(socket: &Path, handle: Handle) -> Result<(), String> {
+/// How long an action on resources may take before the CLI is told it
+/// timed out (the action itself goes on; its scripts have their own
+/// timeouts).
+const ACTION_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Listens on `socket` and serves clients, each in a task of its own:
+/// resource requests go to the resource manager, the rest to the
+/// communication manager.
+pub async fn serve(
+    socket: &Path,
+    handle: Handle,
+    resources: resources::Handle,
+) -> Result<(), String> {
     let mut listener = ipc::Listener::bind(socket).await?;
     tokio::spawn(async move {
         loop {
             match listener.accept().await {
                 Ok((read, write)) => {
-                    tokio::spawn(client(read, write, handle.clone()));
+                    tokio::spawn(client(read, write, handle.clone(), resources.clone()));
                 }
                 Err(e) => {
                     warn!("control socket accept failed: {e}");
@@ -36,7 +48,7 @@ pub async fn serve(socket: &Path, handle: Handle) -> Result<(), String> {
     Ok(())
 }
 
-async fn client(read: Reader, mut write: Writer, handle: Handle) {
+async fn client(read: Reader, mut write: Writer, handle: Handle, resources: resources::Handle) {
     let mut lines = BufReader::new(read.take(MAX_REQUEST as u64)).lines();
     let request = match lines.next_line().await {
         Ok(Some(line)) => line,
@@ -71,18 +83,30 @@ async fn client(read: Reader, mut write: Writer, handle: Handle) {
         Request::Send { timeout_ms, .. } | Request::Receive { timeout_ms, .. } => {
             Duration::from_millis(*timeout_ms)
         }
+        Request::InService { .. } | Request::OutOfService { .. } | Request::SendEvent { .. } => {
+            ACTION_TIMEOUT
+        }
         _ => Duration::from_secs(10),
     };
     let (reply, response) = oneshot::channel();
-    if handle
-        .inputs
-        .send(Input::Control {
-            request: request.body,
-            reply,
-        })
-        .await
-        .is_err()
-    {
+    let request = request.body;
+    let sent = match request {
+        Request::Lcd
+        | Request::Change { .. }
+        | Request::InService { .. }
+        | Request::OutOfService { .. }
+        | Request::SendEvent { .. } => resources
+            .inputs
+            .send(resources::Input::Control { request, reply })
+            .await
+            .is_ok(),
+        request => handle
+            .inputs
+            .send(Input::Control { request, reply })
+            .await
+            .is_ok(),
+    };
+    if !sent {
         let _ = answer(&mut write, error("the daemon is shutting down".into())).await;
         return;
     }

@@ -1,0 +1,428 @@
+//! The configuration database's command-line interface (LCDI), in
+//! LifeKeeper's vocabulary: `ins`, `dep`, `eqv` and `hry` subcommands, each
+//! turned into one database change or one listing.
+
+use std::fmt::Write;
+
+use clap::Subcommand;
+use serde::Serialize;
+
+use crate::lcd::{Change, Init, Model, Place, Resource, State};
+
+/// `heartline ins ...`: resource instances.
+#[derive(Debug, Subcommand)]
+pub enum Ins {
+    /// List resource instances.
+    List {
+        /// Only this node's.
+        #[arg(long)]
+        node: Option<u16>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create a resource instance.
+    Create {
+        /// Its tag (its name on its node).
+        #[arg(long)]
+        tag: String,
+        /// What it is, unique on its node (a path, an address, ...).
+        #[arg(long)]
+        id: String,
+        /// Its recovery kit's application (e.g. gen).
+        #[arg(long)]
+        app: String,
+        /// Its recovery kit's resource type (e.g. app).
+        #[arg(long = "type")]
+        rtype: String,
+        /// What the daemon does with it at start: autores, in-service,
+        /// out-of-service.
+        #[arg(long, default_value = "autores")]
+        init: String,
+        /// This node's priority for it, 1 (first choice) to 1024.
+        #[arg(long, default_value_t = 1)]
+        priority: u16,
+        /// Free-form information for the kit.
+        #[arg(long, default_value = "")]
+        info: String,
+        /// A property for the kit's scripts, NAME=VALUE (repeatable);
+        /// scripts see it as HEARTLINE_PROP_NAME.
+        #[arg(long = "prop", value_parser = parse_prop)]
+        props: Vec<(String, String)>,
+        /// A flag for the kit (repeatable).
+        #[arg(long = "flag")]
+        flags: Vec<String>,
+        /// The node it is on (default: this one).
+        #[arg(long)]
+        node: Option<u16>,
+    },
+    /// Remove a resource instance (out of service), with its dependencies
+    /// and equivalencies.
+    Remove {
+        /// Its tag.
+        tag: String,
+        /// Its node (default: this one).
+        #[arg(long)]
+        node: Option<u16>,
+    },
+    /// Set a resource's recorded state (ISP, ISU, OSF, OSU) without running
+    /// anything.
+    Setstate {
+        /// Its tag.
+        tag: String,
+        /// The state.
+        state: String,
+        /// Its node (default: this one).
+        #[arg(long)]
+        node: Option<u16>,
+    },
+    /// Set a resource's init strategy (autores, in-service, out-of-service).
+    Setinit {
+        /// Its tag.
+        tag: String,
+        /// The strategy.
+        init: String,
+        /// Its node (default: this one).
+        #[arg(long)]
+        node: Option<u16>,
+    },
+}
+
+/// `heartline dep ...`: dependencies between resources on one node.
+#[derive(Debug, Subcommand)]
+pub enum Dep {
+    /// PARENT depends on CHILD: the child comes up first, goes down last.
+    Create {
+        /// The dependent resource.
+        #[arg(long)]
+        parent: String,
+        /// What it depends on.
+        #[arg(long)]
+        child: String,
+        /// The node (default: this one).
+        #[arg(long)]
+        node: Option<u16>,
+    },
+    /// Remove a dependency.
+    Remove {
+        /// The dependent resource.
+        #[arg(long)]
+        parent: String,
+        /// What it depends on.
+        #[arg(long)]
+        child: String,
+        /// The node (default: this one).
+        #[arg(long)]
+        node: Option<u16>,
+    },
+    /// List dependencies.
+    List {
+        /// Only this node's.
+        #[arg(long)]
+        node: Option<u16>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `heartline eqv ...`: a resource and its counterpart on another node.
+#[derive(Debug, Subcommand)]
+pub enum Eqv {
+    /// TAG (on --node) and OTHER_TAG on OTHER_NODE are the same resource.
+    Create {
+        /// The resource here.
+        #[arg(long)]
+        tag: String,
+        /// The other node.
+        #[arg(long)]
+        other_node: u16,
+        /// The resource there.
+        #[arg(long)]
+        other_tag: String,
+        /// The node of TAG (default: this one).
+        #[arg(long)]
+        node: Option<u16>,
+    },
+    /// Remove an equivalency.
+    Remove {
+        /// The resource here.
+        #[arg(long)]
+        tag: String,
+        /// The other node.
+        #[arg(long)]
+        other_node: u16,
+        /// The resource there.
+        #[arg(long)]
+        other_tag: String,
+        /// The node of TAG (default: this one).
+        #[arg(long)]
+        node: Option<u16>,
+    },
+    /// List equivalencies.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `heartline hry ...`: whole hierarchies.
+#[derive(Debug, Subcommand)]
+pub enum Hry {
+    /// Set a node's priority for the hierarchy containing TAG there.
+    Setpri {
+        /// A resource of the hierarchy.
+        tag: String,
+        /// 1 (first choice) to 1024, unique among the hierarchy's nodes.
+        priority: u16,
+        /// The node (default: this one).
+        #[arg(long)]
+        node: Option<u16>,
+    },
+}
+
+/// What a command asks of the daemon.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    /// Read the database and print this.
+    List(Listing),
+    /// Make this change.
+    Change(Change),
+}
+
+/// A listing, and how to print it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listing {
+    /// Resource instances.
+    Resources {
+        /// Only this node's.
+        node: Option<u16>,
+        /// As JSON.
+        json: bool,
+    },
+    /// Dependencies.
+    Dependencies {
+        /// Only this node's.
+        node: Option<u16>,
+        /// As JSON.
+        json: bool,
+    },
+    /// Equivalencies.
+    Equivalencies {
+        /// As JSON.
+        json: bool,
+    },
+}
+
+fn parse_prop(text: &str) -> Result<(String, String), String> {
+    let (name, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}` is not NAME=VALUE"))?;
+    if name.is_empty() {
+        return Err(format!("`{text}` has no name before '='"));
+    }
+    Ok((name.to_string(), value.to_string()))
+}
+
+fn at(node: Option<u16>, here: u16, tag: &str) -> Place {
+    Place {
+        node: node.unwrap_or(here),
+        tag: tag.to_string(),
+    }
+}
+
+impl Ins {
+    /// The plan of this command on node `here`.
+    pub fn plan(self, here: u16) -> Result<Plan, String> {
+        Ok(match self {
+            Ins::List { node, json } => Plan::List(Listing::Resources { node, json }),
+            Ins::Create {
+                tag,
+                id,
+                app,
+                rtype,
+                init,
+                priority,
+                info,
+                props,
+                flags,
+                node,
+            } => Plan::Change(Change::CreateResource(Resource {
+                place: at(node, here, &tag),
+                id,
+                app,
+                rtype,
+                state: State::Osu,
+                init: Init::parse(&init).map_err(|e| e.to_string())?,
+                flags: flags.into_iter().collect(),
+                info,
+                props: props.into_iter().collect(),
+                priority,
+            })),
+            Ins::Remove { tag, node } => Plan::Change(Change::RemoveResource(at(node, here, &tag))),
+            Ins::Setstate { tag, state, node } => Plan::Change(Change::SetState {
+                place: at(node, here, &tag),
+                state: State::parse(&state).map_err(|e| e.to_string())?,
+            }),
+            Ins::Setinit { tag, init, node } => Plan::Change(Change::SetInit {
+                place: at(node, here, &tag),
+                init: Init::parse(&init).map_err(|e| e.to_string())?,
+            }),
+        })
+    }
+}
+
+impl Dep {
+    /// The plan of this command on node `here`.
+    #[must_use]
+    pub fn plan(self, here: u16) -> Plan {
+        match self {
+            Dep::Create {
+                parent,
+                child,
+                node,
+            } => Plan::Change(Change::CreateDependency {
+                node: node.unwrap_or(here),
+                parent,
+                child,
+            }),
+            Dep::Remove {
+                parent,
+                child,
+                node,
+            } => Plan::Change(Change::RemoveDependency {
+                node: node.unwrap_or(here),
+                parent,
+                child,
+            }),
+            Dep::List { node, json } => Plan::List(Listing::Dependencies { node, json }),
+        }
+    }
+}
+
+impl Eqv {
+    /// The plan of this command on node `here`.
+    #[must_use]
+    pub fn plan(self, here: u16) -> Plan {
+        match self {
+            Eqv::Create {
+                tag,
+                other_node,
+                other_tag,
+                node,
+            } => Plan::Change(Change::CreateEquivalency {
+                a: at(node, here, &tag),
+                b: at(Some(other_node), here, &other_tag),
+            }),
+            Eqv::Remove {
+                tag,
+                other_node,
+                other_tag,
+                node,
+            } => Plan::Change(Change::RemoveEquivalency {
+                a: at(node, here, &tag),
+                b: at(Some(other_node), here, &other_tag),
+            }),
+            Eqv::List { json } => Plan::List(Listing::Equivalencies { json }),
+        }
+    }
+}
+
+impl Hry {
+    /// The plan of this command on node `here`.
+    #[must_use]
+    pub fn plan(self, here: u16) -> Plan {
+        match self {
+            Hry::Setpri {
+                tag,
+                priority,
+                node,
+            } => Plan::Change(Change::SetPriority {
+                place: at(node, here, &tag),
+                priority,
+            }),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct DependencyRow<'a> {
+    node: u16,
+    parent: &'a str,
+    child: &'a str,
+}
+
+/// Prints `listing` of `model`.
+pub fn render(model: &Model, listing: Listing) -> Result<String, serde_json::Error> {
+    let keep = |node: Option<u16>, n: u16| node.is_none_or(|only| only == n);
+    let mut out = String::new();
+    match listing {
+        Listing::Resources { node, json } => {
+            let rows: Vec<&Resource> = model
+                .resources
+                .values()
+                .filter(|r| keep(node, r.place.node))
+                .collect();
+            if json {
+                return serde_json::to_string_pretty(&rows);
+            }
+            let _ = writeln!(
+                out,
+                "{:<6} {:<20} {:<10} {:<5} {:<15} {:>4}  ID",
+                "NODE", "TAG", "TYPE", "STATE", "INIT", "PRI"
+            );
+            for r in rows {
+                let _ = writeln!(
+                    out,
+                    "{:<6} {:<20} {:<10} {:<5} {:<15} {:>4}  {}",
+                    r.place.node,
+                    r.place.tag,
+                    format!("{}/{}", r.app, r.rtype),
+                    r.state,
+                    r.init,
+                    r.priority,
+                    r.id
+                );
+            }
+        }
+        Listing::Dependencies { node, json } => {
+            let rows: Vec<DependencyRow<'_>> = model
+                .dependencies
+                .iter()
+                .filter(|(n, _, _)| keep(node, *n))
+                .map(|(node, parent, child)| DependencyRow {
+                    node: *node,
+                    parent,
+                    child,
+                })
+                .collect();
+            if json {
+                return serde_json::to_string_pretty(&rows);
+            }
+            let _ = writeln!(out, "{:<6} {:<20} CHILD", "NODE", "PARENT");
+            for row in rows {
+                let _ = writeln!(out, "{:<6} {:<20} {}", row.node, row.parent, row.child);
+            }
+        }
+        Listing::Equivalencies { json } => {
+            let pairs: Vec<&(Place, Place)> = model.equivalencies.iter().collect();
+            if json {
+                return serde_json::to_string_pretty(&pairs);
+            }
+            let priority = |p: &Place| model.resources.get(p).map_or(0, |r| r.priority);
+            let _ = writeln!(out, "{:<28} {:<28} PRIORITIES", "RESOURCE", "EQUIVALENT");
+            for (a, b) in pairs {
+                let _ = writeln!(
+                    out,
+                    "{:<28} {:<28} {} / {}",
+                    a.to_string(),
+                    b.to_string(),
+                    priority(a),
+                    priority(b)
+                );
+            }
+        }
+    }
+    Ok(out)
+}
