@@ -67,6 +67,43 @@ pub enum Request {
         /// The failed resource.
         tag: String,
     },
+    /// Move the hierarchy containing `tag` (on this node) to `to`: out of
+    /// service where it runs, then in service there.
+    Switchover {
+        /// A resource of the hierarchy, on this node.
+        tag: String,
+        /// The node to run it.
+        to: u16,
+    },
+    /// Whether every node agrees on the configuration and every hierarchy
+    /// is sane.
+    Verify,
+    /// Run `request` on another node (`heartline --on NODE ...`).
+    Remote {
+        /// The node.
+        node: u16,
+        /// The request.
+        request: Box<Request>,
+    },
+}
+
+impl Request {
+    /// Whether the resource manager serves it (the communication manager
+    /// serves the rest).
+    #[must_use]
+    pub fn is_resource_request(&self) -> bool {
+        matches!(
+            self,
+            Request::Lcd
+                | Request::Change { .. }
+                | Request::InService { .. }
+                | Request::OutOfService { .. }
+                | Request::SendEvent { .. }
+                | Request::Switchover { .. }
+                | Request::Verify
+                | Request::Remote { .. }
+        )
+    }
 }
 
 /// A response from the daemon.
@@ -109,6 +146,13 @@ pub enum Response {
     Done {
         /// One line per step.
         steps: Vec<String>,
+    },
+    /// What `verify` found; nothing is good news.
+    Verified {
+        /// What it checked, in one line.
+        summary: String,
+        /// Each problem, in one line.
+        problems: Vec<String>,
     },
     /// The request failed.
     Error {

@@ -18,7 +18,7 @@ use heartline_core::{
     Endpoint, EndpointConfig, Event, FailReason, Incarnation, Instant, MessageId, NodeId,
     NodeState, PathId, PathRef, PathState, PeerConfig, Received, RemoteEvent, SendError,
 };
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::Instant as TokioInstant;
 use tracing::{info, warn};
 
@@ -68,6 +68,8 @@ pub struct Handle {
     pub inputs: mpsc::Sender<Input>,
     /// Every event, as a line of text with its time.
     pub events: broadcast::Sender<Response>,
+    /// The host peers that are up now.
+    pub up: watch::Receiver<BTreeSet<u16>>,
 }
 
 struct Waiting<T> {
@@ -109,6 +111,8 @@ struct Manager {
     provisioner: Provisioner,
     /// Hosts each dongle reports its watchdog tripped on, until re-armed.
     trips: BTreeMap<u16, BTreeSet<u16>>,
+    /// The host peers up now, for the resource manager.
+    up: watch::Sender<BTreeSet<u16>>,
 }
 
 /// Starts the communication manager and every path; returns its handle.
@@ -117,6 +121,7 @@ pub fn start(config: Config, incarnation: Incarnation) -> Result<Handle, String>
     let mut endpoint = build_endpoint(&config, incarnation)?;
     let (inputs, input_rx) = mpsc::channel(4096);
     let (events, _) = broadcast::channel(1024);
+    let (up, up_rx) = watch::channel(BTreeSet::new());
     let mut paths = HashMap::new();
     let now = Instant::ZERO;
     // Serial paths on the same device share one task: one line to a dongle
@@ -203,6 +208,7 @@ pub fn start(config: Config, incarnation: Incarnation) -> Result<Handle, String>
         endpoint,
         provisioner: Provisioner::new(&config),
         trips: BTreeMap::new(),
+        up,
         config,
         started,
         paths,
@@ -234,7 +240,11 @@ pub fn start(config: Config, incarnation: Incarnation) -> Result<Handle, String>
             }
         })
         .map_err(|e| format!("cannot start the communication manager thread: {e}"))?;
-    Ok(Handle { inputs, events })
+    Ok(Handle {
+        inputs,
+        events,
+        up: up_rx,
+    })
 }
 
 /// The endpoint is over a megabyte, all of it fixed-size state: it is
@@ -405,11 +415,7 @@ impl Manager {
                     timed_out: false,
                 });
             }
-            Request::Lcd
-            | Request::Change { .. }
-            | Request::InService { .. }
-            | Request::OutOfService { .. }
-            | Request::SendEvent { .. } => {
+            _ => {
                 let _ = reply.send(Response::Error {
                     message: "resource requests are served by the resource manager".into(),
                     timed_out: false,
@@ -450,6 +456,18 @@ impl Manager {
     }
 
     fn on_event(&mut self, event: Event) {
+        if let Event::NodeUp { node, .. } | Event::NodeDown { node } = event {
+            if !self.is_dongle(node) {
+                let up = matches!(event, Event::NodeUp { .. });
+                self.up.send_modify(|set| {
+                    if up {
+                        set.insert(node.0);
+                    } else {
+                        set.remove(&node.0);
+                    }
+                });
+            }
+        }
         match event {
             Event::Delivered { id, .. } => {
                 if let Some(waiting) = self.sends.remove(&id) {

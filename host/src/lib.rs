@@ -16,6 +16,7 @@ pub mod lcdi;
 pub mod local_cluster;
 pub mod provision;
 pub mod relay;
+pub mod remote;
 pub mod resources;
 pub mod script;
 pub mod serial;

@@ -33,6 +33,10 @@ struct Cli {
     /// The daemon's control socket.
     #[arg(long, global = true, env = "HEARTLINE_SOCKET", default_value = config::DEFAULT_CONTROL_SOCKET)]
     socket: PathBuf,
+    /// Run the command on another node of the cluster, through this node's
+    /// daemon (status, resource and configuration commands).
+    #[arg(long, global = true, value_name = "NODE")]
+    on: Option<u16>,
     #[command(subcommand)]
     command: Command,
 }
@@ -117,6 +121,18 @@ enum Command {
         /// A resource of the hierarchy.
         tag: String,
     },
+    /// Move the hierarchy containing TAG to another node: out of service
+    /// where it runs, then in service there.
+    Switchover {
+        /// A resource of the hierarchy, on this node.
+        tag: String,
+        /// The node to run it.
+        #[arg(long)]
+        to: u16,
+    },
+    /// Check that every node agrees on the configuration and that every
+    /// hierarchy is sane; exit 1 listing the problems if not.
+    Verify,
     /// Raise a failure event for a resource: the daemon recovers it.
     Sendevent {
         /// The event's class (e.g. the resource type).
@@ -215,6 +231,26 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<(), Failure> {
     let socket = cli.socket;
+    let on = Target(cli.on);
+    let remote_ok = matches!(
+        cli.command,
+        Command::Status { .. }
+            | Command::Ins(_)
+            | Command::Dep(_)
+            | Command::Eqv(_)
+            | Command::Hry(_)
+            | Command::InService { .. }
+            | Command::OutOfService { .. }
+            | Command::Switchover { .. }
+            | Command::Verify
+            | Command::Sendevent { .. }
+    );
+    if on.0.is_some() && !remote_ok {
+        return Err(Failure::new(
+            exit::USAGE,
+            "--on runs status, resource and configuration commands only",
+        ));
+    }
     match cli.command {
         Command::Demo => Err(Failure::new(
             exit::USAGE,
@@ -245,7 +281,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             );
             Ok(())
         }
-        Command::Status { json } => match client::ask(&socket, Request::Status).await? {
+        Command::Status { json } => match client::ask(&socket, on.wrap(Request::Status)).await? {
             Response::Status(report) => {
                 if json {
                     let text = serde_json::to_string_pretty(&report)
@@ -333,19 +369,49 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             }
         }
         Command::Ins(command) => {
-            let here = this_node(&socket).await?;
+            let here = this_node(&socket, on).await?;
             let plan = command
                 .plan(here)
                 .map_err(|e| Failure::new(exit::USAGE, e))?;
-            carry_out(&socket, plan).await
+            carry_out(&socket, on, plan).await
         }
-        Command::Dep(command) => carry_out(&socket, command.plan(this_node(&socket).await?)).await,
-        Command::Eqv(command) => carry_out(&socket, command.plan(this_node(&socket).await?)).await,
-        Command::Hry(command) => carry_out(&socket, command.plan(this_node(&socket).await?)).await,
-        Command::InService { tag } => act(&socket, Request::InService { tag }).await,
-        Command::OutOfService { tag } => act(&socket, Request::OutOfService { tag }).await,
+        Command::Dep(command) => {
+            let here = this_node(&socket, on).await?;
+            carry_out(&socket, on, command.plan(here)).await
+        }
+        Command::Eqv(command) => {
+            let here = this_node(&socket, on).await?;
+            carry_out(&socket, on, command.plan(here)).await
+        }
+        Command::Hry(command) => {
+            let here = this_node(&socket, on).await?;
+            carry_out(&socket, on, command.plan(here)).await
+        }
+        Command::InService { tag } => act(&socket, on.wrap(Request::InService { tag })).await,
+        Command::OutOfService { tag } => act(&socket, on.wrap(Request::OutOfService { tag })).await,
+        Command::Switchover { tag, to } => {
+            act(&socket, on.wrap(Request::Switchover { tag, to })).await
+        }
+        Command::Verify => match client::ask(&socket, on.wrap(Request::Verify)).await? {
+            Response::Verified { summary, problems } => {
+                println!("{summary}");
+                for problem in &problems {
+                    println!("problem: {problem}");
+                }
+                if problems.is_empty() {
+                    println!("ok: every node agrees and every hierarchy is sane");
+                    Ok(())
+                } else {
+                    Err(Failure::new(
+                        exit::FAILED,
+                        format!("{} problems found", problems.len()),
+                    ))
+                }
+            }
+            other => Err(response_failure(other)),
+        },
         Command::Sendevent { class, event, tag } => {
-            act(&socket, Request::SendEvent { class, event, tag }).await
+            act(&socket, on.wrap(Request::SendEvent { class, event, tag })).await
         }
         Command::CanTalk { node } => match client::ask(&socket, Request::CanTalk { node }).await? {
             Response::CanTalk { reachable: true } => Ok(()),
@@ -358,18 +424,34 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     }
 }
 
-/// This node's id, from its daemon.
-async fn this_node(socket: &std::path::Path) -> Result<u16, Failure> {
-    match client::ask(socket, Request::Status).await? {
+/// Where a command runs: this node's daemon, or through it another node.
+#[derive(Clone, Copy)]
+struct Target(Option<u16>);
+
+impl Target {
+    fn wrap(self, request: Request) -> Request {
+        match self.0 {
+            Some(node) => Request::Remote {
+                node,
+                request: Box::new(request),
+            },
+            None => request,
+        }
+    }
+}
+
+/// The id of the node the command runs on.
+async fn this_node(socket: &std::path::Path, on: Target) -> Result<u16, Failure> {
+    match client::ask(socket, on.wrap(Request::Status)).await? {
         Response::Status(report) => Ok(report.node),
         other => Err(response_failure(other)),
     }
 }
 
 /// Prints a listing or makes a change.
-async fn carry_out(socket: &std::path::Path, plan: lcdi::Plan) -> Result<(), Failure> {
+async fn carry_out(socket: &std::path::Path, on: Target, plan: lcdi::Plan) -> Result<(), Failure> {
     match plan {
-        lcdi::Plan::List(listing) => match client::ask(socket, Request::Lcd).await? {
+        lcdi::Plan::List(listing) => match client::ask(socket, on.wrap(Request::Lcd)).await? {
             Response::Lcd(model) => {
                 let text = lcdi::render(&model, listing)
                     .map_err(|e| Failure::new(exit::FAILED, e.to_string()))?;
@@ -453,8 +535,9 @@ async fn run_daemon(path: &std::path::Path) -> Result<(), Failure> {
     let incarnation =
         daemon::next_incarnation(&config.state_dir).map_err(|e| Failure::new(exit::FAILED, e))?;
     let socket = config.control_socket.clone();
-    let resources = resources::start(&config).map_err(|e| Failure::new(exit::USAGE, e))?;
-    let handle = daemon::start(config, incarnation).map_err(|e| Failure::new(exit::USAGE, e))?;
+    let handle =
+        daemon::start(config.clone(), incarnation).map_err(|e| Failure::new(exit::USAGE, e))?;
+    let resources = resources::start(&config, &handle).map_err(|e| Failure::new(exit::USAGE, e))?;
     server::serve(&socket, handle, resources)
         .await
         .map_err(|e| Failure::new(exit::FAILED, e))?;

@@ -1,30 +1,57 @@
-//! The resource manager: owns this node's view of the configuration
+//! The resource manager: owns this node's copy of the configuration
 //! database and runs the recovery kits' scripts on its resources (LRACI).
 //!
 //! It takes administrative changes (checked against the database's rules
-//! and against the kits installed here), brings hierarchies in service
-//! children first and takes them out parents first, runs each in-service
-//! resource's `quickCheck` at its kit's interval, and answers a failure (a
-//! failed check, or `sendevent`) with the kit's `recover`, up to the kit's
-//! attempts.
+//! and the kits installed here), brings hierarchies in service children
+//! first and takes them out parents first, runs each in-service resource's
+//! `quickCheck` at its kit's interval, answers a failure (a failed check, or
+//! `sendevent`) with the kit's `recover` up to the kit's attempts, and when
+//! that fails takes the hierarchy out of service so that the next node by
+//! priority brings it in.
+//!
+//! Cluster-wide, through [`crate::remote`]:
+//! - **One configuration.** The coordinator, the lowest-numbered node that
+//!   is up, orders every change: a change made on another node is sent to
+//!   it, checked and applied there, and committed to every node as the next
+//!   generation. A node that was down, or that missed a generation, gets the
+//!   coordinator's whole database. Two changes made at once are checked in
+//!   turn against the same database, so the second is refused if the first
+//!   made it wrong; none is silently lost.
+//! - **States are facts of their node.** Each node reports its resources'
+//!   state changes to the others.
+//! - **Failover.** When a node goes down with hierarchies in service, or
+//!   reports one failed (OSF), every surviving node computes the same
+//!   choice: the instance with the best priority on a node that is up and
+//!   has not failed it. Only that node acts.
 //!
 //! It runs on a thread of its own, so database writes (fsync) and script
 //! runs never delay the communication manager. Scripts run as tasks; one
 //! hierarchy has at most one action at a time, and the database is changed
-//! only here, as each step reports back.
+//! only here.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::control::{Request, Response};
+use crate::daemon;
 use crate::kit::{Action, Kits};
-use crate::lcd::{Change, Init, Lcd, LcdError, Place, Resource, State};
+use crate::lcd::{Change, Init, Lcd, LcdError, Model, Place, Resource, State};
+use crate::remote::{self, Message, Remote};
 use crate::script::{self, ScriptRun};
+
+/// How long a change forwarded to the coordinator may take.
+const CHANGE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long an action run on another node may take.
+const ACTION_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long after start the manager waits to hear the cluster (its
+/// membership and the coordinator's database) before acting on init
+/// strategies: long enough for paths to come up and be heard.
+const SETTLE: Duration = Duration::from_millis(1500);
 
 /// What the resource manager is told.
 #[derive(Debug)]
@@ -52,6 +79,8 @@ pub enum Input {
         /// The action.
         job: u64,
     },
+    /// Another node's resource manager said something.
+    Remote(remote::Incoming),
 }
 
 /// Handle on the resource manager.
@@ -71,6 +100,11 @@ enum Purpose {
     Recover {
         event: String,
         attempt: u32,
+    },
+    /// Local recovery of `failed` gave up: the hierarchy goes out of
+    /// service here so that another node takes it.
+    GiveUp {
+        failed: String,
     },
 }
 
@@ -97,27 +131,28 @@ struct Manager {
     /// When each in-service resource is next checked.
     checks: BTreeMap<String, Instant>,
     inputs: mpsc::Sender<Input>,
+    remote: Remote,
+    comm: mpsc::Sender<daemon::Input>,
+    /// Host peers up now.
+    up: BTreeSet<u16>,
+    /// When the init strategies are due; `None` once applied.
+    init_at: Option<Instant>,
+    /// Actions waiting for another on their hierarchy to end.
+    waiting: Vec<(String, Purpose, Option<oneshot::Sender<Response>>)>,
 }
 
-/// Opens the database, loads the kits and starts the manager; brings in
-/// service what the init strategies say.
-pub fn start(config: &Config) -> Result<Handle, String> {
+/// Opens the database, loads the kits and starts the manager, which
+/// applies the init strategies once it has heard the cluster.
+pub fn start(config: &Config, comm: &daemon::Handle) -> Result<Handle, String> {
     let mut lcd = Lcd::open(&config.database).map_err(|e| e.to_string())?;
     let kits = Kits::load(&config.kits).map_err(|e| e.to_string())?;
     let node = config.node.0;
-    let known = std::iter::once((node, config.name.clone())).chain(
-        config.peers.iter().filter(|p| p.dongle.is_none()).map(|p| {
-            (
-                p.id.0,
-                p.name.clone().unwrap_or_else(|| format!("node{}", p.id.0)),
-            )
-        }),
-    );
-    for (id, name) in known {
-        if lcd.model().nodes.get(&id) != Some(&name) {
-            lcd.apply(&Change::SetNode { id, name })
-                .map_err(|e| e.to_string())?;
-        }
+    if lcd.model().nodes.get(&node) != Some(&config.name) {
+        let change = Change::SetNode {
+            id: node,
+            name: config.name.clone(),
+        };
+        lcd.apply(&change).map_err(|e| e.to_string())?;
     }
     let kit_names: Vec<String> = kits
         .iter()
@@ -131,15 +166,8 @@ pub fn start(config: &Config) -> Result<Handle, String> {
         "resource manager started"
     );
     let (inputs, rx) = mpsc::channel(1024);
-    let mut manager = Manager {
-        lcd,
-        kits,
-        node,
-        jobs: BTreeMap::new(),
-        next_job: 1,
-        checks: BTreeMap::new(),
-        inputs: inputs.clone(),
-    };
+    let comm = comm.clone();
+    let handle_inputs = inputs.clone();
     std::thread::Builder::new()
         .name("resource-manager".into())
         .spawn(move || {
@@ -148,14 +176,39 @@ pub fn start(config: &Config) -> Result<Handle, String> {
                 .build()
             {
                 Ok(runtime) => runtime.block_on(async move {
-                    manager.init();
-                    manager.run(rx).await;
+                    let (incoming_tx, mut incoming) = mpsc::channel(1024);
+                    let remote = Remote::start(&comm, incoming_tx);
+                    let forward = inputs.clone();
+                    tokio::spawn(async move {
+                        while let Some(message) = incoming.recv().await {
+                            if forward.send(Input::Remote(message)).await.is_err() {
+                                return;
+                            }
+                        }
+                    });
+                    let manager = Manager {
+                        lcd,
+                        kits,
+                        node,
+                        jobs: BTreeMap::new(),
+                        next_job: 1,
+                        checks: BTreeMap::new(),
+                        inputs,
+                        remote,
+                        comm: comm.inputs.clone(),
+                        up: BTreeSet::new(),
+                        init_at: Some(Instant::now() + SETTLE),
+                        waiting: Vec::new(),
+                    };
+                    manager.run(rx, comm.up.clone()).await;
                 }),
                 Err(e) => error!("cannot start the resource manager: {e}"),
             }
         })
         .map_err(|e| format!("cannot start the resource manager thread: {e}"))?;
-    Ok(Handle { inputs })
+    Ok(Handle {
+        inputs: handle_inputs,
+    })
 }
 
 impl Manager {
@@ -166,12 +219,63 @@ impl Manager {
         }
     }
 
+    fn model(&self) -> &Model {
+        self.lcd.model()
+    }
+
+    /// The node that orders configuration changes: the lowest that is up.
+    fn coordinator(&self) -> u16 {
+        self.up
+            .iter()
+            .copied()
+            .chain([self.node])
+            .min()
+            .unwrap_or(self.node)
+    }
+
+    fn alive(&self, node: u16) -> bool {
+        node == self.node || self.up.contains(&node)
+    }
+
+    async fn run(mut self, mut rx: mpsc::Receiver<Input>, mut up: watch::Receiver<BTreeSet<u16>>) {
+        loop {
+            let next = self
+                .checks
+                .values()
+                .chain(self.init_at.as_ref())
+                .min()
+                .copied();
+            let wake = next.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                input = rx.recv() => match input {
+                    Some(input) => self.handle(input),
+                    None => return,
+                },
+                changed = up.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    let now_up = up.borrow_and_update().clone();
+                    self.membership(now_up);
+                }
+                () = tokio::time::sleep_until(wake) => self.timers(),
+            }
+        }
+    }
+
+    fn timers(&mut self) {
+        if self.init_at.is_some_and(|at| at <= Instant::now()) {
+            self.init_at = None;
+            self.init();
+        }
+        self.run_checks();
+    }
+
     /// Brings in service, once each, the hierarchies whose init strategy
-    /// says so.
+    /// says so, unless another node that is up already runs them.
     fn init(&mut self) {
         let mut started = BTreeSet::new();
         let due: Vec<String> = self
-            .lcd
             .model()
             .resources
             .values()
@@ -187,7 +291,19 @@ impl Manager {
             if started.contains(&tag) {
                 continue;
             }
-            started.extend(self.lcd.model().hierarchy(&self.place(&tag)));
+            let place = self.place(&tag);
+            started.extend(self.model().hierarchy(&place));
+            if let Some(elsewhere) = self.served_elsewhere(&place) {
+                info!(%tag, "not brought in service at start: node {} runs it", elsewhere.node);
+                for member in self.model().hierarchy(&place) {
+                    self.set_state(&self.place(&member), State::Osu);
+                }
+                continue;
+            }
+            if let Some(better) = self.better_claim(&place) {
+                info!(%tag, "not brought in service at start: node {} has a better priority for it", better.node);
+                continue;
+            }
             info!(%tag, "bringing in service at start (init strategy)");
             if let Err(e) = self.begin(&tag, Purpose::InService, None) {
                 warn!(%tag, "cannot bring in service at start: {e}");
@@ -195,18 +311,36 @@ impl Manager {
         }
     }
 
-    async fn run(mut self, mut rx: mpsc::Receiver<Input>) {
-        loop {
-            let next_check = self.checks.values().min().copied();
-            let wake = next_check.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
-            tokio::select! {
-                input = rx.recv() => match input {
-                    Some(input) => self.handle(input),
-                    None => return,
-                },
-                () = tokio::time::sleep_until(wake) => self.run_checks(),
-            }
-        }
+    /// An instance equivalent to `place` in service on another node that is
+    /// up.
+    fn served_elsewhere(&self, place: &Place) -> Option<Place> {
+        self.model()
+            .equivalents(place)
+            .into_iter()
+            .filter(|p| p.node != self.node && self.up.contains(&p.node))
+            .find(|p| {
+                self.model()
+                    .resources
+                    .get(p)
+                    .is_some_and(|r| r.state.in_service())
+            })
+    }
+
+    /// An instance of `place`'s hierarchy on another node that is up with
+    /// a better priority than this node's, which has not failed it.
+    fn better_claim(&self, place: &Place) -> Option<Place> {
+        let model = self.model();
+        let mine = model.resources.get(place)?.priority;
+        model
+            .equivalents(place)
+            .into_iter()
+            .filter(|p| p.node != self.node && self.up.contains(&p.node))
+            .find(|p| {
+                model
+                    .resources
+                    .get(p)
+                    .is_some_and(|r| r.priority < mine && r.state != State::Osf)
+            })
     }
 
     fn handle(&mut self, input: Input) {
@@ -219,16 +353,237 @@ impl Manager {
                 run,
             } => self.step(job, &place, action, &run),
             Input::Finished { job } => self.finished(job),
+            Input::Remote(incoming) => self.remote_message(incoming.from, incoming.message),
+        }
+    }
+
+    /// Who is up changed: catch newcomers up, and take over what the
+    /// departed ran.
+    fn membership(&mut self, now_up: BTreeSet<u16>) {
+        let joined: Vec<u16> = now_up.difference(&self.up).copied().collect();
+        let left: Vec<u16> = self.up.difference(&now_up).copied().collect();
+        self.up = now_up;
+        for node in joined {
+            if self.coordinator() == self.node {
+                info!(
+                    node,
+                    generation = self.model().generation,
+                    "sending the configuration to node {node}"
+                );
+                self.send(
+                    node,
+                    Message::Snapshot {
+                        model: self.model().clone(),
+                    },
+                );
+            }
+            // It learns what runs here from us.
+            let mine: Vec<(Place, State)> = self
+                .model()
+                .resources
+                .values()
+                .filter(|r| r.place.node == self.node)
+                .map(|r| (r.place.clone(), r.state))
+                .collect();
+            for (place, state) in mine {
+                self.send(node, Message::State { place, state });
+            }
+        }
+        for node in left {
+            let lost: Vec<Place> = self
+                .model()
+                .resources
+                .values()
+                .filter(|r| r.place.node == node && r.state.in_service())
+                .map(|r| r.place.clone())
+                .collect();
+            for place in lost {
+                warn!(node, tag = %place.tag, "node {node} is down with {} in service", place.tag);
+                self.take_over(&place);
+            }
+        }
+    }
+
+    fn send(&self, node: u16, message: Message) {
+        let remote = self.remote.clone();
+        tokio::spawn(async move { remote.send(node, message).await });
+    }
+
+    fn broadcast(&self, message: &Message) {
+        for &node in &self.up {
+            self.send(node, message.clone());
+        }
+    }
+
+    /// `lost`, an instance of some hierarchy, stopped running (its node
+    /// went down, or it failed there): if this node has the best claim to
+    /// the hierarchy now, it brings it in service.
+    fn take_over(&mut self, lost: &Place) {
+        let model = self.model();
+        let instances = model.equivalents(lost);
+        let serving = instances.iter().any(|p| {
+            p != lost
+                && self.alive(p.node)
+                && model.resources.get(p).is_some_and(|r| r.state.in_service())
+        });
+        if serving {
+            return;
+        }
+        let best = instances
+            .iter()
+            .filter(|p| *p != lost && self.alive(p.node))
+            .filter_map(|p| model.resources.get(p))
+            .filter(|r| r.state != State::Osf)
+            .min_by_key(|r| (r.priority, r.place.node));
+        let Some(best) = best else {
+            error!(tag = %lost.tag, "{lost} is lost and no node that is up can take it");
+            return;
+        };
+        if best.place.node != self.node {
+            info!(tag = %lost.tag, "node {} takes over {lost} (priority {})", best.place.node, best.priority);
+            return;
+        }
+        let tag = best.place.tag.clone();
+        warn!(%tag, "taking over {lost}: this node has the best priority ({}) among those up", best.priority);
+        if let Err(e) = self.begin(&tag, Purpose::InService, None) {
+            // Busy means an action already holds it, which brings it in or
+            // reports again when it ends.
+            warn!(%tag, "cannot take over now: {e}");
+        }
+    }
+
+    fn remote_message(&mut self, from: u16, message: Message) {
+        match message {
+            Message::Call { id, request } => {
+                let (reply, answer) = oneshot::channel();
+                if request.is_resource_request() {
+                    self.control(request, reply);
+                } else {
+                    let comm = self.comm.clone();
+                    tokio::spawn(async move {
+                        let _ = comm.send(daemon::Input::Control { request, reply }).await;
+                    });
+                }
+                let remote = self.remote.clone();
+                tokio::spawn(async move {
+                    let response = answer
+                        .await
+                        .unwrap_or_else(|_| error_response("the request was dropped".into()));
+                    remote.send(from, Message::Reply { id, response }).await;
+                });
+            }
+            Message::Reply { .. } => {}
+            Message::Commit { change, generation } => self.commit(from, &change, generation),
+            Message::Snapshot { model } => self.catch_up(from, model),
+            Message::State { place, state } => {
+                if place.node != from {
+                    warn!(from, %place, "node {from} reported the state of another node's resource; ignored");
+                    return;
+                }
+                let before = self.model().resources.get(&place).map(|r| r.state);
+                if before == Some(state) {
+                    return;
+                }
+                let change = Change::SetState {
+                    place: place.clone(),
+                    state,
+                };
+                if let Err(e) = self.lcd.apply(&change) {
+                    warn!(%place, "cannot record node {from}'s state {state}: {e}");
+                    return;
+                }
+                info!(node = from, tag = %place.tag, "{state} on node {from}");
+                // A node marks a resource failed when it gives its
+                // hierarchy up (having taken it out of service first).
+                if state == State::Osf {
+                    self.take_over(&place);
+                }
+            }
+        }
+    }
+
+    /// A change the coordinator ordered.
+    fn commit(&mut self, from: u16, change: &Change, generation: u64) {
+        let mine = self.model().generation;
+        if generation <= mine {
+            return;
+        }
+        if generation > mine + 1 {
+            warn!(
+                from,
+                generation,
+                mine,
+                "missed a configuration change; asking node {from} for the whole configuration"
+            );
+            self.ask_snapshot(from);
+            return;
+        }
+        match self.lcd.apply(change) {
+            Ok(generation) => info!(
+                generation,
+                ?change,
+                "configuration changed by the coordinator"
+            ),
+            Err(e) => {
+                error!(
+                    from,
+                    "cannot apply the coordinator's change ({e}); asking for the whole configuration"
+                );
+                self.ask_snapshot(from);
+            }
+        }
+    }
+
+    fn ask_snapshot(&self, from: u16) {
+        let remote = self.remote.clone();
+        let inputs = self.inputs.clone();
+        tokio::spawn(async move {
+            if let Response::Lcd(model) = remote.call(from, Request::Lcd, CHANGE_TIMEOUT).await {
+                let message = Message::Snapshot { model };
+                let _ = inputs
+                    .send(Input::Remote(remote::Incoming { from, message }))
+                    .await;
+            }
+        });
+    }
+
+    /// The coordinator's whole configuration: taken if it is not behind
+    /// this node's, keeping this node's own states.
+    fn catch_up(&mut self, from: u16, mut model: Model) {
+        let mine = self.model().generation;
+        if model.generation < mine {
+            error!(
+                from,
+                theirs = model.generation,
+                mine,
+                "the configuration diverged: node {from} coordinates at generation {} but this node has {mine}; changes made while the cluster was partitioned must be made again (see heartline verify)",
+                model.generation
+            );
+            return;
+        }
+        for resource in model.resources.values_mut() {
+            if resource.place.node == self.node {
+                resource.state = self
+                    .model()
+                    .resources
+                    .get(&resource.place)
+                    .map_or(State::Osu, |r| r.state);
+            }
+        }
+        if model == *self.model() {
+            return;
+        }
+        let generation = model.generation;
+        match self.lcd.replace(model) {
+            Ok(()) => info!(from, generation, "configuration taken from node {from}"),
+            Err(e) => error!(from, "cannot take node {from}'s configuration: {e}"),
         }
     }
 
     fn control(&mut self, request: Request, reply: oneshot::Sender<Response>) {
         let response = match request {
-            Request::Lcd => Response::Lcd(self.lcd.model().clone()),
-            Request::Change { change } => match self.change(&change) {
-                Ok(generation) => Response::Changed { generation },
-                Err(e) => error_response(e.to_string()),
-            },
+            Request::Lcd => Response::Lcd(self.model().clone()),
+            Request::Change { change } => return self.change(change, reply),
             Request::InService { tag } => {
                 return self.start_or_answer(&tag, Purpose::InService, reply);
             }
@@ -243,24 +598,59 @@ impl Manager {
                 };
                 return self.start_or_answer(&tag, purpose, reply);
             }
+            Request::Switchover { tag, to } => return self.switchover(&tag, to, reply),
+            Request::Verify => return self.verify(reply),
+            Request::Remote { node, request } => {
+                if node == self.node {
+                    return self.control(*request, reply);
+                }
+                if !self.up.contains(&node) {
+                    error_response(format!("node {node} is not up; it cannot run the command"))
+                } else {
+                    let remote = self.remote.clone();
+                    tokio::spawn(async move {
+                        let _ = reply.send(remote.call(node, *request, ACTION_TIMEOUT).await);
+                    });
+                    return;
+                }
+            }
             other => error_response(format!("{other:?} is not a resource request")),
         };
         let _ = reply.send(response);
     }
 
     fn start_or_answer(&mut self, tag: &str, purpose: Purpose, reply: oneshot::Sender<Response>) {
-        if let Err(e) = self
-            .begin(tag, purpose, Some(reply))
-            .map_err(|e| e.to_string())
-        {
-            // `begin` only keeps the reply when it starts a job.
+        if let Err(e) = self.begin(tag, purpose, Some(reply)) {
+            // `begin` answers the caller itself when it refuses.
             warn!(%tag, "{e}");
         }
     }
 
-    /// An administrative change, with the checks that need this node's
-    /// kits.
-    fn change(&mut self, change: &Change) -> Result<u64, LcdError> {
+    /// An administrative change: applied here and committed to every node
+    /// if this node coordinates, else sent to the coordinator.
+    fn change(&mut self, change: Change, reply: oneshot::Sender<Response>) {
+        let coordinator = self.coordinator();
+        if coordinator != self.node {
+            let remote = self.remote.clone();
+            tokio::spawn(async move {
+                let request = Request::Change { change };
+                let _ = reply.send(remote.call(coordinator, request, CHANGE_TIMEOUT).await);
+            });
+            return;
+        }
+        let response = match self.apply_change(&change) {
+            Ok(generation) => {
+                self.broadcast(&Message::Commit { change, generation });
+                Response::Changed { generation }
+            }
+            Err(e) => error_response(e.to_string()),
+        };
+        let _ = reply.send(response);
+    }
+
+    /// Checks a change against the kits installed here and the actions
+    /// under way, then applies it.
+    fn apply_change(&mut self, change: &Change) -> Result<u64, LcdError> {
         if let Change::CreateResource(resource) = change {
             let Some(kit) = self.kits.get(&resource.app, &resource.rtype) else {
                 let known: Vec<String> = self
@@ -280,16 +670,14 @@ impl Manager {
                     }
                 )));
             };
-            if resource.place.node == self.node {
-                let problems = kit.problems();
-                if !problems.is_empty() {
-                    return Err(LcdError::Invalid(problems.join("; ")));
-                }
+            let problems = kit.problems();
+            if !problems.is_empty() {
+                return Err(LcdError::Invalid(problems.join("; ")));
             }
         }
-        if let Some(tags) = self.busy_tags(change) {
+        if let Some(tag) = self.busy_tag(change) {
             return Err(LcdError::Invalid(format!(
-                "{tags} is busy with an action; try again when it ends"
+                "{tag} is busy with an action; try again when it ends"
             )));
         }
         let generation = self.lcd.apply(change)?;
@@ -298,7 +686,7 @@ impl Manager {
     }
 
     /// The tag a change touches on this node, if an action holds it.
-    fn busy_tags(&self, change: &Change) -> Option<String> {
+    fn busy_tag(&self, change: &Change) -> Option<String> {
         let place = match change {
             Change::RemoveResource(place)
             | Change::SetState { place, .. }
@@ -314,6 +702,188 @@ impl Manager {
 
     fn is_busy(&self, tag: &str) -> bool {
         self.jobs.values().any(|job| job.tags.contains(tag))
+    }
+
+    /// Moves the hierarchy of `tag` to node `to`: out of service where it
+    /// runs, then in service there, each on its own node.
+    fn switchover(&mut self, tag: &str, to: u16, reply: oneshot::Sender<Response>) {
+        let place = self.place(tag);
+        let model = self.model();
+        let refuse = |reply: oneshot::Sender<Response>, why: String| {
+            let _ = reply.send(error_response(why));
+        };
+        if !model.resources.contains_key(&place) {
+            return refuse(reply, LcdError::NoSuchResource(place).to_string());
+        }
+        if !self.alive(to) {
+            return refuse(
+                reply,
+                format!("node {to} is not up; a switchover needs the node it goes to"),
+            );
+        }
+        let instances = model.equivalents(&place);
+        let Some(target) = instances.iter().find(|p| p.node == to).cloned() else {
+            return refuse(
+                reply,
+                format!(
+                    "node {to} has no instance of {tag}'s hierarchy; extend it there first (heartline eqv create)"
+                ),
+            );
+        };
+        let running_there = model
+            .resources
+            .get(&target)
+            .is_some_and(|r| r.state.in_service());
+        if running_there {
+            return refuse(
+                reply,
+                format!("{tag}'s hierarchy already runs on node {to}"),
+            );
+        }
+        // Every other node that is up and holds the hierarchy takes it out
+        // of service first (a no-op where it is not running): the states
+        // this node has heard may lag, and it must never run twice.
+        let others: Vec<Place> = instances
+            .iter()
+            .filter(|p| p.node != to && self.alive(p.node))
+            .cloned()
+            .collect();
+        let remote = self.remote.clone();
+        let inputs = self.inputs.clone();
+        let here = self.node;
+        info!(%tag, to, "switchover");
+        tokio::spawn(async move {
+            let ask = |node: u16, request: Request| {
+                let remote = remote.clone();
+                let inputs = inputs.clone();
+                async move {
+                    if node == here {
+                        let (reply, answer) = oneshot::channel();
+                        let _ = inputs.send(Input::Control { request, reply }).await;
+                        answer
+                            .await
+                            .unwrap_or_else(|_| error_response("the request was dropped".into()))
+                    } else {
+                        remote.call(node, request, ACTION_TIMEOUT).await
+                    }
+                }
+            };
+            let mut steps = Vec::new();
+            for other in others {
+                let request = Request::OutOfService {
+                    tag: other.tag.clone(),
+                };
+                match ask(other.node, request).await {
+                    Response::Done { steps: done } => {
+                        steps.extend(
+                            done.into_iter()
+                                .map(|s| format!("node {}: {s}", other.node)),
+                        );
+                    }
+                    other => {
+                        let _ = reply.send(other);
+                        return;
+                    }
+                }
+            }
+            match ask(
+                to,
+                Request::InService {
+                    tag: target.tag.clone(),
+                },
+            )
+            .await
+            {
+                Response::Done { steps: done } => {
+                    steps.extend(done.into_iter().map(|s| format!("node {to}: {s}")));
+                    let _ = reply.send(Response::Done { steps });
+                }
+                other => {
+                    let _ = reply.send(other);
+                }
+            }
+        });
+    }
+
+    /// Every node up agrees on the configuration; every hierarchy is sane
+    /// and its scripts are runnable here.
+    fn verify(&mut self, reply: oneshot::Sender<Response>) {
+        let model = self.model().clone();
+        let mut problems = Vec::new();
+        for resource in model.resources.values() {
+            match self.kits.get(&resource.app, &resource.rtype) {
+                None if resource.place.node == self.node => problems.push(format!(
+                    "{}: no recovery kit {}/{} on this node",
+                    resource.place, resource.app, resource.rtype
+                )),
+                Some(kit) if resource.place.node == self.node => {
+                    problems.extend(
+                        kit.problems()
+                            .into_iter()
+                            .map(|p| format!("{}: {p}", resource.place)),
+                    );
+                }
+                _ => {}
+            }
+            let class = model.equivalents(&resource.place);
+            let priorities: BTreeSet<u16> = class
+                .iter()
+                .filter_map(|p| model.resources.get(p).map(|r| r.priority))
+                .collect();
+            if priorities.len() != class.len() {
+                problems.push(format!("{}: two nodes share a priority", resource.place));
+            }
+            // Every resource a hierarchy member depends on is extended to
+            // the same nodes as the member.
+            for child in model.children(resource.place.node, &resource.place.tag) {
+                let child = Place {
+                    node: resource.place.node,
+                    tag: child.to_string(),
+                };
+                let nodes =
+                    |c: &BTreeSet<Place>| c.iter().map(|p| p.node).collect::<BTreeSet<u16>>();
+                if nodes(&class) != nodes(&model.equivalents(&child)) {
+                    problems.push(format!(
+                        "{}: extended to nodes {:?} but its dependency {} to {:?}",
+                        resource.place,
+                        nodes(&class),
+                        child.tag,
+                        nodes(&model.equivalents(&child))
+                    ));
+                }
+            }
+        }
+        let peers: Vec<u16> = self.up.iter().copied().collect();
+        let remote = self.remote.clone();
+        let here = self.node;
+        tokio::spawn(async move {
+            for node in &peers {
+                match remote.call(*node, Request::Lcd, CHANGE_TIMEOUT).await {
+                    Response::Lcd(theirs) => {
+                        if theirs.generation != model.generation {
+                            problems.push(format!(
+                                "node {node} is at generation {}, node {here} at {}",
+                                theirs.generation, model.generation
+                            ));
+                        } else if !same_configuration(&theirs, &model) {
+                            problems.push(format!(
+                                "node {node} has a different configuration at the same generation {}",
+                                model.generation
+                            ));
+                        }
+                    }
+                    other => problems.push(format!("node {node}: {other:?}")),
+                }
+            }
+            let summary = format!(
+                "{} resources, {} dependencies, {} equivalencies at generation {}; compared with nodes {peers:?}",
+                model.resources.len(),
+                model.dependencies.len(),
+                model.equivalencies.len(),
+                model.generation
+            );
+            let _ = reply.send(Response::Verified { summary, problems });
+        });
     }
 
     /// Starts an action on the hierarchy of `tag`: its scripts in order, as
@@ -337,32 +907,37 @@ impl Manager {
         }
         let tags = model.hierarchy(&place);
         if let Some(busy) = tags.iter().find(|t| self.is_busy(t)) {
-            return refuse(
-                reply,
-                format!("{busy} is busy with another action; try again when it ends"),
-            );
+            // One action at a time per hierarchy: a check is skipped (the
+            // next comes soon), anything else waits its turn.
+            if purpose == Purpose::Check {
+                return Err(format!("{busy} is busy with another action"));
+            }
+            self.waiting.push((tag.to_string(), purpose, reply));
+            return Ok(());
         }
+        if purpose == Purpose::InService {
+            if let Some(elsewhere) = self.served_elsewhere(&place) {
+                return refuse(
+                    reply,
+                    format!(
+                        "{tag}'s hierarchy runs on node {} ({}); use heartline switchover to move it",
+                        elsewhere.node, elsewhere.tag
+                    ),
+                );
+            }
+        }
+        let state_of = |t: &String| model.resources.get(&self.place(t)).map(|r| r.state);
         let order: Vec<(String, Action)> = match &purpose {
             Purpose::InService => model
                 .restore_order(&place)
                 .into_iter()
-                .filter(|t| {
-                    model
-                        .resources
-                        .get(&self.place(t))
-                        .is_some_and(|r| r.state != State::Isp)
-                })
+                .filter(|t| state_of(t) != Some(State::Isp))
                 .map(|t| (t, Action::Restore))
                 .collect(),
-            Purpose::OutOfService => model
+            Purpose::OutOfService | Purpose::GiveUp { .. } => model
                 .remove_order(&place)
                 .into_iter()
-                .filter(|t| {
-                    model
-                        .resources
-                        .get(&self.place(t))
-                        .is_some_and(|r| r.state.in_service())
-                })
+                .filter(|t| state_of(t).is_some_and(State::in_service))
                 .map(|t| (t, Action::Remove))
                 .collect(),
             Purpose::Check => vec![(tag.to_string(), Action::QuickCheck)],
@@ -394,9 +969,21 @@ impl Manager {
                 script_env(resource, action, &event),
             ));
         }
+        if steps.is_empty() {
+            if let Some(reply) = reply {
+                let already = match purpose {
+                    Purpose::OutOfService | Purpose::GiveUp { .. } => "out of service",
+                    _ => "in service",
+                };
+                let _ = reply.send(Response::Done {
+                    steps: vec![format!("{tag}'s hierarchy is already {already} here")],
+                });
+            }
+            return Ok(());
+        }
         let job = self.next_job;
         self.next_job += 1;
-        if matches!(purpose, Purpose::InService | Purpose::OutOfService) {
+        if !matches!(purpose, Purpose::Check) {
             info!(%tag, ?purpose, steps = steps.len(), "hierarchy action starts");
         }
         self.jobs.insert(
@@ -441,13 +1028,10 @@ impl Manager {
         } else {
             warn!(tag = %place.tag, %action, "{run}");
         }
-        let purpose = self.jobs.get(&job).map(|j| j.purpose.clone());
-        let state = match (action, ok, &purpose) {
-            (Action::Restore, true, _) => Some(State::Isp),
-            (Action::Restore, false, _) => Some(State::Osf),
-            (Action::Remove, true, _) => Some(State::Osu),
-            (Action::Remove, false, _) => Some(State::Osf),
-            (Action::Recover, true, _) => Some(State::Isp),
+        let state = match (action, ok) {
+            (Action::Restore | Action::Recover, true) => Some(State::Isp),
+            (Action::Restore | Action::Remove, false) => Some(State::Osf),
+            (Action::Remove, true) => Some(State::Osu),
             _ => None,
         };
         if let Some(state) = state {
@@ -459,7 +1043,11 @@ impl Manager {
         }
     }
 
+    /// Records a state of this node's resource and tells the other nodes.
     fn set_state(&mut self, place: &Place, state: State) {
+        if self.model().resources.get(place).map(|r| r.state) == Some(state) {
+            return;
+        }
         let change = Change::SetState {
             place: place.clone(),
             state,
@@ -471,6 +1059,10 @@ impl Manager {
                 } else {
                     self.checks.remove(&place.tag);
                 }
+                self.broadcast(&Message::State {
+                    place: place.clone(),
+                    state,
+                });
             }
             Err(e) => error!(tag = %place.tag, "cannot record state {state}: {e}"),
         }
@@ -478,7 +1070,6 @@ impl Manager {
 
     fn schedule_check(&mut self, tag: &str) {
         let interval = self
-            .lcd
             .model()
             .resources
             .get(&self.place(tag))
@@ -495,11 +1086,28 @@ impl Manager {
     }
 
     /// An action ended: answer the CLI, and follow a failed check with
-    /// recovery and a failed recovery with another attempt.
+    /// recovery, a failed recovery with another attempt, and the last
+    /// failed attempt with giving the hierarchy up to another node.
     fn finished(&mut self, job: u64) {
         let Some(job) = self.jobs.remove(&job) else {
             return;
         };
+        // Checks that fell due while the action held the hierarchy.
+        for member in &job.tags {
+            let in_service = self
+                .model()
+                .resources
+                .get(&self.place(member))
+                .map(|r| r.state);
+            if in_service == Some(State::Isp) && !self.checks.contains_key(member) {
+                self.schedule_check(member);
+            }
+        }
+        for (tag, purpose, reply) in std::mem::take(&mut self.waiting) {
+            if let Err(e) = self.begin(&tag, purpose, reply) {
+                warn!(%tag, "{e}");
+            }
+        }
         let tag = job.subject.clone();
         match (&job.purpose, job.failed) {
             (Purpose::Check, false) => self.schedule_check(&tag),
@@ -514,31 +1122,33 @@ impl Manager {
                 }
             }
             (Purpose::Recover { event, attempt }, true) => {
-                let recovering = tag;
                 let attempts = self
-                    .lcd
                     .model()
                     .resources
-                    .get(&self.place(&recovering))
+                    .get(&self.place(&tag))
                     .and_then(|r| self.kits.get(&r.app, &r.rtype))
                     .map_or(1, |k| k.manifest.recover_attempts);
-                if *attempt < attempts {
-                    warn!(tag = %recovering, attempt, attempts, "local recovery failed; trying again");
-                    let purpose = Purpose::Recover {
+                let purpose = if *attempt < attempts {
+                    warn!(%tag, attempt, attempts, "local recovery failed; trying again");
+                    Purpose::Recover {
                         event: event.clone(),
                         attempt: attempt + 1,
-                    };
-                    if let Err(e) = self.begin(&recovering, purpose, job.reply) {
-                        warn!(tag = %recovering, "{e}");
                     }
-                    return;
+                } else {
+                    error!(%tag, attempts, "local recovery failed: taking the hierarchy out of service here so that another node takes it");
+                    Purpose::GiveUp {
+                        failed: tag.clone(),
+                    }
+                };
+                if let Err(e) = self.begin(&tag, purpose, job.reply) {
+                    warn!(%tag, "{e}");
                 }
-                error!(
-                    tag = %recovering,
-                    attempts,
-                    "local recovery failed; the resource is in service unprotected (ISU): failing over to another node is not implemented yet"
-                );
-                self.set_state(&self.place(&recovering), State::Isu);
+                return;
+            }
+            (Purpose::GiveUp { failed }, _) => {
+                // Marked failed last: the other nodes take over on seeing it.
+                let failed = self.place(failed);
+                self.set_state(&failed, State::Osf);
             }
             _ => {}
         }
@@ -579,12 +1189,26 @@ impl Manager {
     }
 }
 
+/// Whether two databases hold the same configuration, states aside (each
+/// node's states reach the others a moment later).
+fn same_configuration(a: &Model, b: &Model) -> bool {
+    let without_states = |m: &Model| {
+        let mut m = m.clone();
+        for r in m.resources.values_mut() {
+            r.state = State::Osu;
+        }
+        m
+    };
+    without_states(a) == without_states(b)
+}
+
 fn purpose_name(purpose: &Purpose) -> &'static str {
     match purpose {
         Purpose::InService => "in-service",
         Purpose::OutOfService => "out-of-service",
         Purpose::Check => "quickCheck",
         Purpose::Recover { .. } => "recovery",
+        Purpose::GiveUp { .. } => "failover",
     }
 }
 

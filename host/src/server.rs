@@ -83,28 +83,27 @@ async fn client(read: Reader, mut write: Writer, handle: Handle, resources: reso
         Request::Send { timeout_ms, .. } | Request::Receive { timeout_ms, .. } => {
             Duration::from_millis(*timeout_ms)
         }
-        Request::InService { .. } | Request::OutOfService { .. } | Request::SendEvent { .. } => {
-            ACTION_TIMEOUT
-        }
+        Request::InService { .. }
+        | Request::OutOfService { .. }
+        | Request::SendEvent { .. }
+        | Request::Switchover { .. }
+        | Request::Remote { .. } => ACTION_TIMEOUT,
         _ => Duration::from_secs(10),
     };
     let (reply, response) = oneshot::channel();
     let request = request.body;
-    let sent = match request {
-        Request::Lcd
-        | Request::Change { .. }
-        | Request::InService { .. }
-        | Request::OutOfService { .. }
-        | Request::SendEvent { .. } => resources
+    let sent = if request.is_resource_request() {
+        resources
             .inputs
             .send(resources::Input::Control { request, reply })
             .await
-            .is_ok(),
-        request => handle
+            .is_ok()
+    } else {
+        handle
             .inputs
             .send(Input::Control { request, reply })
             .await
-            .is_ok(),
+            .is_ok()
     };
     if !sent {
         let _ = answer(&mut write, error("the daemon is shutting down".into())).await;

@@ -13,16 +13,18 @@ use heartline::local_cluster::{LocalCluster, wait_for};
 
 const BIN: &str = env!("CARGO_BIN_EXE_heartline");
 
-/// One daemon with a copy of the shipped Generic Application kit whose
-/// quickCheck runs every 200 ms and which tries recovery twice.
-struct Node {
+/// Daemons on loopback, each with a copy of the shipped Generic Application
+/// kit whose quickCheck runs every 200 ms and which tries recovery twice.
+/// Methods take the node to talk to.
+struct Site {
     cluster: LocalCluster,
     work: tempfile::TempDir,
 }
 
-impl Node {
-    fn start() -> Node {
-        let mut cluster = LocalCluster::new(Path::new(BIN), 1, 0).unwrap();
+impl Site {
+    fn start(nodes: u16) -> Site {
+        let paths = usize::from(nodes > 1);
+        let mut cluster = LocalCluster::new(Path::new(BIN), nodes, paths).unwrap();
         let work = tempfile::tempdir().unwrap();
         let kits = work.path().join("kits");
         copy_kit(&kits, "gen", "app");
@@ -32,26 +34,34 @@ impl Node {
             "description = \"Generic Application, checked often\"\nquick_check_interval = \"200ms\"\nrecover_attempts = 2\n",
         )
         .unwrap();
-        let config = cluster.config_path(1);
-        let mut text = std::fs::read_to_string(&config).unwrap();
-        text.push_str(&format!("\n[resources]\nkits = [\"{}\"]\n", kits.display()));
-        std::fs::write(&config, text).unwrap();
-        cluster.start(1).unwrap();
-        Node { cluster, work }
+        for node in 1..=nodes {
+            let config = cluster.config_path(node);
+            let mut text = std::fs::read_to_string(&config).unwrap();
+            text.push_str(&format!("\n[resources]\nkits = [\"{}\"]\n", kits.display()));
+            std::fs::write(&config, text).unwrap();
+        }
+        cluster.start_all().unwrap();
+        if nodes > 1 {
+            wait_for(Duration::from_secs(10), "every node up", || {
+                cluster.all_up()
+            })
+            .unwrap();
+        }
+        Site { cluster, work }
     }
 
-    fn cli(&self, args: &[&str]) -> Output {
+    fn cli(&self, at: u16, args: &[&str]) -> Output {
         Command::new(BIN)
             .arg("--socket")
-            .arg(self.cluster.socket(1))
+            .arg(self.cluster.socket(at))
             .args(args)
             .output()
             .unwrap()
     }
 
-    /// Runs a command that must succeed; its standard output.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.cli(args);
+    /// Runs a command on node `at` that must succeed; its standard output.
+    fn ok(&self, at: u16, args: &[&str]) -> String {
+        let out = self.cli(at, args);
         assert!(
             out.status.success(),
             "{args:?} failed: {}",
@@ -60,30 +70,38 @@ impl Node {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// Runs a command that must fail with exit 1; its one-line error.
-    fn refused(&self, args: &[&str]) -> String {
-        let out = self.cli(args);
+    /// Runs a command on node `at` that must fail with exit 1; its one-line
+    /// error.
+    fn refused(&self, at: u16, args: &[&str]) -> String {
+        let out = self.cli(at, args);
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
         stderr
     }
 
-    fn resources(&self) -> Vec<serde_json::Value> {
-        serde_json::from_str(&self.ok(&["ins", "list", "--json"])).unwrap()
+    /// Every resource of the cluster, as node `at` knows them.
+    fn resources(&self, at: u16) -> Vec<serde_json::Value> {
+        serde_json::from_str(&self.ok(at, &["ins", "list", "--json"])).unwrap()
     }
 
-    fn state(&self, tag: &str) -> String {
-        self.resources()
+    /// The state of `tag` on node `of`, as node `at` knows it.
+    fn state_of(&self, at: u16, of: u16, tag: &str) -> String {
+        self.resources(at)
             .into_iter()
-            .find(|r| r["place"]["tag"] == tag)
+            .find(|r| r["place"]["tag"] == tag && r["place"]["node"] == of)
             .map(|r| r["state"].as_str().unwrap().to_string())
             .unwrap_or_default()
     }
 
-    fn generation(&self) -> u64 {
+    /// The state of `tag` on node 1, as node 1 knows it.
+    fn state(&self, tag: &str) -> String {
+        self.state_of(1, 1, tag)
+    }
+
+    fn generation(&self, at: u16) -> u64 {
         let model = heartline::client::ask_blocking(
-            &self.cluster.socket(1),
+            &self.cluster.socket(at),
             heartline::control::Request::Lcd,
         )
         .unwrap();
@@ -93,13 +111,14 @@ impl Node {
         }
     }
 
-    /// A Generic Application resource whose application is a `sleep`
-    /// recording its pid; its start and stop append to `events.log`.
-    fn app(&self, tag: &str) -> App {
-        let dir = self.work.path().join(tag);
+    /// A Generic Application resource `tag` for node `node`, whose
+    /// application is a `sleep` recording its pid; its start and stop append
+    /// to that node's events log.
+    fn app(&self, node: u16, tag: &str) -> App {
+        let dir = self.work.path().join(format!("node{node}")).join(tag);
         std::fs::create_dir_all(&dir).unwrap();
         let pid = dir.join("pid");
-        let events = self.work.path().join("events.log");
+        let events = self.events_log(node);
         let script = |name: &str, body: String| {
             let path = dir.join(name);
             std::fs::write(&path, format!("#!/bin/sh\n{body}")).unwrap();
@@ -132,6 +151,7 @@ impl Node {
             ),
         );
         App {
+            node,
             tag: tag.to_string(),
             pid,
             start,
@@ -140,29 +160,49 @@ impl Node {
         }
     }
 
-    fn create(&self, app: &App) {
-        self.ok(&[
-            "ins",
-            "create",
-            "--tag",
-            &app.tag,
-            "--id",
-            &format!("/srv/{}", app.tag),
-            "--app",
-            "gen",
-            "--type",
-            "app",
-            "--prop",
-            &format!("start={}", app.start.display()),
-            "--prop",
-            &format!("stop={}", app.stop.display()),
-            "--prop",
-            &format!("check={}", app.check.display()),
-        ]);
+    /// Creates `app` through node `at`, with `priority`.
+    fn create(&self, at: u16, app: &App, priority: u16) {
+        let (node, priority) = (app.node.to_string(), priority.to_string());
+        let (start, stop, check) = (
+            format!("start={}", app.start.display()),
+            format!("stop={}", app.stop.display()),
+            format!("check={}", app.check.display()),
+        );
+        let id = format!("/srv/{}", app.tag);
+        self.ok(
+            at,
+            &[
+                "ins",
+                "create",
+                "--node",
+                &node,
+                "--priority",
+                &priority,
+                "--tag",
+                &app.tag,
+                "--id",
+                &id,
+                "--app",
+                "gen",
+                "--type",
+                "app",
+                "--prop",
+                &start,
+                "--prop",
+                &stop,
+                "--prop",
+                &check,
+            ],
+        );
     }
 
-    fn events(&self) -> Vec<String> {
-        std::fs::read_to_string(self.work.path().join("events.log"))
+    fn events_log(&self, node: u16) -> PathBuf {
+        self.work.path().join(format!("node{node}-events.log"))
+    }
+
+    /// What node `node`'s applications did, in order.
+    fn events(&self, node: u16) -> Vec<String> {
+        std::fs::read_to_string(self.events_log(node))
             .unwrap_or_default()
             .lines()
             .map(str::to_string)
@@ -171,6 +211,7 @@ impl Node {
 }
 
 struct App {
+    node: u16,
     tag: String,
     pid: PathBuf,
     start: PathBuf,
@@ -219,20 +260,23 @@ fn copy_kit(kits: &Path, app: &str, rtype: &str) {
 
 #[test]
 fn a_hierarchy_comes_up_in_order_recovers_locally_and_goes_down_in_order() {
-    let node = Node::start();
-    let apps: Vec<App> = ["data", "app", "web"].iter().map(|t| node.app(t)).collect();
+    let node = Site::start(1);
+    let apps: Vec<App> = ["data", "app", "web"]
+        .iter()
+        .map(|t| node.app(1, t))
+        .collect();
     for app in &apps {
-        node.create(app);
+        node.create(1, app, 1);
     }
-    node.ok(&["dep", "create", "--parent", "web", "--child", "app"]);
-    node.ok(&["dep", "create", "--parent", "app", "--child", "data"]);
-    let listed = node.ok(&["dep", "list"]);
+    node.ok(1, &["dep", "create", "--parent", "web", "--child", "app"]);
+    node.ok(1, &["dep", "create", "--parent", "app", "--child", "data"]);
+    let listed = node.ok(1, &["dep", "list"]);
     assert!(
         listed.contains("web") && listed.contains("data"),
         "{listed}"
     );
 
-    let steps = node.ok(&["in-service", "web"]);
+    let steps = node.ok(1, &["in-service", "web"]);
     assert_eq!(
         steps
             .lines()
@@ -241,7 +285,7 @@ fn a_hierarchy_comes_up_in_order_recovers_locally_and_goes_down_in_order() {
         ["restore data", "restore app", "restore web"],
         "{steps}"
     );
-    assert_eq!(node.events(), ["start data", "start app", "start web"]);
+    assert_eq!(node.events(1), ["start data", "start app", "start web"]);
     assert!(apps.iter().all(App::running));
     assert!(
         ["data", "app", "web"]
@@ -278,7 +322,9 @@ fn a_hierarchy_comes_up_in_order_recovers_locally_and_goes_down_in_order() {
     );
 
     // A recovery that cannot work: the start script now fails, so after
-    // two attempts the resource is in service but unprotected.
+    // two attempts the hierarchy is taken out of service here (parents
+    // first) and the application marked failed, for another node to take.
+    let good_start = std::fs::read_to_string(&app.start).unwrap();
     std::fs::write(&app.start, "#!/bin/sh\necho cannot start >&2\nexit 1\n").unwrap();
     Command::new("kill")
         .arg("-9")
@@ -287,30 +333,40 @@ fn a_hierarchy_comes_up_in_order_recovers_locally_and_goes_down_in_order() {
         .unwrap();
     wait_for(
         Duration::from_secs(10),
-        "app ISU after failed recovery",
-        || node.state("app") == "ISU",
+        "app OSF after failed recovery",
+        || node.state("app") == "OSF",
     )
-    .unwrap();
+    .unwrap_or_else(|e| panic!("{e}: {}", node.cluster.log(1)));
+    assert_eq!(node.state("web"), "OSU");
+    assert_eq!(node.state("data"), "OSU");
     let log = node.cluster.log(1);
     assert!(log.contains("local recovery failed"), "{log}");
 
-    // sendevent: the alarm interface runs recovery on demand.
-    std::fs::write(
-        &app.start,
-        std::fs::read_to_string(&apps[0].start)
-            .unwrap()
-            .replace("data", "app"),
-    )
-    .unwrap();
-    node.ok(&["sendevent", "-C", "gen/app", "-E", "down", "-i", "app"]);
+    // Repaired, it comes back in service; sendevent (the alarm interface)
+    // runs recovery on demand.
+    std::fs::write(&app.start, good_start).unwrap();
+    node.ok(1, &["in-service", "web"]);
+    assert!(
+        ["data", "app", "web"]
+            .iter()
+            .all(|t| node.state(t) == "ISP")
+    );
+    let old = app.pid().unwrap();
+    node.ok(
+        1,
+        &["sendevent", "-C", "gen/app", "-E", "down", "-i", "app"],
+    );
     assert_eq!(node.state("app"), "ISP");
-    assert!(app.running());
+    assert!(
+        app.running() && app.pid() != Some(old),
+        "recover restarted it"
+    );
 
-    let before = node.events().len();
-    let steps = node.ok(&["out-of-service", "data"]);
+    let before = node.events(1).len();
+    let steps = node.ok(1, &["out-of-service", "data"]);
     assert_eq!(steps.lines().count(), 3, "{steps}");
     assert_eq!(
-        node.events()[before..],
+        node.events(1)[before..],
         ["stop web", "stop app", "stop data"]
     );
     assert!(
@@ -323,19 +379,22 @@ fn a_hierarchy_comes_up_in_order_recovers_locally_and_goes_down_in_order() {
 
 #[test]
 fn bad_input_is_refused_with_a_reason_and_changes_nothing() {
-    let mut node = Node::start();
+    let mut node = Site::start(1);
     for tag in ["web", "db"] {
-        node.create(&node.app(tag));
+        node.create(1, &node.app(1, tag), 1);
     }
-    node.ok(&["dep", "create", "--parent", "web", "--child", "db"]);
-    let generation = node.generation();
+    node.ok(1, &["dep", "create", "--parent", "web", "--child", "db"]);
+    let generation = node.generation(1);
 
-    let e = node.refused(&["dep", "create", "--parent", "db", "--child", "web"]);
+    let e = node.refused(1, &["dep", "create", "--parent", "db", "--child", "web"]);
     assert!(e.contains("cycle on node 1: db -> web -> db"), "{e}");
 
-    let e = node.refused(&[
-        "ins", "create", "--tag", "x", "--id", "x", "--app", "nope", "--type", "thing",
-    ]);
+    let e = node.refused(
+        1,
+        &[
+            "ins", "create", "--tag", "x", "--id", "x", "--app", "nope", "--type", "thing",
+        ],
+    );
     assert!(
         e.contains("no recovery kit for resource type nope/thing"),
         "{e}"
@@ -357,54 +416,66 @@ fn bad_input_is_refused_with_a_reason_and_changes_nothing() {
     // Kits are read at start.
     node.cluster.kill(1);
     node.cluster.start(1).unwrap();
-    let e = node.refused(&[
-        "ins", "create", "--tag", "y", "--id", "y", "--app", "broken", "--type", "app",
-    ]);
+    let e = node.refused(
+        1,
+        &[
+            "ins", "create", "--tag", "y", "--id", "y", "--app", "broken", "--type", "app",
+        ],
+    );
     assert!(e.contains("restore") && e.contains("chmod +x"), "{e}");
 
     // The same resource on node 2 with the same priority.
-    node.ok(&[
-        "ins", "create", "--tag", "db", "--id", "db", "--app", "gen", "--type", "app", "--node",
-        "2",
-    ]);
-    let generation = generation.max(node.generation());
-    let e = node.refused(&[
-        "eqv",
-        "create",
-        "--tag",
-        "db",
-        "--other-node",
-        "2",
-        "--other-tag",
-        "db",
-    ]);
+    node.ok(
+        1,
+        &[
+            "ins", "create", "--tag", "db", "--id", "db", "--app", "gen", "--type", "app",
+            "--node", "2",
+        ],
+    );
+    let generation = generation.max(node.generation(1));
+    let e = node.refused(
+        1,
+        &[
+            "eqv",
+            "create",
+            "--tag",
+            "db",
+            "--other-node",
+            "2",
+            "--other-tag",
+            "db",
+        ],
+    );
     assert!(e.contains("priority 1 is already"), "{e}");
-    let e = node.refused(&["hry", "setpri", "db", "0"]);
+    let e = node.refused(1, &["hry", "setpri", "db", "0"]);
     assert!(e.contains("1 (first choice) to 1024"), "{e}");
-    let e = node.refused(&["ins", "remove", "nothing"]);
+    let e = node.refused(1, &["ins", "remove", "nothing"]);
     assert!(e.contains("no resource nothing on node 1"), "{e}");
-    let e = node.refused(&["in-service", "nothing"]);
+    let e = node.refused(1, &["in-service", "nothing"]);
     assert!(e.contains("no resource nothing"), "{e}");
-    assert_eq!(node.generation(), generation, "nothing changed");
+    assert_eq!(node.generation(1), generation, "nothing changed");
 
     // With distinct priorities the equivalency is made.
-    node.ok(&["hry", "setpri", "db", "2", "--node", "2"]);
-    node.ok(&[
-        "eqv",
-        "create",
-        "--tag",
-        "db",
-        "--other-node",
-        "2",
-        "--other-tag",
-        "db",
-    ]);
-    assert!(node.ok(&["eqv", "list"]).contains("db on node 2"));
+    node.ok(1, &["hry", "setpri", "db", "2", "--node", "2"]);
+    node.ok(
+        1,
+        &[
+            "eqv",
+            "create",
+            "--tag",
+            "db",
+            "--other-node",
+            "2",
+            "--other-tag",
+            "db",
+        ],
+    );
+    assert!(node.ok(1, &["eqv", "list"]).contains("db on node 2"));
 }
 
 #[test]
 fn every_acknowledged_change_survives_kill_9_of_the_daemon() {
-    let mut node = Node::start();
+    let mut node = Site::start(1);
     let socket = node.cluster.socket(1);
     let writer = std::thread::spawn(move || {
         let mut acknowledged = Vec::new();
@@ -426,14 +497,14 @@ fn every_acknowledged_change_survives_kill_9_of_the_daemon() {
         acknowledged
     });
     wait_for(Duration::from_secs(60), "50 changes acknowledged", || {
-        node.generation() >= 51
+        node.generation(1) >= 51
     })
     .unwrap();
     node.cluster.kill(1);
     let acknowledged = writer.join().unwrap();
     node.cluster.start(1).unwrap();
     let tags: Vec<String> = node
-        .resources()
+        .resources(1)
         .into_iter()
         .map(|r| r["place"]["tag"].as_str().unwrap().to_string())
         .collect();
@@ -445,4 +516,184 @@ fn every_acknowledged_change_survives_kill_9_of_the_daemon() {
     );
     assert!(lost.is_empty(), "acknowledged but lost: {lost:?}");
     assert!(acknowledged.len() >= 50);
+}
+
+/// The same three resources, web on app on data, on nodes 1, 2 and 3 with
+/// priorities 1, 2 and 3, all configured from node 1 and extended to the
+/// other nodes by equivalencies.
+fn three_node_hierarchy(site: &Site) -> Vec<Vec<App>> {
+    let tags = ["data", "app", "web"];
+    let apps: Vec<Vec<App>> = (1..=3)
+        .map(|node| tags.iter().map(|t| site.app(node, t)).collect())
+        .collect();
+    for (node, node_apps) in (1u16..).zip(&apps) {
+        for app in node_apps {
+            site.create(1, app, node);
+        }
+        let n = node.to_string();
+        site.ok(
+            1,
+            &[
+                "dep", "create", "--parent", "web", "--child", "app", "--node", &n,
+            ],
+        );
+        site.ok(
+            1,
+            &[
+                "dep", "create", "--parent", "app", "--child", "data", "--node", &n,
+            ],
+        );
+    }
+    for tag in tags {
+        for other in ["2", "3"] {
+            site.ok(
+                1,
+                &[
+                    "eqv",
+                    "create",
+                    "--tag",
+                    tag,
+                    "--other-node",
+                    other,
+                    "--other-tag",
+                    tag,
+                ],
+            );
+        }
+    }
+    apps
+}
+
+fn running(apps: &[App]) -> bool {
+    apps.iter().all(App::running)
+}
+
+#[test]
+fn three_nodes_share_one_configuration_and_fail_over_by_priority() {
+    let mut site = Site::start(3);
+    let apps = three_node_hierarchy(&site);
+    let generation = site.generation(1);
+    wait_for(
+        Duration::from_secs(5),
+        "every node at the same generation",
+        || (2..=3).all(|n| site.generation(n) == generation),
+    )
+    .unwrap();
+    let verified = site.ok(3, &["verify"]);
+    assert!(verified.contains("ok: every node agrees"), "{verified}");
+
+    // A change made on node 3 is seen on 1 and 2.
+    site.ok(
+        3,
+        &["ins", "setinit", "web", "out-of-service", "--node", "3"],
+    );
+    wait_for(Duration::from_secs(5), "node 3's change everywhere", || {
+        (1..=2).all(|n| {
+            site.resources(n).iter().any(|r| {
+                r["place"]["node"] == 3
+                    && r["place"]["tag"] == "web"
+                    && r["init"] == "out-of-service"
+            })
+        })
+    })
+    .unwrap();
+
+    // In service on node 1; nodes 2 and 3 know it.
+    site.ok(1, &["in-service", "web"]);
+    assert!(running(&apps[0]));
+    wait_for(Duration::from_secs(5), "node 1's states everywhere", || {
+        site.state_of(3, 1, "web") == "ISP"
+    })
+    .unwrap();
+    let e = site.refused(2, &["in-service", "web"]);
+    assert!(e.contains("runs on node 1"), "{e}");
+
+    // Recovery that cannot work on node 1: it gives the hierarchy up and
+    // node 2, next by priority, brings it in service, children first.
+    std::fs::write(&apps[0][1].start, "#!/bin/sh\nexit 1\n").unwrap();
+    let killed = Instant::now();
+    Command::new("kill")
+        .arg("-9")
+        .arg(apps[0][1].pid().unwrap().to_string())
+        .status()
+        .unwrap();
+    wait_for(
+        Duration::from_secs(15),
+        "the hierarchy running on node 2",
+        || running(&apps[1]),
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}\nnode 1:\n{}\nnode 2:\n{}",
+            site.cluster.log(1),
+            site.cluster.log(2)
+        )
+    });
+    eprintln!(
+        "failover after failed local recovery: running on node 2 {:?} after the kill",
+        killed.elapsed()
+    );
+    assert_eq!(site.events(2), ["start data", "start app", "start web"]);
+    assert_eq!(site.state_of(1, 1, "app"), "OSF");
+    assert!(
+        !apps[0].iter().any(App::running),
+        "node 1 took it out of service"
+    );
+
+    // Switchover to node 3, asked on node 1.
+    let steps = site.ok(1, &["switchover", "web", "--to", "3"]);
+    assert!(
+        steps.contains("node 2: remove web") && steps.contains("node 3: restore web"),
+        "{steps}"
+    );
+    assert!(running(&apps[2]) && !apps[1].iter().any(App::running));
+
+    // kill -9 of node 3's daemon and its application: node 2 (priority 2;
+    // node 1 failed it) brings it in service.
+    site.cluster.kill(3);
+    let killed = Instant::now();
+    for app in &apps[2] {
+        if let Some(pid) = app.pid() {
+            let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+        }
+    }
+    wait_for(
+        Duration::from_secs(10),
+        "node 2 taking over from node 3",
+        || running(&apps[1]),
+    )
+    .unwrap_or_else(|e| panic!("{e}\nnode 2:\n{}", site.cluster.log(2)));
+    eprintln!(
+        "failover after kill -9 of node 3's daemon and application: running on node 2 {:?} later",
+        killed.elapsed()
+    );
+
+    // Refused: a switchover to a node that is down.
+    let e = site.refused(1, &["switchover", "web", "--to", "3"]);
+    assert!(e.contains("node 3 is not up"), "{e}");
+
+    // A change while node 3 is down reaches it when it returns, and it does
+    // not start what node 2 runs.
+    site.ok(
+        2,
+        &["ins", "setinit", "data", "out-of-service", "--node", "3"],
+    );
+    site.cluster.start(3).unwrap();
+    wait_for(Duration::from_secs(10), "node 3 caught up", || {
+        site.generation(3) == site.generation(1)
+            && site.resources(3).iter().any(|r| {
+                r["place"]["node"] == 3
+                    && r["place"]["tag"] == "data"
+                    && r["init"] == "out-of-service"
+            })
+    })
+    .unwrap_or_else(|e| panic!("{e}\nnode 3:\n{}", site.cluster.log(3)));
+    let verified = site.ok(1, &["verify"]);
+    assert!(verified.contains("ok: every node agrees"), "{verified}");
+    assert!(running(&apps[1]) && !apps[2].iter().any(App::running));
+    for app in apps.iter().flatten() {
+        if let Some(pid) = app.pid() {
+            let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+        }
+    }
 }

@@ -121,6 +121,54 @@ impl Lcd {
     }
 }
 
+impl Lcd {
+    /// Replaces the whole database with `model` (another node's, when this
+    /// one catches up), in one transaction.
+    pub fn replace(&mut self, model: Model) -> Result<(), LcdError> {
+        let tx = self.conn.transaction().map_err(storage)?;
+        tx.execute_batch(
+            "DELETE FROM equivalencies; DELETE FROM dependencies; DELETE FROM resources; DELETE FROM nodes;",
+        )
+        .map_err(storage)?;
+        for (id, name) in &model.nodes {
+            write(
+                &tx,
+                &Change::SetNode {
+                    id: *id,
+                    name: name.clone(),
+                },
+                &model,
+            )?;
+        }
+        for resource in model.resources.values() {
+            write(&tx, &Change::CreateResource(resource.clone()), &model)?;
+        }
+        for (node, parent, child) in &model.dependencies {
+            let change = Change::CreateDependency {
+                node: *node,
+                parent: parent.clone(),
+                child: child.clone(),
+            };
+            write(&tx, &change, &model)?;
+        }
+        for (a, b) in &model.equivalencies {
+            let change = Change::CreateEquivalency {
+                a: a.clone(),
+                b: b.clone(),
+            };
+            write(&tx, &change, &model)?;
+        }
+        tx.execute(
+            "UPDATE meta SET value = ?1 WHERE key = 'generation'",
+            params![model.generation.to_string()],
+        )
+        .map_err(storage)?;
+        tx.commit().map_err(storage)?;
+        self.model = model;
+        Ok(())
+    }
+}
+
 fn migrate(conn: &mut Connection, path: &Path) -> Result<(), LcdError> {
     let version: usize = conn
         .pragma_query_value(None, "user_version", |row| row.get::<_, i64>(0))

@@ -281,7 +281,8 @@ impl std::error::Error for LcdError {}
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(into = "ModelLists", from = "ModelLists")]
 pub struct Model {
-    /// The cluster configuration generation: one more after every change.
+    /// The cluster configuration generation: one more after every change
+    /// but a state change.
     pub generation: u64,
     /// Cluster nodes by id.
     pub nodes: BTreeMap<u16, String>,
@@ -689,7 +690,12 @@ impl Model {
                 }
             }
         }
-        self.generation += 1;
+        // A state is its node's fact, reported as it changes; the
+        // generation counts the configuration, which every node must agree
+        // on in the same order.
+        if !matches!(change, Change::SetState { .. }) {
+            self.generation += 1;
+        }
     }
 }
 
