@@ -18,6 +18,8 @@ pub mod provision;
 pub mod relay;
 pub mod remote;
 pub mod resources;
+#[cfg(unix)]
+pub mod sample_app;
 pub mod script;
 pub mod serial;
 pub mod server;

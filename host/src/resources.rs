@@ -139,6 +139,9 @@ struct Manager {
     init_at: Option<Instant>,
     /// Actions waiting for another on their hierarchy to end.
     waiting: Vec<(String, Purpose, Option<oneshot::Sender<Response>>)>,
+    /// Tags an action has run on since start: the init strategies leave
+    /// them be.
+    acted: BTreeSet<String>,
 }
 
 /// Opens the database, loads the kits and starts the manager, which
@@ -199,6 +202,7 @@ pub fn start(config: &Config, comm: &daemon::Handle) -> Result<Handle, String> {
                         up: BTreeSet::new(),
                         init_at: Some(Instant::now() + SETTLE),
                         waiting: Vec::new(),
+                        acted: BTreeSet::new(),
                     };
                     manager.run(rx, comm.up.clone()).await;
                 }),
@@ -272,7 +276,10 @@ impl Manager {
     }
 
     /// Brings in service, once each, the hierarchies whose init strategy
-    /// says so, unless another node that is up already runs them.
+    /// says so, unless another node that is up runs them or has a better
+    /// claim, or an action already ran on them. Until this has run, this
+    /// node's recorded states are those of before it started, and it does
+    /// not report them.
     fn init(&mut self) {
         let mut started = BTreeSet::new();
         let due: Vec<String> = self
@@ -288,15 +295,17 @@ impl Manager {
             .map(|r| r.place.tag.clone())
             .collect();
         for tag in due {
-            if started.contains(&tag) {
+            if started.contains(&tag) || self.acted.contains(&tag) {
                 continue;
             }
             let place = self.place(&tag);
             started.extend(self.model().hierarchy(&place));
             if let Some(elsewhere) = self.served_elsewhere(&place) {
-                info!(%tag, "not brought in service at start: node {} runs it", elsewhere.node);
-                for member in self.model().hierarchy(&place) {
-                    self.set_state(&self.place(&member), State::Osu);
+                // What may still run here from before (only the daemon
+                // stopped) must not run twice: it is taken out of service.
+                info!(%tag, "not brought in service at start: node {} runs it; making sure it is out of service here", elsewhere.node);
+                if let Err(e) = self.begin(&tag, Purpose::OutOfService, None) {
+                    warn!(%tag, "{e}");
                 }
                 continue;
             }
@@ -309,6 +318,19 @@ impl Manager {
                 warn!(%tag, "cannot bring in service at start: {e}");
             }
         }
+        let mine: Vec<(Place, State)> = self.own_states();
+        for (place, state) in mine {
+            self.broadcast(&Message::State { place, state });
+        }
+    }
+
+    fn own_states(&self) -> Vec<(Place, State)> {
+        self.model()
+            .resources
+            .values()
+            .filter(|r| r.place.node == self.node)
+            .map(|r| (r.place.clone(), r.state))
+            .collect()
     }
 
     /// An instance equivalent to `place` in service on another node that is
@@ -377,16 +399,11 @@ impl Manager {
                     },
                 );
             }
-            // It learns what runs here from us.
-            let mine: Vec<(Place, State)> = self
-                .model()
-                .resources
-                .values()
-                .filter(|r| r.place.node == self.node)
-                .map(|r| (r.place.clone(), r.state))
-                .collect();
-            for (place, state) in mine {
-                self.send(node, Message::State { place, state });
+            // It learns what runs here from us, once we know it ourselves.
+            if self.init_at.is_none() {
+                for (place, state) in self.own_states() {
+                    self.send(node, Message::State { place, state });
+                }
             }
         }
         for node in left {
@@ -983,6 +1000,9 @@ impl Manager {
         }
         let job = self.next_job;
         self.next_job += 1;
+        if purpose != Purpose::Check {
+            self.acted.extend(tags.iter().cloned());
+        }
         if !matches!(purpose, Purpose::Check) {
             info!(%tag, ?purpose, steps = steps.len(), "hierarchy action starts");
         }

@@ -10,8 +10,12 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use heartline::local_cluster::{LocalCluster, wait_for};
+use heartline::sample_app::{SampleApp as App, copy_generic_kit};
 
 const BIN: &str = env!("CARGO_BIN_EXE_heartline");
+
+/// The Generic Application kit's manifest for these tests.
+const CHECKED_OFTEN: &str = "description = \"Generic Application, checked often\"\nquick_check_interval = \"200ms\"\nrecover_attempts = 2\n";
 
 /// Daemons on loopback, each with a copy of the shipped Generic Application
 /// kit whose quickCheck runs every 200 ms and which tries recovery twice.
@@ -27,13 +31,7 @@ impl Site {
         let mut cluster = LocalCluster::new(Path::new(BIN), nodes, paths).unwrap();
         let work = tempfile::tempdir().unwrap();
         let kits = work.path().join("kits");
-        copy_kit(&kits, "gen", "app");
-        let manifest = kits.join("gen/app/manifest.toml");
-        std::fs::write(
-            &manifest,
-            "description = \"Generic Application, checked often\"\nquick_check_interval = \"200ms\"\nrecover_attempts = 2\n",
-        )
-        .unwrap();
+        copy_generic_kit(&kits, CHECKED_OFTEN).unwrap();
         for node in 1..=nodes {
             let config = cluster.config_path(node);
             let mut text = std::fs::read_to_string(&config).unwrap();
@@ -111,89 +109,22 @@ impl Site {
         }
     }
 
-    /// A Generic Application resource `tag` for node `node`, whose
-    /// application is a `sleep` recording its pid; its start and stop append
-    /// to that node's events log.
+    /// A Generic Application resource `tag` for node `node` (a `sleep`).
     fn app(&self, node: u16, tag: &str) -> App {
-        let dir = self.work.path().join(format!("node{node}")).join(tag);
-        std::fs::create_dir_all(&dir).unwrap();
-        let pid = dir.join("pid");
-        let events = self.events_log(node);
-        let script = |name: &str, body: String| {
-            let path = dir.join(name);
-            std::fs::write(&path, format!("#!/bin/sh\n{body}")).unwrap();
-            make_executable(&path);
-            path
-        };
-        let start = script(
-            "start",
-            format!(
-                "echo start {tag} >> {events}\nsetsid sh -c 'echo $$ > {pid}; exec sleep 1000' </dev/null >/dev/null 2>&1 &\nfor i in 1 2 3 4 5 6 7 8 9 10; do [ -s {pid} ] && exit 0; sleep 0.05; done\nexit 1\n",
-                events = events.display(),
-                pid = pid.display()
-            ),
-        );
-        let stop = script(
-            "stop",
-            format!(
-                "echo stop {tag} >> {events}\n[ -s {pid} ] && kill $(cat {pid}) 2>/dev/null\nrm -f {pid}\nexit 0\n",
-                events = events.display(),
-                pid = pid.display()
-            ),
-        );
-        // A killed process may linger as a zombie until something reaps
-        // it; a zombie is not running.
-        let check = script(
-            "check",
-            format!(
-                "pid=$(cat {pid} 2>/dev/null) || exit 1\nstate=$(awk '/^State:/ {{print $2}}' /proc/$pid/status 2>/dev/null)\n[ -n \"$state\" ] && [ \"$state\" != Z ]\n",
-                pid = pid.display()
-            ),
-        );
-        App {
+        App::write(
+            self.work.path(),
             node,
-            tag: tag.to_string(),
-            pid,
-            start,
-            stop,
-            check,
-        }
+            tag,
+            &self.events_log(node),
+            "exec sleep 100000",
+        )
+        .unwrap()
     }
 
     /// Creates `app` through node `at`, with `priority`.
     fn create(&self, at: u16, app: &App, priority: u16) {
-        let (node, priority) = (app.node.to_string(), priority.to_string());
-        let (start, stop, check) = (
-            format!("start={}", app.start.display()),
-            format!("stop={}", app.stop.display()),
-            format!("check={}", app.check.display()),
-        );
-        let id = format!("/srv/{}", app.tag);
-        self.ok(
-            at,
-            &[
-                "ins",
-                "create",
-                "--node",
-                &node,
-                "--priority",
-                &priority,
-                "--tag",
-                &app.tag,
-                "--id",
-                &id,
-                "--app",
-                "gen",
-                "--type",
-                "app",
-                "--prop",
-                &start,
-                "--prop",
-                &stop,
-                "--prop",
-                &check,
-            ],
-        );
+        let args = app.create_args(priority);
+        self.ok(at, &args.iter().map(String::as_str).collect::<Vec<_>>());
     }
 
     fn events_log(&self, node: u16) -> PathBuf {
@@ -207,54 +138,6 @@ impl Site {
             .lines()
             .map(str::to_string)
             .collect()
-    }
-}
-
-struct App {
-    node: u16,
-    tag: String,
-    pid: PathBuf,
-    start: PathBuf,
-    stop: PathBuf,
-    check: PathBuf,
-}
-
-impl App {
-    fn pid(&self) -> Option<i32> {
-        std::fs::read_to_string(&self.pid).ok()?.trim().parse().ok()
-    }
-
-    /// Whether its process is alive: a zombie is not.
-    fn running(&self) -> bool {
-        self.pid().is_some_and(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|status| {
-                !status
-                    .lines()
-                    .any(|l| l.starts_with("State:") && l.contains('Z'))
-            })
-        })
-    }
-}
-
-fn make_executable(path: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
-}
-
-/// Copies the shipped kit `app/rtype` into `kits`.
-fn copy_kit(kits: &Path, app: &str, rtype: &str) {
-    let from = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("kits")
-        .join(app)
-        .join(rtype);
-    let to = kits.join(app).join(rtype);
-    std::fs::create_dir_all(to.join("actions")).unwrap();
-    std::fs::copy(from.join("manifest.toml"), to.join("manifest.toml")).unwrap();
-    for entry in std::fs::read_dir(from.join("actions")).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join("actions").join(entry.file_name());
-        std::fs::copy(entry.path(), &target).unwrap();
-        make_executable(&target);
     }
 }
 
@@ -298,11 +181,7 @@ fn a_hierarchy_comes_up_in_order_recovers_locally_and_goes_down_in_order() {
     let app = &apps[1];
     let old = app.pid().unwrap();
     let killed = Instant::now();
-    Command::new("kill")
-        .arg("-9")
-        .arg(old.to_string())
-        .status()
-        .unwrap();
+    app.kill();
     wait_for(Duration::from_secs(10), "app recovered locally", || {
         app.pid().is_some_and(|pid| pid != old) && app.running()
     })
@@ -326,11 +205,7 @@ fn a_hierarchy_comes_up_in_order_recovers_locally_and_goes_down_in_order() {
     // first) and the application marked failed, for another node to take.
     let good_start = std::fs::read_to_string(&app.start).unwrap();
     std::fs::write(&app.start, "#!/bin/sh\necho cannot start >&2\nexit 1\n").unwrap();
-    Command::new("kill")
-        .arg("-9")
-        .arg(app.pid().unwrap().to_string())
-        .status()
-        .unwrap();
+    app.kill();
     wait_for(
         Duration::from_secs(10),
         "app OSF after failed recovery",
@@ -402,14 +277,15 @@ fn bad_input_is_refused_with_a_reason_and_changes_nothing() {
 
     // A kit whose restore script is not executable.
     let kits = node.work.path().join("kits");
-    copy_kit(&kits, "gen", "app");
-    let broken = kits.join("broken/app");
-    std::fs::create_dir_all(broken.parent().unwrap()).unwrap();
-    std::fs::rename(kits.join("gen/app"), &broken).unwrap();
-    copy_kit(&kits, "gen", "app");
+    let broken = node.work.path().join("broken");
+    copy_generic_kit(&broken, CHECKED_OFTEN).unwrap();
+    std::fs::rename(broken.join("gen/app"), kits.join("broken/app")).unwrap_or_else(|_| {
+        std::fs::create_dir_all(kits.join("broken")).unwrap();
+        std::fs::rename(broken.join("gen/app"), kits.join("broken/app")).unwrap();
+    });
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(
-        broken.join("actions/restore"),
+        kits.join("broken/app/actions/restore"),
         std::fs::Permissions::from_mode(0o644),
     )
     .unwrap();
@@ -612,11 +488,7 @@ fn three_nodes_share_one_configuration_and_fail_over_by_priority() {
     // node 2, next by priority, brings it in service, children first.
     std::fs::write(&apps[0][1].start, "#!/bin/sh\nexit 1\n").unwrap();
     let killed = Instant::now();
-    Command::new("kill")
-        .arg("-9")
-        .arg(apps[0][1].pid().unwrap().to_string())
-        .status()
-        .unwrap();
+    apps[0][1].kill();
     wait_for(
         Duration::from_secs(15),
         "the hierarchy running on node 2",
@@ -653,9 +525,7 @@ fn three_nodes_share_one_configuration_and_fail_over_by_priority() {
     site.cluster.kill(3);
     let killed = Instant::now();
     for app in &apps[2] {
-        if let Some(pid) = app.pid() {
-            let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
-        }
+        app.kill();
     }
     wait_for(
         Duration::from_secs(10),
@@ -692,8 +562,6 @@ fn three_nodes_share_one_configuration_and_fail_over_by_priority() {
     assert!(verified.contains("ok: every node agrees"), "{verified}");
     assert!(running(&apps[1]) && !apps[2].iter().any(App::running));
     for app in apps.iter().flatten() {
-        if let Some(pid) = app.pid() {
-            let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
-        }
+        app.kill();
     }
 }

@@ -1,0 +1,165 @@
+//! A small application for the Generic Application kit to protect, with its
+//! start, stop and check scripts, for the demo, the tests and the
+//! benchmarks: a process that records its pid, and a log of what its
+//! scripts did.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// One instance of the application, on one node.
+#[derive(Debug, Clone)]
+pub struct SampleApp {
+    /// The node it belongs to.
+    pub node: u16,
+    /// Its resource tag.
+    pub tag: String,
+    /// Where its process records its pid.
+    pub pid_file: PathBuf,
+    /// Its start script.
+    pub start: PathBuf,
+    /// Its stop script.
+    pub stop: PathBuf,
+    /// Its check script.
+    pub check: PathBuf,
+}
+
+fn script(path: &Path, body: &str) -> io::Result<()> {
+    std::fs::write(path, format!("#!/bin/sh\n{body}"))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))?;
+    }
+    Ok(())
+}
+
+impl SampleApp {
+    /// Writes the scripts of `tag` for `node` under `dir`. The application
+    /// runs `command` (a shell command that stays in the foreground, e.g.
+    /// `exec sleep 100000`) in a session of its own; start and stop append
+    /// a line to `events`.
+    pub fn write(
+        dir: &Path,
+        node: u16,
+        tag: &str,
+        events: &Path,
+        command: &str,
+    ) -> io::Result<SampleApp> {
+        let dir = dir.join(format!("node{node}")).join(tag);
+        std::fs::create_dir_all(&dir)?;
+        let pid_file = dir.join("pid");
+        let (pid, events) = (pid_file.display(), events.display());
+        let app = SampleApp {
+            node,
+            tag: tag.to_string(),
+            start: dir.join("start"),
+            stop: dir.join("stop"),
+            check: dir.join("check"),
+            pid_file: pid_file.clone(),
+        };
+        // The application leaves the action's process group (setsid) and
+        // its output, as a daemon does; start returns once it runs.
+        script(
+            &app.start,
+            &format!(
+                "echo start {tag} >> {events}\nrm -f {pid}\nsetsid sh -c 'echo $$ > {pid}; {command}' </dev/null >/dev/null 2>&1 &\nfor i in $(seq 1 100); do [ -s {pid} ] && exit 0; sleep 0.01; done\nexit 1\n"
+            ),
+        )?;
+        script(
+            &app.stop,
+            &format!(
+                "echo stop {tag} >> {events}\n[ -s {pid} ] && kill $(cat {pid}) 2>/dev/null\nrm -f {pid}\nexit 0\n"
+            ),
+        )?;
+        // A killed process may linger as a zombie until it is reaped; a
+        // zombie is not running.
+        script(
+            &app.check,
+            &format!(
+                "pid=$(cat {pid} 2>/dev/null) || exit 1\nstate=$(awk '/^State:/ {{print $2}}' /proc/$pid/status 2>/dev/null)\n[ -n \"$state\" ] && [ \"$state\" != Z ]\n"
+            ),
+        )?;
+        Ok(app)
+    }
+
+    /// The pid its process recorded.
+    #[must_use]
+    pub fn pid(&self) -> Option<i32> {
+        std::fs::read_to_string(&self.pid_file)
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Whether its process is alive (a zombie is not).
+    #[must_use]
+    pub fn running(&self) -> bool {
+        self.pid().is_some_and(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|status| {
+                !status
+                    .lines()
+                    .any(|l| l.starts_with("State:") && l.contains('Z'))
+            })
+        })
+    }
+
+    /// Kills its process with SIGKILL, if it runs.
+    pub fn kill(&self) {
+        if let Some(pid) = self.pid() {
+            let _ = std::process::Command::new("kill")
+                .arg("-9")
+                .arg(pid.to_string())
+                .status();
+        }
+    }
+
+    /// The arguments of `heartline ins create` for it, at `priority`.
+    #[must_use]
+    pub fn create_args(&self, priority: u16) -> Vec<String> {
+        [
+            "ins",
+            "create",
+            "--node",
+            &self.node.to_string(),
+            "--priority",
+            &priority.to_string(),
+            "--tag",
+            &self.tag,
+            "--id",
+            &format!("/srv/{}", self.tag),
+            "--app",
+            "gen",
+            "--type",
+            "app",
+            "--prop",
+            &format!("start={}", self.start.display()),
+            "--prop",
+            &format!("stop={}", self.stop.display()),
+            "--prop",
+            &format!("check={}", self.check.display()),
+        ]
+        .map(str::to_string)
+        .to_vec()
+    }
+}
+
+/// Copies the Generic Application kit shipped with this build into `kits`,
+/// with `manifest` as its manifest (e.g. a shorter check interval).
+pub fn copy_generic_kit(kits: &Path, manifest: &str) -> io::Result<()> {
+    let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("kits/gen/app");
+    let to = kits.join("gen/app");
+    std::fs::create_dir_all(to.join("actions"))?;
+    std::fs::write(to.join("manifest.toml"), manifest)?;
+    for entry in std::fs::read_dir(from.join("actions"))? {
+        let entry = entry?;
+        let target = to.join("actions").join(entry.file_name());
+        std::fs::copy(entry.path(), &target)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755))?;
+        }
+    }
+    Ok(())
+}
