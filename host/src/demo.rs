@@ -15,6 +15,7 @@ use heartline_core::PathConfig;
 
 use crate::control::{Request, Response};
 use crate::local_cluster::{ExtraPath, LocalCluster, PathEnds, wait_for};
+use crate::sample_app::{SampleApp, copy_generic_kit};
 use crate::status;
 use crate::{client, ipc};
 
@@ -59,6 +60,19 @@ pub fn run(program: &Path) -> Result<(), String> {
         "Configs and logs (removed at the end): {}",
         cluster.dir().display()
     ));
+    // The Generic Application kit, its application checked every 200 ms.
+    let kits = cluster.dir().join("kits");
+    copy_generic_kit(
+        &kits,
+        "quick_check_interval = \"200ms\"\nrecover_attempts = 1\n",
+    )
+    .map_err(|e| format!("cannot write the demo's kit: {e}"))?;
+    for node in [ALPHA, BRAVO, CHARLIE] {
+        let config = cluster.config_path(node);
+        let mut text = std::fs::read_to_string(&config).map_err(|e| e.to_string())?;
+        text.push_str(&format!("\n[resources]\nkits = [\"{}\"]\n", kits.display()));
+        std::fs::write(&config, text).map_err(|e| e.to_string())?;
+    }
     cluster.start_all()?;
     let started = Instant::now();
     wait_for(Duration::from_secs(15), "the cluster to converge", || {
@@ -162,12 +176,159 @@ pub fn run(program: &Path) -> Result<(), String> {
         new.map_or("?".into(), |i| i.to_string())
     ));
 
+    let (recovered, failed_over) = protect(program, &mut cluster)?;
+
     drop(serial);
     say(format_args!(
         "Summary: one path cut without losing a node; a mailbox message delivered and acknowledged;\n\
-         a crashed node detected in {detection:.0?}; its restart recognised by its new incarnation."
+         a crashed node detected in {detection:.0?}; its restart recognised by its new incarnation;\n\
+         a protected application recovered in place in {recovered:.0?} and failed over to another node in {failed_over:.0?}."
     ));
     Ok(())
+}
+
+/// Steps 5 to 7: a tiny HTTP responder protected on alpha and bravo;
+/// killed, it is recovered in place; alpha killed, bravo runs it. Returns
+/// how long each took until the application answered again.
+fn protect(program: &Path, cluster: &mut LocalCluster) -> Result<(Duration, Duration), String> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| format!("no free port: {e}"))?
+        .port();
+    say(format_args!(
+        "5. Protecting an application: a tiny HTTP responder on 127.0.0.1:{port}, resource `web`\n   \
+         (Generic Application kit) on alpha (priority 1) and bravo (priority 2), configured on alpha."
+    ));
+    let events = cluster.dir().join("app-events.log");
+    let apps: Vec<SampleApp> = [(ALPHA, "alpha"), (BRAVO, "bravo")]
+        .into_iter()
+        .map(|(node, name)| {
+            let command = format!(
+                "exec {} sample-http --port {port} --name {name}",
+                program.display()
+            );
+            SampleApp::write(cluster.dir(), node, "web", &events, &command)
+        })
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("cannot write the application's scripts: {e}"))?;
+    for (app, priority) in apps.iter().zip([1, 2]) {
+        admin(program, cluster, ALPHA, &app.create_args(priority))?;
+    }
+    admin(
+        program,
+        cluster,
+        ALPHA,
+        &[
+            "eqv",
+            "create",
+            "--tag",
+            "web",
+            "--other-node",
+            "2",
+            "--other-tag",
+            "web",
+        ]
+        .map(str::to_string),
+    )?;
+    admin(
+        program,
+        cluster,
+        ALPHA,
+        &["in-service".to_string(), "web".to_string()],
+    )?;
+    let answer = http_get(port).ok_or("the application does not answer")?;
+    say(format_args!(
+        "   in service on alpha; it answers \"{answer}\".\n"
+    ));
+
+    say(format_args!(
+        "6. Killing the responder's process (kill -9)..."
+    ));
+    let killed = Instant::now();
+    apps[0].kill();
+    let old = apps[0].pid();
+    wait_for(
+        Duration::from_secs(10),
+        "the application recovered on alpha",
+        || apps[0].running() && apps[0].pid() != old && http_get(port).is_some(),
+    )?;
+    let recovered = killed.elapsed();
+    say(format_args!(
+        "   its quickCheck failed and recover restarted it on alpha: answering again {recovered:.0?} after the kill.\n"
+    ));
+
+    say(format_args!(
+        "7. Killing alpha's daemon and the responder (kill -9)..."
+    ));
+    cluster.kill(ALPHA);
+    let killed = Instant::now();
+    apps[0].kill();
+    wait_for(
+        Duration::from_secs(10),
+        "bravo to take the application over",
+        || http_get(port).is_some_and(|a| a.contains("bravo")),
+    )?;
+    let failed_over = killed.elapsed();
+    say(format_args!(
+        "   bravo (next by priority) brought it in service: \"{}\" {failed_over:.0?} after the kill.",
+        http_get(port).unwrap_or_default()
+    ));
+    cluster.start(ALPHA)?;
+    let alpha_web = crate::lcd::Place {
+        node: ALPHA,
+        tag: "web".into(),
+    };
+    wait_for(
+        Duration::from_secs(10),
+        "alpha back, leaving the application on bravo",
+        || {
+            let state = match cluster.ask(ALPHA, Request::Lcd) {
+                Ok(Response::Lcd(model)) => model.resources.get(&alpha_web).map(|r| r.state),
+                _ => None,
+            };
+            state == Some(crate::lcd::State::Osu)
+                && http_get(port).is_some_and(|a| a.contains("bravo"))
+        },
+    )?;
+    say(format_args!(
+        "   alpha restarted, saw bravo running it, and left it there (its own instance out of service).\n"
+    ));
+    for app in &apps {
+        app.kill();
+    }
+    Ok((recovered, failed_over))
+}
+
+/// Runs a configuration or resource command on `node`'s daemon.
+fn admin(program: &Path, cluster: &LocalCluster, node: u16, args: &[String]) -> Result<(), String> {
+    let output = Command::new(program)
+        .arg("--socket")
+        .arg(cluster.socket(node))
+        .args(args)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "heartline {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        ))
+    }
+}
+
+/// The body of an HTTP GET of 127.0.0.1:`port`, if it answers.
+fn http_get(port: u16) -> Option<String> {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .ok()?;
+    stream.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    response.split("\r\n\r\n").nth(1).map(str::to_string)
 }
 
 /// A pty pair from socat, removed on drop.

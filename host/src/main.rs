@@ -46,6 +46,17 @@ enum Command {
     /// Start a 3-node cluster on this machine and show what heartline does:
     /// a path cut, a mailbox message, a node killed and restarted.
     Demo,
+    /// A tiny HTTP responder answering "hello from NAME" on
+    /// 127.0.0.1:PORT: the application the demo protects.
+    #[command(hide = true)]
+    SampleHttp {
+        /// The port.
+        #[arg(long)]
+        port: u16,
+        /// Who answers.
+        #[arg(long)]
+        name: String,
+    },
     /// Run the daemon.
     Daemon {
         /// The configuration file.
@@ -257,6 +268,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             "the demo runs on Unix-like systems only",
         )),
         Command::Daemon { config } => run_daemon(&config).await,
+        Command::SampleHttp { port, name } => {
+            sample_http(port, &format!("hello from {name}")).await
+        }
         Command::CheckConfig { file } => {
             let config =
                 Config::load(&file).map_err(|e| Failure::new(exit::USAGE, e.to_string()))?;
@@ -421,6 +435,29 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             )),
             other => Err(response_failure(other)),
         },
+    }
+}
+
+/// Answers every connection with `text` as an HTTP response.
+async fn sample_http(port: u16, text: &str) -> Result<(), Failure> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .map_err(|e| Failure::new(exit::FAILED, format!("cannot listen on port {port}: {e}")))?;
+    let response = format!(
+        "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{text}",
+        text.len()
+    );
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let response = response.clone();
+        tokio::spawn(async move {
+            let mut request = [0u8; 1024];
+            let _ = stream.read(&mut request).await;
+            let _ = stream.write_all(response.as_bytes()).await;
+        });
     }
 }
 

@@ -269,6 +269,10 @@ fn the_demo_runs_on_defaults_and_exits_0() {
         "delivered",
         "declared charlie down",
         "saw charlie restart",
+        "it answers \"hello from alpha\"",
+        "recover restarted it on alpha",
+        "\"hello from bravo\"",
+        "left it there",
         "Summary",
     ] {
         assert!(text.contains(step), "missing {step:?} in:\n{text}");
