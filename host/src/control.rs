@@ -78,6 +78,8 @@ pub enum Request {
     /// Whether every node agrees on the configuration and every hierarchy
     /// is sane.
     Verify,
+    /// This node's resources, with the last script run on each.
+    Resources,
     /// Run `request` on another node (`heartline --on NODE ...`).
     Remote {
         /// The node.
@@ -101,6 +103,7 @@ impl Request {
                 | Request::SendEvent { .. }
                 | Request::Switchover { .. }
                 | Request::Verify
+                | Request::Resources
                 | Request::Remote { .. }
         )
     }
@@ -146,6 +149,11 @@ pub enum Response {
     Done {
         /// One line per step.
         steps: Vec<String>,
+    },
+    /// This node's resources.
+    Resources {
+        /// Each of them.
+        resources: Vec<ResourceReport>,
     },
     /// What `verify` found; nothing is good news.
     Verified {
@@ -195,6 +203,25 @@ pub struct StatusReport {
     pub uptime_ms: u64,
     /// Every peer.
     pub peers: Vec<PeerReport>,
+    /// This node's protected resources (from the resource manager; the
+    /// CLI adds them).
+    #[serde(default)]
+    pub resources: Vec<ResourceReport>,
+}
+
+/// One protected resource of this node, for `heartline status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceReport {
+    /// Its tag.
+    pub tag: String,
+    /// `app/type`.
+    pub kind: String,
+    /// ISP, ISU, OSF or OSU.
+    pub state: String,
+    /// This node's priority for it.
+    pub priority: u16,
+    /// The last script run on it and how it went, if any since start.
+    pub last: Option<String>,
 }
 
 /// One peer.
@@ -255,4 +282,48 @@ pub struct PathReport {
     pub rejected: u64,
     /// Rejections by reason, only the non-zero ones.
     pub errors: Vec<(String, u32)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every answer crosses a socket or another node's mailbox as JSON:
+    /// each must encode and decode (serde's tagged enums refuse some
+    /// shapes only when they run).
+    #[test]
+    fn every_response_round_trips_as_json() {
+        let resource = ResourceReport {
+            tag: "web".into(),
+            kind: "gen/app".into(),
+            state: "ISP".into(),
+            priority: 1,
+            last: Some("restore exited 0".into()),
+        };
+        let responses = [
+            Response::Delivered,
+            Response::CanTalk { reachable: true },
+            Response::Lcd(Model::default()),
+            Response::Changed { generation: 3 },
+            Response::Done {
+                steps: vec!["restore web: exited 0".into()],
+            },
+            Response::Resources {
+                resources: vec![resource],
+            },
+            Response::Verified {
+                summary: "ok".into(),
+                problems: vec![],
+            },
+            Response::Error {
+                message: "no".into(),
+                timed_out: false,
+            },
+        ];
+        for response in responses {
+            let json = serde_json::to_string(&Envelope::new(response.clone())).unwrap();
+            let back: Envelope<Response> = serde_json::from_str(&json).unwrap();
+            assert_eq!(back.body, response, "{json}");
+        }
+    }
 }

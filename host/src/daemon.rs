@@ -720,6 +720,7 @@ impl Manager {
                 .try_into()
                 .unwrap_or(u64::MAX),
             peers,
+            resources: Vec::new(),
         }
     }
 }

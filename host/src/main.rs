@@ -296,7 +296,12 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Status { json } => match client::ask(&socket, on.wrap(Request::Status)).await? {
-            Response::Status(report) => {
+            Response::Status(mut report) => {
+                if let Response::Resources { resources } =
+                    client::ask(&socket, on.wrap(Request::Resources)).await?
+                {
+                    report.resources = resources;
+                }
                 if json {
                     let text = serde_json::to_string_pretty(&report)
                         .map_err(|e| Failure::new(exit::FAILED, e.to_string()))?;

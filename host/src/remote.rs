@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, mpsc, oneshot};
-use tracing::{debug, warn};
+use tracing::{debug, error, warn};
 
 use crate::control::{Request, Response};
 use crate::daemon::{self, Input};
@@ -214,8 +214,12 @@ async fn send_loop(
 ) {
     let mut number = 0u32;
     'messages: while let Some(message) = messages.recv().await {
-        let Ok(bytes) = serde_json::to_vec(&message) else {
-            continue;
+        let bytes = match serde_json::to_vec(&message) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                error!(node, "cannot encode an admin message for node {node}: {e}");
+                continue;
+            }
         };
         number = number.wrapping_add(1);
         let pieces: Vec<&[u8]> = bytes.chunks(FRAGMENT).collect();

@@ -34,10 +34,10 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::config::Config;
-use crate::control::{Request, Response};
+use crate::control::{Request, ResourceReport, Response};
 use crate::daemon;
 use crate::kit::{Action, Kits};
 use crate::lcd::{Change, Init, Lcd, LcdError, Model, Place, Resource, State};
@@ -142,6 +142,8 @@ struct Manager {
     /// Tags an action has run on since start: the init strategies leave
     /// them be.
     acted: BTreeSet<String>,
+    /// The last script run on each resource here, and how it went.
+    last: BTreeMap<String, String>,
 }
 
 /// Opens the database, loads the kits and starts the manager, which
@@ -203,6 +205,7 @@ pub fn start(config: &Config, comm: &daemon::Handle) -> Result<Handle, String> {
                         init_at: Some(Instant::now() + SETTLE),
                         waiting: Vec::new(),
                         acted: BTreeSet::new(),
+                        last: BTreeMap::new(),
                     };
                     manager.run(rx, comm.up.clone()).await;
                 }),
@@ -472,6 +475,7 @@ impl Manager {
     fn remote_message(&mut self, from: u16, message: Message) {
         match message {
             Message::Call { id, request } => {
+                debug!(from, ?request, "request from node {from}");
                 let (reply, answer) = oneshot::channel();
                 if request.is_resource_request() {
                     self.control(request, reply);
@@ -617,6 +621,21 @@ impl Manager {
             }
             Request::Switchover { tag, to } => return self.switchover(&tag, to, reply),
             Request::Verify => return self.verify(reply),
+            Request::Resources => Response::Resources {
+                resources: self
+                    .model()
+                    .resources
+                    .values()
+                    .filter(|r| r.place.node == self.node)
+                    .map(|r| ResourceReport {
+                        tag: r.place.tag.clone(),
+                        kind: format!("{}/{}", r.app, r.rtype),
+                        state: r.state.to_string(),
+                        priority: r.priority,
+                        last: self.last.get(&r.place.tag).cloned(),
+                    })
+                    .collect(),
+            },
             Request::Remote { node, request } => {
                 if node == self.node {
                     return self.control(*request, reply);
@@ -1043,6 +1062,13 @@ impl Manager {
     fn step(&mut self, job: u64, place: &Place, action: Action, run: &ScriptRun) {
         let ok = run.succeeded();
         let line = format!("{action} {}: {run}", place.tag);
+        self.last.insert(
+            place.tag.clone(),
+            format!(
+                "{action} {run}, at {}",
+                humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+            ),
+        );
         if ok {
             info!(tag = %place.tag, %action, "{run}");
         } else {

@@ -89,5 +89,24 @@ pub fn render(report: &StatusReport) -> String {
             let _ = writeln!(out);
         }
     }
+    if !report.resources.is_empty() {
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "{:<20} {:<10} {:<5} {:>4}  LAST SCRIPT",
+            "RESOURCE", "TYPE", "STATE", "PRI"
+        );
+        for r in &report.resources {
+            let _ = writeln!(
+                out,
+                "{:<20} {:<10} {:<5} {:>4}  {}",
+                r.tag,
+                r.kind,
+                r.state,
+                r.priority,
+                r.last.as_deref().unwrap_or("-")
+            );
+        }
+    }
     out
 }

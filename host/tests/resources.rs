@@ -474,9 +474,52 @@ fn three_nodes_share_one_configuration_and_fail_over_by_priority() {
     })
     .unwrap();
 
-    // In service on node 1; nodes 2 and 3 know it.
+    // Two nodes make the same change at once: the coordinator takes one
+    // and refuses the other.
+    let racers: Vec<_> = [2u16, 3]
+        .into_iter()
+        .map(|at| {
+            let socket = site.cluster.socket(at);
+            std::thread::spawn(move || {
+                Command::new(BIN)
+                    .arg("--socket")
+                    .arg(socket)
+                    .args([
+                        "ins", "create", "--tag", "dup", "--id", "dup", "--app", "gen", "--type",
+                        "app", "--node", "1",
+                    ])
+                    .output()
+                    .unwrap()
+            })
+        })
+        .collect();
+    let outcomes: Vec<Output> = racers.into_iter().map(|r| r.join().unwrap()).collect();
+    assert_eq!(outcomes.iter().filter(|o| o.status.success()).count(), 1);
+    let loser = outcomes.iter().find(|o| !o.status.success()).unwrap();
+    assert!(
+        String::from_utf8_lossy(&loser.stderr).contains("resource dup on node 1 already exists"),
+        "{}",
+        String::from_utf8_lossy(&loser.stderr)
+    );
+
+    // --on runs a command on another node through this one.
+    let status = site.ok(1, &["--on", "2", "status"]);
+    assert!(status.contains("node 2 (bravo)"), "{status}");
+
+    // A switchover needs the hierarchy on the node it goes to.
+    let e = site.refused(1, &["switchover", "dup", "--to", "2"]);
+    assert!(e.contains("node 2 has no instance"), "{e}");
+
+    // In service on node 1; nodes 2 and 3 know it, and status shows it.
     site.ok(1, &["in-service", "web"]);
     assert!(running(&apps[0]));
+    let status = site.ok(1, &["status"]);
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("web ") && l.contains("ISP") && l.contains("restore exited 0")),
+        "{status}"
+    );
     wait_for(Duration::from_secs(5), "node 1's states everywhere", || {
         site.state_of(3, 1, "web") == "ISP"
     })
