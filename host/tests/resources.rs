@@ -331,6 +331,58 @@ fn bad_input_is_refused_with_a_reason_and_changes_nothing() {
     assert!(e.contains("no resource nothing"), "{e}");
     assert_eq!(node.generation(1), generation, "nothing changed");
 
+    // verify reports a hierarchy extended to node 2 without its dependency.
+    node.ok(
+        1,
+        &[
+            "ins",
+            "create",
+            "--tag",
+            "web",
+            "--id",
+            "web",
+            "--app",
+            "gen",
+            "--type",
+            "app",
+            "--node",
+            "2",
+            "--priority",
+            "2",
+        ],
+    );
+    node.ok(
+        1,
+        &[
+            "eqv",
+            "create",
+            "--tag",
+            "web",
+            "--other-node",
+            "2",
+            "--other-tag",
+            "web",
+        ],
+    );
+    let out = node.cli(1, &["verify"]);
+    assert_eq!(out.status.code(), Some(1));
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(report.contains("but its dependency db"), "{report}");
+    node.ok(
+        1,
+        &[
+            "eqv",
+            "remove",
+            "--tag",
+            "web",
+            "--other-node",
+            "2",
+            "--other-tag",
+            "web",
+        ],
+    );
+    node.ok(1, &["ins", "remove", "web", "--node", "2"]);
+
     // With distinct priorities the equivalency is made.
     node.ok(1, &["hry", "setpri", "db", "2", "--node", "2"]);
     node.ok(
