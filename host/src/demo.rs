@@ -15,7 +15,7 @@ use heartline_core::PathConfig;
 
 use crate::control::{Request, Response};
 use crate::local_cluster::{ExtraPath, LocalCluster, PathEnds, wait_for};
-use crate::sample_app::{SampleApp, copy_generic_kit};
+use crate::sample_app::{SampleApp, install_generic_kit};
 use crate::status;
 use crate::{client, ipc};
 
@@ -61,18 +61,11 @@ pub fn run(program: &Path) -> Result<(), String> {
         cluster.dir().display()
     ));
     // The Generic Application kit, its application checked every 200 ms.
-    let kits = cluster.dir().join("kits");
-    copy_generic_kit(
-        &kits,
+    install_generic_kit(
+        &cluster,
         "quick_check_interval = \"200ms\"\nrecover_attempts = 1\n",
     )
-    .map_err(|e| format!("cannot write the demo's kit: {e}"))?;
-    for node in [ALPHA, BRAVO, CHARLIE] {
-        let config = cluster.config_path(node);
-        let mut text = std::fs::read_to_string(&config).map_err(|e| e.to_string())?;
-        text.push_str(&format!("\n[resources]\nkits = [\"{}\"]\n", kits.display()));
-        std::fs::write(&config, text).map_err(|e| e.to_string())?;
-    }
+    .map_err(|e| format!("cannot install the demo's kit: {e}"))?;
     cluster.start_all()?;
     let started = Instant::now();
     wait_for(Duration::from_secs(15), "the cluster to converge", || {

@@ -177,6 +177,12 @@ impl LocalCluster {
         self.dir.path()
     }
 
+    /// How many nodes it has.
+    #[must_use]
+    pub fn nodes(&self) -> u16 {
+        self.nodes
+    }
+
     /// Node `node`'s config file.
     pub fn config_path(&self, node: u16) -> PathBuf {
         self.dir.path().join(format!("{}.toml", Self::name(node)))

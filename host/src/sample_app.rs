@@ -6,6 +6,8 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::local_cluster::LocalCluster;
+
 /// One instance of the application, on one node.
 #[derive(Debug, Clone)]
 pub struct SampleApp {
@@ -144,8 +146,23 @@ impl SampleApp {
     }
 }
 
+/// Gives every daemon of `cluster` (before they start) the Generic
+/// Application kit shipped with this build, with `manifest` as its manifest
+/// (e.g. a shorter check interval), in the cluster's directory.
+pub fn install_generic_kit(cluster: &LocalCluster, manifest: &str) -> io::Result<()> {
+    let kits = cluster.dir().join("kits");
+    copy_generic_kit(&kits, manifest)?;
+    for node in 1..=cluster.nodes() {
+        let config = cluster.config_path(node);
+        let mut text = std::fs::read_to_string(&config)?;
+        text.push_str(&format!("\n[resources]\nkits = [\"{}\"]\n", kits.display()));
+        std::fs::write(&config, text)?;
+    }
+    Ok(())
+}
+
 /// Copies the Generic Application kit shipped with this build into `kits`,
-/// with `manifest` as its manifest (e.g. a shorter check interval).
+/// with `manifest` as its manifest.
 pub fn copy_generic_kit(kits: &Path, manifest: &str) -> io::Result<()> {
     let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("kits/gen/app");
     let to = kits.join("gen/app");

@@ -10,7 +10,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use heartline::local_cluster::{LocalCluster, wait_for};
-use heartline::sample_app::{SampleApp as App, copy_generic_kit};
+use heartline::sample_app::{SampleApp as App, copy_generic_kit, install_generic_kit};
 
 const BIN: &str = env!("CARGO_BIN_EXE_heartline");
 
@@ -30,14 +30,7 @@ impl Site {
         let paths = usize::from(nodes > 1);
         let mut cluster = LocalCluster::new(Path::new(BIN), nodes, paths).unwrap();
         let work = tempfile::tempdir().unwrap();
-        let kits = work.path().join("kits");
-        copy_generic_kit(&kits, CHECKED_OFTEN).unwrap();
-        for node in 1..=nodes {
-            let config = cluster.config_path(node);
-            let mut text = std::fs::read_to_string(&config).unwrap();
-            text.push_str(&format!("\n[resources]\nkits = [\"{}\"]\n", kits.display()));
-            std::fs::write(&config, text).unwrap();
-        }
+        install_generic_kit(&cluster, CHECKED_OFTEN).unwrap();
         cluster.start_all().unwrap();
         if nodes > 1 {
             wait_for(Duration::from_secs(10), "every node up", || {
@@ -276,7 +269,7 @@ fn bad_input_is_refused_with_a_reason_and_changes_nothing() {
     );
 
     // A kit whose restore script is not executable.
-    let kits = node.work.path().join("kits");
+    let kits = node.cluster.dir().join("kits");
     let broken = node.work.path().join("broken");
     copy_generic_kit(&broken, CHECKED_OFTEN).unwrap();
     std::fs::rename(broken.join("gen/app"), kits.join("broken/app")).unwrap_or_else(|_| {
