@@ -4,7 +4,7 @@
 
 use std::fmt::Write;
 
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 use serde::Serialize;
 
 use crate::lcd::{Change, Init, Model, Place, Resource, State};
@@ -92,29 +92,9 @@ pub enum Ins {
 #[derive(Debug, Subcommand)]
 pub enum Dep {
     /// PARENT depends on CHILD: the child comes up first, goes down last.
-    Create {
-        /// The dependent resource.
-        #[arg(long)]
-        parent: String,
-        /// What it depends on.
-        #[arg(long)]
-        child: String,
-        /// The node (default: this one).
-        #[arg(long)]
-        node: Option<u16>,
-    },
+    Create(DepArgs),
     /// Remove a dependency.
-    Remove {
-        /// The dependent resource.
-        #[arg(long)]
-        parent: String,
-        /// What it depends on.
-        #[arg(long)]
-        child: String,
-        /// The node (default: this one).
-        #[arg(long)]
-        node: Option<u16>,
-    },
+    Remove(DepArgs),
     /// List dependencies.
     List {
         /// Only this node's.
@@ -126,39 +106,54 @@ pub enum Dep {
     },
 }
 
+/// Which dependency a `dep create` or `dep remove` names.
+#[derive(Debug, Args)]
+pub struct DepArgs {
+    /// The dependent resource.
+    #[arg(long)]
+    parent: String,
+    /// What it depends on.
+    #[arg(long)]
+    child: String,
+    /// The node (default: this one).
+    #[arg(long)]
+    node: Option<u16>,
+}
+
+/// Which equivalency an `eqv create` or `eqv remove` names.
+#[derive(Debug, Args)]
+pub struct EqvArgs {
+    /// The resource here.
+    #[arg(long)]
+    tag: String,
+    /// The other node.
+    #[arg(long)]
+    other_node: u16,
+    /// The resource there.
+    #[arg(long)]
+    other_tag: String,
+    /// The node of TAG (default: this one).
+    #[arg(long)]
+    node: Option<u16>,
+}
+
+impl EqvArgs {
+    /// Its two places, with `here` for an unnamed node.
+    fn places(&self, here: u16) -> (Place, Place) {
+        (
+            at(self.node, here, &self.tag),
+            at(Some(self.other_node), here, &self.other_tag),
+        )
+    }
+}
+
 /// `heartline eqv ...`: a resource and its counterpart on another node.
 #[derive(Debug, Subcommand)]
 pub enum Eqv {
     /// TAG (on --node) and OTHER_TAG on OTHER_NODE are the same resource.
-    Create {
-        /// The resource here.
-        #[arg(long)]
-        tag: String,
-        /// The other node.
-        #[arg(long)]
-        other_node: u16,
-        /// The resource there.
-        #[arg(long)]
-        other_tag: String,
-        /// The node of TAG (default: this one).
-        #[arg(long)]
-        node: Option<u16>,
-    },
+    Create(EqvArgs),
     /// Remove an equivalency.
-    Remove {
-        /// The resource here.
-        #[arg(long)]
-        tag: String,
-        /// The other node.
-        #[arg(long)]
-        other_node: u16,
-        /// The resource there.
-        #[arg(long)]
-        other_tag: String,
-        /// The node of TAG (default: this one).
-        #[arg(long)]
-        node: Option<u16>,
-    },
+    Remove(EqvArgs),
     /// List equivalencies.
     List {
         /// Print JSON.
@@ -278,23 +273,15 @@ impl Dep {
     #[must_use]
     pub fn plan(self, here: u16) -> Plan {
         match self {
-            Dep::Create {
-                parent,
-                child,
-                node,
-            } => Plan::Change(Change::CreateDependency {
-                node: node.unwrap_or(here),
-                parent,
-                child,
+            Dep::Create(d) => Plan::Change(Change::CreateDependency {
+                node: d.node.unwrap_or(here),
+                parent: d.parent,
+                child: d.child,
             }),
-            Dep::Remove {
-                parent,
-                child,
-                node,
-            } => Plan::Change(Change::RemoveDependency {
-                node: node.unwrap_or(here),
-                parent,
-                child,
+            Dep::Remove(d) => Plan::Change(Change::RemoveDependency {
+                node: d.node.unwrap_or(here),
+                parent: d.parent,
+                child: d.child,
             }),
             Dep::List { node, json } => Plan::List(Listing::Dependencies { node, json }),
         }
@@ -306,24 +293,14 @@ impl Eqv {
     #[must_use]
     pub fn plan(self, here: u16) -> Plan {
         match self {
-            Eqv::Create {
-                tag,
-                other_node,
-                other_tag,
-                node,
-            } => Plan::Change(Change::CreateEquivalency {
-                a: at(node, here, &tag),
-                b: at(Some(other_node), here, &other_tag),
-            }),
-            Eqv::Remove {
-                tag,
-                other_node,
-                other_tag,
-                node,
-            } => Plan::Change(Change::RemoveEquivalency {
-                a: at(node, here, &tag),
-                b: at(Some(other_node), here, &other_tag),
-            }),
+            Eqv::Create(e) => {
+                let (a, b) = e.places(here);
+                Plan::Change(Change::CreateEquivalency { a, b })
+            }
+            Eqv::Remove(e) => {
+                let (a, b) = e.places(here);
+                Plan::Change(Change::RemoveEquivalency { a, b })
+            }
             Eqv::List { json } => Plan::List(Listing::Equivalencies { json }),
         }
     }
