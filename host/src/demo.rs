@@ -229,6 +229,11 @@ fn protect(program: &Path, cluster: &mut LocalCluster) -> Result<(Duration, Dura
         ALPHA,
         &["in-service".to_string(), "web".to_string()],
     )?;
+    // Its start script returns once the process runs; the responder then
+    // takes a moment to listen.
+    wait_for(Duration::from_secs(10), "the application to answer", || {
+        http_get(port).is_some()
+    })?;
     let answer = http_get(port).ok_or("the application does not answer")?;
     say(format_args!(
         "   in service on alpha; it answers \"{answer}\".\n"
