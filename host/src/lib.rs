@@ -2,6 +2,7 @@
 //! control socket), the CLI's client, and a local cluster on loopback for
 //! the demo and the tests.
 
+pub mod appmon;
 pub mod client;
 pub mod config;
 pub mod control;
@@ -14,6 +15,7 @@ pub mod lcd;
 pub mod lcdi;
 #[cfg(unix)]
 pub mod local_cluster;
+pub mod logging;
 pub mod provision;
 pub mod relay;
 pub mod remote;

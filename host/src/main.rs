@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand};
 use heartline::client::{self, ClientError};
 use heartline::config::{self, Config};
 use heartline::control::{Request, Response};
-use heartline::{daemon, lcdi, resources, server, status, system};
+use heartline::{appmon, daemon, lcdi, resources, server, status, system};
 
 /// Exit codes, documented in the README.
 mod exit {
@@ -144,6 +144,15 @@ enum Command {
     /// Check that every node agrees on the configuration and that every
     /// hierarchy is sane; exit 1 listing the problems if not.
     Verify,
+    /// Run and watch commands for appmgr on cluster nodes, over mutual TLS
+    /// (on the guest).
+    Appserver(appmon::cli::AppserverArgs),
+    /// Have a command run on a guest's appserver and watch it; exits with
+    /// its exit code (on the cluster node).
+    Appmgr(Box<appmon::cli::AppmgrArgs>),
+    /// What the appserver runs to start a command.
+    #[command(hide = true)]
+    AppserverLaunch(appmon::cli::LaunchArgs),
     /// Raise a failure event for a resource: the daemon recovers it.
     Sendevent {
         /// The event's class (e.g. the resource type).
@@ -204,6 +213,14 @@ fn arguments() -> Vec<std::ffi::OsString> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse_from(arguments());
+    // These run their own runtimes and end with their own exit codes.
+    match cli.command {
+        Command::Appserver(args) => return appmon::cli::appserver(args),
+        Command::Appmgr(args) => return appmon::cli::appmgr(*args),
+        #[cfg(unix)]
+        Command::AppserverLaunch(args) => return appmon::cli::launch(args),
+        _ => {}
+    }
     #[cfg(unix)]
     if let Command::Demo = cli.command {
         let program = match std::env::current_exe() {
@@ -267,6 +284,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             exit::USAGE,
             "the demo runs on Unix-like systems only",
         )),
+        Command::AppserverLaunch(_) => Err(Failure::new(
+            exit::USAGE,
+            "appserver-launch runs on Unix-like systems only",
+        )),
+        Command::Appserver(_) | Command::Appmgr(_) => unreachable!("handled in main"),
         Command::Daemon { config } => run_daemon(&config).await,
         Command::SampleHttp { port, name } => {
             sample_http(port, &format!("hello from {name}")).await
@@ -552,23 +574,11 @@ fn unexpected(response: Response) -> Failure {
 }
 
 async fn run_daemon(path: &std::path::Path) -> Result<(), Failure> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    // Log lines go through a queue to a writer thread: the communication
-    // manager never waits on a slow terminal, pipe or journal. If the queue
-    // overflows, lines are dropped, never heartbeats delayed.
-    let (writer, _flush_on_exit) = tracing_appender::non_blocking(std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(writer);
-    // Under systemd stderr goes to the journal, which stamps each line itself.
-    if std::env::var_os("JOURNAL_STREAM").is_some() {
-        builder.without_time().init();
-    } else {
-        builder.init();
-    }
+    let _log = heartline::logging::init(
+        None,
+        #[cfg(unix)]
+        None,
+    );
     let config = Config::load(path).map_err(|e| Failure::new(exit::USAGE, e.to_string()))?;
     match system::lock_memory() {
         Ok(()) => tracing::info!("memory locked"),
@@ -585,23 +595,8 @@ async fn run_daemon(path: &std::path::Path) -> Result<(), Failure> {
         .map_err(|e| Failure::new(exit::FAILED, e))?;
     tracing::info!(socket = %socket.display(), "control socket ready");
     system::notify("READY=1");
-    shutdown_signal().await;
+    system::shutdown_signal().await;
     tracing::info!("stopping");
     let _ = std::fs::remove_file(&socket);
     Ok(())
-}
-
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }

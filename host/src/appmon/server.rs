@@ -1,0 +1,195 @@
+//! The appserver's network side: accepts TLS connections (a manager
+//! without a certificate from a trusted authority is refused in the
+//! handshake), serves each connection's requests against the process
+//! table, pushes exits to the connection managing the process, and
+//! stops orphans. One connection's garbage closes that connection only.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use rustls::ServerConfig;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+
+use super::proto::{
+    ClientFrame, ErrorKind, FrameError, MAX_REQUEST, Refusal, Reply, Request, ServerFrame,
+    VERSION, read_frame, write_frame,
+};
+use super::table::{Manager, STOP_GRACE, Table};
+
+/// How long a client has to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often orphans are looked for.
+const REAP_EVERY: Duration = Duration::from_millis(500);
+/// Frames queued for one connection before its requests wait.
+const QUEUE: usize = 64;
+
+/// Serves managers on `listener` until `shutdown` resolves, then stops
+/// every monitored process.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Arc<ServerConfig>,
+    table: Table,
+    shutdown: impl Future<Output = ()>,
+) {
+    let acceptor = TlsAcceptor::from(tls);
+    let connections = Arc::new(AtomicU64::new(1));
+    let reaper = {
+        let table = table.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(REAP_EVERY);
+            loop {
+                every.tick().await;
+                table.reap_orphans(Instant::now());
+            }
+        })
+    };
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let connection = connections.fetch_add(1, Ordering::Relaxed);
+                    let acceptor = acceptor.clone();
+                    let table = table.clone();
+                    tokio::spawn(async move {
+                        handshake_then_serve(acceptor, stream, peer, table, connection).await;
+                    });
+                }
+                Err(e) => {
+                    // Out of descriptors, most likely: wait rather than spin.
+                    tracing::error!("cannot accept a connection: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
+    reaper.abort();
+    tracing::info!(processes = table.len(), "stopping every monitored process");
+    table.stop_all(STOP_GRACE).await;
+}
+
+async fn handshake_then_serve(
+    acceptor: TlsAcceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+    table: Table,
+    connection: u64,
+) {
+    let _ = stream.set_nodelay(true);
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => {
+            tracing::debug!(%peer, connection, "manager connected");
+            serve_connection(stream, peer, table, connection).await;
+        }
+        Ok(Err(e)) => tracing::warn!(%peer, "refused a client: TLS handshake failed: {e}"),
+        Err(_) => tracing::warn!(
+            %peer,
+            "refused a client: no TLS handshake within {HANDSHAKE_TIMEOUT:?}"
+        ),
+    }
+}
+
+async fn serve_connection(
+    stream: TlsStream<TcpStream>,
+    peer: SocketAddr,
+    table: Table,
+    connection: u64,
+) {
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let (frames, mut queued) = mpsc::channel::<ServerFrame>(QUEUE);
+    let writing = tokio::spawn(async move {
+        while let Some(frame) = queued.recv().await {
+            if write_frame(&mut writer, &frame).await.is_err() {
+                return;
+            }
+        }
+        let _ = writer.shutdown().await;
+    });
+    loop {
+        let frame: ClientFrame = match read_frame(&mut reader, MAX_REQUEST).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break,
+            Err(FrameError::Io(e)) => {
+                tracing::debug!(%peer, connection, "connection ended: {e}");
+                break;
+            }
+            Err(e) => {
+                tracing::warn!(%peer, connection, "malformed request ({e}): closing the connection");
+                let refusal = Refusal {
+                    kind: ErrorKind::Malformed,
+                    message: format!("malformed request: {e}; closing the connection"),
+                };
+                let _ = frames
+                    .send(ServerFrame::Reply {
+                        id: 0,
+                        result: Err(refusal),
+                    })
+                    .await;
+                break;
+            }
+        };
+        let result = if frame.version == VERSION {
+            let manager = Manager {
+                connection,
+                frames: frames.clone(),
+            };
+            answer(&table, frame.request, manager).await
+        } else {
+            Err(Refusal {
+                kind: ErrorKind::Version,
+                message: format!(
+                    "the manager speaks appmon protocol version {}, this appserver {VERSION}: install matching heartline releases",
+                    frame.version
+                ),
+            })
+        };
+        if let Err(refusal) = &result {
+            tracing::info!(%peer, connection, "refused: {refusal}");
+        }
+        let reply = ServerFrame::Reply {
+            id: frame.id,
+            result,
+        };
+        if frames.send(reply).await.is_err() {
+            break;
+        }
+    }
+    table.detach_all(connection);
+    drop(frames);
+    let _ = writing.await;
+}
+
+async fn answer(table: &Table, request: Request, manager: Manager) -> Result<Reply, Refusal> {
+    match request {
+        Request::Start(spec) => {
+            let (process, pid) = table.start(&spec, manager)?;
+            tracing::info!(%process, pid, argv = ?spec.argv, "started");
+            Ok(Reply::Started { process, pid })
+        }
+        Request::Poll {
+            process,
+            output_from,
+        } => table.status(process, output_from).map(Reply::Status),
+        Request::Attach { process } => {
+            let status = table.attach(process, manager)?;
+            tracing::info!(%process, "manager re-attached");
+            Ok(Reply::Status(status))
+        }
+        Request::Stop { process, grace_ms } => {
+            tracing::info!(%process, "stopping on the manager's request");
+            table
+                .stop(process, Duration::from_millis(grace_ms))
+                .await
+                .map(Reply::Status)
+        }
+        Request::Release { process } => table.release(process).map(|()| Reply::Released),
+    }
+}

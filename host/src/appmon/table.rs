@@ -1,0 +1,525 @@
+//! The appserver's monitored processes: starting them (each in a process
+//! group of its own, through a launcher that ties its life to the
+//! appserver's), collecting each one's exit status the moment it ends (so
+//! none is left a zombie), keeping the tail of its output, and knowing
+//! which connection manages it. Limits on the number of processes and on
+//! the output kept are enforced here.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::process::Command;
+use tokio::sync::{mpsc, watch};
+
+use super::proto::{ErrorKind, ProcessId, ProcessState, Refusal, ServerFrame, StartSpec, Status};
+
+/// The appserver's limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Processes (running, or ended and not yet collected) at once.
+    pub max_processes: usize,
+    /// Output bytes kept per process; older output is dropped.
+    pub output_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_processes: 1024,
+            output_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// The connection a process reports to: its id and the queue of frames
+/// its writer sends.
+#[derive(Debug, Clone)]
+pub struct Manager {
+    /// Which connection.
+    pub connection: u64,
+    /// Frames to send it.
+    pub frames: mpsc::Sender<ServerFrame>,
+}
+
+/// The last `limit` bytes a process wrote, and how many it wrote in all.
+#[derive(Debug)]
+struct Tail {
+    kept: VecDeque<u8>,
+    end: u64,
+    limit: usize,
+}
+
+impl Tail {
+    fn push(&mut self, bytes: &[u8]) {
+        self.end += bytes.len() as u64;
+        let bytes = &bytes[bytes.len().saturating_sub(self.limit)..];
+        let overflow = (self.kept.len() + bytes.len()).saturating_sub(self.limit);
+        self.kept.drain(..overflow);
+        self.kept.extend(bytes);
+    }
+
+    /// The kept bytes from offset `from` on, and the offset of the first.
+    fn from(&self, from: u64) -> (u64, Vec<u8>) {
+        let start = self.end - self.kept.len() as u64;
+        let first = from.clamp(start, self.end);
+        let skip = (first - start) as usize;
+        (first, self.kept.iter().skip(skip).copied().collect())
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    pid: u32,
+    state: watch::Sender<ProcessState>,
+    output: Tail,
+    manager: Option<Manager>,
+    /// When it lost its manager, for the orphan timeout.
+    orphaned_at: Option<Instant>,
+    orphan_timeout: Duration,
+    /// When the server began stopping it, if it did.
+    stopping_since: Option<Instant>,
+}
+
+impl Entry {
+    fn status(&self, process: ProcessId, output_from: u64) -> Status {
+        let (output_from, output) = self.output.from(output_from);
+        Status {
+            process,
+            pid: self.pid,
+            state: *self.state.borrow(),
+            output_from,
+            output,
+            output_end: self.output.end,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    server: u64,
+    next_serial: u64,
+    entries: HashMap<u64, Entry>,
+}
+
+/// The processes of one appserver instance, shared by its connections.
+#[derive(Debug, Clone)]
+pub struct Table {
+    inner: Arc<Mutex<Inner>>,
+    limits: Limits,
+    launcher: PathBuf,
+}
+
+/// How long after SIGTERM an orphan, or every process at shutdown, gets
+/// SIGKILL.
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
+
+fn refusal(kind: ErrorKind, message: impl Into<String>) -> Refusal {
+    Refusal {
+        kind,
+        message: message.into(),
+    }
+}
+
+impl Table {
+    /// An empty table for a new server instance `server`, starting commands
+    /// through `launcher` (this program, run as `appserver-launch`).
+    pub fn new(server: u64, limits: Limits, launcher: PathBuf) -> Table {
+        Table {
+            inner: Arc::new(Mutex::new(Inner {
+                server,
+                next_serial: 1,
+                entries: HashMap::new(),
+            })),
+            limits,
+            launcher,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves plain data behind; serving
+        // on is better than refusing every manager.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How many processes the table holds.
+    pub fn len(&self) -> usize {
+        self.lock().entries.len()
+    }
+
+    /// Whether the table holds none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Starts `spec`, managed by `manager`. Must be called on a runtime
+    /// worker thread (see `launch_command`).
+    pub fn start(&self, spec: &StartSpec, manager: Manager) -> Result<(ProcessId, u32), Refusal> {
+        let Some(program) = spec.argv.first() else {
+            return Err(refusal(ErrorKind::CannotStart, "the command is empty"));
+        };
+        if let Some(cwd) = &spec.cwd {
+            if !std::path::Path::new(cwd).is_dir() {
+                return Err(refusal(
+                    ErrorKind::CannotStart,
+                    format!("cannot start {program}: working directory {cwd} is not a directory on the guest"),
+                ));
+            }
+        }
+        if find_program(program).is_none() {
+            return Err(refusal(
+                ErrorKind::CannotStart,
+                format!("cannot start {program}: no such executable on the guest (not a file with execute permission, nor found in the appserver's PATH)"),
+            ));
+        }
+        let mut inner = self.lock();
+        if inner.entries.len() >= self.limits.max_processes {
+            return Err(refusal(
+                ErrorKind::TooManyProcesses,
+                format!(
+                    "the appserver already monitors {} processes, its limit (raise it with --max-processes)",
+                    inner.entries.len()
+                ),
+            ));
+        }
+        let mut child = self.launch_command(spec).spawn().map_err(|e| {
+            refusal(ErrorKind::CannotStart, format!("cannot start {program}: {e}"))
+        })?;
+        let Some(pid) = child.id() else {
+            return Err(refusal(ErrorKind::CannotStart, format!("{program} ended at once")));
+        };
+        let process = ProcessId {
+            server: inner.server,
+            serial: inner.next_serial,
+        };
+        inner.next_serial += 1;
+        let (state, _) = watch::channel(ProcessState::Running);
+        inner.entries.insert(
+            process.serial,
+            Entry {
+                pid,
+                state,
+                output: Tail {
+                    kept: VecDeque::new(),
+                    end: 0,
+                    limit: self.limits.output_bytes,
+                },
+                manager: Some(manager),
+                orphaned_at: None,
+                orphan_timeout: Duration::from_millis(spec.orphan_timeout_ms),
+                stopping_since: None,
+            },
+        );
+        drop(inner);
+        let readers = [
+            child.stdout.take().map(|out| self.collect_output(process, out)),
+            child.stderr.take().map(|err| self.collect_output(process, err)),
+        ];
+        let table = self.clone();
+        tokio::spawn(async move {
+            let status = child.wait().await;
+            // Output written just before the end belongs with it.
+            for reader in readers.into_iter().flatten() {
+                let _ = reader.await;
+            }
+            table.ended(process, pid, status);
+        });
+        Ok((process, pid))
+    }
+
+    /// The command that runs `spec`: the launcher, which ties the program's
+    /// life to this process and then becomes it. The parent-death signal
+    /// follows the thread that forked, so this must run on a runtime worker
+    /// (they live as long as the server), never on a blocking-pool thread
+    /// (they end when idle).
+    fn launch_command(&self, spec: &StartSpec) -> Command {
+        let mut command = Command::new(&self.launcher);
+        command
+            .arg("appserver-launch")
+            .arg("--parent")
+            .arg(std::process::id().to_string())
+            .arg("--")
+            .args(&spec.argv)
+            .envs(spec.env.iter().map(|(k, v)| (k, v)))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .process_group(0);
+        if let Some(cwd) = &spec.cwd {
+            command.current_dir(cwd);
+        }
+        command
+    }
+
+    fn collect_output(
+        &self,
+        process: ProcessId,
+        mut stream: impl AsyncRead + Unpin + Send + 'static,
+    ) -> tokio::task::JoinHandle<()> {
+        let table = self.clone();
+        tokio::spawn(async move {
+            let mut buffer = vec![0u8; 4096];
+            while let Ok(n) = stream.read(&mut buffer).await {
+                if n == 0 {
+                    break;
+                }
+                let mut inner = table.lock();
+                let Some(entry) = inner.entries.get_mut(&process.serial) else {
+                    break;
+                };
+                entry.output.push(&buffer[..n]);
+            }
+        })
+    }
+
+    fn ended(&self, process: ProcessId, pid: u32, status: std::io::Result<std::process::ExitStatus>) {
+        use std::os::unix::process::ExitStatusExt;
+        let state = match status {
+            Ok(status) => match (status.code(), status.signal()) {
+                (Some(code), _) => ProcessState::Exited { code },
+                (None, Some(signal)) => ProcessState::Killed { signal },
+                (None, None) => ProcessState::Exited { code: -1 },
+            },
+            Err(e) => {
+                tracing::error!(%process, pid, "cannot collect the exit status: {e}");
+                ProcessState::Exited { code: -1 }
+            }
+        };
+        // What the program left behind in its group goes with it. The
+        // group's id is the program's pid, already collected; another
+        // process could only take that id as its group by setsid/setpgid
+        // on a reused pid in this instant.
+        let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        let mut inner = self.lock();
+        let Some(entry) = inner.entries.get_mut(&process.serial) else {
+            return;
+        };
+        entry.state.send_replace(state);
+        tracing::info!(%process, pid, "{state}");
+        let status = entry.status(process, entry.output.end);
+        if let Some(manager) = &entry.manager {
+            // A full or closed queue loses only the push: the state stays
+            // here for the next poll or attach.
+            let _ = manager.frames.try_send(ServerFrame::Exited(status));
+        }
+    }
+
+    /// The status of `process`, with output from `output_from`.
+    pub fn status(&self, process: ProcessId, output_from: u64) -> Result<Status, Refusal> {
+        let mut inner = self.lock();
+        let entry = Self::entry(&mut inner, process)?;
+        Ok(entry.status(process, output_from))
+    }
+
+    fn entry(inner: &mut Inner, process: ProcessId) -> Result<&mut Entry, Refusal> {
+        if process.server != inner.server {
+            return Err(refusal(
+                ErrorKind::AppserverRestarted,
+                format!(
+                    "process {process} belonged to an earlier run of this appserver, which restarted (this run is {:016x}); it ended with it",
+                    inner.server
+                ),
+            ));
+        }
+        inner.entries.get_mut(&process.serial).ok_or_else(|| {
+            refusal(
+                ErrorKind::UnknownProcess,
+                format!("no process {process} here (released, or stopped as an orphan)"),
+            )
+        })
+    }
+
+    /// Makes `manager` the process's manager; its status with all kept
+    /// output.
+    pub fn attach(&self, process: ProcessId, manager: Manager) -> Result<Status, Refusal> {
+        let mut inner = self.lock();
+        let entry = Self::entry(&mut inner, process)?;
+        entry.manager = Some(manager);
+        entry.orphaned_at = None;
+        Ok(entry.status(process, 0))
+    }
+
+    /// Every process managed by `connection` becomes an orphan.
+    pub fn detach_all(&self, connection: u64) {
+        let now = Instant::now();
+        for entry in self.lock().entries.values_mut() {
+            if entry
+                .manager
+                .as_ref()
+                .is_some_and(|m| m.connection == connection)
+            {
+                entry.manager = None;
+                entry.orphaned_at = Some(now);
+            }
+        }
+    }
+
+    /// Forgets an ended process.
+    pub fn release(&self, process: ProcessId) -> Result<(), Refusal> {
+        let mut inner = self.lock();
+        let entry = Self::entry(&mut inner, process)?;
+        if !entry.state.borrow().ended() {
+            return Err(refusal(
+                ErrorKind::UnknownProcess,
+                format!("process {process} is still running; stop it before releasing it"),
+            ));
+        }
+        inner.entries.remove(&process.serial);
+        Ok(())
+    }
+
+    /// Sends SIGTERM to the process's group, SIGKILL after `grace`, and
+    /// returns its status once it has ended.
+    pub async fn stop(&self, process: ProcessId, grace: Duration) -> Result<Status, Refusal> {
+        let (pid, mut state) = {
+            let mut inner = self.lock();
+            let entry = Self::entry(&mut inner, process)?;
+            (entry.pid, entry.state.subscribe())
+        };
+        if !state.borrow().ended() {
+            let group = Pid::from_raw(pid as i32);
+            let _ = killpg(group, Signal::SIGTERM);
+            let ended = tokio::time::timeout(grace, state.wait_for(ProcessState::ended))
+                .await
+                .is_ok();
+            if !ended {
+                tracing::warn!(%process, pid, "still running {grace:?} after SIGTERM: SIGKILL");
+                let _ = killpg(group, Signal::SIGKILL);
+                let _ = state.wait_for(ProcessState::ended).await;
+            }
+        }
+        self.status(process, u64::MAX)
+    }
+
+    /// Stops orphans whose timeout has passed and forgets ended ones;
+    /// called periodically by the server.
+    pub fn reap_orphans(&self, now: Instant) {
+        let mut inner = self.lock();
+        let server = inner.server;
+        inner.entries.retain(|&serial, entry| {
+            let Some(since) = entry.orphaned_at else {
+                return true;
+            };
+            if now.duration_since(since) < entry.orphan_timeout {
+                return true;
+            }
+            let process = ProcessId { server, serial };
+            if entry.state.borrow().ended() {
+                tracing::info!(%process, "forgotten: ended, and no manager came back for it");
+                return false;
+            }
+            let group = Pid::from_raw(entry.pid as i32);
+            match entry.stopping_since {
+                None => {
+                    tracing::warn!(
+                        %process, pid = entry.pid,
+                        "no manager for {:?}: stopping it so that it cannot run twice",
+                        entry.orphan_timeout
+                    );
+                    let _ = killpg(group, Signal::SIGTERM);
+                    entry.stopping_since = Some(now);
+                }
+                Some(since) if now.duration_since(since) >= STOP_GRACE => {
+                    let _ = killpg(group, Signal::SIGKILL);
+                }
+                Some(_) => {}
+            }
+            true
+        });
+    }
+
+    /// Stops every running process (SIGTERM, SIGKILL after `grace`), for
+    /// the appserver's shutdown.
+    pub async fn stop_all(&self, grace: Duration) {
+        let processes: Vec<ProcessId> = {
+            let inner = self.lock();
+            inner
+                .entries
+                .keys()
+                .map(|&serial| ProcessId {
+                    server: inner.server,
+                    serial,
+                })
+                .collect()
+        };
+        let mut stops = tokio::task::JoinSet::new();
+        for process in processes {
+            let table = self.clone();
+            stops.spawn(async move { table.stop(process, grace).await });
+        }
+        while stops.join_next().await.is_some() {}
+    }
+}
+
+/// Where `program` would be found: itself if it names a path, else the
+/// first executable of that name on `PATH`.
+fn find_program(program: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |path: &std::path::Path| {
+        path.metadata()
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.contains('/') {
+        let path = PathBuf::from(program);
+        return executable(&path).then_some(path);
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(program))
+            .find(|path| executable(path))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tail(limit: usize) -> Tail {
+        Tail {
+            kept: VecDeque::new(),
+            end: 0,
+            limit,
+        }
+    }
+
+    #[test]
+    fn the_tail_keeps_the_last_bytes_and_counts_them_all() {
+        let mut output = tail(8);
+        output.push(b"hello ");
+        output.push(b"world, again");
+        assert_eq!(output.end, 18);
+        assert_eq!(output.from(0), (10, b"d, again".to_vec()));
+    }
+
+    #[test]
+    fn reading_from_an_offset_returns_only_newer_bytes() {
+        let mut output = tail(100);
+        output.push(b"one\n");
+        let (from, bytes) = output.from(0);
+        assert_eq!((from, bytes.as_slice()), (0, &b"one\n"[..]));
+        output.push(b"two\n");
+        let (from, bytes) = output.from(4);
+        assert_eq!((from, bytes.as_slice()), (4, &b"two\n"[..]));
+        let (from, bytes) = output.from(99);
+        assert_eq!((from, bytes.len()), (8, 0), "an offset past the end reads nothing");
+    }
+
+    #[test]
+    fn a_single_write_larger_than_the_limit_keeps_its_end() {
+        let mut output = tail(4);
+        output.push(b"abcdefgh");
+        assert_eq!(output.from(0), (4, b"efgh".to_vec()));
+    }
+
+    #[test]
+    fn programs_are_found_on_path_or_by_their_path() {
+        assert!(find_program("sh").is_some());
+        assert!(find_program("/bin/sh").is_some());
+        assert!(find_program("no-such-program-heartline").is_none());
+        assert!(find_program("/etc/passwd").is_none(), "not executable");
+    }
+}
