@@ -169,7 +169,9 @@ fn keygen(role: Role, keygen: Keygen) -> ExitCode {
 
 fn runtime(threaded: bool) -> std::io::Result<tokio::runtime::Runtime> {
     if threaded {
-        tokio::runtime::Builder::new_multi_thread().enable_all().build()
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
     } else {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -206,7 +208,12 @@ pub fn appserver(args: AppserverArgs) -> ExitCode {
     raise_descriptor_limit();
     let instance = match getrandom::u64() {
         Ok(n) => n,
-        Err(e) => return fail(SERVER_FAILED, format!("no randomness for the instance id: {e}")),
+        Err(e) => {
+            return fail(
+                SERVER_FAILED,
+                format!("no randomness for the instance id: {e}"),
+            );
+        }
     };
     let limits = super::table::Limits {
         max_processes: args.max_processes,
@@ -214,7 +221,12 @@ pub fn appserver(args: AppserverArgs) -> ExitCode {
     };
     let runtime = match runtime(true) {
         Ok(runtime) => runtime,
-        Err(e) => return fail(SERVER_FAILED, format!("cannot start the async runtime: {e}")),
+        Err(e) => {
+            return fail(
+                SERVER_FAILED,
+                format!("cannot start the async runtime: {e}"),
+            );
+        }
     };
     runtime.block_on(async {
         let listener = match tokio::net::TcpListener::bind(&args.listen).await {
@@ -314,7 +326,9 @@ pub fn appmgr(args: AppmgrArgs) -> ExitCode {
         Err(e) => return setup_failure(format!("--node {e}")),
     };
     if args.command.is_empty() {
-        return setup_failure("no command given: put it after --, e.g. `-- /usr/bin/myapp --serve`".into());
+        return setup_failure(
+            "no command given: put it after --, e.g. `-- /usr/bin/myapp --serve`".into(),
+        );
     }
     if args.poll_interval.is_zero() || args.appserver_timeout < args.poll_interval {
         return setup_failure(format!(
@@ -323,9 +337,15 @@ pub fn appmgr(args: AppmgrArgs) -> ExitCode {
         ));
     }
     let log_file = match &args.log_file {
-        Some(path) => match std::fs::OpenOptions::new().create(true).append(true).open(path) {
+        Some(path) => match std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
             Ok(file) => Some(file),
-            Err(e) => return setup_failure(format!("cannot open the log file {}: {e}", path.display())),
+            Err(e) => {
+                return setup_failure(format!("cannot open the log file {}: {e}", path.display()));
+            }
         },
         None => None,
     };
@@ -420,7 +440,8 @@ fn record(state_file: Option<&Path>, line: &str) {
         return;
     };
     let aside = path.with_extension("new");
-    let written = std::fs::write(&aside, format!("{line}\n")).and_then(|()| std::fs::rename(&aside, path));
+    let written =
+        std::fs::write(&aside, format!("{line}\n")).and_then(|()| std::fs::rename(&aside, path));
     if let Err(e) = written {
         tracing::warn!("cannot write the state file {}: {e}", path.display());
     }

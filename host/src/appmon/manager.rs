@@ -171,12 +171,19 @@ impl fmt::Display for Outcome {
         match self {
             Outcome::Ended { status, stopped } => {
                 let why = if *stopped { ", stopped on request" } else { "" };
-                write!(f, "the application (pid {}) {}{why}", status.pid, status.state)
+                write!(
+                    f,
+                    "the application (pid {}) {}{why}",
+                    status.pid, status.state
+                )
             }
             Outcome::LostContact {
                 reached: false,
                 error,
-            } => write!(f, "lost contact: the appserver could not be reached ({error})"),
+            } => write!(
+                f,
+                "lost contact: the appserver could not be reached ({error})"
+            ),
             Outcome::LostContact {
                 reached: true,
                 error,
@@ -213,7 +220,10 @@ impl Drop for Session {
 
 impl Session {
     async fn open(monitor: &Monitor, deadline: Instant) -> Result<Session, Lost> {
-        let name = monitor.server_name.as_deref().unwrap_or(&monitor.target.host);
+        let name = monitor
+            .server_name
+            .as_deref()
+            .unwrap_or(&monitor.target.host);
         let server_name = ServerName::try_from(name.to_string())
             .map_err(|e| Lost(format!("{name:?} is not a valid server name: {e}")))?;
         let connect = async {
@@ -324,7 +334,11 @@ impl Watch<'_> {
     }
 
     /// Records a status heard; the outcome if the process has ended.
-    fn heard(&mut self, status: Status, progress: &mut dyn FnMut(Progress<'_>)) -> Option<Status> {
+    fn heard(
+        &mut self,
+        status: Status,
+        progress: &mut (dyn FnMut(Progress<'_>) + Send),
+    ) -> Option<Status> {
         self.last_heard = Instant::now();
         let fresh = self.output_from.saturating_sub(status.output_from) as usize;
         if let Some(bytes) = status.output.get(fresh..).filter(|b| !b.is_empty()) {
@@ -340,7 +354,7 @@ impl Watch<'_> {
         &mut self,
         session: &mut Session,
         pushed: Status,
-        progress: &mut dyn FnMut(Progress<'_>),
+        progress: &mut (dyn FnMut(Progress<'_>) + Send),
     ) -> Status {
         let deadline = Instant::now() + self.monitor.timeout;
         let poll = Request::Poll {
@@ -352,7 +366,12 @@ impl Watch<'_> {
             _ => pushed,
         };
         let _ = session
-            .ask(Request::Release { process: self.process }, deadline)
+            .ask(
+                Request::Release {
+                    process: self.process,
+                },
+                deadline,
+            )
             .await;
         status
     }
@@ -361,7 +380,7 @@ impl Watch<'_> {
     async fn reattach(
         &mut self,
         mut error: Lost,
-        progress: &mut dyn FnMut(Progress<'_>),
+        progress: &mut (dyn FnMut(Progress<'_>) + Send),
     ) -> Result<(Session, Option<Status>), Outcome> {
         tracing::warn!(process = %self.process, "contact with the appserver interrupted ({}): reconnecting", error.0);
         let pause = self.monitor.poll_interval.min(Duration::from_millis(250));
@@ -369,7 +388,12 @@ impl Watch<'_> {
             let attempt = async {
                 let mut session = Session::open(self.monitor, self.deadline()).await?;
                 let answer = session
-                    .ask(Request::Attach { process: self.process }, self.deadline())
+                    .ask(
+                        Request::Attach {
+                            process: self.process,
+                        },
+                        self.deadline(),
+                    )
                     .await?;
                 Ok::<_, Lost>((session, answer))
             };
@@ -385,8 +409,10 @@ impl Watch<'_> {
                 Ok((_, Err(refusal))) => return Err(Outcome::AppserverRestarted(refusal.message)),
                 Err(lost) => error = lost,
             }
-            tokio::time::sleep(pause.min(self.deadline().saturating_duration_since(Instant::now())))
-                .await;
+            tokio::time::sleep(
+                pause.min(self.deadline().saturating_duration_since(Instant::now())),
+            )
+            .await;
         }
         Err(Outcome::LostContact {
             reached: true,
@@ -400,7 +426,7 @@ impl Watch<'_> {
 pub async fn run(
     monitor: &Monitor,
     stop: impl Future<Output = ()>,
-    progress: &mut dyn FnMut(Progress<'_>),
+    progress: &mut (dyn FnMut(Progress<'_>) + Send),
 ) -> Outcome {
     let deadline = Instant::now() + monitor.timeout;
     let lost = |reached, Lost(error)| Outcome::LostContact { reached, error };
@@ -408,7 +434,10 @@ pub async fn run(
         Ok(session) => session,
         Err(e) => return lost(false, e),
     };
-    let (process, pid) = match session.ask(Request::Start(monitor.spec.clone()), deadline).await {
+    let (process, pid) = match session
+        .ask(Request::Start(monitor.spec.clone()), deadline)
+        .await
+    {
         Ok(Ok(Reply::Started { process, pid })) => (process, pid),
         Ok(Ok(other)) => return lost(true, Lost(format!("unexpected answer {other:?}"))),
         Ok(Err(refusal)) => return Outcome::CannotStart(refusal),

@@ -314,10 +314,7 @@ where
         return Err(FrameError::TooLong { len, max });
     }
     let mut body = vec![0u8; len];
-    reader
-        .read_exact(&mut body)
-        .await
-        .map_err(FrameError::Io)?;
+    reader.read_exact(&mut body).await.map_err(FrameError::Io)?;
     postcard::from_bytes(&body)
         .map(Some)
         .map_err(FrameError::Malformed)
@@ -390,16 +387,20 @@ mod tests {
     async fn an_oversized_frame_is_refused_before_its_body_is_read() {
         let mut bytes = (MAX_REQUEST as u32 + 1).to_be_bytes().to_vec();
         bytes.extend_from_slice(&[0; 16]);
-        let read: Result<Option<ClientFrame>, _> = read_frame(&mut bytes.as_slice(), MAX_REQUEST).await;
+        let read: Result<Option<ClientFrame>, _> =
+            read_frame(&mut bytes.as_slice(), MAX_REQUEST).await;
         assert!(matches!(read, Err(FrameError::TooLong { .. })), "{read:?}");
     }
 
     #[tokio::test]
     async fn a_frame_cut_short_is_an_error_not_a_clean_end() {
         let mut buffer = Vec::new();
-        write_frame(&mut buffer, &ServerFrame::Exited(status())).await.unwrap();
+        write_frame(&mut buffer, &ServerFrame::Exited(status()))
+            .await
+            .unwrap();
         buffer.truncate(buffer.len() - 3);
-        let read: Result<Option<ServerFrame>, _> = read_frame(&mut buffer.as_slice(), MAX_REPLY).await;
+        let read: Result<Option<ServerFrame>, _> =
+            read_frame(&mut buffer.as_slice(), MAX_REPLY).await;
         assert!(matches!(read, Err(FrameError::Io(_))), "{read:?}");
     }
 

@@ -18,8 +18,8 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
 use super::proto::{
-    ClientFrame, ErrorKind, FrameError, MAX_REQUEST, Refusal, Reply, Request, ServerFrame,
-    VERSION, read_frame, write_frame,
+    ClientFrame, ErrorKind, FrameError, MAX_REQUEST, Refusal, Reply, Request, ServerFrame, VERSION,
+    read_frame, write_frame,
 };
 use super::table::{Manager, STOP_GRACE, Table};
 

@@ -166,14 +166,18 @@ impl Table {
             if !std::path::Path::new(cwd).is_dir() {
                 return Err(refusal(
                     ErrorKind::CannotStart,
-                    format!("cannot start {program}: working directory {cwd} is not a directory on the guest"),
+                    format!(
+                        "cannot start {program}: working directory {cwd} is not a directory on the guest"
+                    ),
                 ));
             }
         }
         if find_program(program).is_none() {
             return Err(refusal(
                 ErrorKind::CannotStart,
-                format!("cannot start {program}: no such executable on the guest (not a file with execute permission, nor found in the appserver's PATH)"),
+                format!(
+                    "cannot start {program}: no such executable on the guest (not a file with execute permission, nor found in the appserver's PATH)"
+                ),
             ));
         }
         let mut inner = self.lock();
@@ -187,10 +191,16 @@ impl Table {
             ));
         }
         let mut child = self.launch_command(spec).spawn().map_err(|e| {
-            refusal(ErrorKind::CannotStart, format!("cannot start {program}: {e}"))
+            refusal(
+                ErrorKind::CannotStart,
+                format!("cannot start {program}: {e}"),
+            )
         })?;
         let Some(pid) = child.id() else {
-            return Err(refusal(ErrorKind::CannotStart, format!("{program} ended at once")));
+            return Err(refusal(
+                ErrorKind::CannotStart,
+                format!("{program} ended at once"),
+            ));
         };
         let process = ProcessId {
             server: inner.server,
@@ -216,8 +226,14 @@ impl Table {
         );
         drop(inner);
         let readers = [
-            child.stdout.take().map(|out| self.collect_output(process, out)),
-            child.stderr.take().map(|err| self.collect_output(process, err)),
+            child
+                .stdout
+                .take()
+                .map(|out| self.collect_output(process, out)),
+            child
+                .stderr
+                .take()
+                .map(|err| self.collect_output(process, err)),
         ];
         let table = self.clone();
         tokio::spawn(async move {
@@ -276,7 +292,12 @@ impl Table {
         })
     }
 
-    fn ended(&self, process: ProcessId, pid: u32, status: std::io::Result<std::process::ExitStatus>) {
+    fn ended(
+        &self,
+        process: ProcessId,
+        pid: u32,
+        status: std::io::Result<std::process::ExitStatus>,
+    ) {
         use std::os::unix::process::ExitStatusExt;
         let state = match status {
             Ok(status) => match (status.code(), status.signal()) {
@@ -505,7 +526,11 @@ mod tests {
         let (from, bytes) = output.from(4);
         assert_eq!((from, bytes.as_slice()), (4, &b"two\n"[..]));
         let (from, bytes) = output.from(99);
-        assert_eq!((from, bytes.len()), (8, 0), "an offset past the end reads nothing");
+        assert_eq!(
+            (from, bytes.len()),
+            (8, 0),
+            "an offset past the end reads nothing"
+        );
     }
 
     #[test]

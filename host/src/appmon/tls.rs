@@ -128,7 +128,9 @@ impl fmt::Display for TlsError {
                 "{} exists; keygen does not overwrite keys (remove the old ones, or pass --force)",
                 path.display()
             ),
-            TlsError::Write { path, error } => write!(f, "cannot write {}: {error}", path.display()),
+            TlsError::Write { path, error } => {
+                write!(f, "cannot write {}: {error}", path.display())
+            }
         }
     }
 }
@@ -187,7 +189,8 @@ fn private_key(path: &Path, role: Role) -> Result<PrivateKeyDer<'static>, TlsErr
 
 fn trust_store(files: &TlsFiles) -> Result<Arc<RootCertStore>, TlsError> {
     let mut roots = RootCertStore::empty();
-    let (added, _ignored) = roots.add_parsable_certificates(certificates(&files.trust, files.role)?);
+    let (added, _ignored) =
+        roots.add_parsable_certificates(certificates(&files.trust, files.role)?);
     if added == 0 {
         return Err(TlsError::File {
             path: files.trust.clone(),
@@ -274,16 +277,19 @@ pub fn generate(
     let issuer = Issuer::new(ca_params, ca_key);
 
     let mut params = CertificateParams::new(names.to_vec()).map_err(TlsError::Generate)?;
-    params
-        .distinguished_name
-        .push(DnType::CommonName, format!("heartline {} on {host}", role.name()));
+    params.distinguished_name.push(
+        DnType::CommonName,
+        format!("heartline {} on {host}", role.name()),
+    );
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![match role {
         Role::Appserver => ExtendedKeyUsagePurpose::ServerAuth,
         Role::Appmgr => ExtendedKeyUsagePurpose::ClientAuth,
     }];
     let key = KeyPair::generate().map_err(TlsError::Generate)?;
-    let cert = params.signed_by(&key, &issuer).map_err(TlsError::Generate)?;
+    let cert = params
+        .signed_by(&key, &issuer)
+        .map_err(TlsError::Generate)?;
 
     std::fs::create_dir_all(dir).map_err(|error| TlsError::Write {
         path: dir.to_path_buf(),
@@ -355,8 +361,15 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(&server.files.key).unwrap().permissions().mode();
-            assert_eq!(mode & 0o777, 0o600, "a private key is readable by its owner only");
+            let mode = std::fs::metadata(&server.files.key)
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(
+                mode & 0o777,
+                0o600,
+                "a private key is readable by its owner only"
+            );
         }
     }
 

@@ -1,0 +1,175 @@
+//! A guest on this machine for the tests, the benchmark and the demo: keys
+//! made by the real keygen commands in a scratch directory, and a real
+//! `heartline appserver` process on loopback that can be killed and
+//! restarted on the same port. Its log is collected line by line.
+
+use std::io::{self, BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::local_cluster::wait_for;
+
+/// A local appserver and the keys of both sides.
+#[derive(Debug)]
+pub struct LocalGuest {
+    program: PathBuf,
+    dir: tempfile::TempDir,
+    server: Option<Child>,
+    port: u16,
+    extra: Vec<String>,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+fn run(command: &mut Command) -> io::Result<()> {
+    let output = command.output()?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "{command:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        )))
+    }
+}
+
+impl LocalGuest {
+    /// Makes both sides' keys with `program` (the heartline binary) and
+    /// starts an appserver on a free loopback port with `extra` arguments.
+    pub fn start(program: &Path, extra: &[&str]) -> io::Result<LocalGuest> {
+        let dir = tempfile::tempdir()?;
+        for side in ["appserver", "appmgr"] {
+            run(Command::new(program)
+                .args([side, "keygen", "--dir"])
+                .arg(dir.path()))?;
+        }
+        let mut guest = LocalGuest {
+            program: program.to_path_buf(),
+            dir,
+            server: None,
+            port: 0,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            log: Arc::new(Mutex::new(Vec::new())),
+        };
+        guest.restart()?;
+        Ok(guest)
+    }
+
+    /// The directory holding both sides' keys (`--dir` for either).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Where managers connect: `127.0.0.1:PORT`.
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The appserver's pid, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.server.as_ref().map(Child::id)
+    }
+
+    /// Starts the appserver (again, on the same port once it has one) and
+    /// waits until it listens.
+    pub fn restart(&mut self) -> io::Result<()> {
+        self.kill();
+        let listen = format!("127.0.0.1:{}", self.port);
+        let mut child = Command::new(&self.program)
+            .args(["appserver", "--listen", &listen, "--dir"])
+            .arg(self.dir.path())
+            .args(&self.extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let stderr = child
+            .stderr
+            .take()
+            .ok_or_else(|| io::Error::other("no stderr"))?;
+        let log = self.log.clone();
+        let (ready_tx, ready) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(at) = line.split("listening on ").nth(1) {
+                    let port = at
+                        .split(' ')
+                        .next()
+                        .and_then(|a| a.rsplit(':').next())
+                        .and_then(|p| p.parse::<u16>().ok());
+                    let _ = ready_tx.send(port);
+                }
+                log.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+            }
+        });
+        self.server = Some(child);
+        match ready.recv_timeout(Duration::from_secs(20)) {
+            Ok(Some(port)) => {
+                self.port = port;
+                Ok(())
+            }
+            _ => Err(io::Error::other(format!(
+                "the appserver did not start listening; its log:\n{}",
+                self.log_text()
+            ))),
+        }
+    }
+
+    /// Kills the appserver with SIGKILL and collects it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.server.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops the appserver with SIGTERM and waits for it to end.
+    pub fn terminate(&mut self) -> io::Result<std::process::ExitStatus> {
+        let mut child = self
+            .server
+            .take()
+            .ok_or_else(|| io::Error::other("not running"))?;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .map_err(io::Error::other)?;
+        child.wait()
+    }
+
+    /// Everything the appserver logged so far.
+    pub fn log_text(&self) -> String {
+        self.log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .join("\n")
+    }
+
+    /// Waits until the appserver logs a line containing `text`.
+    pub fn wait_for_log(&self, text: &str, limit: Duration) -> Result<(), String> {
+        wait_for(limit, &format!("the appserver to log {text:?}"), || {
+            self.log_text().contains(text)
+        })
+        .map_err(|e| format!("{e}; its log:\n{}", self.log_text()))
+    }
+
+    /// `heartline appmgr` aimed at this guest, with `args` before `--` and
+    /// `command` after it.
+    pub fn appmgr(&self, args: &[&str], command: &[&str]) -> Command {
+        let mut appmgr = Command::new(&self.program);
+        appmgr
+            .args(["appmgr", "--node", &self.address(), "--dir"])
+            .arg(self.dir.path())
+            .args(args)
+            .arg("--")
+            .args(command);
+        appmgr
+    }
+}
+
+impl Drop for LocalGuest {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
