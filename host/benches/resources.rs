@@ -16,7 +16,7 @@ use heartline::client::ask_blocking;
 use heartline::control::{Request, Response};
 use heartline::lcd::{Change, Init, Place, Resource, State};
 use heartline::local_cluster::{LocalCluster, wait_for};
-use heartline::sample_app::{SampleApp, install_generic_kit};
+use heartline::sample_app::{SampleApp, install_kits};
 
 const BIN: &str = env!("CARGO_BIN_EXE_heartline");
 
@@ -35,7 +35,7 @@ impl Site {
         let mut cluster = LocalCluster::new(Path::new(BIN), nodes, paths).unwrap();
         let work = tempfile::tempdir().unwrap();
         let manifest = format!("quick_check_interval = \"{check_every}\"\nrecover_attempts = 1\n");
-        install_generic_kit(&cluster, &manifest).unwrap();
+        install_kits(&cluster, &[("gen/app", &manifest)]).unwrap();
         for node in 1..=nodes {
             let config = cluster.config_path(node);
             let mut text = std::fs::read_to_string(&config).unwrap();

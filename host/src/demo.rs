@@ -15,7 +15,7 @@ use heartline_core::PathConfig;
 
 use crate::control::{Request, Response};
 use crate::local_cluster::{ExtraPath, LocalCluster, PathEnds, wait_for};
-use crate::sample_app::{SampleApp, install_generic_kit};
+use crate::sample_app::{SampleApp, install_kits};
 use crate::status;
 use crate::{client, ipc};
 
@@ -61,9 +61,12 @@ pub fn run(program: &Path) -> Result<(), String> {
         cluster.dir().display()
     ));
     // The Generic Application kit, its application checked every 200 ms.
-    install_generic_kit(
+    install_kits(
         &cluster,
-        "quick_check_interval = \"200ms\"\nrecover_attempts = 1\n",
+        &[(
+            "gen/app",
+            "quick_check_interval = \"200ms\"\nrecover_attempts = 1\n",
+        )],
     )
     .map_err(|e| format!("cannot install the demo's kit: {e}"))?;
     cluster.start_all()?;

@@ -144,6 +144,8 @@ struct Manager {
     acted: BTreeSet<String>,
     /// The last script run on each resource here, and how it went.
     last: BTreeMap<String, String>,
+    /// What every script sees of this daemon (see [`daemon_env`]).
+    daemon_env: Vec<(String, String)>,
 }
 
 /// Opens the database, loads the kits and starts the manager, which
@@ -170,6 +172,7 @@ pub fn start(config: &Config, comm: &daemon::Handle) -> Result<Handle, String> {
         kits = %kit_names.join(", "),
         "resource manager started"
     );
+    let daemon_env = daemon_env(config);
     let (inputs, rx) = mpsc::channel(1024);
     let comm = comm.clone();
     let handle_inputs = inputs.clone();
@@ -206,6 +209,7 @@ pub fn start(config: &Config, comm: &daemon::Handle) -> Result<Handle, String> {
                         waiting: Vec::new(),
                         acted: BTreeSet::new(),
                         last: BTreeMap::new(),
+                        daemon_env,
                     };
                     manager.run(rx, comm.up.clone()).await;
                 }),
@@ -1002,7 +1006,7 @@ impl Manager {
                 action,
                 kit.script(action),
                 kit.manifest.timeout(action),
-                script_env(resource, action, &event),
+                script_env(&self.daemon_env, resource, action, &event),
             ));
         }
         if steps.is_empty() {
@@ -1258,10 +1262,37 @@ fn purpose_name(purpose: &Purpose) -> &'static str {
     }
 }
 
-/// The environment a kit's script sees: who it acts on and why, and the
-/// resource's properties as `HEARTLINE_PROP_<NAME>`.
-fn script_env(resource: &Resource, action: Action, event: &str) -> Vec<(String, String)> {
+/// What every script sees of the daemon running it, so that a kit can run
+/// `heartline` commands against it and keep files of its own:
+/// `HEARTLINE_BIN` (the daemon's program), `HEARTLINE_SOCKET` (its control
+/// socket) and `HEARTLINE_STATE_DIR`.
+fn daemon_env(config: &Config) -> Vec<(String, String)> {
     let mut env = vec![
+        (
+            "HEARTLINE_SOCKET".to_string(),
+            config.control_socket.display().to_string(),
+        ),
+        (
+            "HEARTLINE_STATE_DIR".to_string(),
+            config.state_dir.display().to_string(),
+        ),
+    ];
+    if let Ok(program) = std::env::current_exe() {
+        env.push(("HEARTLINE_BIN".to_string(), program.display().to_string()));
+    }
+    env
+}
+
+/// The environment a kit's script sees: the daemon's, who it acts on and
+/// why, and the resource's properties as `HEARTLINE_PROP_<NAME>`.
+fn script_env(
+    daemon_env: &[(String, String)],
+    resource: &Resource,
+    action: Action,
+    event: &str,
+) -> Vec<(String, String)> {
+    let mut env = daemon_env.to_vec();
+    env.extend([
         ("HEARTLINE_TAG".to_string(), resource.place.tag.clone()),
         ("HEARTLINE_ID".to_string(), resource.id.clone()),
         ("HEARTLINE_APP".to_string(), resource.app.clone()),
@@ -1272,7 +1303,7 @@ fn script_env(resource: &Resource, action: Action, event: &str) -> Vec<(String, 
         ),
         ("HEARTLINE_ACTION".to_string(), action.to_string()),
         ("HEARTLINE_INFO".to_string(), resource.info.clone()),
-    ];
+    ]);
     if !event.is_empty() {
         env.push(("HEARTLINE_EVENT".to_string(), event.to_string()));
     }

@@ -146,36 +146,42 @@ impl SampleApp {
     }
 }
 
-/// Gives every daemon of `cluster` (before they start) the Generic
-/// Application kit shipped with this build, with `manifest` as its manifest
-/// (e.g. a shorter check interval), in the cluster's directory.
-pub fn install_generic_kit(cluster: &LocalCluster, manifest: &str) -> io::Result<()> {
-    let kits = cluster.dir().join("kits");
-    copy_generic_kit(&kits, manifest)?;
+/// Gives every daemon of `cluster` (before they start) the kits shipped
+/// with this build named in `kits` (`app/type`), each with its manifest
+/// replaced (e.g. by a shorter check interval), in the cluster's directory.
+pub fn install_kits(cluster: &LocalCluster, kits: &[(&str, &str)]) -> io::Result<()> {
+    let dir = cluster.dir().join("kits");
+    for (kit, manifest) in kits {
+        copy_kit(&dir, kit, manifest)?;
+    }
     for node in 1..=cluster.nodes() {
         let config = cluster.config_path(node);
         let mut text = std::fs::read_to_string(&config)?;
-        text.push_str(&format!("\n[resources]\nkits = [\"{}\"]\n", kits.display()));
+        text.push_str(&format!("\n[resources]\nkits = [\"{}\"]\n", dir.display()));
         std::fs::write(&config, text)?;
     }
     Ok(())
 }
 
-/// Copies the Generic Application kit shipped with this build into `kits`,
+/// Copies the kit `kit` (`app/type`) shipped with this build into `kits`,
 /// with `manifest` as its manifest.
-pub fn copy_generic_kit(kits: &Path, manifest: &str) -> io::Result<()> {
-    let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("kits/gen/app");
-    let to = kits.join("gen/app");
-    std::fs::create_dir_all(to.join("actions"))?;
-    std::fs::write(to.join("manifest.toml"), manifest)?;
-    for entry in std::fs::read_dir(from.join("actions"))? {
+pub fn copy_kit(kits: &Path, kit: &str, manifest: &str) -> io::Result<()> {
+    let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("kits").join(kit);
+    let to = kits.join(kit);
+    copy_tree(&from, &to)?;
+    std::fs::write(to.join("manifest.toml"), manifest)
+}
+
+/// Copies a directory's files and subdirectories, keeping the execute bits.
+fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
         let entry = entry?;
-        let target = to.join("actions").join(entry.file_name());
-        std::fs::copy(entry.path(), &target)?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755))?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_tree(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)?;
         }
     }
     Ok(())

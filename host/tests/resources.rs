@@ -10,7 +10,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use heartline::local_cluster::{LocalCluster, wait_for};
-use heartline::sample_app::{SampleApp as App, copy_generic_kit, install_generic_kit};
+use heartline::sample_app::{SampleApp as App, copy_kit, install_kits};
 
 const BIN: &str = env!("CARGO_BIN_EXE_heartline");
 
@@ -30,7 +30,7 @@ impl Site {
         let paths = usize::from(nodes > 1);
         let mut cluster = LocalCluster::new(Path::new(BIN), nodes, paths).unwrap();
         let work = tempfile::tempdir().unwrap();
-        install_generic_kit(&cluster, CHECKED_OFTEN).unwrap();
+        install_kits(&cluster, &[("gen/app", CHECKED_OFTEN)]).unwrap();
         cluster.start_all().unwrap();
         if nodes > 1 {
             wait_for(Duration::from_secs(10), "every node up", || {
@@ -271,7 +271,7 @@ fn bad_input_is_refused_with_a_reason_and_changes_nothing() {
     // A kit whose restore script is not executable.
     let kits = node.cluster.dir().join("kits");
     let broken = node.work.path().join("broken");
-    copy_generic_kit(&broken, CHECKED_OFTEN).unwrap();
+    copy_kit(&broken, "gen/app", CHECKED_OFTEN).unwrap();
     std::fs::rename(broken.join("gen/app"), kits.join("broken/app")).unwrap_or_else(|_| {
         std::fs::create_dir_all(kits.join("broken")).unwrap();
         std::fs::rename(broken.join("gen/app"), kits.join("broken/app")).unwrap();
