@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use heartline::appmon::local_guest::LocalGuest;
+use heartline::appmon::local_guest::{LocalGuest, proc_state, process_alive as alive};
 use heartline::appmon::manager::{self, Monitor, Outcome, Progress, exit};
 use heartline::appmon::proto::{
     ClientFrame, ErrorKind, MAX_REPLY, ProcessState, Request, ServerFrame, StartSpec, VERSION,
@@ -75,20 +75,6 @@ fn wait_exit(child: &mut Child, limit: Duration) -> ExitStatus {
     })
     .unwrap();
     status.unwrap()
-}
-
-/// A process's state letter from /proc (`Z` for a zombie), if it exists.
-fn proc_state(pid: u32) -> Option<(char, u32)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = stat.rsplit_once(')')?.1;
-    let mut fields = after.split_whitespace();
-    let state = fields.next()?.chars().next()?;
-    let ppid = fields.next()?.parse().ok()?;
-    Some((state, ppid))
-}
-
-fn alive(pid: u32) -> bool {
-    proc_state(pid).is_some_and(|(state, _)| state != 'Z')
 }
 
 /// Zombie children of `parent`.
@@ -469,13 +455,64 @@ fn a_manager_whose_certificate_no_trusted_authority_signed_is_refused() {
         .args(["--", "true"])
         .output()
         .unwrap();
-    assert_eq!(output.status.code(), Some(i32::from(exit::LOST_CONTACT)));
+    // Refused at once as a setup problem, not waited out as lost contact.
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        output.status.code(),
+        Some(i32::from(exit::SETUP)),
+        "{stderr}"
+    );
+    assert!(stderr.contains("refused over certificates"), "{stderr}");
     guest
         .wait_for_log(
             "refused a client: TLS handshake failed",
             Duration::from_secs(5),
         )
         .unwrap();
+    assert!(
+        !guest.log_text().contains("started"),
+        "{}",
+        guest.log_text()
+    );
+}
+
+#[test]
+fn a_manager_checks_the_appservers_certificate_and_name() {
+    let guest = guest(&[]);
+    // Another guest's authority: the real guest's certificate does not
+    // chain to it.
+    let other = tempfile::tempdir().unwrap();
+    let made = Command::new(BIN)
+        .args(["appserver", "keygen", "--dir"])
+        .arg(other.path())
+        .output()
+        .unwrap();
+    assert!(made.status.success());
+    let output = guest
+        .appmgr(
+            &[
+                "--ca",
+                other.path().join("appserver-ca.crt").to_str().unwrap(),
+            ],
+            &["true"],
+        )
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(i32::from(exit::SETUP)));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("refused over certificates"), "{stderr}");
+    assert!(stderr.contains("invalid peer certificate"), "{stderr}");
+    // The right authority, but a name the certificate does not hold.
+    let output = guest
+        .appmgr(&["--server-name", "elsewhere.example"], &["true"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(i32::from(exit::SETUP)));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("not valid for name \"elsewhere.example\""),
+        "{stderr}"
+    );
     assert!(
         !guest.log_text().contains("started"),
         "{}",

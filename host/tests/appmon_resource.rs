@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use heartline::appmon::local_guest::LocalGuest;
+use heartline::appmon::local_guest::{LocalGuest, process_alive as alive};
 use heartline::local_cluster::{LocalCluster, wait_for};
 use heartline::sample_app::install_kits;
 
@@ -89,16 +89,6 @@ impl Site {
     fn broken(&self, node: u16) -> PathBuf {
         self.work.path().join(format!("broken-{node}"))
     }
-}
-
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')
-                .map(|(_, rest)| rest.trim_start().starts_with(|c| c != 'Z'))
-        })
-        .unwrap_or(false)
 }
 
 fn kill(pid: u32) {

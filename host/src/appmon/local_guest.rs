@@ -173,3 +173,20 @@ impl Drop for LocalGuest {
         self.kill();
     }
 }
+
+/// Whether process `pid` exists and is not a zombie, from `/proc`.
+pub fn process_alive(pid: u32) -> bool {
+    proc_state(pid).is_some_and(|(state, _)| state != 'Z')
+}
+
+/// A process's state letter (`Z` for a zombie) and its parent, from
+/// `/proc`, if it exists.
+pub fn proc_state(pid: u32) -> Option<(char, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name, in parentheses, may hold spaces: read after it.
+    let after = stat.rsplit_once(')')?.1;
+    let mut fields = after.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    Some((state, ppid))
+}

@@ -18,8 +18,8 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 use super::proto::{
-    ClientFrame, DEFAULT_PORT, ErrorKind, MAX_REPLY, ProcessId, ProcessState, Refusal, Reply,
-    Request, ServerFrame, StartSpec, Status, VERSION, read_frame, write_frame,
+    ClientFrame, DEFAULT_PORT, ErrorKind, FrameError, MAX_REPLY, ProcessId, ProcessState, Refusal,
+    Reply, Request, ServerFrame, StartSpec, Status, VERSION, read_frame, write_frame,
 };
 
 /// Exit codes of `heartline appmgr` other than the application's own.
@@ -147,6 +147,8 @@ pub enum Outcome {
     AppserverRestarted(String),
     /// The appserver refused to start the command.
     CannotStart(Refusal),
+    /// TLS failed over a certificate: one side does not trust the other.
+    Refused(String),
 }
 
 impl Outcome {
@@ -162,6 +164,7 @@ impl Outcome {
             Outcome::LostContact { .. } => exit::LOST_CONTACT,
             Outcome::AppserverRestarted(_) => exit::APPSERVER_RESTARTED,
             Outcome::CannotStart(_) => exit::CANNOT_START,
+            Outcome::Refused(_) => exit::SETUP,
         }
     }
 }
@@ -192,20 +195,86 @@ impl fmt::Display for Outcome {
                 write!(f, "the appserver restarted: {message}")
             }
             Outcome::CannotStart(refusal) => write!(f, "not started: {refusal}"),
+            Outcome::Refused(error) => write!(
+                f,
+                "refused over certificates: {error} (check that each side holds the other's authority file from keygen, and the names the appserver's certificate holds)"
+            ),
         }
     }
 }
 
-/// The connection could not be used; the text says why.
+/// Why the connection could not be used.
 #[derive(Debug)]
-struct Lost(String);
+enum Lost {
+    /// The appserver could not be heard; it may come back.
+    Silent(String),
+    /// TLS failed over a certificate: waiting will not mend it.
+    Certificate(String),
+}
+
+impl Lost {
+    fn io(context: &str, error: &std::io::Error) -> Lost {
+        let message = format!("{context}: {error}");
+        let tls = error
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+        if tls.is_some_and(is_certificate_error) {
+            Lost::Certificate(message)
+        } else {
+            Lost::Silent(message)
+        }
+    }
+
+    fn silent(message: impl Into<String>) -> Lost {
+        Lost::Silent(message.into())
+    }
+
+    /// What monitoring comes to when this ends it.
+    fn outcome(self, reached: bool) -> Outcome {
+        match self {
+            Lost::Silent(error) => Outcome::LostContact { reached, error },
+            Lost::Certificate(error) => Outcome::Refused(error),
+        }
+    }
+}
+
+impl fmt::Display for Lost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Lost::Silent(message) | Lost::Certificate(message) => f.write_str(message),
+        }
+    }
+}
+
+/// Whether TLS failed because one side did not accept the other's
+/// certificate (or had none to show).
+fn is_certificate_error(error: &rustls::Error) -> bool {
+    use rustls::AlertDescription as Alert;
+    matches!(
+        error,
+        rustls::Error::InvalidCertificate(_)
+            | rustls::Error::NoCertificatesPresented
+            | rustls::Error::AlertReceived(
+                Alert::BadCertificate
+                    | Alert::UnknownCA
+                    | Alert::CertificateRequired
+                    | Alert::CertificateUnknown
+                    | Alert::UnsupportedCertificate
+                    | Alert::CertificateExpired
+                    | Alert::CertificateRevoked
+                    | Alert::AccessDenied
+                    // A client certificate whose signature does not verify.
+                    | Alert::DecryptError
+            )
+    )
+}
 
 /// One TLS connection to the appserver: requests go out through `writer`,
 /// frames come in through a reader task (so waiting for one can be
 /// cancelled without losing half a frame).
 struct Session {
     writer: WriteHalf<TlsStream<TcpStream>>,
-    incoming: mpsc::Receiver<Result<ServerFrame, String>>,
+    incoming: mpsc::Receiver<Result<ServerFrame, Lost>>,
     reader: tokio::task::JoinHandle<()>,
     next_id: u32,
     /// Exits pushed while a reply was awaited.
@@ -225,29 +294,29 @@ impl Session {
             .as_deref()
             .unwrap_or(&monitor.target.host);
         let server_name = ServerName::try_from(name.to_string())
-            .map_err(|e| Lost(format!("{name:?} is not a valid server name: {e}")))?;
+            .map_err(|e| Lost::Certificate(format!("{name:?} is not a valid server name: {e}")))?;
         let connect = async {
             let tcp = TcpStream::connect((monitor.target.host.as_str(), monitor.target.port))
                 .await
-                .map_err(|e| format!("cannot connect to {}: {e}", monitor.target))?;
+                .map_err(|e| Lost::io(&format!("cannot connect to {}", monitor.target), &e))?;
             let _ = tcp.set_nodelay(true);
             TlsConnector::from(monitor.tls.clone())
                 .connect(server_name, tcp)
                 .await
-                .map_err(|e| format!("TLS with {} failed: {e}", monitor.target))
+                .map_err(|e| Lost::io(&format!("TLS with {} failed", monitor.target), &e))
         };
         let stream = tokio::time::timeout_at(deadline, connect)
             .await
-            .map_err(|_| Lost(format!("no connection to {} in time", monitor.target)))?
-            .map_err(Lost)?;
+            .map_err(|_| Lost::silent(format!("no connection to {} in time", monitor.target)))??;
         let (mut reader, writer) = tokio::io::split(stream);
         let (sender, incoming) = mpsc::channel(16);
         let reader = tokio::spawn(async move {
             loop {
                 let frame = match read_frame::<_, ServerFrame>(&mut reader, MAX_REPLY).await {
                     Ok(Some(frame)) => Ok(frame),
-                    Ok(None) => Err("the appserver closed the connection".to_string()),
-                    Err(e) => Err(format!("reading from the appserver: {e}")),
+                    Ok(None) => Err(Lost::silent("the appserver closed the connection")),
+                    Err(FrameError::Io(e)) => Err(Lost::io("reading from the appserver", &e)),
+                    Err(e) => Err(Lost::silent(format!("reading from the appserver: {e}"))),
                 };
                 let last = frame.is_err();
                 if sender.send(frame).await.is_err() || last {
@@ -280,7 +349,7 @@ impl Session {
         let exchange = async {
             write_frame(&mut self.writer, &frame)
                 .await
-                .map_err(|e| Lost(format!("writing to the appserver: {e}")))?;
+                .map_err(|e| Lost::io("writing to the appserver", &e))?;
             loop {
                 match self.incoming.recv().await {
                     Some(Ok(ServerFrame::Reply { id: got, result })) if got == id => {
@@ -290,18 +359,20 @@ impl Session {
                         result: Err(refusal),
                         ..
                     })) if refusal.kind == ErrorKind::Malformed => {
-                        return Err(Lost(format!("the appserver refused a request: {refusal}")));
+                        return Err(Lost::silent(format!(
+                            "the appserver refused a request: {refusal}"
+                        )));
                     }
                     Some(Ok(ServerFrame::Reply { .. })) => {}
                     Some(Ok(ServerFrame::Exited(status))) => self.exits.push(status),
-                    Some(Err(e)) => return Err(Lost(e)),
-                    None => return Err(Lost("the connection ended".into())),
+                    Some(Err(e)) => return Err(e),
+                    None => return Err(Lost::silent("the connection ended")),
                 }
             }
         };
         tokio::time::timeout_at(deadline, exchange)
             .await
-            .map_err(|_| Lost("no answer in time".into()))?
+            .map_err(|_| Lost::silent("no answer in time"))?
     }
 
     /// The next frame the server pushes.
@@ -313,8 +384,8 @@ impl Session {
             match self.incoming.recv().await {
                 Some(Ok(ServerFrame::Exited(status))) => return Ok(status),
                 Some(Ok(ServerFrame::Reply { .. })) => {}
-                Some(Err(e)) => return Err(Lost(e)),
-                None => return Err(Lost("the connection ended".into())),
+                Some(Err(e)) => return Err(e),
+                None => return Err(Lost::silent("the connection ended")),
             }
         }
     }
@@ -382,7 +453,7 @@ impl Watch<'_> {
         mut error: Lost,
         progress: &mut (dyn FnMut(Progress<'_>) + Send),
     ) -> Result<(Session, Option<Status>), Outcome> {
-        tracing::warn!(process = %self.process, "contact with the appserver interrupted ({}): reconnecting", error.0);
+        tracing::warn!(process = %self.process, "contact with the appserver interrupted ({error}): reconnecting");
         let pause = self.monitor.poll_interval.min(Duration::from_millis(250));
         while Instant::now() < self.deadline() {
             let attempt = async {
@@ -405,8 +476,9 @@ impl Watch<'_> {
                     tracing::warn!(process = %self.process, "contact with the appserver is back");
                     return Ok((session, self.heard(status, progress)));
                 }
-                Ok((_, Ok(other))) => error = Lost(format!("unexpected answer {other:?}")),
+                Ok((_, Ok(other))) => error = Lost::silent(format!("unexpected answer {other:?}")),
                 Ok((_, Err(refusal))) => return Err(Outcome::AppserverRestarted(refusal.message)),
+                Err(Lost::Certificate(e)) => return Err(Outcome::Refused(e)),
                 Err(lost) => error = lost,
             }
             tokio::time::sleep(
@@ -414,10 +486,7 @@ impl Watch<'_> {
             )
             .await;
         }
-        Err(Outcome::LostContact {
-            reached: true,
-            error: error.0,
-        })
+        Err(error.outcome(true))
     }
 }
 
@@ -429,19 +498,18 @@ pub async fn run(
     progress: &mut (dyn FnMut(Progress<'_>) + Send),
 ) -> Outcome {
     let deadline = Instant::now() + monitor.timeout;
-    let lost = |reached, Lost(error)| Outcome::LostContact { reached, error };
     let mut session = match Session::open(monitor, deadline).await {
         Ok(session) => session,
-        Err(e) => return lost(false, e),
+        Err(e) => return e.outcome(false),
     };
     let (process, pid) = match session
         .ask(Request::Start(monitor.spec.clone()), deadline)
         .await
     {
         Ok(Ok(Reply::Started { process, pid })) => (process, pid),
-        Ok(Ok(other)) => return lost(true, Lost(format!("unexpected answer {other:?}"))),
+        Ok(Ok(other)) => return Lost::silent(format!("unexpected answer {other:?}")).outcome(true),
         Ok(Err(refusal)) => return Outcome::CannotStart(refusal),
-        Err(e) => return lost(true, e),
+        Err(e) => return e.outcome(true),
     };
     progress(Progress::Started { process, pid });
     let mut watch = Watch {
@@ -464,9 +532,9 @@ pub async fn run(
                         let status = watch.finish(&mut session, status, progress).await;
                         ended(status, true)
                     }
-                    Ok(Ok(other)) => lost(true, Lost(format!("unexpected answer {other:?}"))),
+                    Ok(Ok(other)) => Lost::silent(format!("unexpected answer {other:?}")).outcome(true),
                     Ok(Err(refusal)) => Outcome::AppserverRestarted(refusal.message),
-                    Err(e) => lost(true, e),
+                    Err(e) => e.outcome(true),
                 };
             }
             pushed = session.pushed() => match pushed {
@@ -487,7 +555,7 @@ pub async fn run(
                         }
                         None => continue,
                     },
-                    Ok(Ok(other)) => Lost(format!("unexpected answer {other:?}")),
+                    Ok(Ok(other)) => Lost::silent(format!("unexpected answer {other:?}")),
                     Ok(Err(refusal)) => return Outcome::AppserverRestarted(refusal.message),
                     Err(e) => e,
                 }
