@@ -111,6 +111,27 @@ fn running_pid(state_file: &Path) -> u32 {
     pid
 }
 
+/// `appmgr ARGS --state-file WORK/NAME -- sleep 1000` (its log dropped),
+/// once the application runs: the appmgr, the application's pid and the
+/// state file.
+fn monitored_sleep(
+    guest: &LocalGuest,
+    work: &Path,
+    name: &str,
+    args: &[&str],
+) -> (Child, u32, PathBuf) {
+    let state = work.join(name);
+    let mut args = args.to_vec();
+    args.extend(["--state-file", state.to_str().unwrap()]);
+    let appmgr = guest
+        .appmgr(&args, &["sleep", "1000"])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = running_pid(&state);
+    (appmgr, pid, state)
+}
+
 fn client_tls(dir: &Path) -> Arc<rustls::ClientConfig> {
     tls::client_config(&TlsFiles::in_dir(dir, Role::Appmgr)).unwrap()
 }
@@ -243,31 +264,25 @@ async fn three_hundred_processes_at_once_report_their_exit_codes() {
 fn killing_the_application_makes_appmgr_exit_with_its_status_and_log_it() {
     let guest = guest(&[]);
     let work = tempfile::tempdir().unwrap();
-    let state = work.path().join("state");
     let log = work.path().join("appmgr.log");
     let syslog_path = work.path().join("syslog");
     let syslog = std::os::unix::net::UnixDatagram::bind(&syslog_path).unwrap();
     syslog
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    let mut appmgr = guest
-        .appmgr(
-            &[
-                "--poll-interval",
-                "5s",
-                "--state-file",
-                state.to_str().unwrap(),
-                "--log-file",
-                log.to_str().unwrap(),
-                "--syslog-socket",
-                syslog_path.to_str().unwrap(),
-            ],
-            &["sleep", "1000"],
-        )
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid = running_pid(&state);
+    let (mut appmgr, pid, _) = monitored_sleep(
+        &guest,
+        work.path(),
+        "state",
+        &[
+            "--poll-interval",
+            "5s",
+            "--log-file",
+            log.to_str().unwrap(),
+            "--syslog-socket",
+            syslog_path.to_str().unwrap(),
+        ],
+    );
     let killed_at = Instant::now();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid as i32),
@@ -296,23 +311,12 @@ fn killing_the_application_makes_appmgr_exit_with_its_status_and_log_it() {
 fn killing_the_appserver_makes_appmgr_report_lost_contact_within_the_timeout() {
     let mut guest = guest(&[]);
     let work = tempfile::tempdir().unwrap();
-    let state = work.path().join("state");
-    let mut appmgr = guest
-        .appmgr(
-            &[
-                "--poll-interval",
-                "200ms",
-                "--appserver-timeout",
-                "2s",
-                "--state-file",
-                state.to_str().unwrap(),
-            ],
-            &["sleep", "1000"],
-        )
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid = running_pid(&state);
+    let (mut appmgr, pid, state) = monitored_sleep(
+        &guest,
+        work.path(),
+        "state",
+        &["--poll-interval", "200ms", "--appserver-timeout", "2s"],
+    );
     let killed_at = Instant::now();
     guest.kill();
     let status = wait_exit(&mut appmgr, Duration::from_secs(20));
@@ -340,23 +344,12 @@ fn killing_the_appserver_makes_appmgr_report_lost_contact_within_the_timeout() {
 fn after_an_appserver_restart_appmgr_reports_that_the_application_ended_with_it() {
     let mut guest = guest(&[]);
     let work = tempfile::tempdir().unwrap();
-    let state = work.path().join("state");
-    let mut appmgr = guest
-        .appmgr(
-            &[
-                "--poll-interval",
-                "200ms",
-                "--appserver-timeout",
-                "20s",
-                "--state-file",
-                state.to_str().unwrap(),
-            ],
-            &["sleep", "1000"],
-        )
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    running_pid(&state);
+    let (mut appmgr, _, state) = monitored_sleep(
+        &guest,
+        work.path(),
+        "state",
+        &["--poll-interval", "200ms", "--appserver-timeout", "20s"],
+    );
     guest.restart().unwrap();
     let status = wait_exit(&mut appmgr, Duration::from_secs(30));
     assert_eq!(status.code(), Some(i32::from(exit::APPSERVER_RESTARTED)));
@@ -782,16 +775,7 @@ fn stopping_appmgr_stops_the_application_and_a_lost_manager_leaves_no_orphan() {
     let work = tempfile::tempdir().unwrap();
 
     // SIGTERM to the manager: the application gets SIGTERM and both end.
-    let state = work.path().join("stopped");
-    let mut appmgr = guest
-        .appmgr(
-            &["--state-file", state.to_str().unwrap()],
-            &["sleep", "1000"],
-        )
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid = running_pid(&state);
+    let (mut appmgr, pid, _) = monitored_sleep(&guest, work.path(), "stopped", &[]);
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(appmgr.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
@@ -804,21 +788,8 @@ fn stopping_appmgr_stops_the_application_and_a_lost_manager_leaves_no_orphan() {
     assert!(!alive(pid));
 
     // SIGKILL to the manager: the appserver stops the orphan after its timeout.
-    let state = work.path().join("orphaned");
-    let mut appmgr = guest
-        .appmgr(
-            &[
-                "--orphan-timeout",
-                "1s",
-                "--state-file",
-                state.to_str().unwrap(),
-            ],
-            &["sleep", "1000"],
-        )
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid = running_pid(&state);
+    let (mut appmgr, pid, _) =
+        monitored_sleep(&guest, work.path(), "orphaned", &["--orphan-timeout", "1s"]);
     appmgr.kill().unwrap();
     appmgr.wait().unwrap();
     wait_for(Duration::from_secs(15), "the orphan to be stopped", || {
@@ -838,21 +809,8 @@ fn stopping_appmgr_stops_the_application_and_a_lost_manager_leaves_no_orphan() {
 fn an_appserver_stopped_with_sigterm_stops_what_it_runs() {
     let mut guest = guest(&[]);
     let work = tempfile::tempdir().unwrap();
-    let state = work.path().join("state");
-    let mut appmgr = guest
-        .appmgr(
-            &[
-                "--appserver-timeout",
-                "2s",
-                "--state-file",
-                state.to_str().unwrap(),
-            ],
-            &["sleep", "1000"],
-        )
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid = running_pid(&state);
+    let (mut appmgr, pid, _) =
+        monitored_sleep(&guest, work.path(), "state", &["--appserver-timeout", "2s"]);
     assert!(guest.terminate().unwrap().success());
     assert!(!alive(pid));
     // The exit is pushed before the connection closes.
