@@ -681,6 +681,46 @@ async fn garbage_on_the_port_disturbs_no_other_client() {
         .unwrap();
 }
 
+#[tokio::test]
+async fn a_manager_that_falls_silent_is_dropped_and_its_application_stopped() {
+    let guest = guest(&[]);
+    let mut stream = authenticated(&guest).await;
+    let start = ClientFrame {
+        version: VERSION,
+        id: 1,
+        request: Request::Start(StartSpec {
+            argv: vec!["sleep".into(), "1000".into()],
+            env: Vec::new(),
+            cwd: None,
+            orphan_timeout_ms: 500,
+        }),
+    };
+    write_frame(&mut stream, &start).await.unwrap();
+    let pid = match read_frame(&mut stream, MAX_REPLY).await.unwrap().unwrap() {
+        ServerFrame::Reply {
+            id: 1,
+            result: Ok(heartline::appmon::proto::Reply::Started { pid, .. }),
+        } => pid,
+        other => panic!("expected Started, got {other:?}"),
+    };
+    // Silent past the orphan timeout: the server closes the connection
+    // (as it would one whose host vanished), then stops the orphan.
+    let closed = tokio::time::timeout(
+        Duration::from_secs(10),
+        read_frame::<_, ServerFrame>(&mut stream, MAX_REPLY),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(closed, Ok(None) | Err(_)), "{closed:?}");
+    guest
+        .wait_for_log("no request for 500ms", Duration::from_secs(5))
+        .unwrap();
+    wait_for(Duration::from_secs(10), "the orphan to be stopped", || {
+        !alive(pid)
+    })
+    .unwrap();
+}
+
 #[test]
 fn limits_on_processes_and_output_are_enforced_with_clear_errors() {
     let guest = guest(&["--max-processes", "2", "--output-limit", "1000"]);
@@ -788,8 +828,19 @@ fn stopping_appmgr_stops_the_application_and_a_lost_manager_leaves_no_orphan() {
     assert!(!alive(pid));
 
     // SIGKILL to the manager: the appserver stops the orphan after its timeout.
-    let (mut appmgr, pid, _) =
-        monitored_sleep(&guest, work.path(), "orphaned", &["--orphan-timeout", "1s"]);
+    let (mut appmgr, pid, _) = monitored_sleep(
+        &guest,
+        work.path(),
+        "orphaned",
+        &[
+            "--poll-interval",
+            "200ms",
+            "--appserver-timeout",
+            "1s",
+            "--orphan-timeout",
+            "1s",
+        ],
+    );
     appmgr.kill().unwrap();
     appmgr.wait().unwrap();
     wait_for(Duration::from_secs(15), "the orphan to be stopped", || {
@@ -849,6 +900,21 @@ fn missing_keys_are_a_setup_error_naming_the_file_and_the_fix() {
         .unwrap();
     assert_eq!(output.status.code(), Some(i32::from(exit::SETUP)));
     assert!(String::from_utf8_lossy(&output.stderr).contains("is not HOST[:PORT]"));
+    let output = Command::new(BIN)
+        .args([
+            "appmgr",
+            "--node",
+            "127.0.0.1:1",
+            "--appserver-timeout",
+            "10s",
+        ])
+        .args(["--orphan-timeout", "1s", "--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(i32::from(exit::SETUP)));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("--orphan-timeout (1s) must be at least")
+    );
 }
 
 /// The next progress event the manager reported, waiting at most 20 s.

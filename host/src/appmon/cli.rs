@@ -336,6 +336,13 @@ pub fn appmgr(args: AppmgrArgs) -> ExitCode {
             args.appserver_timeout, args.poll_interval
         ));
     }
+    let orphan_timeout = args.orphan_timeout.unwrap_or(args.appserver_timeout * 2);
+    if orphan_timeout < args.appserver_timeout {
+        return setup_failure(format!(
+            "--orphan-timeout ({orphan_timeout:?}) must be at least --appserver-timeout ({:?}), or the appserver could stop the application while this manager still reconnects",
+            args.appserver_timeout
+        ));
+    }
     let log_file = match &args.log_file {
         Some(path) => match std::fs::OpenOptions::new()
             .create(true)
@@ -375,7 +382,6 @@ pub fn appmgr(args: AppmgrArgs) -> ExitCode {
             return ExitCode::from(exit::SETUP);
         }
     };
-    let orphan_timeout = args.orphan_timeout.unwrap_or(args.appserver_timeout * 2);
     let monitor = Monitor {
         target,
         server_name: args.server_name,

@@ -562,7 +562,10 @@ pub async fn run(
             }
         };
         match watch.reattach(trouble, progress).await {
-            Ok((_, Some(status))) => return ended(status, false),
+            Ok((mut fresh, Some(status))) => {
+                let status = watch.finish(&mut fresh, status, progress).await;
+                return ended(status, false);
+            }
             Ok((fresh, None)) => session = fresh,
             Err(outcome) => return outcome,
         }

@@ -29,6 +29,11 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const REAP_EVERY: Duration = Duration::from_millis(500);
 /// Frames queued for one connection before its requests wait.
 const QUEUE: usize = 64;
+/// How long a connection that manages nothing may stay silent. One that
+/// manages processes may stay silent for their orphan timeout: a manager
+/// polls far more often, so one silent that long is gone (its host died
+/// without closing the connection) and what it managed becomes orphaned.
+const IDLE_UNMANAGED: Duration = Duration::from_secs(60);
 
 /// Serves managers on `listener` until `shutdown` resolves, then stops
 /// every monitored process.
@@ -113,8 +118,15 @@ async fn serve_connection(
         }
         let _ = writer.shutdown().await;
     });
+    let mut allowed_silence = None;
     loop {
-        let frame: ClientFrame = match read_frame(&mut reader, MAX_REQUEST).await {
+        let silence = allowed_silence.unwrap_or(IDLE_UNMANAGED);
+        let read = tokio::time::timeout(silence, read_frame(&mut reader, MAX_REQUEST)).await;
+        let Ok(read) = read else {
+            tracing::warn!(%peer, connection, "no request for {silence:?}: closing the connection");
+            break;
+        };
+        let frame: ClientFrame = match read {
             Ok(Some(frame)) => frame,
             Ok(None) => break,
             Err(FrameError::Io(e)) => {
@@ -141,7 +153,14 @@ async fn serve_connection(
                 connection,
                 frames: frames.clone(),
             };
-            answer(&table, frame.request, manager).await
+            let result = answer(&table, frame.request, manager).await;
+            let managed = match &result {
+                Ok(Reply::Started { process, .. }) => table.orphan_timeout(*process),
+                Ok(Reply::Status(status)) => table.orphan_timeout(status.process),
+                _ => None,
+            };
+            allowed_silence = allowed_silence.max(managed);
+            result
         } else {
             Err(Refusal {
                 kind: ErrorKind::Version,

@@ -364,6 +364,14 @@ impl Table {
         Ok(entry.status(process, 0))
     }
 
+    /// How long `process` may go without a manager.
+    pub fn orphan_timeout(&self, process: ProcessId) -> Option<Duration> {
+        let mut inner = self.lock();
+        Self::entry(&mut inner, process)
+            .ok()
+            .map(|entry| entry.orphan_timeout)
+    }
+
     /// Every process managed by `connection` becomes an orphan.
     pub fn detach_all(&self, connection: u64) {
         let now = Instant::now();
