@@ -82,28 +82,27 @@ pub fn watchdog_interval() -> Option<Duration> {
 /// awaited, so a signal that comes in between is not lost.
 pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send {
     #[cfg(unix)]
-    {
+    let handlers = {
         use tokio::signal::unix::{SignalKind, signal};
-        let handlers = signal(SignalKind::terminate()).and_then(|term| {
-            let interrupt = signal(SignalKind::interrupt())?;
-            Ok((term, interrupt))
-        });
-        async move {
-            match handlers {
-                Ok((mut term, mut interrupt)) => {
-                    tokio::select! {
-                        _ = term.recv() => {}
-                        _ = interrupt.recv() => {}
-                    }
-                }
-                Err(_) => {
-                    let _ = tokio::signal::ctrl_c().await;
-                }
+        signal(SignalKind::terminate())
+            .and_then(|term| Ok((term, signal(SignalKind::interrupt())?)))
+    };
+    #[cfg(windows)]
+    let handlers = tokio::signal::windows::ctrl_c();
+    async move {
+        #[cfg(unix)]
+        if let Ok((mut term, mut interrupt)) = handlers {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = interrupt.recv() => {}
             }
+            return;
         }
-    }
-    #[cfg(not(unix))]
-    async {
+        #[cfg(windows)]
+        if let Ok(mut ctrl_c) = handlers {
+            ctrl_c.recv().await;
+            return;
+        }
         let _ = tokio::signal::ctrl_c().await;
     }
 }
