@@ -2,7 +2,9 @@
 //! setup. It shows the cluster converge, cuts one path (the node stays up),
 //! sends a mailbox message, kills a node (the others declare it down, and
 //! the detection time is measured), restarts it (the others see its new
-//! incarnation), and ends with a summary.
+//! incarnation), protects an application (recovered in place, failed
+//! over), protects an application on a guest through its appserver
+//! (recovered in place), and ends with a summary.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -13,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use heartline_core::PathConfig;
 
+use crate::appmon::local_guest::{LocalGuest, process_alive};
 use crate::control::{Request, Response};
 use crate::local_cluster::{ExtraPath, LocalCluster, PathEnds, wait_for};
 use crate::sample_app::{SampleApp, install_kits};
@@ -22,6 +25,9 @@ use crate::{client, ipc};
 const ALPHA: u16 = 1;
 const BRAVO: u16 = 2;
 const CHARLIE: u16 = 3;
+
+/// The demo's kits: checked every 200 ms, one local recovery.
+const QUICK_KIT: &str = "quick_check_interval = \"200ms\"\nrecover_attempts = 1\n";
 
 /// Runs the demonstration with `program` as the daemon binary.
 pub fn run(program: &Path) -> Result<(), String> {
@@ -60,13 +66,10 @@ pub fn run(program: &Path) -> Result<(), String> {
         "Configs and logs (removed at the end): {}",
         cluster.dir().display()
     ));
-    // The Generic Application kit, its application checked every 200 ms.
+    // The Generic and Guest Application kits, checked every 200 ms.
     install_kits(
         &cluster,
-        &[(
-            "gen/app",
-            "quick_check_interval = \"200ms\"\nrecover_attempts = 1\n",
-        )],
+        &[("gen/app", QUICK_KIT), ("gen/appmon", QUICK_KIT)],
     )
     .map_err(|e| format!("cannot install the demo's kit: {e}"))?;
     cluster.start_all()?;
@@ -173,12 +176,14 @@ pub fn run(program: &Path) -> Result<(), String> {
     ));
 
     let (recovered, failed_over) = protect(program, &mut cluster)?;
+    let guest_recovered = protect_on_guest(program, &cluster)?;
 
     drop(serial);
     say(format_args!(
         "Summary: one path cut without losing a node; a mailbox message delivered and acknowledged;\n\
          a crashed node detected in {detection:.0?}; its restart recognised by its new incarnation;\n\
-         a protected application recovered in place in {recovered:.0?} and failed over to another node in {failed_over:.0?}."
+         a protected application recovered in place in {recovered:.0?} and failed over to another node in {failed_over:.0?};\n\
+         an application on a guest, watched over mutual TLS, recovered in place in {guest_recovered:.0?}."
     ));
     Ok(())
 }
@@ -298,6 +303,93 @@ fn protect(program: &Path, cluster: &mut LocalCluster) -> Result<(Duration, Dura
         app.kill();
     }
     Ok((recovered, failed_over))
+}
+
+/// Step 8: an appserver on this machine stands in for a guest; a Guest
+/// Application resource on bravo runs a command there through appmgr;
+/// killed on the guest, it is restarted. Returns how long that took.
+fn protect_on_guest(program: &Path, cluster: &LocalCluster) -> Result<Duration, String> {
+    let guest =
+        LocalGuest::start(program, &[]).map_err(|e| format!("cannot start the guest: {e}"))?;
+    say(format_args!(
+        "8. Guest monitoring: an appserver on {} stands in for a guest (a VM, a container);\n   \
+         `appserver keygen` and `appmgr keygen` made each side's keys (mutual TLS 1.3). Resource `guestapp`\n   \
+         (Guest Application kit) on bravo has it run `sleep` there, watched by an appmgr.",
+        guest.address()
+    ));
+    let mut create: Vec<String> = [
+        "ins",
+        "create",
+        "--node",
+        "2",
+        "--tag",
+        "guestapp",
+        "--id",
+        "guest/app",
+        "--app",
+        "gen",
+        "--type",
+        "appmon",
+    ]
+    .map(str::to_string)
+    .to_vec();
+    for prop in [
+        format!("guest={}", guest.address()),
+        "command=exec sleep 100000".to_string(),
+        format!("dir={}", guest.dir().display()),
+        "poll_interval=200ms".to_string(),
+        "timeout=3s".to_string(),
+        "settle=0.3".to_string(),
+    ] {
+        create.extend(["--prop".to_string(), prop]);
+    }
+    admin(program, cluster, BRAVO, &create)?;
+    admin(
+        program,
+        cluster,
+        BRAVO,
+        &["in-service".into(), "guestapp".into()],
+    )?;
+    let state_file = cluster.dir().join("bravo.state/appmon/guestapp.state");
+    let guest_pid = |not: u32| {
+        std::fs::read_to_string(&state_file)
+            .ok()?
+            .strip_prefix("running ")?
+            .split(' ')
+            .next()?
+            .parse::<u32>()
+            .ok()
+            .filter(|&pid| pid != not && process_alive(pid))
+    };
+    let first = guest_pid(0).ok_or("the guest application is not running")?;
+    say(format_args!("   in service: pid {first} on the guest."));
+    let killed = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(first as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .map_err(|e| format!("cannot kill the guest application: {e}"))?;
+    wait_for(
+        Duration::from_secs(15),
+        "the guest application restarted",
+        || guest_pid(first).is_some(),
+    )?;
+    let recovered = killed.elapsed();
+    say(format_args!(
+        "   killed on the guest: the appserver pushed its exit (137) to appmgr at once, bravo's quickCheck failed,\n   \
+         and recover started it again (pid {}): {recovered:.0?} after the kill.",
+        guest_pid(first).unwrap_or_default()
+    ));
+    admin(
+        program,
+        cluster,
+        BRAVO,
+        &["out-of-service".into(), "guestapp".into()],
+    )?;
+    say(format_args!(
+        "   taken out of service: appmgr stopped it on the guest.\n"
+    ));
+    Ok(recovered)
 }
 
 /// Runs a configuration or resource command on `node`'s daemon.

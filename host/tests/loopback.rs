@@ -273,6 +273,9 @@ fn the_demo_runs_on_defaults_and_exits_0() {
         "recover restarted it on alpha",
         "\"hello from bravo\"",
         "left it there",
+        "in service: pid",
+        "recover started it again",
+        "appmgr stopped it on the guest",
         "Summary",
     ] {
         assert!(text.contains(step), "missing {step:?} in:\n{text}");
