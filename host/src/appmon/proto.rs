@@ -88,7 +88,8 @@ pub struct StartSpec {
     /// The working directory; the appserver's own when `None`.
     pub cwd: Option<String>,
     /// How long the process may go without a manager before the server
-    /// stops it.
+    /// stops it (at least 1 s is honoured); also how long the managing
+    /// connection may stay silent.
     pub orphan_timeout_ms: u64,
 }
 

@@ -6,7 +6,7 @@
 //! the output kept are enforced here.
 
 use std::collections::{HashMap, VecDeque};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -118,6 +118,10 @@ pub struct Table {
 /// SIGKILL.
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
 
+/// The shortest orphan timeout honoured: a manager asking for less gets
+/// this, so its connection is not closed between two of its requests.
+pub const MIN_ORPHAN_TIMEOUT: Duration = Duration::from_secs(1);
+
 fn refusal(kind: ErrorKind, message: impl Into<String>) -> Refusal {
     Refusal {
         kind,
@@ -172,7 +176,7 @@ impl Table {
                 ));
             }
         }
-        if find_program(program).is_none() {
+        if find_program(program, spec.cwd.as_deref()).is_none() {
             return Err(refusal(
                 ErrorKind::CannotStart,
                 format!(
@@ -220,7 +224,8 @@ impl Table {
                 },
                 manager: Some(manager),
                 orphaned_at: None,
-                orphan_timeout: Duration::from_millis(spec.orphan_timeout_ms),
+                orphan_timeout: Duration::from_millis(spec.orphan_timeout_ms)
+                    .max(MIN_ORPHAN_TIMEOUT),
                 stopping_since: None,
             },
         );
@@ -484,16 +489,20 @@ impl Table {
     }
 }
 
-/// Where `program` would be found: itself if it names a path, else the
-/// first executable of that name on `PATH`.
-fn find_program(program: &str) -> Option<PathBuf> {
+/// Where `program` would be found: itself if it names a path (a relative
+/// one from the working directory `cwd`, when given), else the first
+/// executable of that name on `PATH`.
+fn find_program(program: &str, cwd: Option<&str>) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     let executable = |path: &std::path::Path| {
         path.metadata()
             .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
     };
     if program.contains('/') {
-        let path = PathBuf::from(program);
+        let path = match cwd {
+            Some(cwd) => Path::new(cwd).join(program),
+            None => PathBuf::from(program),
+        };
         return executable(&path).then_some(path);
     }
     std::env::var_os("PATH").and_then(|paths| {
@@ -550,9 +559,17 @@ mod tests {
 
     #[test]
     fn programs_are_found_on_path_or_by_their_path() {
-        assert!(find_program("sh").is_some());
-        assert!(find_program("/bin/sh").is_some());
-        assert!(find_program("no-such-program-heartline").is_none());
-        assert!(find_program("/etc/passwd").is_none(), "not executable");
+        assert!(find_program("sh", None).is_some());
+        assert!(find_program("/bin/sh", None).is_some());
+        assert!(find_program("no-such-program-heartline", None).is_none());
+        assert!(
+            find_program("/etc/passwd", None).is_none(),
+            "not executable"
+        );
+        assert!(
+            find_program("./sh", Some("/bin")).is_some(),
+            "relative to the working directory"
+        );
+        assert!(find_program("./sh", Some("/etc")).is_none());
     }
 }
