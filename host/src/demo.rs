@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use heartline_core::PathConfig;
 
-use crate::appmon::local_guest::{LocalGuest, process_alive};
+use crate::appmon::local_guest::{LocalGuest, process_alive, recorded_pid};
 use crate::control::{Request, Response};
 use crate::local_cluster::{ExtraPath, LocalCluster, PathEnds, wait_for};
 use crate::sample_app::{SampleApp, install_kits};
@@ -317,32 +317,7 @@ fn protect_on_guest(program: &Path, cluster: &LocalCluster) -> Result<Duration, 
          (Guest Application kit) on bravo has it run `sleep` there, watched by an appmgr.",
         guest.address()
     ));
-    let mut create: Vec<String> = [
-        "ins",
-        "create",
-        "--node",
-        "2",
-        "--tag",
-        "guestapp",
-        "--id",
-        "guest/app",
-        "--app",
-        "gen",
-        "--type",
-        "appmon",
-    ]
-    .map(str::to_string)
-    .to_vec();
-    for prop in [
-        format!("guest={}", guest.address()),
-        "command=exec sleep 100000".to_string(),
-        format!("dir={}", guest.dir().display()),
-        "poll_interval=200ms".to_string(),
-        "timeout=3s".to_string(),
-        "settle=0.3".to_string(),
-    ] {
-        create.extend(["--prop".to_string(), prop]);
-    }
+    let create = guest.resource_args(BRAVO, 1, "guestapp", "exec sleep 100000");
     admin(program, cluster, BRAVO, &create)?;
     admin(
         program,
@@ -351,16 +326,8 @@ fn protect_on_guest(program: &Path, cluster: &LocalCluster) -> Result<Duration, 
         &["in-service".into(), "guestapp".into()],
     )?;
     let state_file = cluster.dir().join("bravo.state/appmon/guestapp.state");
-    let guest_pid = |not: u32| {
-        std::fs::read_to_string(&state_file)
-            .ok()?
-            .strip_prefix("running ")?
-            .split(' ')
-            .next()?
-            .parse::<u32>()
-            .ok()
-            .filter(|&pid| pid != not && process_alive(pid))
-    };
+    let guest_pid =
+        |not: u32| recorded_pid(&state_file).filter(|&pid| pid != not && process_alive(pid));
     let first = guest_pid(0).ok_or("the guest application is not running")?;
     say(format_args!("   in service: pid {first} on the guest."));
     let killed = Instant::now();

@@ -14,7 +14,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use heartline::appmon::local_guest::{LocalGuest, proc_state, process_alive as alive};
+use heartline::appmon::local_guest::{
+    LocalGuest, proc_state, process_alive as alive, recorded_pid,
+};
 use heartline::appmon::manager::{self, Monitor, Outcome, Progress, exit};
 use heartline::appmon::proto::{
     ClientFrame, ErrorKind, MAX_REPLY, ProcessState, Request, ServerFrame, StartSpec, VERSION,
@@ -96,19 +98,13 @@ fn assert_no_zombies(guest: &LocalGuest) {
 
 /// The pid `appmgr --state-file` recorded once the application runs.
 fn running_pid(state_file: &Path) -> u32 {
-    let mut pid = 0;
+    let mut pid = None;
     wait_for(Duration::from_secs(20), "the application to run", || {
-        let text = std::fs::read_to_string(state_file).unwrap_or_default();
-        match text.strip_prefix("running ") {
-            Some(rest) => {
-                pid = rest.split(' ').next().unwrap().parse().unwrap();
-                true
-            }
-            None => false,
-        }
+        pid = recorded_pid(state_file);
+        pid.is_some()
     })
     .unwrap();
-    pid
+    pid.unwrap()
 }
 
 /// `appmgr ARGS --state-file WORK/NAME -- sleep 1000` (its log dropped),

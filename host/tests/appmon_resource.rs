@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use heartline::appmon::local_guest::{LocalGuest, process_alive as alive};
+use heartline::appmon::local_guest::{LocalGuest, process_alive as alive, recorded_pid};
 use heartline::local_cluster::{LocalCluster, wait_for};
 use heartline::sample_app::install_kits;
 
@@ -61,18 +61,13 @@ impl Site {
 
     /// The guest pid of the application node `node` runs, once it runs.
     fn running_pid(&self, node: u16, not: u32) -> u32 {
-        let mut pid = 0;
+        let mut pid = None;
         wait_for(
             Duration::from_secs(20),
             "the guest application to run",
             || {
-                let text = std::fs::read_to_string(self.state_file(node)).unwrap_or_default();
-                pid = text
-                    .strip_prefix("running ")
-                    .and_then(|rest| rest.split(' ').next())
-                    .and_then(|p| p.parse().ok())
-                    .unwrap_or(0);
-                pid != 0 && pid != not && alive(pid)
+                pid = recorded_pid(&self.state_file(node)).filter(|&p| p != not && alive(p));
+                pid.is_some()
             },
         )
         .unwrap_or_else(|e| {
@@ -82,7 +77,7 @@ impl Site {
                 self.guest.log_text()
             )
         });
-        pid
+        pid.unwrap()
     }
 
     /// Where node `node`'s application is told to fail at start.
@@ -119,38 +114,8 @@ fn a_guest_application_is_recovered_in_place_then_failed_over() {
             "[ -e {} ] && exit 1; exec sleep 100000",
             site.broken(node).display()
         );
-        let guest_dir = site.guest.dir().display().to_string();
-        site.ok(
-            1,
-            &[
-                "ins",
-                "create",
-                "--node",
-                &node.to_string(),
-                "--priority",
-                &node.to_string(),
-                "--tag",
-                "guestapp",
-                "--id",
-                "guest/app",
-                "--app",
-                "gen",
-                "--type",
-                "appmon",
-                "--prop",
-                &format!("guest={}", site.guest.address()),
-                "--prop",
-                &format!("command={command}"),
-                "--prop",
-                &format!("dir={guest_dir}"),
-                "--prop",
-                "poll_interval=200ms",
-                "--prop",
-                "timeout=3s",
-                "--prop",
-                "settle=0.3",
-            ],
-        );
+        let args = site.guest.resource_args(node, node, "guestapp", &command);
+        site.ok(1, &args.iter().map(String::as_str).collect::<Vec<_>>());
     }
     site.ok(
         1,

@@ -168,6 +168,56 @@ impl LocalGuest {
     }
 }
 
+impl LocalGuest {
+    /// The `ins create` arguments of a Guest Application resource `tag` on
+    /// `node` with `priority`, running `command` on this guest, watched
+    /// closely (polls every 200 ms, contact lost after 3 s, started once up
+    /// for 0.3 s).
+    pub fn resource_args(&self, node: u16, priority: u16, tag: &str, command: &str) -> Vec<String> {
+        let mut args: Vec<String> = [
+            "ins",
+            "create",
+            "--node",
+            &node.to_string(),
+            "--priority",
+            &priority.to_string(),
+            "--tag",
+            tag,
+            "--id",
+            &format!("guest/{tag}"),
+            "--app",
+            "gen",
+            "--type",
+            "appmon",
+        ]
+        .map(str::to_string)
+        .to_vec();
+        for prop in [
+            format!("guest={}", self.address()),
+            format!("command={command}"),
+            format!("dir={}", self.dir().display()),
+            "poll_interval=200ms".to_string(),
+            "timeout=3s".to_string(),
+            "settle=0.3".to_string(),
+        ] {
+            args.extend(["--prop".to_string(), prop]);
+        }
+        args
+    }
+}
+
+/// The guest pid an `appmgr --state-file` recorded, while it says the
+/// application runs.
+pub fn recorded_pid(state_file: &Path) -> Option<u32> {
+    std::fs::read_to_string(state_file)
+        .ok()?
+        .strip_prefix("running ")?
+        .split(' ')
+        .next()?
+        .parse()
+        .ok()
+}
+
 impl Drop for LocalGuest {
     fn drop(&mut self) {
         self.kill();
