@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use heartline::appmon::local_guest::{
-    LocalGuest, proc_state, process_alive as alive, recorded_pid,
+    LocalGuest, keygen, proc_state, process_alive as alive, recorded_pid,
 };
 use heartline::appmon::manager::{self, Monitor, Outcome, Progress, exit};
 use heartline::appmon::proto::{
@@ -420,12 +420,7 @@ fn a_manager_whose_certificate_no_trusted_authority_signed_is_refused() {
     // A manager with keys of its own making, which the guest never trusted
     // (it does trust the guest).
     let stranger = tempfile::tempdir().unwrap();
-    let made = Command::new(BIN)
-        .args(["appmgr", "keygen", "--dir"])
-        .arg(stranger.path())
-        .output()
-        .unwrap();
-    assert!(made.status.success());
+    keygen(Path::new(BIN), "appmgr", stranger.path()).unwrap();
     std::fs::copy(
         guest.dir().join("appserver-ca.crt"),
         stranger.path().join("appserver-ca.crt"),
@@ -471,12 +466,7 @@ fn a_manager_checks_the_appservers_certificate_and_name() {
     // Another guest's authority: the real guest's certificate does not
     // chain to it.
     let other = tempfile::tempdir().unwrap();
-    let made = Command::new(BIN)
-        .args(["appserver", "keygen", "--dir"])
-        .arg(other.path())
-        .output()
-        .unwrap();
-    assert!(made.status.success());
+    keygen(Path::new(BIN), "appserver", other.path()).unwrap();
     let output = guest
         .appmgr(
             &[

@@ -34,15 +34,21 @@ fn run(command: &mut Command) -> io::Result<()> {
     }
 }
 
+/// Runs `program SIDE keygen --dir DIR` (`side` is `appserver` or
+/// `appmgr`).
+pub fn keygen(program: &Path, side: &str, dir: &Path) -> io::Result<()> {
+    run(Command::new(program)
+        .args([side, "keygen", "--dir"])
+        .arg(dir))
+}
+
 impl LocalGuest {
     /// Makes both sides' keys with `program` (the heartline binary) and
     /// starts an appserver on a free loopback port with `extra` arguments.
     pub fn start(program: &Path, extra: &[&str]) -> io::Result<LocalGuest> {
         let dir = tempfile::tempdir()?;
         for side in ["appserver", "appmgr"] {
-            run(Command::new(program)
-                .args([side, "keygen", "--dir"])
-                .arg(dir.path()))?;
+            keygen(program, side, dir.path())?;
         }
         let mut guest = LocalGuest {
             program: program.to_path_buf(),
