@@ -7,13 +7,12 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rustls::ServerConfig;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
@@ -27,6 +26,8 @@ use super::table::{Manager, STOP_GRACE, Table};
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often orphans are looked for.
 const REAP_EVERY: Duration = Duration::from_millis(500);
+/// How long connections get at shutdown to send what they have queued.
+const FLUSH_AT_SHUTDOWN: Duration = Duration::from_secs(2);
 /// Frames queued for one connection before its requests wait.
 const QUEUE: usize = 64;
 /// How long a connection that manages nothing may stay silent. One that
@@ -44,7 +45,11 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let acceptor = TlsAcceptor::from(tls);
-    let connections = Arc::new(AtomicU64::new(1));
+    let mut next_connection = 1u64;
+    let mut connections = tokio::task::JoinSet::new();
+    // Tells every connection to finish: send what is queued (the exits of
+    // the processes stopped at shutdown among it), then close.
+    let (closing, closed) = watch::channel(false);
     let reaper = {
         let table = table.clone();
         tokio::spawn(async move {
@@ -59,13 +64,16 @@ pub async fn serve(
     loop {
         tokio::select! {
             () = &mut shutdown => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    let connection = connections.fetch_add(1, Ordering::Relaxed);
+                    let connection = next_connection;
+                    next_connection += 1;
                     let acceptor = acceptor.clone();
                     let table = table.clone();
-                    tokio::spawn(async move {
-                        handshake_then_serve(acceptor, stream, peer, table, connection).await;
+                    let closed = closed.clone();
+                    connections.spawn(async move {
+                        handshake_then_serve(acceptor, stream, peer, table, connection, closed).await;
                     });
                 }
                 Err(e) => {
@@ -79,6 +87,13 @@ pub async fn serve(
     reaper.abort();
     tracing::info!(processes = table.len(), "stopping every monitored process");
     table.stop_all(STOP_GRACE).await;
+    let _ = closing.send(true);
+    let flushed = tokio::time::timeout(FLUSH_AT_SHUTDOWN, async {
+        while connections.join_next().await.is_some() {}
+    });
+    if flushed.await.is_err() {
+        tracing::warn!("some managers were not told of their processes' end in time");
+    }
 }
 
 async fn handshake_then_serve(
@@ -87,12 +102,13 @@ async fn handshake_then_serve(
     peer: SocketAddr,
     table: Table,
     connection: u64,
+    closed: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
         Ok(Ok(stream)) => {
             tracing::debug!(%peer, connection, "manager connected");
-            serve_connection(stream, peer, table, connection).await;
+            serve_connection(stream, peer, table, connection, closed).await;
         }
         Ok(Err(e)) => tracing::warn!(%peer, "refused a client: TLS handshake failed: {e}"),
         Err(_) => tracing::warn!(
@@ -107,6 +123,7 @@ async fn serve_connection(
     peer: SocketAddr,
     table: Table,
     connection: u64,
+    mut closed: watch::Receiver<bool>,
 ) {
     let (mut reader, mut writer) = tokio::io::split(stream);
     let (frames, mut queued) = mpsc::channel::<ServerFrame>(QUEUE);
@@ -121,7 +138,10 @@ async fn serve_connection(
     let mut allowed_silence = None;
     loop {
         let silence = allowed_silence.unwrap_or(IDLE_UNMANAGED);
-        let read = tokio::time::timeout(silence, read_frame(&mut reader, MAX_REQUEST)).await;
+        let read = tokio::select! {
+            read = tokio::time::timeout(silence, read_frame(&mut reader, MAX_REQUEST)) => read,
+            _ = closed.wait_for(|closed| *closed) => break,
+        };
         let Ok(read) = read else {
             tracing::warn!(%peer, connection, "no request for {silence:?}: closing the connection");
             break;
