@@ -225,7 +225,7 @@ pub fn start(config: Config, incarnation: Incarnation) -> Result<Handle, String>
     std::thread::Builder::new()
         .name("comm-manager".into())
         .spawn(move || {
-            match crate::system::realtime_priority() {
+            match crate::sys::system::realtime_priority() {
                 Ok(()) => info!("communication manager runs at real-time priority (SCHED_FIFO 50)"),
                 Err(e) => warn!(
                     "communication manager runs at normal priority: cannot get SCHED_FIFO: {e}"
@@ -283,11 +283,11 @@ impl Manager {
     async fn run(mut self, mut inputs: mpsc::Receiver<Input>) {
         // systemd's watchdog is fed from this loop, so a stuck manager is
         // restarted rather than left silently failing.
-        let keepalive = crate::system::watchdog_interval();
+        let keepalive = crate::sys::system::watchdog_interval();
         let mut next_keepalive = TokioInstant::now();
         loop {
             if let Some(every) = keepalive.filter(|_| TokioInstant::now() >= next_keepalive) {
-                crate::system::notify("WATCHDOG=1");
+                crate::sys::system::notify("WATCHDOG=1");
                 next_keepalive = TokioInstant::now() + every;
             }
             let wake = self

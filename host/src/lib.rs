@@ -15,7 +15,6 @@ pub mod lcd;
 pub mod lcdi;
 #[cfg(unix)]
 pub mod local_cluster;
-pub mod logging;
 pub mod provision;
 pub mod relay;
 pub mod remote;
@@ -26,6 +25,6 @@ pub mod script;
 pub mod serial;
 pub mod server;
 pub mod status;
-pub mod system;
+pub mod sys;
 pub mod tcp;
 pub mod udp;

@@ -13,7 +13,8 @@ use clap::{Parser, Subcommand};
 use heartline::client::{self, ClientError};
 use heartline::config::{self, Config};
 use heartline::control::{Request, Response};
-use heartline::{appmon, daemon, lcdi, resources, server, status, system};
+use heartline::sys::system;
+use heartline::{appmon, daemon, lcdi, resources, server, status};
 
 /// Exit codes, documented in the README.
 mod exit {
@@ -574,7 +575,7 @@ fn unexpected(response: Response) -> Failure {
 }
 
 async fn run_daemon(path: &std::path::Path) -> Result<(), Failure> {
-    let _log = heartline::logging::init(
+    let _log = heartline::sys::logging::init(
         None,
         #[cfg(unix)]
         None,

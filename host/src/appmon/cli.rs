@@ -185,7 +185,7 @@ pub fn appserver(args: AppserverArgs) -> ExitCode {
     if let Some(command) = args.keygen {
         return keygen(Role::Appserver, command);
     }
-    let _log = crate::logging::init(None, None);
+    let _log = crate::sys::logging::init(None, None);
     let fail = |code: u8, message: String| {
         tracing::error!("{message}");
         ExitCode::from(code)
@@ -243,7 +243,7 @@ pub fn appserver(args: AppserverArgs) -> ExitCode {
             files.trust.display()
         );
         let table = super::table::Table::new(instance, limits, launcher);
-        super::server::serve(listener, tls, table, crate::system::shutdown_signal()).await;
+        super::server::serve(listener, tls, table, crate::sys::system::shutdown_signal()).await;
         tracing::info!("appserver stopped");
         ExitCode::SUCCESS
     })
@@ -358,11 +358,11 @@ pub fn appmgr(args: AppmgrArgs) -> ExitCode {
     };
     #[cfg(unix)]
     let (syslog, no_syslog) =
-        match super::syslog::Syslog::open(args.syslog_socket.clone(), "heartline-appmgr") {
+        match crate::sys::syslog::Syslog::open(args.syslog_socket.clone(), "heartline-appmgr") {
             Ok(syslog) => (Some(syslog), None),
             Err(e) => (None, Some(e)),
         };
-    let _log = crate::logging::init(
+    let _log = crate::sys::logging::init(
         log_file,
         #[cfg(unix)]
         syslog,
@@ -436,7 +436,12 @@ async fn watch(monitor: &Monitor, state_file: Option<&Path>) -> Outcome {
             let _ = stdout.flush();
         }
     };
-    manager::run(monitor, crate::system::shutdown_signal(), &mut progress).await
+    manager::run(
+        monitor,
+        crate::sys::system::shutdown_signal(),
+        &mut progress,
+    )
+    .await
 }
 
 /// Replaces the state file's content (written aside, then renamed, so a

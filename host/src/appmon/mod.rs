@@ -13,7 +13,5 @@ pub mod proto;
 #[cfg(unix)]
 pub mod server;
 #[cfg(unix)]
-pub mod syslog;
-#[cfg(unix)]
 pub mod table;
 pub mod tls;

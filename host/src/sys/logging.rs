@@ -24,10 +24,7 @@ fn filter() -> EnvFilter {
 
 /// Installs the logger: standard error, plus every line to `file` and
 /// warnings and errors to `syslog` when given.
-pub fn init(
-    file: Option<File>,
-    #[cfg(unix)] syslog: Option<crate::appmon::syslog::Syslog>,
-) -> Guard {
+pub fn init(file: Option<File>, #[cfg(unix)] syslog: Option<crate::sys::syslog::Syslog>) -> Guard {
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
     let stderr = tracing_subscriber::fmt::layer()

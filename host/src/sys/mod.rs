@@ -1,0 +1,10 @@
+//! The lowest layer: what heartline asks of the operating system, knowing
+//! nothing of clusters. Where logs go ([`logging`], and [`syslog`] on
+//! Unix), and what the daemon asks of the system: locked memory,
+//! real-time priority, systemd's notifications, shutdown signals
+//! ([`system`]).
+
+pub mod logging;
+#[cfg(unix)]
+pub mod syslog;
+pub mod system;
