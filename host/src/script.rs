@@ -2,7 +2,6 @@
 //! its output (logged line by line and kept as a bounded tail) and its
 //! outcome.
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -15,6 +14,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::sys::process::{self, Group, Tail};
+
 /// Most bytes of output kept; older output is cut from the front.
 pub const MAX_OUTPUT: usize = 64 * 1024;
 
@@ -26,7 +27,6 @@ const READ_GRACE: Duration = Duration::from_millis(100);
 /// How long killed processes get to be gone (and reaped by init). Ones
 /// stuck in the kernel (an unreachable NFS server) can outlast SIGKILL; the
 /// caller is not held up by them for longer than this.
-#[cfg(target_os = "linux")]
 const GROUP_GONE: Duration = Duration::from_secs(1);
 
 /// How often a spawn that fails with "text file busy" is retried.
@@ -157,7 +157,7 @@ pub async fn run(
             return ScriptRun::cannot_run(format!("cannot run {}: {reason}", script.display()));
         }
     };
-    let group = child.id();
+    let group = child.id().map(Group::led_by);
 
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(64);
     let mut guard = Guard {
@@ -178,14 +178,14 @@ pub async fn run(
     // pipes are at end of file.
     drop(tx);
 
-    let mut tail = Tail::default();
+    let mut tail = Tail::new(MAX_OUTPUT);
     let deadline = tokio::time::sleep_until(start + timeout);
     tokio::pin!(deadline);
     let mut open = true;
     let ended: Option<io::Result<ExitStatus>> = loop {
         tokio::select! {
             line = rx.recv(), if open => match line {
-                Some(line) => tail.push(&name, line),
+                Some(line) => keep(&mut tail, &name, line),
                 None => open = false,
             },
             status = child.wait() => break Some(status),
@@ -212,11 +212,15 @@ pub async fn run(
     // Leftovers in the group (background jobs) die with the action, and
     // are gone when the caller hears of its end.
     kill_group(&mut child, group);
-    if !group_gone(group).await {
+    let gone = match group {
+        Some(group) => group.gone(GROUP_GONE).await,
+        None => true,
+    };
+    if !gone {
         tracing::warn!(
             script = %name,
             "processes of group {} still run after SIGKILL",
-            group.unwrap_or_default()
+            group.map_or(0, Group::id)
         );
     }
     // Their ends of the pipes are closed now: this picks up their last
@@ -227,7 +231,7 @@ pub async fn run(
 
     ScriptRun {
         outcome,
-        output: tail.into_string(),
+        output: output_text(tail),
         elapsed,
     }
 }
@@ -237,7 +241,7 @@ pub async fn run(
 /// readers would otherwise wait on pipes that leftovers hold open.
 #[derive(Debug)]
 struct Guard {
-    group: Option<u32>,
+    group: Option<Group>,
     readers: Vec<JoinHandle<()>>,
 }
 
@@ -251,9 +255,8 @@ impl Guard {
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        #[cfg(target_os = "linux")]
-        if let Some(group) = group_pid(self.group) {
-            let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+        if let Some(group) = self.group {
+            group.kill();
         }
         for reader in &self.readers {
             reader.abort();
@@ -299,8 +302,7 @@ async fn spawn(script: &Path, args: &[String], env: &[(String, String)]) -> io::
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    #[cfg(unix)]
-    command.process_group(0);
+    process::new_group(&mut command);
 
     let mut tries = 0;
     loop {
@@ -336,91 +338,15 @@ fn outcome_of(status: ExitStatus) -> Outcome {
 /// Kills the script's process group, or on systems without one here, the
 /// script alone.
 #[cfg(target_os = "linux")]
-fn kill_group(_child: &mut Child, group: Option<u32>) {
-    use nix::sys::signal::{Signal, killpg};
-    if let Some(group) = group_pid(group) {
-        // Once no member is left this finds nothing (ESRCH), which is the
-        // wanted result.
-        let _ = killpg(group, Signal::SIGKILL);
+fn kill_group(_child: &mut Child, group: Option<Group>) {
+    if let Some(group) = group {
+        group.kill();
     }
 }
 
 #[cfg(not(target_os = "linux"))]
-fn kill_group(child: &mut Child, _group: Option<u32>) {
+fn kill_group(child: &mut Child, _group: Option<Group>) {
     let _ = child.start_kill();
-}
-
-/// Waits, for at most [`GROUP_GONE`], until no process of the group is
-/// left running; false when some still are.
-#[cfg(target_os = "linux")]
-async fn group_gone(group: Option<u32>) -> bool {
-    use nix::sys::signal::killpg;
-    let Some(pgid) = group_pid(group) else {
-        return true;
-    };
-    let until = Instant::now() + GROUP_GONE;
-    loop {
-        // Signal "none" only asks whether the group has members; zombies
-        // count, and init may be slow to reap them, so a member left means
-        // looking closer.
-        if killpg(pgid, None).is_err() {
-            return true;
-        }
-        let running = tokio::task::spawn_blocking(move || group_running(pgid.as_raw()))
-            .await
-            .unwrap_or(true);
-        if !running {
-            return true;
-        }
-        if Instant::now() >= until {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-}
-
-/// Whether some process of group `pgid` is not yet a zombie.
-#[cfg(target_os = "linux")]
-fn group_running(pgid: i32) -> bool {
-    let Ok(procs) = std::fs::read_dir("/proc") else {
-        // Without /proc, assume the worst; the caller only waits longer.
-        return true;
-    };
-    procs.flatten().any(|entry| {
-        let is_pid = entry
-            .file_name()
-            .to_str()
-            .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()));
-        if !is_pid {
-            return false;
-        }
-        // Gone since the listing: not running.
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            return false;
-        };
-        // After the command's closing parenthesis: state, ppid, pgrp.
-        let mut fields = stat
-            .rsplit_once(')')
-            .map(|(_, rest)| rest.split_ascii_whitespace())
-            .into_iter()
-            .flatten();
-        let state = fields.next();
-        let pgrp = fields.nth(1).and_then(|f| f.parse::<i32>().ok());
-        pgrp == Some(pgid) && !matches!(state, Some("Z" | "X" | "x"))
-    })
-}
-
-#[cfg(not(target_os = "linux"))]
-async fn group_gone(_group: Option<u32>) -> bool {
-    true
-}
-
-#[cfg(target_os = "linux")]
-fn group_pid(group: Option<u32>) -> Option<nix::unistd::Pid> {
-    group
-        .and_then(|g| i32::try_from(g).ok())
-        .filter(|&g| g > 0)
-        .map(nix::unistd::Pid::from_raw)
 }
 
 /// Adds lines until the readers are done or [`READ_GRACE`] has passed.
@@ -430,7 +356,7 @@ async fn drain(rx: &mut mpsc::Receiver<Vec<u8>>, tail: &mut Tail, name: &str) {
     loop {
         tokio::select! {
             line = rx.recv() => match line {
-                Some(line) => tail.push(name, line),
+                Some(line) => keep(tail, name, line),
                 None => return,
             },
             () = &mut grace => return,
@@ -464,40 +390,31 @@ async fn read_lines<R: AsyncRead + Unpin>(pipe: R, tx: mpsc::Sender<Vec<u8>>) {
     }
 }
 
-/// The last [`MAX_OUTPUT`] bytes of output, and how many came before.
-#[derive(Debug, Default)]
-struct Tail {
-    bytes: VecDeque<u8>,
-    cut: usize,
+/// Logs one line of the script's output and adds it to the tail.
+fn keep(tail: &mut Tail, name: &str, line: Vec<u8>) {
+    let text = String::from_utf8_lossy(&line);
+    let text = text.trim_end_matches(['\n', '\r']);
+    tracing::info!(script = %name, "{text}");
+    tail.push(&line);
 }
 
-impl Tail {
-    fn push(&mut self, name: &str, line: Vec<u8>) {
-        let text = String::from_utf8_lossy(&line);
-        let text = text.trim_end_matches(['\n', '\r']);
-        tracing::info!(script = %name, "{text}");
-        self.bytes.extend(line);
-        if self.bytes.len() > MAX_OUTPUT {
-            let excess = self.bytes.len() - MAX_OUTPUT;
-            self.bytes.drain(..excess);
-            self.cut += excess;
+/// The output kept, as text: after a `[... N bytes cut]` line when older
+/// output was dropped, and then from the first whole line.
+fn output_text(tail: Tail) -> String {
+    let mut cut = tail.cut();
+    let mut bytes = tail.into_bytes();
+    if cut == 0 {
+        return String::from_utf8_lossy(&bytes).into_owned();
+    }
+    // Start at a whole line when the cut fell inside one.
+    if let Some(newline) = bytes.iter().position(|&b| b == b'\n') {
+        if newline + 1 < bytes.len() {
+            bytes.drain(..=newline);
+            cut += newline as u64 + 1;
         }
     }
-
-    fn into_string(mut self) -> String {
-        if self.cut == 0 {
-            return String::from_utf8_lossy(self.bytes.make_contiguous()).into_owned();
-        }
-        // Start at a whole line when the cut fell inside one.
-        if let Some(newline) = self.bytes.iter().position(|&b| b == b'\n') {
-            if newline + 1 < self.bytes.len() {
-                self.bytes.drain(..=newline);
-                self.cut += newline + 1;
-            }
-        }
-        let text = String::from_utf8_lossy(self.bytes.make_contiguous());
-        format!("[... {} bytes cut]\n{text}", self.cut)
-    }
+    let text = String::from_utf8_lossy(&bytes);
+    format!("[... {cut} bytes cut]\n{text}")
 }
 
 #[cfg(test)]

@@ -5,18 +5,17 @@
 //! which connection manages it. Limits on the number of processes and on
 //! the output kept are enforced here.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 use tokio::sync::{mpsc, watch};
 
 use super::proto::{ErrorKind, ProcessId, ProcessState, Refusal, ServerFrame, StartSpec, Status};
+use crate::sys::process::{self, Group, Tail};
 
 /// The appserver's limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,32 +45,6 @@ pub struct Manager {
     pub frames: mpsc::Sender<ServerFrame>,
 }
 
-/// The last `limit` bytes a process wrote, and how many it wrote in all.
-#[derive(Debug)]
-struct Tail {
-    kept: VecDeque<u8>,
-    end: u64,
-    limit: usize,
-}
-
-impl Tail {
-    fn push(&mut self, bytes: &[u8]) {
-        self.end += bytes.len() as u64;
-        let bytes = &bytes[bytes.len().saturating_sub(self.limit)..];
-        let overflow = (self.kept.len() + bytes.len()).saturating_sub(self.limit);
-        self.kept.drain(..overflow);
-        self.kept.extend(bytes);
-    }
-
-    /// The kept bytes from offset `from` on, and the offset of the first.
-    fn from(&self, from: u64) -> (u64, Vec<u8>) {
-        let start = self.end - self.kept.len() as u64;
-        let first = from.clamp(start, self.end);
-        let skip = (first - start) as usize;
-        (first, self.kept.iter().skip(skip).copied().collect())
-    }
-}
-
 #[derive(Debug)]
 struct Entry {
     pid: u32,
@@ -94,7 +67,7 @@ impl Entry {
             state: *self.state.borrow(),
             output_from,
             output,
-            output_end: self.output.end,
+            output_end: self.output.end(),
         }
     }
 }
@@ -217,11 +190,7 @@ impl Table {
             Entry {
                 pid,
                 state,
-                output: Tail {
-                    kept: VecDeque::new(),
-                    end: 0,
-                    limit: self.limits.output_bytes,
-                },
+                output: Tail::new(self.limits.output_bytes),
                 manager: Some(manager),
                 orphaned_at: None,
                 orphan_timeout: Duration::from_millis(spec.orphan_timeout_ms)
@@ -259,7 +228,7 @@ impl Table {
     /// (they end when idle).
     fn launch_command(&self, spec: &StartSpec) -> Command {
         let mut command = Command::new(&self.launcher);
-        command
+        process::new_group(&mut command)
             .arg("appserver-launch")
             .arg("--parent")
             .arg(std::process::id().to_string())
@@ -268,8 +237,7 @@ impl Table {
             .envs(spec.env.iter().map(|(k, v)| (k, v)))
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .process_group(0);
+            .stderr(std::process::Stdio::piped());
         if let Some(cwd) = &spec.cwd {
             command.current_dir(cwd);
         }
@@ -319,14 +287,14 @@ impl Table {
         // group's id is the program's pid, already collected; another
         // process could only take that id as its group by setsid/setpgid
         // on a reused pid in this instant.
-        let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        Group::led_by(pid).kill();
         let mut inner = self.lock();
         let Some(entry) = inner.entries.get_mut(&process.serial) else {
             return;
         };
         entry.state.send_replace(state);
         tracing::info!(%process, pid, "{state}");
-        let status = entry.status(process, entry.output.end);
+        let status = entry.status(process, entry.output.end());
         if let Some(manager) = &entry.manager {
             // A full or closed queue loses only the push: the state stays
             // here for the next poll or attach.
@@ -415,16 +383,14 @@ impl Table {
             (entry.pid, entry.state.subscribe())
         };
         if !state.borrow().ended() {
-            let group = Pid::from_raw(pid as i32);
-            let _ = killpg(group, Signal::SIGTERM);
-            let ended = tokio::time::timeout(grace, state.wait_for(ProcessState::ended))
-                .await
-                .is_ok();
-            if !ended {
-                tracing::warn!(%process, pid, "still running {grace:?} after SIGTERM: SIGKILL");
-                let _ = killpg(group, Signal::SIGKILL);
+            let ended = async {
                 let _ = state.wait_for(ProcessState::ended).await;
-            }
+            };
+            Group::led_by(pid)
+                .stop(grace, ended, || {
+                    tracing::warn!(%process, pid, "still running {grace:?} after SIGTERM: SIGKILL");
+                })
+                .await;
         }
         self.status(process, u64::MAX)
     }
@@ -446,7 +412,7 @@ impl Table {
                 tracing::info!(%process, "forgotten: ended, and no manager came back for it");
                 return false;
             }
-            let group = Pid::from_raw(entry.pid as i32);
+            let group = Group::led_by(entry.pid);
             match entry.stopping_since {
                 None => {
                     tracing::warn!(
@@ -454,12 +420,10 @@ impl Table {
                         "no manager for {:?}: stopping it so that it cannot run twice",
                         entry.orphan_timeout
                     );
-                    let _ = killpg(group, Signal::SIGTERM);
+                    group.terminate();
                     entry.stopping_since = Some(now);
                 }
-                Some(since) if now.duration_since(since) >= STOP_GRACE => {
-                    let _ = killpg(group, Signal::SIGKILL);
-                }
+                Some(since) if now.duration_since(since) >= STOP_GRACE => group.kill(),
                 Some(_) => {}
             }
             true
@@ -515,47 +479,6 @@ fn find_program(program: &str, cwd: Option<&str>) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn tail(limit: usize) -> Tail {
-        Tail {
-            kept: VecDeque::new(),
-            end: 0,
-            limit,
-        }
-    }
-
-    #[test]
-    fn the_tail_keeps_the_last_bytes_and_counts_them_all() {
-        let mut output = tail(8);
-        output.push(b"hello ");
-        output.push(b"world, again");
-        assert_eq!(output.end, 18);
-        assert_eq!(output.from(0), (10, b"d, again".to_vec()));
-    }
-
-    #[test]
-    fn reading_from_an_offset_returns_only_newer_bytes() {
-        let mut output = tail(100);
-        output.push(b"one\n");
-        let (from, bytes) = output.from(0);
-        assert_eq!((from, bytes.as_slice()), (0, &b"one\n"[..]));
-        output.push(b"two\n");
-        let (from, bytes) = output.from(4);
-        assert_eq!((from, bytes.as_slice()), (4, &b"two\n"[..]));
-        let (from, bytes) = output.from(99);
-        assert_eq!(
-            (from, bytes.len()),
-            (8, 0),
-            "an offset past the end reads nothing"
-        );
-    }
-
-    #[test]
-    fn a_single_write_larger_than_the_limit_keeps_its_end() {
-        let mut output = tail(4);
-        output.push(b"abcdefgh");
-        assert_eq!(output.from(0), (4, b"efgh".to_vec()));
-    }
 
     #[test]
     fn programs_are_found_on_path_or_by_their_path() {

@@ -2,9 +2,11 @@
 //! nothing of clusters. Where logs go ([`logging`], and [`syslog`] on
 //! Unix), and what the daemon asks of the system: locked memory,
 //! real-time priority, systemd's notifications, shutdown signals
-//! ([`system`]).
+//! ([`system`]); and supervising child processes by process group, with
+//! the tails of their output ([`process`]).
 
 pub mod logging;
+pub mod process;
 #[cfg(unix)]
 pub mod syslog;
 pub mod system;
