@@ -11,6 +11,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::config::locate;
+
 /// The manifest's file name inside a kit.
 pub const MANIFEST: &str = "manifest.toml";
 /// The directory of action scripts inside a kit.
@@ -112,23 +114,22 @@ impl Manifest {
     pub fn parse(file: &Path, text: &str) -> Result<Manifest, KitError> {
         let error = |span: Option<std::ops::Range<usize>>, problem: String| KitError::Manifest {
             file: file.to_path_buf(),
-            line: span.map(|s| line_of(text, s.start)),
+            line: span.map(|s| locate::line_of(text, s.start)),
             problem,
         };
         let raw: RawManifest = toml::from_str(text).map_err(|e| {
-            let message = e.message().trim();
+            let located = locate::toml_error(text, &e);
             // The parser's message does not always name the field: quote
             // the line.
-            let quoted = e
-                .span()
-                .and_then(|s| text.lines().nth(line_of(text, s.start) - 1))
-                .map(str::trim)
-                .filter(|l| !l.is_empty());
-            let problem = match quoted {
-                Some(l) => format!("`{l}`: {message}"),
-                None => message.to_string(),
+            let problem = match located.source.filter(|l| !l.is_empty()) {
+                Some(l) => format!("`{l}`: {}", located.message),
+                None => located.message,
             };
-            error(e.span(), problem)
+            KitError::Manifest {
+                file: file.to_path_buf(),
+                line: located.line,
+                problem,
+            }
         })?;
 
         let duration = |raw: &Spanned<String>, field: &str| {
@@ -203,16 +204,6 @@ struct RawManifest {
     recover_timeout: Option<Spanned<String>>,
     delete_timeout: Option<Spanned<String>>,
     recover_attempts: Option<u32>,
-}
-
-/// 1-based line of byte `offset` in `text`.
-fn line_of(text: &str, offset: usize) -> usize {
-    let end = offset.min(text.len());
-    text.as_bytes()[..end]
-        .iter()
-        .filter(|&&b| b == b'\n')
-        .count()
-        + 1
 }
 
 /// The kit for one application and resource type.

@@ -1,6 +1,9 @@
 //! The daemon's configuration file: TOML, read and checked in full before
 //! anything starts, so every mistake is reported with the file, the line,
-//! the field, what is wrong and what to do.
+//! the field, what is wrong and what to do. This folder owns the format,
+//! its defaults and its checks, the cluster key file, and ([`locate`])
+//! placing a mistake in TOML text, which the recovery kits' manifests use
+//! too.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -11,6 +14,8 @@ use heartline_core::wire::{Key, MAX_NAME_LEN, MIN_KEY_LEN};
 use heartline_core::{ClusterId, NodeId, PathConfig};
 use serde::Deserialize;
 use toml::Spanned;
+
+pub mod locate;
 
 /// Most paths between one pair of nodes.
 pub const MAX_PATHS: usize = 4;
@@ -264,10 +269,7 @@ struct Checker<'a> {
 
 impl Checker<'_> {
     fn line_of(&self, offset: usize) -> usize {
-        self.text[..offset.min(self.text.len())]
-            .matches('\n')
-            .count()
-            + 1
+        locate::line_of(self.text, offset)
     }
 
     fn error<T>(
@@ -511,17 +513,14 @@ impl Config {
     pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
         let checker = Checker { file, text };
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
-            let line = e.span().map(|span| checker.line_of(span.start));
+            let located = locate::toml_error(text, &e);
             // Without a field name from the parser, quote the offending line.
-            let field = line
-                .and_then(|n| text.lines().nth(n - 1))
-                .map(|l| format!("`{}`", l.trim()))
-                .unwrap_or_default();
+            let field = located.source.map(|l| format!("`{l}`")).unwrap_or_default();
             ConfigError {
                 file: file.to_path_buf(),
-                line,
+                line: located.line,
                 field,
-                problem: e.message().trim().to_string(),
+                problem: located.message,
                 hint: "see the configuration section of the README".into(),
             }
         })?;
