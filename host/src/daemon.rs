@@ -25,7 +25,7 @@ use tracing::{info, warn};
 use crate::config::{Config, Transport};
 use crate::control::{DongleReport, PathReport, PeerReport, Request, Response, StatusReport};
 use crate::provision::{Provisioner, dongle_key};
-use crate::tcp::{self, Role, ToPath};
+use crate::transport::tcp::{self, Role, ToPath};
 
 /// The host's endpoint: up to 31 peers, 4 paths each, 64 messages queued
 /// per peer, 256 received messages waiting for the mailboxes, 1024 events.
@@ -162,7 +162,7 @@ pub fn start(config: Config, incarnation: Incarnation) -> Result<Handle, String>
                     format!("tcp {local} -> {remote}")
                 }
                 Transport::Udp { local, remote } => {
-                    tokio::spawn(crate::udp::run_path(
+                    tokio::spawn(crate::transport::udp::run_path(
                         path,
                         *local,
                         *remote,
@@ -194,7 +194,7 @@ pub fn start(config: Config, incarnation: Incarnation) -> Result<Handle, String>
         }
     }
     for (device, line) in lines {
-        tokio::spawn(crate::serial::run_path(
+        tokio::spawn(crate::transport::serial::run_path(
             line.paths,
             device,
             line.baud,

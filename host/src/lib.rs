@@ -22,9 +22,7 @@ pub mod resources;
 #[cfg(unix)]
 pub mod sample_app;
 pub mod script;
-pub mod serial;
 pub mod server;
 pub mod status;
 pub mod sys;
-pub mod tcp;
-pub mod udp;
+pub mod transport;

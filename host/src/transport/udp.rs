@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use crate::daemon::Input;
-use crate::tcp::ToPath;
+use crate::transport::tcp::ToPath;
 
 const REBIND: Duration = Duration::from_millis(500);
 

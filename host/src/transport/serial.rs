@@ -14,7 +14,7 @@ use tokio_serial::SerialPortBuilderExt;
 use tracing::{info, warn};
 
 use crate::daemon::Input;
-use crate::tcp::{Route, ToPath, WRITE_TIMEOUT, read_frames};
+use crate::transport::tcp::{Route, ToPath, WRITE_TIMEOUT, read_frames};
 
 const REOPEN: Duration = Duration::from_millis(500);
 
