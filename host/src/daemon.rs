@@ -1,5 +1,6 @@
 //! The communication manager: one task that owns the protocol endpoint and
-//! is the only place its state changes. Path tasks hand it frames, the
+//! is the only place its state changes. Path tasks hand it frames (on a
+//! channel of their own, as [`Inbound`]), the
 //! control server hands it requests, its timer fires at the endpoint's next
 //! deadline; after every input it drains the endpoint: frames to the path
 //! tasks (never waiting on a slow path), events to the log and to watchers,
@@ -25,7 +26,7 @@ use tracing::{info, warn};
 use crate::config::{Config, Transport};
 use crate::control::{DongleReport, PathReport, PeerReport, Request, Response, StatusReport};
 use crate::provision::{Provisioner, dongle_key};
-use crate::transport::tcp::{self, Role, ToPath};
+use crate::transport::{self, Inbound, Role, ToPath};
 
 /// The host's endpoint: up to 31 peers, 4 paths each, 64 messages queued
 /// per peer, 256 received messages waiting for the mailboxes, 1024 events.
@@ -35,23 +36,9 @@ pub type HostEndpoint = Endpoint<31, 4, 64, 256, 1024>;
 /// messages then wait, unacknowledged, until `rcv-msg` makes room).
 pub const MAILBOX_DEPTH: usize = 256;
 
-/// What the communication manager is told.
+/// What the communication manager is told, besides its paths' traffic.
 #[derive(Debug)]
 pub enum Input {
-    /// A frame (COBS bytes, no delimiter) arrived on a path.
-    Frame {
-        /// Where it arrived.
-        path: PathRef,
-        /// Which of the path's connections carried it.
-        connection: u64,
-        /// Its bytes.
-        bytes: Vec<u8>,
-    },
-    /// A path's stream reader discarded an over-long run of bytes.
-    Overflow {
-        /// Where.
-        path: PathRef,
-    },
     /// A CLI request, with where to answer.
     Control {
         /// The request.
@@ -120,6 +107,7 @@ pub fn start(config: Config, incarnation: Incarnation) -> Result<Handle, String>
     let started = TokioInstant::now();
     let mut endpoint = build_endpoint(&config, incarnation)?;
     let (inputs, input_rx) = mpsc::channel(4096);
+    let (inbound, inbound_rx) = mpsc::channel(4096);
     let (events, _) = broadcast::channel(1024);
     let (up, up_rx) = watch::channel(BTreeSet::new());
     let mut paths = HashMap::new();
@@ -151,13 +139,13 @@ pub fn start(config: Config, incarnation: Incarnation) -> Result<Handle, String>
                     } else {
                         Role::Dial
                     };
-                    tokio::spawn(tcp::run_path(
+                    tokio::spawn(transport::tcp::run_path(
                         path,
                         role,
                         *local,
                         *remote,
                         rx,
-                        inputs.clone(),
+                        inbound.clone(),
                     ));
                     format!("tcp {local} -> {remote}")
                 }
@@ -167,7 +155,7 @@ pub fn start(config: Config, incarnation: Incarnation) -> Result<Handle, String>
                         *local,
                         *remote,
                         rx,
-                        inputs.clone(),
+                        inbound.clone(),
                     ));
                     format!("udp {local} -> {remote}")
                 }
@@ -199,7 +187,7 @@ pub fn start(config: Config, incarnation: Incarnation) -> Result<Handle, String>
             device,
             line.baud,
             line.queue,
-            inputs.clone(),
+            inbound.clone(),
         ));
     }
     info!(cluster = %config.cluster_name, node = config.node.0, name = %config.name, incarnation = incarnation.0,
@@ -235,7 +223,7 @@ pub fn start(config: Config, incarnation: Incarnation) -> Result<Handle, String>
                 .enable_time()
                 .build()
             {
-                Ok(runtime) => runtime.block_on(manager.run(input_rx)),
+                Ok(runtime) => runtime.block_on(manager.run(inbound_rx, input_rx)),
                 Err(e) => tracing::error!("cannot start the communication manager: {e}"),
             }
         })
@@ -280,12 +268,20 @@ impl Manager {
         Instant::from_micros(u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX))
     }
 
-    async fn run(mut self, mut inputs: mpsc::Receiver<Input>) {
+    /// Runs until its paths and every holder of its handle are gone.
+    async fn run(
+        mut self,
+        mut inbound: mpsc::Receiver<Inbound>,
+        mut inputs: mpsc::Receiver<Input>,
+    ) {
+        // Path traffic and the other inputs come on channels of their own;
+        // each closes when all its senders are gone.
+        let (mut paths_open, mut inputs_open) = (true, true);
         // systemd's watchdog is fed from this loop, so a stuck manager is
         // restarted rather than left silently failing.
         let keepalive = crate::sys::system::watchdog_interval();
         let mut next_keepalive = TokioInstant::now();
-        loop {
+        while paths_open || inputs_open {
             if let Some(every) = keepalive.filter(|_| TokioInstant::now() >= next_keepalive) {
                 crate::sys::system::notify("WATCHDOG=1");
                 next_keepalive = TokioInstant::now() + every;
@@ -304,10 +300,14 @@ impl Manager {
                 wake
             };
             tokio::select! {
-                input = inputs.recv() => {
-                    let Some(input) = input else { return };
-                    self.handle(input);
-                }
+                frame = inbound.recv(), if paths_open => match frame {
+                    Some(frame) => self.inbound(frame),
+                    None => paths_open = false,
+                },
+                input = inputs.recv(), if inputs_open => match input {
+                    Some(input) => self.handle(input),
+                    None => inputs_open = false,
+                },
                 () = tokio::time::sleep_until(wake) => {
                     let now = self.now();
                     self.endpoint.handle_timeout(now);
@@ -317,10 +317,10 @@ impl Manager {
         }
     }
 
-    fn handle(&mut self, input: Input) {
+    fn inbound(&mut self, inbound: Inbound) {
         let now = self.now();
-        match input {
-            Input::Frame {
+        match inbound {
+            Inbound::Frame {
                 path,
                 connection,
                 mut bytes,
@@ -336,7 +336,12 @@ impl Manager {
                     let _ = handle.frames.try_send(ToPath::Confirmed(connection));
                 }
             }
-            Input::Overflow { path } => self.endpoint.handle_overflow(path),
+            Inbound::Overflow { path } => self.endpoint.handle_overflow(path),
+        }
+    }
+
+    fn handle(&mut self, input: Input) {
+        match input {
             Input::Control { request, reply } => self.control(request, reply),
         }
     }

@@ -13,8 +13,7 @@ use tokio::sync::mpsc;
 use tokio_serial::SerialPortBuilderExt;
 use tracing::{info, warn};
 
-use crate::daemon::Input;
-use crate::transport::tcp::{Route, ToPath, WRITE_TIMEOUT, read_frames};
+use super::{Inbound, Route, ToPath, WRITE_TIMEOUT, read_frames};
 
 const REOPEN: Duration = Duration::from_millis(500);
 
@@ -24,7 +23,7 @@ pub async fn run_path(
     device: String,
     baud: u32,
     mut outgoing: mpsc::Receiver<ToPath>,
-    incoming: mpsc::Sender<Input>,
+    incoming: mpsc::Sender<Inbound>,
 ) {
     let route = Route::BySource(paths);
     let path = route.first();

@@ -14,41 +14,20 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use heartline_core::PathRef;
-use heartline_core::wire::{FrameReader, MAX_ENCODED_LEN};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-use crate::daemon::Input;
+use super::{Inbound, Role, Route, ToPath, WRITE_TIMEOUT, read_frames};
 
 /// First wait before redialling; doubles up to [`MAX_BACKOFF`].
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_millis(500);
 /// Unconfirmed connections a listener keeps; the oldest goes first.
 const MAX_PENDING: usize = 4;
-/// A write that cannot finish within this drops the connection.
-pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// Which end of the connection this node takes.
-#[derive(Debug, Clone, Copy)]
-pub enum Role {
-    /// Accept on `local`.
-    Listen,
-    /// Connect to `remote` from `local`'s IP.
-    Dial,
-}
-
-/// What the communication manager tells a path.
-#[derive(Debug)]
-pub enum ToPath {
-    /// Send this encoded frame.
-    Frame(Vec<u8>),
-    /// A frame from this connection was authentic: write to it from now on.
-    Confirmed(u64),
-}
 
 struct Connection {
     writer: OwnedWriteHalf,
@@ -69,7 +48,7 @@ struct Connections {
     confirmed: Option<u64>,
     next_id: u64,
     closed_tx: mpsc::Sender<u64>,
-    incoming: mpsc::Sender<Input>,
+    incoming: mpsc::Sender<Inbound>,
 }
 
 impl Connections {
@@ -148,7 +127,7 @@ pub async fn run_path(
     local: SocketAddr,
     remote: SocketAddr,
     mut outgoing: mpsc::Receiver<ToPath>,
-    incoming: mpsc::Sender<Input>,
+    incoming: mpsc::Sender<Inbound>,
 ) {
     let (closed_tx, mut closed_rx) = mpsc::channel(16);
     let mut connections = Connections {
@@ -243,80 +222,4 @@ async fn dial(local: SocketAddr, remote: SocketAddr) -> std::io::Result<TcpStrea
     tokio::time::timeout(MAX_BACKOFF * 4, socket.connect(remote))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))?
-}
-
-/// Which path a frame read from a stream belongs to.
-#[derive(Clone, Debug)]
-pub(crate) enum Route {
-    /// Every frame belongs to this path.
-    Fixed(PathRef),
-    /// A serial line carrying paths to several nodes (a dongle, and hosts
-    /// through it): by the frame's source node. A frame whose source cannot
-    /// be read or is unknown is charged to the first path, which counts it.
-    BySource(Vec<PathRef>),
-}
-
-impl Route {
-    pub(crate) fn first(&self) -> PathRef {
-        match self {
-            Route::Fixed(path) => *path,
-            Route::BySource(paths) => paths.first().copied().unwrap_or(PathRef {
-                node: heartline_core::NodeId(0),
-                path: heartline_core::PathId(0),
-            }),
-        }
-    }
-
-    fn path_of(&self, frame: &[u8]) -> PathRef {
-        match self {
-            Route::Fixed(path) => *path,
-            Route::BySource(paths) => heartline_core::wire::route_of(frame)
-                .and_then(|(src, _)| paths.iter().find(|p| p.node == src).copied())
-                .unwrap_or_else(|| self.first()),
-        }
-    }
-}
-
-/// Splits one connection's bytes into frames for the manager until it ends.
-pub(crate) async fn read_frames(
-    route: Route,
-    connection: u64,
-    mut read: impl AsyncRead + Unpin,
-    incoming: mpsc::Sender<Input>,
-    closed: mpsc::Sender<u64>,
-) {
-    let path = route.first();
-    let mut frames = FrameReader::<MAX_ENCODED_LEN>::new();
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        let n = match read.read(&mut buf).await {
-            Ok(0) => {
-                info!(%path, connection, "connection closed by peer");
-                break;
-            }
-            Ok(n) => n,
-            Err(e) => {
-                info!(%path, connection, "connection lost: {e}");
-                break;
-            }
-        };
-        let mut batch = Vec::new();
-        frames.push(&buf[..n], |frame| {
-            batch.push(frame.map(|bytes| bytes.to_vec()))
-        });
-        for frame in batch {
-            let input = match frame {
-                Ok(bytes) => Input::Frame {
-                    path: route.path_of(&bytes),
-                    connection,
-                    bytes,
-                },
-                Err(_) => Input::Overflow { path },
-            };
-            if incoming.send(input).await.is_err() {
-                return;
-            }
-        }
-    }
-    let _ = closed.send(connection).await;
 }

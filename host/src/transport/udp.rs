@@ -11,8 +11,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-use crate::daemon::Input;
-use crate::transport::tcp::ToPath;
+use super::{Inbound, ToPath};
 
 const REBIND: Duration = Duration::from_millis(500);
 
@@ -22,7 +21,7 @@ pub async fn run_path(
     local: SocketAddr,
     remote: SocketAddr,
     mut outgoing: mpsc::Receiver<ToPath>,
-    incoming: mpsc::Sender<Input>,
+    incoming: mpsc::Sender<Inbound>,
 ) {
     let socket = loop {
         match UdpSocket::bind(local).await {
@@ -41,7 +40,7 @@ pub async fn run_path(
                     // One frame per datagram; its delimiter is optional.
                     let frame = buf[..n].strip_suffix(&[0]).unwrap_or(&buf[..n]).to_vec();
                     debug!(%path, %from, bytes = n, "datagram");
-                    if incoming.send(Input::Frame { path, connection: 0, bytes: frame }).await.is_err() {
+                    if incoming.send(Inbound::Frame { path, connection: 0, bytes: frame }).await.is_err() {
                         return;
                     }
                 }
