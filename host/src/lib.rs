@@ -4,9 +4,9 @@
 
 pub mod appmon;
 pub mod client;
+pub mod comm;
 pub mod config;
 pub mod control;
-pub mod daemon;
 #[cfg(unix)]
 pub mod demo;
 pub mod ipc;
@@ -15,7 +15,6 @@ pub mod lcd;
 pub mod lcdi;
 #[cfg(unix)]
 pub mod local_cluster;
-pub mod provision;
 pub mod relay;
 pub mod remote;
 pub mod resources;

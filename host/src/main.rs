@@ -11,10 +11,11 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use heartline::client::{self, ClientError};
+use heartline::comm::manager;
 use heartline::config::{self, Config};
 use heartline::control::{Request, Response};
 use heartline::sys::system;
-use heartline::{appmon, daemon, lcdi, resources, server, status};
+use heartline::{appmon, lcdi, resources, server, status};
 
 /// Exit codes, documented in the README.
 mod exit {
@@ -586,10 +587,10 @@ async fn run_daemon(path: &std::path::Path) -> Result<(), Failure> {
         Err(e) => tracing::warn!("memory not locked, paging may delay heartbeats: {e}"),
     }
     let incarnation =
-        daemon::next_incarnation(&config.state_dir).map_err(|e| Failure::new(exit::FAILED, e))?;
+        manager::next_incarnation(&config.state_dir).map_err(|e| Failure::new(exit::FAILED, e))?;
     let socket = config.control_socket.clone();
     let handle =
-        daemon::start(config.clone(), incarnation).map_err(|e| Failure::new(exit::USAGE, e))?;
+        manager::start(config.clone(), incarnation).map_err(|e| Failure::new(exit::USAGE, e))?;
     let resources = resources::start(&config, &handle).map_err(|e| Failure::new(exit::USAGE, e))?;
     server::serve(&socket, handle, resources)
         .await

@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tracing::{debug, error, warn};
 
+use crate::comm::manager::{self, Input};
 use crate::control::{Request, Response};
-use crate::daemon::{self, Input};
 use crate::lcd::{Change, Model, Place, State};
 
 /// The mailbox the nodes' resource managers talk on. Applications use
@@ -97,7 +97,7 @@ pub struct Remote {
 impl Remote {
     /// Starts receiving on the admin mailbox; what arrives (but replies,
     /// which go to their callers) is sent to `incoming`.
-    pub fn start(comm: &daemon::Handle, incoming: mpsc::Sender<Incoming>) -> Remote {
+    pub fn start(comm: &manager::Handle, incoming: mpsc::Sender<Incoming>) -> Remote {
         let remote = Remote {
             comm: comm.inputs.clone(),
             senders: Arc::default(),

@@ -36,9 +36,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
+use crate::comm::manager;
 use crate::config::Config;
 use crate::control::{Request, ResourceReport, Response};
-use crate::daemon;
 use crate::kit::{Action, Kits};
 use crate::lcd::{Change, Init, Lcd, LcdError, Model, Place, Resource, State};
 use crate::remote::{self, Message, Remote};
@@ -132,7 +132,7 @@ struct Manager {
     checks: BTreeMap<String, Instant>,
     inputs: mpsc::Sender<Input>,
     remote: Remote,
-    comm: mpsc::Sender<daemon::Input>,
+    comm: mpsc::Sender<manager::Input>,
     /// Host peers up now.
     up: BTreeSet<u16>,
     /// When the init strategies are due; `None` once applied.
@@ -150,7 +150,7 @@ struct Manager {
 
 /// Opens the database, loads the kits and starts the manager, which
 /// applies the init strategies once it has heard the cluster.
-pub fn start(config: &Config, comm: &daemon::Handle) -> Result<Handle, String> {
+pub fn start(config: &Config, comm: &manager::Handle) -> Result<Handle, String> {
     let mut lcd = Lcd::open(&config.database).map_err(|e| e.to_string())?;
     let kits = Kits::load(&config.kits).map_err(|e| e.to_string())?;
     let node = config.node.0;
@@ -486,7 +486,7 @@ impl Manager {
                 } else {
                     let comm = self.comm.clone();
                     tokio::spawn(async move {
-                        let _ = comm.send(daemon::Input::Control { request, reply }).await;
+                        let _ = comm.send(manager::Input::Control { request, reply }).await;
                     });
                 }
                 let remote = self.remote.clone();

@@ -10,8 +10,8 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{broadcast, oneshot};
 use tracing::{debug, warn};
 
+use crate::comm::manager::{Handle, Input};
 use crate::control::{Envelope, Request, Response, VERSION};
-use crate::daemon::{Handle, Input};
 use crate::ipc::{self, Reader, Writer};
 use crate::resources;
 

@@ -23,9 +23,9 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::Instant as TokioInstant;
 use tracing::{info, warn};
 
+use super::provision::{Provisioner, dongle_key};
 use crate::config::{Config, Transport};
 use crate::control::{DongleReport, PathReport, PeerReport, Request, Response, StatusReport};
-use crate::provision::{Provisioner, dongle_key};
 use crate::transport::{self, Inbound, Role, ToPath};
 
 /// The host's endpoint: up to 31 peers, 4 paths each, 64 messages queued
