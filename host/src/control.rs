@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::comm::report::StatusReport;
 use crate::lcd::{Change, Model};
 
 /// The control protocol version this build speaks.
@@ -114,7 +115,7 @@ impl Request {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Response {
     /// Answer to `status`.
-    Status(StatusReport),
+    Status(NodeStatus),
     /// One event, for `watch`.
     Event {
         /// Milliseconds since the daemon started.
@@ -188,23 +189,16 @@ impl<T> Envelope<T> {
     }
 }
 
-/// The whole node's view, for `heartline status`.
+/// The answer to `status`: the communication manager's report, and this
+/// node's protected resources beside it (from the resource manager; the
+/// CLI adds them). On the wire, one object: the report's fields, then
+/// `resources`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StatusReport {
-    /// Cluster name.
-    pub cluster: String,
-    /// This node's id.
-    pub node: u16,
-    /// This node's name.
-    pub name: String,
-    /// This node's incarnation.
-    pub incarnation: u32,
-    /// Milliseconds since the daemon started.
-    pub uptime_ms: u64,
-    /// Every peer.
-    pub peers: Vec<PeerReport>,
-    /// This node's protected resources (from the resource manager; the
-    /// CLI adds them).
+pub struct NodeStatus {
+    /// Nodes, paths and counters.
+    #[serde(flatten)]
+    pub comm: StatusReport,
+    /// This node's protected resources.
     #[serde(default)]
     pub resources: Vec<ResourceReport>,
 }
@@ -224,69 +218,86 @@ pub struct ResourceReport {
     pub last: Option<String>,
 }
 
-/// One peer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PeerReport {
-    /// Its id.
-    pub node: u16,
-    /// Its name, as it announced it (or as configured).
-    pub name: String,
-    /// `host` or `dongle`, as it announced itself.
-    pub kind: Option<String>,
-    /// `up`, `down` or `unknown`.
-    pub state: String,
-    /// Its incarnation, once heard.
-    pub incarnation: Option<u32>,
-    /// Messages queued to it, unacknowledged.
-    pub queued: usize,
-    /// Its paths.
-    pub paths: Vec<PathReport>,
-    /// For a dongle: its roles and its watchdog.
-    #[serde(default)]
-    pub dongle: Option<DongleReport>,
-}
-
-/// A heartbeat dongle's roles and watchdog, as this node knows them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DongleReport {
-    /// What it announced it does: `relay`, `watchdog`.
-    pub roles: Vec<String>,
-    /// The hosts it watches: this node and the host on its other port.
-    pub hosts: Vec<u16>,
-    /// The watchdog time this node provisions, in ms; `None`: no watchdog.
-    pub watchdog_ms: Option<u64>,
-    /// How long a trip holds a host's reset line, in ms; `None`: never.
-    pub reset_pulse_ms: Option<u64>,
-    /// Hosts it reported its watchdog tripped on, not re-armed since.
-    pub tripped: Vec<u16>,
-}
-
-/// One path.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PathReport {
-    /// Path number.
-    pub index: u8,
-    /// How it travels, e.g. `tcp 127.0.0.1:7000 -> 127.0.0.1:7001`.
-    pub transport: String,
-    /// `up` or `down`.
-    pub state: String,
-    /// Smoothed round trip in microseconds, once measured.
-    pub rtt_us: Option<u64>,
-    /// Milliseconds since a frame last arrived.
-    pub last_heard_ms_ago: Option<u64>,
-    /// Frames accepted.
-    pub frames_in: u64,
-    /// Frames sent.
-    pub frames_out: u64,
-    /// Frames rejected, for any reason.
-    pub rejected: u64,
-    /// Rejections by reason, only the non-zero ones.
-    pub errors: Vec<(String, u32)>,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::comm::report::{DongleReport, PathReport, PeerReport};
+
+    fn status(resources: Vec<ResourceReport>) -> NodeStatus {
+        let path = PathReport {
+            index: 0,
+            transport: "tcp 127.0.0.1:7000 -> 127.0.0.1:7001".into(),
+            state: "up".into(),
+            rtt_us: Some(120),
+            last_heard_ms_ago: None,
+            frames_in: 5,
+            frames_out: 6,
+            rejected: 1,
+            errors: vec![("bad_tag".into(), 1)],
+        };
+        let peer = PeerReport {
+            node: 2,
+            name: "bravo".into(),
+            kind: Some("host".into()),
+            state: "up".into(),
+            incarnation: Some(9),
+            queued: 0,
+            paths: vec![path],
+            dongle: Some(DongleReport {
+                roles: vec!["relay".into()],
+                hosts: vec![1, 3],
+                watchdog_ms: Some(2000),
+                reset_pulse_ms: None,
+                tripped: vec![],
+            }),
+        };
+        NodeStatus {
+            comm: StatusReport {
+                cluster: "prod".into(),
+                node: 1,
+                name: "alpha".into(),
+                incarnation: 8,
+                uptime_ms: 1500,
+                peers: vec![peer],
+            },
+            resources,
+        }
+    }
+
+    /// `status` is one flat object, as `status --json` prints it: the
+    /// communication manager's fields, then the resources.
+    #[test]
+    fn a_status_is_one_flat_object() {
+        let json = serde_json::to_value(Envelope::new(Response::Status(status(vec![])))).unwrap();
+        let keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        for key in [
+            "v",
+            "kind",
+            "cluster",
+            "node",
+            "name",
+            "incarnation",
+            "uptime_ms",
+            "peers",
+            "resources",
+        ] {
+            assert!(keys.contains(&key), "{key} missing from {json}");
+        }
+        assert_eq!(json["kind"], "status");
+        assert_eq!(json["peers"][0]["paths"][0]["errors"][0][0], "bad_tag");
+        let text = serde_json::to_string(&status(vec![])).unwrap();
+        assert!(text.starts_with(r#"{"cluster":"prod","node":1,"#), "{text}");
+        assert!(text.ends_with(r#","resources":[]}"#), "{text}");
+        // Resources may be left out.
+        let bare = text.replace(r#","resources":[]"#, "");
+        let back: NodeStatus = serde_json::from_str(&bare).unwrap();
+        assert_eq!(back, status(vec![]));
+    }
 
     /// Every answer crosses a socket or another node's mailbox as JSON:
     /// each must encode and decode (serde's tagged enums refuse some
@@ -301,6 +312,16 @@ mod tests {
             last: Some("restore exited 0".into()),
         };
         let responses = [
+            Response::Status(status(vec![resource.clone()])),
+            Response::Event {
+                at_ms: 12,
+                text: "path 2/0 up".into(),
+            },
+            Response::Message {
+                from: 2,
+                mailbox: 7,
+                payload: b"hi".to_vec(),
+            },
             Response::Delivered,
             Response::CanTalk { reachable: true },
             Response::Lcd(Model::default()),

@@ -81,7 +81,10 @@ pub fn run(program: &Path) -> Result<(), String> {
         "All three nodes see each other up after {:.0?}.\n",
         started.elapsed()
     ));
-    say(format_args!("{}", status::render(&cluster.status(ALPHA)?)));
+    say(format_args!(
+        "{}",
+        status::render(&cluster.status(ALPHA)?, &[])
+    ));
 
     let events = watch(&cluster.socket(ALPHA))?;
 

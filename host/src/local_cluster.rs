@@ -10,8 +10,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::client::{self, ClientError};
+use crate::comm::report::StatusReport;
 use crate::config;
-use crate::control::{Request, Response, StatusReport};
+use crate::control::{Request, Response};
 use crate::relay::Relay;
 
 /// Waits for `check` to hold, polling every 20 ms, until `limit` passes.
@@ -289,7 +290,7 @@ impl LocalCluster {
     /// Node `node`'s status.
     pub fn status(&self, node: u16) -> Result<StatusReport, String> {
         match self.ask(node, Request::Status).map_err(|e| e.to_string())? {
-            Response::Status(report) => Ok(report),
+            Response::Status(status) => Ok(status.comm),
             other => Err(format!("unexpected answer {other:?}")),
         }
     }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use heartline::client::{self, ClientError};
-use heartline::comm::manager;
+use heartline::comm;
 use heartline::config::{self, Config};
 use heartline::control::{Request, Response};
 use heartline::sys::system;
@@ -320,18 +320,18 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Status { json } => match client::ask(&socket, on.wrap(Request::Status)).await? {
-            Response::Status(mut report) => {
+            Response::Status(mut status) => {
                 if let Response::Resources { resources } =
                     client::ask(&socket, on.wrap(Request::Resources)).await?
                 {
-                    report.resources = resources;
+                    status.resources = resources;
                 }
                 if json {
-                    let text = serde_json::to_string_pretty(&report)
+                    let text = serde_json::to_string_pretty(&status)
                         .map_err(|e| Failure::new(exit::FAILED, e.to_string()))?;
                     println!("{text}");
                 } else {
-                    print!("{}", status::render(&report));
+                    print!("{}", status::render(&status.comm, &status.resources));
                 }
                 Ok(())
             }
@@ -509,7 +509,7 @@ impl Target {
 /// The id of the node the command runs on.
 async fn this_node(socket: &std::path::Path, on: Target) -> Result<u16, Failure> {
     match client::ask(socket, on.wrap(Request::Status)).await? {
-        Response::Status(report) => Ok(report.node),
+        Response::Status(status) => Ok(status.comm.node),
         other => Err(response_failure(other)),
     }
 }
@@ -586,11 +586,11 @@ async fn run_daemon(path: &std::path::Path) -> Result<(), Failure> {
         Ok(()) => tracing::info!("memory locked"),
         Err(e) => tracing::warn!("memory not locked, paging may delay heartbeats: {e}"),
     }
-    let incarnation =
-        manager::next_incarnation(&config.state_dir).map_err(|e| Failure::new(exit::FAILED, e))?;
+    let incarnation = comm::incarnation::next_incarnation(&config.state_dir)
+        .map_err(|e| Failure::new(exit::FAILED, e))?;
     let socket = config.control_socket.clone();
     let handle =
-        manager::start(config.clone(), incarnation).map_err(|e| Failure::new(exit::USAGE, e))?;
+        comm::start(config.clone(), incarnation).map_err(|e| Failure::new(exit::USAGE, e))?;
     let resources = resources::start(&config, &handle).map_err(|e| Failure::new(exit::USAGE, e))?;
     server::serve(&socket, handle, resources)
         .await

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tracing::{debug, error, warn};
 
-use crate::comm::manager::{self, Input};
+use crate::comm::{self, Command};
 use crate::control::{Request, Response};
 use crate::lcd::{Change, Model, Place, State};
 
@@ -88,7 +88,7 @@ pub struct Incoming {
 /// calls.
 #[derive(Debug, Clone)]
 pub struct Remote {
-    comm: mpsc::Sender<Input>,
+    comm: mpsc::Sender<Command>,
     senders: Arc<Mutex<HashMap<u16, mpsc::UnboundedSender<Message>>>>,
     pending: Arc<Mutex<HashMap<u64, oneshot::Sender<Response>>>>,
     next_id: Arc<AtomicU64>,
@@ -97,9 +97,9 @@ pub struct Remote {
 impl Remote {
     /// Starts receiving on the admin mailbox; what arrives (but replies,
     /// which go to their callers) is sent to `incoming`.
-    pub fn start(comm: &manager::Handle, incoming: mpsc::Sender<Incoming>) -> Remote {
+    pub fn start(comm: &comm::Handle, incoming: mpsc::Sender<Incoming>) -> Remote {
         let remote = Remote {
-            comm: comm.inputs.clone(),
+            comm: comm.commands.clone(),
             senders: Arc::default(),
             pending: Arc::default(),
             next_id: Arc::new(AtomicU64::new(1)),
@@ -146,21 +146,17 @@ impl Remote {
         let mut partial: HashMap<u16, (u32, Vec<u8>)> = HashMap::new();
         loop {
             let (reply, answer) = oneshot::channel();
-            let request = Request::Receive {
+            let command = Command::Receive {
                 mailbox: ADMIN_MAILBOX,
-                timeout_ms: u64::MAX / 2,
+                reply,
             };
-            if self
-                .comm
-                .send(Input::Control { request, reply })
-                .await
-                .is_err()
-            {
+            if self.comm.send(command).await.is_err() {
                 return;
             }
-            let Ok(Response::Message { from, payload, .. }) = answer.await else {
+            let Ok(received) = answer.await else {
                 continue;
             };
+            let (from, payload) = (received.from.0, received.payload);
             if payload.len() < FRAGMENT_HEADER {
                 warn!(from, "admin fragment of {} bytes dropped", payload.len());
                 continue;
@@ -208,7 +204,7 @@ impl Remote {
 /// Sends one peer's messages in order, each fragment once the last was
 /// delivered. A message whose fragment is not delivered is given up.
 async fn send_loop(
-    comm: mpsc::Sender<Input>,
+    comm: mpsc::Sender<Command>,
     node: u16,
     mut messages: mpsc::UnboundedReceiver<Message>,
 ) {
@@ -229,18 +225,18 @@ async fn send_loop(
             payload.extend_from_slice(&number.to_le_bytes());
             payload.extend_from_slice(piece);
             let (reply, answer) = oneshot::channel();
-            let request = Request::Send {
+            let command = Command::Send {
                 node,
                 mailbox: ADMIN_MAILBOX,
                 payload,
-                timeout_ms: DELIVERY_TIMEOUT_MS,
+                reply,
             };
-            if comm.send(Input::Control { request, reply }).await.is_err() {
+            if comm.send(command).await.is_err() {
                 return;
             }
             let delivered =
                 tokio::time::timeout(Duration::from_millis(DELIVERY_TIMEOUT_MS), answer).await;
-            if !matches!(delivered, Ok(Ok(Response::Delivered))) {
+            if !matches!(delivered, Ok(Ok(Ok(())))) {
                 warn!(
                     node,
                     "admin message to node {node} not delivered; it catches up when it is back"

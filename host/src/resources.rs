@@ -36,13 +36,14 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
-use crate::comm::manager;
+use crate::comm;
 use crate::config::Config;
 use crate::control::{Request, ResourceReport, Response};
 use crate::kit::{Action, Kits};
 use crate::lcd::{Change, Init, Lcd, LcdError, Model, Place, Resource, State};
 use crate::remote::{self, Message, Remote};
 use crate::script::{self, ScriptRun};
+use crate::server::comm_command;
 
 /// How long a change forwarded to the coordinator may take.
 const CHANGE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -132,7 +133,7 @@ struct Manager {
     checks: BTreeMap<String, Instant>,
     inputs: mpsc::Sender<Input>,
     remote: Remote,
-    comm: mpsc::Sender<manager::Input>,
+    comm: mpsc::Sender<comm::Command>,
     /// Host peers up now.
     up: BTreeSet<u16>,
     /// When the init strategies are due; `None` once applied.
@@ -150,7 +151,7 @@ struct Manager {
 
 /// Opens the database, loads the kits and starts the manager, which
 /// applies the init strategies once it has heard the cluster.
-pub fn start(config: &Config, comm: &manager::Handle) -> Result<Handle, String> {
+pub fn start(config: &Config, comm: &comm::Handle) -> Result<Handle, String> {
     let mut lcd = Lcd::open(&config.database).map_err(|e| e.to_string())?;
     let kits = Kits::load(&config.kits).map_err(|e| e.to_string())?;
     let node = config.node.0;
@@ -203,7 +204,7 @@ pub fn start(config: &Config, comm: &manager::Handle) -> Result<Handle, String> 
                         checks: BTreeMap::new(),
                         inputs,
                         remote,
-                        comm: comm.inputs.clone(),
+                        comm: comm.commands.clone(),
                         up: BTreeSet::new(),
                         init_at: Some(Instant::now() + SETTLE),
                         waiting: Vec::new(),
@@ -480,22 +481,28 @@ impl Manager {
         match message {
             Message::Call { id, request } => {
                 debug!(from, ?request, "request from node {from}");
-                let (reply, answer) = oneshot::channel();
+                let dropped = |_| error_response("the request was dropped".into());
+                let remote = self.remote.clone();
                 if request.is_resource_request() {
+                    let (reply, answer) = oneshot::channel();
                     self.control(request, reply);
+                    tokio::spawn(async move {
+                        let response = answer.await.unwrap_or_else(dropped);
+                        remote.send(from, Message::Reply { id, response }).await;
+                    });
                 } else {
                     let comm = self.comm.clone();
                     tokio::spawn(async move {
-                        let _ = comm.send(manager::Input::Control { request, reply }).await;
+                        let response = match comm_command(request) {
+                            Ok((command, answer)) => {
+                                let _ = comm.send(command).await;
+                                answer.response().await.unwrap_or_else(dropped)
+                            }
+                            Err(response) => response,
+                        };
+                        remote.send(from, Message::Reply { id, response }).await;
                     });
                 }
-                let remote = self.remote.clone();
-                tokio::spawn(async move {
-                    let response = answer
-                        .await
-                        .unwrap_or_else(|_| error_response("the request was dropped".into()));
-                    remote.send(from, Message::Reply { id, response }).await;
-                });
             }
             Message::Reply { .. } => {}
             Message::Commit { change, generation } => self.commit(from, &change, generation),

@@ -1,17 +1,21 @@
 //! The control server: accepts CLI connections on the Unix socket, reads one
-//! request per connection, and answers from the communication manager.
-//! Each client is served by a task of its own, so a slow or stuck client
-//! never delays the manager.
+//! request per connection, and answers from the resource manager or the
+//! communication manager, turning the control protocol's requests into the
+//! communication manager's commands and its answers and events back into
+//! responses ([`comm_command`]). Each client is served by a task of its
+//! own, so a slow or stuck client never delays a manager.
 
 use std::path::Path;
 use std::time::Duration;
 
+use heartline_core::Received;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{broadcast, oneshot};
 use tracing::{debug, warn};
 
-use crate::comm::manager::{Handle, Input};
-use crate::control::{Envelope, Request, Response, VERSION};
+use crate::comm::report::StatusReport;
+use crate::comm::{Command, EventLine, Handle};
+use crate::control::{Envelope, NodeStatus, Request, Response, VERSION};
 use crate::ipc::{self, Reader, Writer};
 use crate::resources;
 
@@ -90,26 +94,31 @@ async fn client(read: Reader, mut write: Writer, handle: Handle, resources: reso
         | Request::Remote { .. } => ACTION_TIMEOUT,
         _ => Duration::from_secs(10),
     };
-    let (reply, response) = oneshot::channel();
     let request = request.body;
-    let sent = if request.is_resource_request() {
+    let pending = if request.is_resource_request() {
+        let (reply, response) = oneshot::channel();
         resources
             .inputs
             .send(resources::Input::Control { request, reply })
             .await
-            .is_ok()
+            .ok()
+            .map(|()| Pending::Resources(response))
     } else {
-        handle
-            .inputs
-            .send(Input::Control { request, reply })
-            .await
-            .is_ok()
+        match comm_command(request) {
+            Ok((command, answer)) => handle
+                .commands
+                .send(command)
+                .await
+                .ok()
+                .map(|()| Pending::Comm(answer)),
+            Err(response) => Some(Pending::Now(response)),
+        }
     };
-    if !sent {
+    let Some(pending) = pending else {
         let _ = answer(&mut write, error("the daemon is shutting down".into())).await;
         return;
-    }
-    let response = match tokio::time::timeout(timeout, response).await {
+    };
+    let response = match tokio::time::timeout(timeout, pending.response()).await {
         Ok(Ok(response)) => response,
         Ok(Err(_)) => error("the daemon dropped the request".into()),
         Err(_) => Response::Error {
@@ -120,10 +129,126 @@ async fn client(read: Reader, mut write: Writer, handle: Handle, resources: reso
     let _ = answer(&mut write, response).await;
 }
 
-async fn watch(mut events: broadcast::Receiver<Response>, mut write: Writer) {
+/// An answer on its way to a client.
+enum Pending {
+    /// From the resource manager.
+    Resources(oneshot::Receiver<Response>),
+    /// From the communication manager.
+    Comm(CommAnswer),
+    /// Known already.
+    Now(Response),
+}
+
+impl Pending {
+    async fn response(self) -> Result<Response, oneshot::error::RecvError> {
+        match self {
+            Pending::Resources(response) => response.await,
+            Pending::Comm(answer) => answer.response().await,
+            Pending::Now(response) => Ok(response),
+        }
+    }
+}
+
+/// The communication manager's answer to a [`comm_command`], still to
+/// come.
+#[derive(Debug)]
+pub enum CommAnswer {
+    /// To `status`.
+    Status(oneshot::Receiver<StatusReport>),
+    /// To `can_talk`.
+    CanTalk(oneshot::Receiver<bool>),
+    /// To `send`.
+    Sent(oneshot::Receiver<Result<(), String>>),
+    /// To `receive`.
+    Received(oneshot::Receiver<Received>),
+}
+
+impl CommAnswer {
+    /// Waits for the answer and gives it as a response; an error if the
+    /// communication manager dropped the command. Dropping this future (a
+    /// client's timeout) drops the receiver, so a message that arrives
+    /// later goes to the next reader.
+    pub async fn response(self) -> Result<Response, oneshot::error::RecvError> {
+        Ok(match self {
+            CommAnswer::Status(report) => Response::Status(NodeStatus {
+                comm: report.await?,
+                resources: Vec::new(),
+            }),
+            CommAnswer::CanTalk(reachable) => Response::CanTalk {
+                reachable: reachable.await?,
+            },
+            CommAnswer::Sent(sent) => match sent.await? {
+                Ok(()) => Response::Delivered,
+                Err(message) => error(message),
+            },
+            CommAnswer::Received(message) => {
+                let message = message.await?;
+                Response::Message {
+                    from: message.from.0,
+                    mailbox: message.mailbox,
+                    payload: message.payload.to_vec(),
+                }
+            }
+        })
+    }
+}
+
+/// `request` as a command for the communication manager, with its answer
+/// to come; or, for a request it does not serve, the answer now.
+pub fn comm_command(request: Request) -> Result<(Command, CommAnswer), Response> {
+    Ok(match request {
+        Request::Status => {
+            let (reply, answer) = oneshot::channel();
+            (Command::Status { reply }, CommAnswer::Status(answer))
+        }
+        Request::CanTalk { node } => {
+            let (reply, answer) = oneshot::channel();
+            (
+                Command::CanTalk { node, reply },
+                CommAnswer::CanTalk(answer),
+            )
+        }
+        // The timeout is the waiting side's (the server's or the remote
+        // node's), not the communication manager's.
+        Request::Send {
+            node,
+            mailbox,
+            payload,
+            timeout_ms: _,
+        } => {
+            let (reply, answer) = oneshot::channel();
+            let command = Command::Send {
+                node,
+                mailbox,
+                payload,
+                reply,
+            };
+            (command, CommAnswer::Sent(answer))
+        }
+        Request::Receive {
+            mailbox,
+            timeout_ms: _,
+        } => {
+            let (reply, answer) = oneshot::channel();
+            (
+                Command::Receive { mailbox, reply },
+                CommAnswer::Received(answer),
+            )
+        }
+        // The control server serves `watch` from the event stream.
+        Request::Watch => return Err(error("watch is served by the control server".into())),
+        _ => {
+            return Err(error(
+                "resource requests are served by the resource manager".into(),
+            ));
+        }
+    })
+}
+
+async fn watch(mut events: broadcast::Receiver<EventLine>, mut write: Writer) {
     loop {
         let event = match events.recv().await {
-            Ok(event) => event,
+            Ok(EventLine { at_ms, text }) => Response::Event { at_ms, text },
             Err(broadcast::error::RecvError::Lagged(missed)) => error(format!(
                 "{missed} events were missed: this watcher fell behind"
             )),

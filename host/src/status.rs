@@ -2,10 +2,11 @@
 
 use std::fmt::Write;
 
-use crate::control::StatusReport;
+use crate::comm::report::StatusReport;
+use crate::control::ResourceReport;
 
-/// Renders the report as aligned text.
-pub fn render(report: &StatusReport) -> String {
+/// Renders the report, and this node's resources, as aligned text.
+pub fn render(report: &StatusReport, resources: &[ResourceReport]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -89,14 +90,14 @@ pub fn render(report: &StatusReport) -> String {
             let _ = writeln!(out);
         }
     }
-    if !report.resources.is_empty() {
+    if !resources.is_empty() {
         let _ = writeln!(out);
         let _ = writeln!(
             out,
             "{:<20} {:<10} {:<5} {:>4}  LAST SCRIPT",
             "RESOURCE", "TYPE", "STATE", "PRI"
         );
-        for r in &report.resources {
+        for r in resources {
             let _ = writeln!(
                 out,
                 "{:<20} {:<10} {:<5} {:>4}  {}",

@@ -305,7 +305,7 @@ fn a_full_mailbox_refuses_senders_clearly_and_loses_nothing() {
     };
     assert!(refusal.contains("mailbox 6 on node 2 is full"), "{refusal}");
     assert!(
-        accepted >= heartline::comm::manager::MAILBOX_DEPTH as u32,
+        accepted >= heartline::comm::MAILBOX_DEPTH as u32,
         "only {accepted} accepted"
     );
 

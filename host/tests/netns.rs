@@ -10,7 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use heartline::client::ask_blocking;
-use heartline::control::{Request, Response, StatusReport};
+use heartline::comm::report::StatusReport;
+use heartline::control::{Request, Response};
 use heartline::local_cluster::wait_for;
 
 const BIN: &str = env!("CARGO_BIN_EXE_heartline");
@@ -128,7 +129,7 @@ impl Testbed {
 
     fn status(&self, node: u16) -> Option<StatusReport> {
         match ask_blocking(&self.socket(node), Request::Status) {
-            Ok(Response::Status(report)) => Some(report),
+            Ok(Response::Status(status)) => Some(status.comm),
             _ => None,
         }
     }

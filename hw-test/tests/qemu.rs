@@ -12,7 +12,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use heartline::client::ask_blocking;
-use heartline::control::{Request, Response, StatusReport};
+use heartline::comm::report::StatusReport;
+use heartline::control::{Request, Response};
 use heartline::local_cluster::wait_for;
 use heartline::relay::Relay;
 use heartline_hw_test::{
@@ -65,7 +66,7 @@ impl Host {
 
     fn status(&self) -> Option<StatusReport> {
         match ask_blocking(&self.socket, Request::Status) {
-            Ok(Response::Status(report)) => Some(report),
+            Ok(Response::Status(status)) => Some(status.comm),
             _ => None,
         }
     }

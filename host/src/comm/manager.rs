@@ -1,10 +1,10 @@
 //! The communication manager: one task that owns the protocol endpoint and
-//! is the only place its state changes. Path tasks hand it frames (on a
-//! channel of their own, as [`Inbound`]), the
-//! control server hands it requests, its timer fires at the endpoint's next
-//! deadline; after every input it drains the endpoint: frames to the path
-//! tasks (never waiting on a slow path), events to the log and to watchers,
-//! messages to the mailboxes.
+//! is the only place its state changes. Path tasks hand it what they read
+//! ([`Inbound`], on a channel of their own), the rest of the daemon hands
+//! it [`Command`]s, its timer fires at the endpoint's next deadline; after
+//! every input it drains the endpoint: frames to the path tasks (never
+//! waiting on a slow path), events to the log and to watchers, messages to
+//! the mailboxes.
 //!
 //! Nothing in this task waits on disk, on a CLI client or on a path: every
 //! hand-off is a bounded channel it only ever `try_send`s into.
@@ -24,8 +24,9 @@ use tokio::time::Instant as TokioInstant;
 use tracing::{info, warn};
 
 use super::provision::{Provisioner, dongle_key};
+use super::report::{DongleReport, PathReport, PeerReport, StatusReport};
+use super::{Command, EventLine, Handle};
 use crate::config::{Config, Transport};
-use crate::control::{DongleReport, PathReport, PeerReport, Request, Response, StatusReport};
 use crate::transport::{self, Inbound, Role, ToPath};
 
 /// The host's endpoint: up to 31 peers, 4 paths each, 64 messages queued
@@ -35,29 +36,6 @@ pub type HostEndpoint = Endpoint<31, 4, 64, 256, 1024>;
 /// Messages a mailbox holds before it stops taking more (the sender's
 /// messages then wait, unacknowledged, until `rcv-msg` makes room).
 pub const MAILBOX_DEPTH: usize = 256;
-
-/// What the communication manager is told, besides its paths' traffic.
-#[derive(Debug)]
-pub enum Input {
-    /// A CLI request, with where to answer.
-    Control {
-        /// The request.
-        request: Request,
-        /// The answer goes here (for `watch`, the first answer only).
-        reply: oneshot::Sender<Response>,
-    },
-}
-
-/// Handles the rest of the daemon keeps on the communication manager.
-#[derive(Clone, Debug)]
-pub struct Handle {
-    /// Inputs to the communication manager.
-    pub inputs: mpsc::Sender<Input>,
-    /// Every event, as a line of text with its time.
-    pub events: broadcast::Sender<Response>,
-    /// The host peers that are up now.
-    pub up: watch::Receiver<BTreeSet<u16>>,
-}
 
 struct Waiting<T> {
     reply: oneshot::Sender<T>,
@@ -84,10 +62,10 @@ struct Manager {
     config: Config,
     started: TokioInstant,
     paths: HashMap<PathRef, PathHandle>,
-    events: broadcast::Sender<Response>,
-    sends: HashMap<MessageId, Waiting<Response>>,
+    events: broadcast::Sender<EventLine>,
+    sends: HashMap<MessageId, Waiting<Result<(), String>>>,
     mailboxes: HashMap<u16, VecDeque<Received>>,
-    receivers: HashMap<u16, VecDeque<Waiting<Response>>>,
+    receivers: HashMap<u16, VecDeque<Waiting<Received>>>,
     /// A received message whose mailbox was full; the endpoint's inbox is
     /// not drained until it finds room, which holds back the senders.
     held: Option<Received>,
@@ -106,7 +84,7 @@ struct Manager {
 pub fn start(config: Config, incarnation: Incarnation) -> Result<Handle, String> {
     let started = TokioInstant::now();
     let mut endpoint = build_endpoint(&config, incarnation)?;
-    let (inputs, input_rx) = mpsc::channel(4096);
+    let (commands, command_rx) = mpsc::channel(4096);
     let (inbound, inbound_rx) = mpsc::channel(4096);
     let (events, _) = broadcast::channel(1024);
     let (up, up_rx) = watch::channel(BTreeSet::new());
@@ -223,13 +201,13 @@ pub fn start(config: Config, incarnation: Incarnation) -> Result<Handle, String>
                 .enable_time()
                 .build()
             {
-                Ok(runtime) => runtime.block_on(manager.run(inbound_rx, input_rx)),
+                Ok(runtime) => runtime.block_on(manager.run(inbound_rx, command_rx)),
                 Err(e) => tracing::error!("cannot start the communication manager: {e}"),
             }
         })
         .map_err(|e| format!("cannot start the communication manager thread: {e}"))?;
     Ok(Handle {
-        inputs,
+        commands,
         events,
         up: up_rx,
     })
@@ -272,16 +250,16 @@ impl Manager {
     async fn run(
         mut self,
         mut inbound: mpsc::Receiver<Inbound>,
-        mut inputs: mpsc::Receiver<Input>,
+        mut commands: mpsc::Receiver<Command>,
     ) {
-        // Path traffic and the other inputs come on channels of their own;
-        // each closes when all its senders are gone.
-        let (mut paths_open, mut inputs_open) = (true, true);
+        // Path traffic and commands come on channels of their own; each
+        // closes when all its senders are gone.
+        let (mut paths_open, mut commands_open) = (true, true);
         // systemd's watchdog is fed from this loop, so a stuck manager is
         // restarted rather than left silently failing.
         let keepalive = crate::sys::system::watchdog_interval();
         let mut next_keepalive = TokioInstant::now();
-        while paths_open || inputs_open {
+        while paths_open || commands_open {
             if let Some(every) = keepalive.filter(|_| TokioInstant::now() >= next_keepalive) {
                 crate::sys::system::notify("WATCHDOG=1");
                 next_keepalive = TokioInstant::now() + every;
@@ -304,9 +282,9 @@ impl Manager {
                     Some(frame) => self.inbound(frame),
                     None => paths_open = false,
                 },
-                input = inputs.recv(), if inputs_open => match input {
-                    Some(input) => self.handle(input),
-                    None => inputs_open = false,
+                command = commands.recv(), if commands_open => match command {
+                    Some(command) => self.command(command),
+                    None => commands_open = false,
                 },
                 () = tokio::time::sleep_until(wake) => {
                     let now = self.now();
@@ -340,42 +318,35 @@ impl Manager {
         }
     }
 
-    fn handle(&mut self, input: Input) {
-        match input {
-            Input::Control { request, reply } => self.control(request, reply),
-        }
-    }
-
-    fn control(&mut self, request: Request, reply: oneshot::Sender<Response>) {
-        match request {
-            Request::Status => {
-                let _ = reply.send(Response::Status(self.status()));
+    fn command(&mut self, command: Command) {
+        match command {
+            Command::Status { reply } => {
+                let _ = reply.send(self.status());
             }
-            Request::CanTalk { node } => {
-                let _ = reply.send(Response::CanTalk {
-                    reachable: self.endpoint.can_talk(NodeId(node)),
-                });
+            Command::CanTalk { node, reply } => {
+                let _ = reply.send(self.endpoint.can_talk(NodeId(node)));
             }
-            Request::Send { node, .. } if self.is_dongle(NodeId(node)) => {
-                let _ = reply.send(Response::Error {
-                    message: format!("node {node} is a heartbeat dongle; it has no mailboxes"),
-                    timed_out: false,
-                });
+            Command::Send { node, reply, .. } if self.is_dongle(NodeId(node)) => {
+                let _ = reply.send(Err(format!(
+                    "node {node} is a heartbeat dongle; it has no mailboxes"
+                )));
             }
-            Request::Send { node, mailbox, .. } if self.full_there.contains(&(node, mailbox)) => {
+            Command::Send {
+                node,
+                mailbox,
+                reply,
+                ..
+            } if self.full_there.contains(&(node, mailbox)) => {
                 let message = format!(
                     "mailbox {mailbox} on node {node} is full ({MAILBOX_DEPTH} messages wait for rcv-msg there); try again later"
                 );
-                let _ = reply.send(Response::Error {
-                    message,
-                    timed_out: false,
-                });
+                let _ = reply.send(Err(message));
             }
-            Request::Send {
+            Command::Send {
                 node,
                 mailbox,
                 payload,
-                ..
+                reply,
             } => match self.endpoint.send(NodeId(node), mailbox, &payload) {
                 Ok(id) => {
                     self.sends.insert(id, Waiting { reply });
@@ -387,19 +358,16 @@ impl Manager {
                         }
                         other => other.to_string(),
                     };
-                    let _ = reply.send(Response::Error {
-                        message,
-                        timed_out: false,
-                    });
+                    let _ = reply.send(Err(message));
                 }
             },
-            Request::Receive { mailbox, .. } => {
+            Command::Receive { mailbox, reply } => {
                 if let Some(message) = self
                     .mailboxes
                     .get_mut(&mailbox)
                     .and_then(VecDeque::pop_front)
                 {
-                    let _ = reply.send(message_response(message));
+                    let _ = reply.send(message);
                     let room =
                         self.mailboxes.get(&mailbox).map_or(0, VecDeque::len) <= MAILBOX_DEPTH / 2;
                     if room && self.full_here.remove(&mailbox) {
@@ -412,19 +380,6 @@ impl Manager {
                         .or_default()
                         .push_back(Waiting { reply });
                 }
-            }
-            Request::Watch => {
-                // The control server serves `watch` from the event stream.
-                let _ = reply.send(Response::Error {
-                    message: "watch is served by the control server".into(),
-                    timed_out: false,
-                });
-            }
-            _ => {
-                let _ = reply.send(Response::Error {
-                    message: "resource requests are served by the resource manager".into(),
-                    timed_out: false,
-                });
             }
         }
     }
@@ -476,7 +431,7 @@ impl Manager {
         match event {
             Event::Delivered { id, .. } => {
                 if let Some(waiting) = self.sends.remove(&id) {
-                    let _ = waiting.reply.send(Response::Delivered);
+                    let _ = waiting.reply.send(Ok(()));
                 }
                 return;
             }
@@ -490,10 +445,7 @@ impl Manager {
                             format!("node {} restarted; delivery unknown", node.0)
                         }
                     };
-                    let _ = waiting.reply.send(Response::Error {
-                        message: why,
-                        timed_out: false,
-                    });
+                    let _ = waiting.reply.send(Err(why));
                 }
                 return;
             }
@@ -549,7 +501,7 @@ impl Manager {
             .as_millis()
             .try_into()
             .unwrap_or(u64::MAX);
-        let _ = self.events.send(Response::Event {
+        let _ = self.events.send(EventLine {
             at_ms,
             text: event.to_string(),
         });
@@ -570,19 +522,9 @@ impl Manager {
             if let Some(waiters) = self.receivers.get_mut(&mailbox) {
                 while let Some(waiting) = waiters.pop_front() {
                     let Some(m) = message.take() else { break };
-                    if let Err(Response::Message {
-                        from,
-                        mailbox,
-                        payload,
-                    }) = waiting.reply.send(message_response(m))
-                    {
+                    if let Err(m) = waiting.reply.send(m) {
                         // That reader gave up (timed out); offer it to the next.
-                        let payload = heapless::Vec::from_slice(&payload).unwrap_or_default();
-                        message = Some(Received {
-                            from: NodeId(from),
-                            mailbox,
-                            payload,
-                        });
+                        message = Some(m);
                     }
                 }
             }
@@ -725,42 +667,10 @@ impl Manager {
                 .try_into()
                 .unwrap_or(u64::MAX),
             peers,
-            resources: Vec::new(),
         }
     }
 }
 
 fn as_millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
-}
-
-fn message_response(message: Received) -> Response {
-    Response::Message {
-        from: message.from.0,
-        mailbox: message.mailbox,
-        payload: message.payload.to_vec(),
-    }
-}
-
-/// This run's incarnation: larger than the last one recorded in
-/// `state_dir`, and at least the current Unix time in seconds, so it grows
-/// even if the state directory is lost.
-pub fn next_incarnation(state_dir: &std::path::Path) -> Result<Incarnation, String> {
-    std::fs::create_dir_all(state_dir)
-        .map_err(|e| format!("cannot create state directory {}: {e}", state_dir.display()))?;
-    let file = state_dir.join("incarnation");
-    let last: u32 = std::fs::read_to_string(&file)
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0);
-    let clock = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
-        .unwrap_or(0);
-    let next = last.saturating_add(1).max(clock).max(1);
-    let temp = state_dir.join("incarnation.new");
-    std::fs::write(&temp, format!("{next}\n"))
-        .and_then(|()| std::fs::rename(&temp, &file))
-        .map_err(|e| format!("cannot record incarnation in {}: {e}", file.display()))?;
-    Ok(Incarnation(next))
 }

@@ -1,0 +1,84 @@
+//! What the communication manager reports of the cluster for `heartline
+//! status`: this node, each peer, each path and each dongle, with their
+//! states and counters. The control protocol carries these as they are
+//! (serde), with this node's resources added beside them.
+
+use serde::{Deserialize, Serialize};
+
+/// The communication manager's view of the cluster, for `heartline
+/// status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusReport {
+    /// Cluster name.
+    pub cluster: String,
+    /// This node's id.
+    pub node: u16,
+    /// This node's name.
+    pub name: String,
+    /// This node's incarnation.
+    pub incarnation: u32,
+    /// Milliseconds since the daemon started.
+    pub uptime_ms: u64,
+    /// Every peer.
+    pub peers: Vec<PeerReport>,
+}
+
+/// One peer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeerReport {
+    /// Its id.
+    pub node: u16,
+    /// Its name, as it announced it (or as configured).
+    pub name: String,
+    /// `host` or `dongle`, as it announced itself.
+    pub kind: Option<String>,
+    /// `up`, `down` or `unknown`.
+    pub state: String,
+    /// Its incarnation, once heard.
+    pub incarnation: Option<u32>,
+    /// Messages queued to it, unacknowledged.
+    pub queued: usize,
+    /// Its paths.
+    pub paths: Vec<PathReport>,
+    /// For a dongle: its roles and its watchdog.
+    #[serde(default)]
+    pub dongle: Option<DongleReport>,
+}
+
+/// A heartbeat dongle's roles and watchdog, as this node knows them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DongleReport {
+    /// What it announced it does: `relay`, `watchdog`.
+    pub roles: Vec<String>,
+    /// The hosts it watches: this node and the host on its other port.
+    pub hosts: Vec<u16>,
+    /// The watchdog time this node provisions, in ms; `None`: no watchdog.
+    pub watchdog_ms: Option<u64>,
+    /// How long a trip holds a host's reset line, in ms; `None`: never.
+    pub reset_pulse_ms: Option<u64>,
+    /// Hosts it reported its watchdog tripped on, not re-armed since.
+    pub tripped: Vec<u16>,
+}
+
+/// One path.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PathReport {
+    /// Path number.
+    pub index: u8,
+    /// How it travels, e.g. `tcp 127.0.0.1:7000 -> 127.0.0.1:7001`.
+    pub transport: String,
+    /// `up` or `down`.
+    pub state: String,
+    /// Smoothed round trip in microseconds, once measured.
+    pub rtt_us: Option<u64>,
+    /// Milliseconds since a frame last arrived.
+    pub last_heard_ms_ago: Option<u64>,
+    /// Frames accepted.
+    pub frames_in: u64,
+    /// Frames sent.
+    pub frames_out: u64,
+    /// Frames rejected, for any reason.
+    pub rejected: u64,
+    /// Rejections by reason, only the non-zero ones.
+    pub errors: Vec<(String, u32)>,
+}
