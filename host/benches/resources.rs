@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use heartline::client::ask_blocking;
 use heartline::control::{Request, Response};
-use heartline::lcd::{Change, Init, Place, Resource, State};
 use heartline::local_cluster::{LocalCluster, wait_for};
+use heartline::resources::lcd::{Change, Init, Place, Resource, State};
 use heartline::sample_app::{SampleApp, install_kits};
 
 const BIN: &str = env!("CARGO_BIN_EXE_heartline");

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::comm::report::StatusReport;
-use crate::lcd::{Change, Model};
+use crate::resources::lcd::{Change, Model};
 
 /// The control protocol version this build speaks.
 pub const VERSION: u32 = 1;

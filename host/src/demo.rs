@@ -283,7 +283,7 @@ fn protect(program: &Path, cluster: &mut LocalCluster) -> Result<(Duration, Dura
         http_get(port).unwrap_or_default()
     ));
     cluster.start(ALPHA)?;
-    let alpha_web = crate::lcd::Place {
+    let alpha_web = crate::resources::lcd::Place {
         node: ALPHA,
         tag: "web".into(),
     };
@@ -295,7 +295,7 @@ fn protect(program: &Path, cluster: &mut LocalCluster) -> Result<(Duration, Dura
                 Ok(Response::Lcd(model)) => model.resources.get(&alpha_web).map(|r| r.state),
                 _ => None,
             };
-            state == Some(crate::lcd::State::Osu)
+            state == Some(crate::resources::lcd::State::Osu)
                 && http_get(port).is_some_and(|a| a.contains("bravo"))
         },
     )?;

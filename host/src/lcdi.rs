@@ -7,7 +7,7 @@ use std::fmt::Write;
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
-use crate::lcd::{Change, Init, Model, Place, Resource, State};
+use crate::resources::lcd::{Change, Init, Model, Place, Resource, State};
 
 /// `heartline ins ...`: resource instances.
 #[derive(Debug, Subcommand)]

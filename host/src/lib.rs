@@ -10,17 +10,13 @@ pub mod control;
 #[cfg(unix)]
 pub mod demo;
 pub mod ipc;
-pub mod kit;
-pub mod lcd;
 pub mod lcdi;
 #[cfg(unix)]
 pub mod local_cluster;
 pub mod relay;
-pub mod remote;
 pub mod resources;
 #[cfg(unix)]
 pub mod sample_app;
-pub mod script;
 pub mod server;
 pub mod status;
 pub mod sys;

@@ -667,7 +667,7 @@ mod tests {
     #[cfg(unix)]
     #[tokio::test]
     async fn generic_app_restore_runs_the_start_script() {
-        use crate::script;
+        use crate::resources::script;
         let kits = shipped();
         let kit = kits.get("gen", "app").unwrap();
         let work = tempfile::tempdir().unwrap();
@@ -734,7 +734,7 @@ mod tests {
     #[cfg(unix)]
     #[tokio::test]
     async fn generic_app_recover_without_script_stops_then_starts() {
-        use crate::script;
+        use crate::resources::script;
         let kits = shipped();
         let kit = kits.get("gen", "app").unwrap();
         let work = tempfile::tempdir().unwrap();

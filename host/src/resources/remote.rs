@@ -19,9 +19,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tracing::{debug, error, warn};
 
+use super::lcd::{Change, Model, Place, State};
 use crate::comm::{self, Command};
 use crate::control::{Request, Response};
-use crate::lcd::{Change, Model, Place, State};
 
 /// The mailbox the nodes' resource managers talk on. Applications use
 /// mailboxes below 0xFF00.

@@ -9,7 +9,7 @@
 //! that fails takes the hierarchy out of service so that the next node by
 //! priority brings it in.
 //!
-//! Cluster-wide, through [`crate::remote`]:
+//! Cluster-wide, through [`super::remote`]:
 //! - **One configuration.** The coordinator, the lowest-numbered node that
 //!   is up, orders every change: a change made on another node is sent to
 //!   it, checked and applied there, and committed to every node as the next
@@ -36,13 +36,13 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
+use super::kit::{Action, Kits};
+use super::lcd::{Change, Init, Lcd, LcdError, Model, Place, Resource, State};
+use super::remote::{self, Message, Remote};
+use super::script::{self, ScriptRun};
 use crate::comm;
 use crate::config::Config;
 use crate::control::{Request, ResourceReport, Response};
-use crate::kit::{Action, Kits};
-use crate::lcd::{Change, Init, Lcd, LcdError, Model, Place, Resource, State};
-use crate::remote::{self, Message, Remote};
-use crate::script::{self, ScriptRun};
 use crate::server::comm_command;
 
 /// How long a change forwarded to the coordinator may take.
