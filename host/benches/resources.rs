@@ -12,7 +12,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use heartline::client::ask_blocking;
+use heartline::control::client::ask_blocking;
 use heartline::control::{Request, Response};
 use heartline::local_cluster::{LocalCluster, wait_for};
 use heartline::resources::lcd::{Change, Init, Place, Resource, State};

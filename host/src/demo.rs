@@ -17,10 +17,10 @@ use heartline_core::PathConfig;
 
 use crate::appmon::local_guest::{LocalGuest, process_alive, recorded_pid};
 use crate::control::{Request, Response};
+use crate::control::{client, ipc};
 use crate::local_cluster::{ExtraPath, LocalCluster, PathEnds, wait_for};
 use crate::sample_app::{SampleApp, install_kits};
 use crate::status;
-use crate::{client, ipc};
 
 const ALPHA: u16 = 1;
 const BRAVO: u16 = 2;

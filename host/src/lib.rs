@@ -3,13 +3,11 @@
 //! the demo and the tests.
 
 pub mod appmon;
-pub mod client;
 pub mod comm;
 pub mod config;
 pub mod control;
 #[cfg(unix)]
 pub mod demo;
-pub mod ipc;
 pub mod lcdi;
 #[cfg(unix)]
 pub mod local_cluster;
@@ -17,7 +15,6 @@ pub mod relay;
 pub mod resources;
 #[cfg(unix)]
 pub mod sample_app;
-pub mod server;
 pub mod status;
 pub mod sys;
 pub mod transport;

@@ -9,9 +9,9 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::client::{self, ClientError};
 use crate::comm::report::StatusReport;
 use crate::config;
+use crate::control::client::{self, ClientError};
 use crate::control::{Request, Response};
 use crate::relay::Relay;
 

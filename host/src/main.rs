@@ -10,12 +10,13 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use heartline::client::{self, ClientError};
 use heartline::comm;
 use heartline::config::{self, Config};
+use heartline::control::client::{self, ClientError};
+use heartline::control::server;
 use heartline::control::{Request, Response};
 use heartline::sys::system;
-use heartline::{appmon, lcdi, resources, server, status};
+use heartline::{appmon, lcdi, resources, status};
 
 /// Exit codes, documented in the README.
 mod exit {

@@ -91,7 +91,7 @@ impl Site {
     }
 
     fn generation(&self, at: u16) -> u64 {
-        let model = heartline::client::ask_blocking(
+        let model = heartline::control::client::ask_blocking(
             &self.cluster.socket(at),
             heartline::control::Request::Lcd,
         )

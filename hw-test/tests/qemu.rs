@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use heartline::client::ask_blocking;
 use heartline::comm::report::StatusReport;
+use heartline::control::client::ask_blocking;
 use heartline::control::{Request, Response};
 use heartline::local_cluster::wait_for;
 use heartline::relay::Relay;

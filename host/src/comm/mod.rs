@@ -8,17 +8,17 @@
 //! [`EventLine`]; and the host peers that are up. It knows nothing of the
 //! control protocol or of resources.
 
-use std::collections::BTreeSet;
-
-use heartline_core::Received;
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
-
 pub mod incarnation;
 pub mod manager;
 pub mod provision;
 pub mod report;
 
 pub use manager::{MAILBOX_DEPTH, start};
+
+use std::collections::BTreeSet;
+
+use heartline_core::Received;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use report::StatusReport;
 

@@ -5,6 +5,8 @@
 //! placing a mistake in TOML text, which the recovery kits' manifests use
 //! too.
 
+pub mod locate;
+
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,8 +16,6 @@ use heartline_core::wire::{Key, MAX_NAME_LEN, MIN_KEY_LEN};
 use heartline_core::{ClusterId, NodeId, PathConfig};
 use serde::Deserialize;
 use toml::Spanned;
-
-pub mod locate;
 
 /// Most paths between one pair of nodes.
 pub const MAX_PATHS: usize = 4;

@@ -42,8 +42,8 @@ use super::remote::{self, Message, Remote};
 use super::script::{self, ScriptRun};
 use crate::comm;
 use crate::config::Config;
+use crate::control::server::comm_command;
 use crate::control::{Request, ResourceReport, Response};
-use crate::server::comm_command;
 
 /// How long a change forwarded to the coordinator may take.
 const CHANGE_TIMEOUT: Duration = Duration::from_secs(30);

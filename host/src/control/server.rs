@@ -13,10 +13,10 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{broadcast, oneshot};
 use tracing::{debug, warn};
 
+use super::ipc::{self, Reader, Writer};
+use super::{Envelope, NodeStatus, Request, Response, VERSION};
 use crate::comm::report::StatusReport;
 use crate::comm::{Command, EventLine, Handle};
-use crate::control::{Envelope, NodeStatus, Request, Response, VERSION};
-use crate::ipc::{self, Reader, Writer};
 use crate::resources;
 
 /// Longest request line accepted.

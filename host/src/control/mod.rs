@@ -2,6 +2,14 @@
 //! per line over a Unix socket, every message carrying the protocol version
 //! `v`. A client sends one request; the daemon answers with one response,
 //! or for `watch` with a response per event until the client hangs up.
+//!
+//! This folder owns that protocol (here), the daemon's side of it
+//! ([`server`]), the CLI's side ([`client`]), and the local transport under
+//! both, a Unix socket or a Windows named pipe ([`ipc`]).
+
+pub mod client;
+pub mod ipc;
+pub mod server;
 
 use serde::{Deserialize, Serialize};
 

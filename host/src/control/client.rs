@@ -5,8 +5,8 @@ use std::path::Path;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-use crate::control::{Envelope, Request, Response, VERSION};
-use crate::ipc;
+use super::ipc;
+use super::{Envelope, Request, Response, VERSION};
 
 /// Why the CLI could not get an answer.
 #[derive(Debug)]
