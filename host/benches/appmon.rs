@@ -15,12 +15,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use heartline::appmon::local_guest::LocalGuest;
 use heartline::appmon::proto::{
     ClientFrame, MAX_REPLY, ProcessId, Reply, Request, ServerFrame, StartSpec, VERSION, read_frame,
     write_frame,
 };
 use heartline::appmon::tls::{self, Role, TlsFiles};
+use heartline::demo::local_guest::LocalGuest;
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;

@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 
 use heartline::control::client::ask_blocking;
 use heartline::control::{Request, Response};
-use heartline::local_cluster::{LocalCluster, wait_for};
+use heartline::demo::local_cluster::{LocalCluster, wait_for};
+use heartline::demo::sample_app::{SampleApp, install_kits};
 use heartline::resources::lcd::{Change, Init, Place, Resource, State};
-use heartline::sample_app::{SampleApp, install_kits};
 
 const BIN: &str = env!("CARGO_BIN_EXE_heartline");
 

@@ -14,16 +14,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use heartline::appmon::local_guest::{
-    LocalGuest, keygen, proc_state, process_alive as alive, recorded_pid,
-};
 use heartline::appmon::manager::{self, Monitor, Outcome, Progress, exit};
 use heartline::appmon::proto::{
     ClientFrame, ErrorKind, MAX_REPLY, ProcessState, Request, ServerFrame, StartSpec, VERSION,
     read_frame, write_frame,
 };
 use heartline::appmon::tls::{self, Role, TlsFiles};
-use heartline::local_cluster::wait_for;
+use heartline::demo::local_cluster::wait_for;
+use heartline::demo::local_guest::{
+    LocalGuest, keygen, proc_state, process_alive as alive, recorded_pid,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_heartline");
 

@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use heartline::appmon::local_guest::{LocalGuest, process_alive as alive, recorded_pid};
-use heartline::local_cluster::{LocalCluster, wait_for};
-use heartline::sample_app::install_kits;
+use heartline::demo::local_cluster::{LocalCluster, wait_for};
+use heartline::demo::local_guest::{LocalGuest, process_alive as alive, recorded_pid};
+use heartline::demo::sample_app::install_kits;
 
 const BIN: &str = env!("CARGO_BIN_EXE_heartline");
 

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use heartline::local_cluster::{LocalCluster, run_with_input, wait_for};
+use heartline::demo::local_cluster::{LocalCluster, run_with_input, wait_for};
 
 const BIN: &str = env!("CARGO_BIN_EXE_heartline");
 

@@ -15,7 +15,7 @@ use std::thread;
 use std::time::Duration;
 
 use heartline::control::{Request, Response};
-use heartline::local_cluster::{LocalCluster, run_with_input};
+use heartline::demo::local_cluster::{LocalCluster, run_with_input};
 
 const CONVERGE: Duration = Duration::from_secs(15);
 
@@ -28,7 +28,7 @@ fn cluster(nodes: u16, paths: usize) -> LocalCluster {
 }
 
 fn wait_for(limit: Duration, what: &str, check: impl FnMut() -> bool) {
-    heartline::local_cluster::wait_for(limit, what, check).unwrap();
+    heartline::demo::local_cluster::wait_for(limit, what, check).unwrap();
 }
 
 /// The `heartline` CLI pointed at node `node`'s daemon.

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use heartline::comm::report::StatusReport;
 use heartline::control::client::ask_blocking;
 use heartline::control::{Request, Response};
-use heartline::local_cluster::wait_for;
+use heartline::demo::local_cluster::wait_for;
 
 const BIN: &str = env!("CARGO_BIN_EXE_heartline");
 

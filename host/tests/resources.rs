@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use heartline::local_cluster::{LocalCluster, wait_for};
-use heartline::sample_app::{SampleApp as App, copy_kit, install_kits};
+use heartline::demo::local_cluster::{LocalCluster, wait_for};
+use heartline::demo::sample_app::{SampleApp as App, copy_kit, install_kits};
 
 const BIN: &str = env!("CARGO_BIN_EXE_heartline");
 

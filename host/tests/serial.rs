@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use heartline::control::{Request, Response};
-use heartline::local_cluster::{ExtraPath, LocalCluster, PathEnds, wait_for};
+use heartline::demo::local_cluster::{ExtraPath, LocalCluster, PathEnds, wait_for};
 
 struct Socat(Child);
 

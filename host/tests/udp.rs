@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use heartline::control::{Request, Response};
-use heartline::local_cluster::{ExtraPath, LocalCluster, PathEnds, wait_for};
+use heartline::demo::local_cluster::{ExtraPath, LocalCluster, PathEnds, wait_for};
 
 #[test]
 fn a_udp_path_carries_heartbeats_and_mailboxes() {

@@ -14,8 +14,8 @@ use std::time::Duration;
 use heartline::comm::report::StatusReport;
 use heartline::control::client::ask_blocking;
 use heartline::control::{Request, Response};
-use heartline::local_cluster::wait_for;
-use heartline::relay::Relay;
+use heartline::demo::local_cluster::wait_for;
+use heartline::demo::relay::Relay;
 use heartline_hw_test::{
     BOOT_LINE, DongleLog, Feed, ProvisionAs, Qemu, check_loopback, firmware_image,
     heartline_binary, measure_relay,

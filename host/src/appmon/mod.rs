@@ -6,8 +6,6 @@
 //! such an application a cluster resource.
 
 pub mod cli;
-#[cfg(unix)]
-pub mod local_guest;
 pub mod manager;
 pub mod proto;
 #[cfg(unix)]

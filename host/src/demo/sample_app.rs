@@ -6,7 +6,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::local_cluster::LocalCluster;
+use super::local_cluster::LocalCluster;
 
 /// One instance of the application, on one node.
 #[derive(Debug, Clone)]

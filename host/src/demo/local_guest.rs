@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::local_cluster::wait_for;
+use super::local_cluster::wait_for;
 
 /// A local appserver and the keys of both sides.
 #[derive(Debug)]

@@ -9,11 +9,11 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use super::relay::Relay;
 use crate::comm::report::StatusReport;
 use crate::config;
 use crate::control::client::{self, ClientError};
 use crate::control::{Request, Response};
-use crate::relay::Relay;
 
 /// Waits for `check` to hold, polling every 20 ms, until `limit` passes.
 pub fn wait_for(

@@ -15,11 +15,11 @@ use std::time::{Duration, Instant};
 
 use heartline_core::PathConfig;
 
-use crate::appmon::local_guest::{LocalGuest, process_alive, recorded_pid};
+use super::local_cluster::{ExtraPath, LocalCluster, PathEnds, wait_for};
+use super::local_guest::{LocalGuest, process_alive, recorded_pid};
+use super::sample_app::{SampleApp, install_kits};
 use crate::control::{Request, Response};
 use crate::control::{client, ipc};
-use crate::local_cluster::{ExtraPath, LocalCluster, PathEnds, wait_for};
-use crate::sample_app::{SampleApp, install_kits};
 use crate::status;
 
 const ALPHA: u16 = 1;
