@@ -294,7 +294,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Appserver(_) | Command::Appmgr(_) => unreachable!("handled in main"),
         Command::Daemon { config } => run_daemon(&config).await,
         Command::SampleHttp { port, name } => {
-            sample_http(port, &format!("hello from {name}")).await
+            heartline::demo::sample_app::serve_http(port, &format!("hello from {name}"))
+                .await
+                .map_err(|e| Failure::new(exit::FAILED, e))
         }
         Command::CheckConfig { file } => {
             let config =
@@ -465,29 +467,6 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             )),
             other => Err(response_failure(other)),
         },
-    }
-}
-
-/// Answers every connection with `text` as an HTTP response.
-async fn sample_http(port: u16, text: &str) -> Result<(), Failure> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-        .await
-        .map_err(|e| Failure::new(exit::FAILED, format!("cannot listen on port {port}: {e}")))?;
-    let response = format!(
-        "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{text}",
-        text.len()
-    );
-    loop {
-        let Ok((mut stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let response = response.clone();
-        tokio::spawn(async move {
-            let mut request = [0u8; 1024];
-            let _ = stream.read(&mut request).await;
-            let _ = stream.write_all(response.as_bytes()).await;
-        });
     }
 }
 

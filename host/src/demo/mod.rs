@@ -2,15 +2,16 @@
 //! on loopback: [`run`], Unix only), and what it shares with the
 //! integration tests and the benchmarks: a whole cluster of real daemons on
 //! this machine ([`local_cluster`]), a TCP relay that can cut a path
-//! ([`relay`]), a small application to protect ([`sample_app`]), and a
-//! stand-in guest running a real appserver ([`local_guest`]).
+//! ([`relay`]), a small application to protect ([`sample_app`], with the
+//! HTTP responder of the hidden `sample-http` command, which builds
+//! everywhere as that command always has), and a stand-in guest running a
+//! real appserver ([`local_guest`]).
 
 #[cfg(unix)]
 pub mod local_cluster;
 #[cfg(unix)]
 pub mod local_guest;
 pub mod relay;
-#[cfg(unix)]
 pub mod sample_app;
 #[cfg(unix)]
 mod tour;

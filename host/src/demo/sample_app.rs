@@ -1,11 +1,13 @@
 //! A small application for the Generic Application kit to protect, with its
 //! start, stop and check scripts, for the demo, the tests and the
 //! benchmarks: a process that records its pid, and a log of what its
-//! scripts did.
+//! scripts did; and the tiny HTTP responder the demo protects
+//! (`heartline sample-http`, [`serve_http`]).
 
 use std::io;
 use std::path::{Path, PathBuf};
 
+#[cfg(unix)]
 use super::local_cluster::LocalCluster;
 
 /// One instance of the application, on one node.
@@ -149,6 +151,7 @@ impl SampleApp {
 /// Gives every daemon of `cluster` (before they start) the kits shipped
 /// with this build named in `kits` (`app/type`), each with its manifest
 /// replaced (e.g. by a shorter check interval), in the cluster's directory.
+#[cfg(unix)]
 pub fn install_kits(cluster: &LocalCluster, kits: &[(&str, &str)]) -> io::Result<()> {
     let dir = cluster.dir().join("kits");
     for (kit, manifest) in kits {
@@ -185,4 +188,29 @@ fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Answers every connection to 127.0.0.1:`port` with `text` as an HTTP
+/// response, until the process ends; an error (in one line) only if it
+/// cannot listen.
+pub async fn serve_http(port: u16, text: &str) -> Result<(), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .map_err(|e| format!("cannot listen on port {port}: {e}"))?;
+    let response = format!(
+        "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{text}",
+        text.len()
+    );
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let response = response.clone();
+        tokio::spawn(async move {
+            let mut request = [0u8; 1024];
+            let _ = stream.read(&mut request).await;
+            let _ = stream.write_all(response.as_bytes()).await;
+        });
+    }
 }
