@@ -3,12 +3,12 @@
 //! the demo and the tests.
 
 pub mod appmon;
+pub mod cli;
 pub mod comm;
 pub mod config;
 pub mod control;
+pub mod daemon;
 pub mod demo;
-pub mod lcdi;
 pub mod resources;
-pub mod status;
 pub mod sys;
 pub mod transport;

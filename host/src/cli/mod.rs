@@ -1,8 +1,18 @@
-//! `heartline`: the cluster daemon and its command-line interface.
+//! The command-line interface: the commands and their arguments ([`Cli`]),
+//! carrying each out ([`run`]) by asking the daemon over the control
+//! socket, starting the daemon itself, or checking a configuration, and
+//! their output: one line on standard error and an exit code for a
+//! failure ([`Failure`], [`exit`]), the status table ([`status`]), and the
+//! configuration database's commands and listings ([`lcdi`]).
 //!
-//! Invoked as `snd_msg`, `rcv_msg` or `can_talk` (a link to this binary) it
-//! behaves as the matching LCMI command.
+//! The binary (`main.rs`) parses the arguments and hands the commands that
+//! run on their own (`appserver`, `appmgr`, the demo and its application)
+//! to their modules, and every other to [`run`].
 
+pub mod lcdi;
+pub mod status;
+
+use std::future::Future;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,16 +20,13 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use heartline::comm;
-use heartline::config::{self, Config};
-use heartline::control::client::{self, ClientError};
-use heartline::control::server;
-use heartline::control::{Request, Response};
-use heartline::sys::system;
-use heartline::{appmon, lcdi, resources, status};
+use crate::config::{self, Config};
+use crate::control::client::{self, ClientError};
+use crate::control::{Request, Response};
+use crate::{appmon, daemon};
 
 /// Exit codes, documented in the README.
-mod exit {
+pub mod exit {
     /// The operation failed (not delivered, not reachable).
     pub const FAILED: u8 = 1;
     /// Bad usage or a bad configuration.
@@ -30,22 +37,25 @@ mod exit {
     pub const TIMEOUT: u8 = 4;
 }
 
-#[derive(Parser)]
+/// The command line.
+#[derive(Debug, Parser)]
 #[command(version, about = "heartline: high-availability cluster manager")]
-struct Cli {
+pub struct Cli {
     /// The daemon's control socket.
     #[arg(long, global = true, env = "HEARTLINE_SOCKET", default_value = config::DEFAULT_CONTROL_SOCKET)]
-    socket: PathBuf,
+    pub socket: PathBuf,
     /// Run the command on another node of the cluster, through this node's
     /// daemon (status, resource and configuration commands).
     #[arg(long, global = true, value_name = "NODE")]
-    on: Option<u16>,
+    pub on: Option<u16>,
+    /// What to do.
     #[command(subcommand)]
-    command: Command,
+    pub command: Command,
 }
 
-#[derive(Subcommand)]
-enum Command {
+/// heartline's commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
     /// Start a 3-node cluster on this machine and show what heartline does:
     /// a path cut, a mailbox message, a node killed and restarted.
     Demo,
@@ -171,13 +181,17 @@ enum Command {
 }
 
 /// A failure, as one line and an exit code.
-struct Failure {
-    code: u8,
-    message: String,
+#[derive(Debug)]
+pub struct Failure {
+    /// The exit code (see [`exit`]).
+    pub code: u8,
+    /// What went wrong, in one line.
+    pub message: String,
 }
 
 impl Failure {
-    fn new(code: u8, message: impl Into<String>) -> Self {
+    /// A failure with exit code `code`.
+    pub fn new(code: u8, message: impl Into<String>) -> Self {
         Failure {
             code,
             message: message.into(),
@@ -195,52 +209,24 @@ impl From<ClientError> for Failure {
     }
 }
 
-/// Arguments with an LCMI alias (`snd_msg ...`) turned into a subcommand.
-fn arguments() -> Vec<std::ffi::OsString> {
-    let mut args: Vec<_> = std::env::args_os().collect();
-    let invoked = args
-        .first()
-        .map(PathBuf::from)
-        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
-    let alias = match invoked.as_deref() {
-        Some("snd_msg") => Some("snd-msg"),
-        Some("rcv_msg") => Some("rcv-msg"),
-        Some("can_talk") => Some("can-talk"),
-        _ => None,
-    };
-    if let Some(subcommand) = alias {
-        args.insert(1, subcommand.into());
+impl From<daemon::Error> for Failure {
+    fn from(e: daemon::Error) -> Self {
+        match e {
+            daemon::Error::BadConfig(message) => Failure::new(exit::USAGE, message),
+            daemon::Error::Failed(message) => Failure::new(exit::FAILED, message),
+        }
     }
-    args
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse_from(arguments());
-    // These run their own runtimes and end with their own exit codes.
-    match cli.command {
-        Command::Appserver(args) => return appmon::cli::appserver(args),
-        Command::Appmgr(args) => return appmon::cli::appmgr(*args),
-        #[cfg(unix)]
-        Command::AppserverLaunch(args) => return appmon::cli::launch(args),
-        _ => {}
-    }
-    #[cfg(unix)]
-    if let Command::Demo = cli.command {
-        let program = match std::env::current_exe() {
-            Ok(program) => program,
-            Err(e) => {
-                eprintln!("heartline: cannot find my own executable: {e}");
-                return ExitCode::from(exit::FAILED);
-            }
-        };
-        return match heartline::demo::run(&program) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("heartline demo: {e}");
-                ExitCode::from(exit::FAILED)
-            }
-        };
-    }
+/// Carries out `cli` and returns the process's exit code, having printed a
+/// failure as one line on standard error.
+pub fn run(cli: Cli) -> ExitCode {
+    block_on(execute(cli))
+}
+
+/// Runs `work` on a new multi-thread runtime and returns the process's
+/// exit code, having printed a failure as one line on standard error.
+pub fn block_on(work: impl Future<Output = Result<(), Failure>>) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -251,7 +237,7 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::FAILED);
         }
     };
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(work) {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
             eprintln!("heartline: {}", failure.message);
@@ -260,7 +246,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> Result<(), Failure> {
+async fn execute(cli: Cli) -> Result<(), Failure> {
     let socket = cli.socket;
     let on = Target(cli.on);
     let remote_ok = matches!(
@@ -291,13 +277,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             exit::USAGE,
             "appserver-launch runs on Unix-like systems only",
         )),
-        Command::Appserver(_) | Command::Appmgr(_) => unreachable!("handled in main"),
-        Command::Daemon { config } => run_daemon(&config).await,
-        Command::SampleHttp { port, name } => {
-            heartline::demo::sample_app::serve_http(port, &format!("hello from {name}"))
-                .await
-                .map_err(|e| Failure::new(exit::FAILED, e))
+        Command::Appserver(_) | Command::Appmgr(_) | Command::SampleHttp { .. } => {
+            unreachable!("handled in main")
         }
+        Command::Daemon { config } => daemon::run(&config).await.map_err(Failure::from),
         Command::CheckConfig { file } => {
             let config =
                 Config::load(&file).map_err(|e| Failure::new(exit::USAGE, e.to_string()))?;
@@ -323,18 +306,18 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Status { json } => match client::ask(&socket, on.wrap(Request::Status)).await? {
-            Response::Status(mut status) => {
+            Response::Status(mut report) => {
                 if let Response::Resources { resources } =
                     client::ask(&socket, on.wrap(Request::Resources)).await?
                 {
-                    status.resources = resources;
+                    report.resources = resources;
                 }
                 if json {
-                    let text = serde_json::to_string_pretty(&status)
+                    let text = serde_json::to_string_pretty(&report)
                         .map_err(|e| Failure::new(exit::FAILED, e.to_string()))?;
                     println!("{text}");
                 } else {
-                    print!("{}", status::render(&status.comm, &status.resources));
+                    print!("{}", status::render(&report.comm, &report.resources));
                 }
                 Ok(())
             }
@@ -489,7 +472,7 @@ impl Target {
 /// The id of the node the command runs on.
 async fn this_node(socket: &std::path::Path, on: Target) -> Result<u16, Failure> {
     match client::ask(socket, on.wrap(Request::Status)).await? {
-        Response::Status(status) => Ok(status.comm.node),
+        Response::Status(report) => Ok(report.comm.node),
         other => Err(response_failure(other)),
     }
 }
@@ -553,32 +536,4 @@ fn unexpected(response: Response) -> Failure {
         exit::FAILED,
         format!("unexpected answer from the daemon: {response:?}"),
     )
-}
-
-async fn run_daemon(path: &std::path::Path) -> Result<(), Failure> {
-    let _log = heartline::sys::logging::init(
-        None,
-        #[cfg(unix)]
-        None,
-    );
-    let config = Config::load(path).map_err(|e| Failure::new(exit::USAGE, e.to_string()))?;
-    match system::lock_memory() {
-        Ok(()) => tracing::info!("memory locked"),
-        Err(e) => tracing::warn!("memory not locked, paging may delay heartbeats: {e}"),
-    }
-    let incarnation = comm::incarnation::next_incarnation(&config.state_dir)
-        .map_err(|e| Failure::new(exit::FAILED, e))?;
-    let socket = config.control_socket.clone();
-    let handle =
-        comm::start(config.clone(), incarnation).map_err(|e| Failure::new(exit::USAGE, e))?;
-    let resources = resources::start(&config, &handle).map_err(|e| Failure::new(exit::USAGE, e))?;
-    server::serve(&socket, handle, resources)
-        .await
-        .map_err(|e| Failure::new(exit::FAILED, e))?;
-    tracing::info!(socket = %socket.display(), "control socket ready");
-    system::notify("READY=1");
-    system::shutdown_signal().await;
-    tracing::info!("stopping");
-    let _ = std::fs::remove_file(&socket);
-    Ok(())
 }

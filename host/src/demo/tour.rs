@@ -18,9 +18,9 @@ use heartline_core::PathConfig;
 use super::local_cluster::{ExtraPath, LocalCluster, PathEnds, wait_for};
 use super::local_guest::{LocalGuest, process_alive, recorded_pid};
 use super::sample_app::{SampleApp, install_kits};
+use crate::cli::status;
 use crate::control::{Request, Response};
 use crate::control::{client, ipc};
-use crate::status;
 
 const ALPHA: u16 = 1;
 const BRAVO: u16 = 2;
