@@ -27,6 +27,7 @@ use super::provision::{Provisioner, dongle_key};
 use super::report::{DongleReport, PathReport, PeerReport, StatusReport};
 use super::{Command, EventLine, Handle};
 use crate::config::{Config, Transport};
+use crate::sys::system;
 use crate::transport::{self, Inbound, Role, ToPath};
 
 /// The host's endpoint: up to 31 peers, 4 paths each, 64 messages queued
@@ -128,7 +129,7 @@ pub fn start(config: Config, incarnation: Incarnation) -> Result<Handle, String>
                     format!("tcp {local} -> {remote}")
                 }
                 Transport::Udp { local, remote } => {
-                    tokio::spawn(crate::transport::udp::run_path(
+                    tokio::spawn(transport::udp::run_path(
                         path,
                         *local,
                         *remote,
@@ -160,7 +161,7 @@ pub fn start(config: Config, incarnation: Incarnation) -> Result<Handle, String>
         }
     }
     for (device, line) in lines {
-        tokio::spawn(crate::transport::serial::run_path(
+        tokio::spawn(transport::serial::run_path(
             line.paths,
             device,
             line.baud,
@@ -191,7 +192,7 @@ pub fn start(config: Config, incarnation: Incarnation) -> Result<Handle, String>
     std::thread::Builder::new()
         .name("comm-manager".into())
         .spawn(move || {
-            match crate::sys::system::realtime_priority() {
+            match system::realtime_priority() {
                 Ok(()) => info!("communication manager runs at real-time priority (SCHED_FIFO 50)"),
                 Err(e) => warn!(
                     "communication manager runs at normal priority: cannot get SCHED_FIFO: {e}"
@@ -257,11 +258,11 @@ impl Manager {
         let (mut paths_open, mut commands_open) = (true, true);
         // systemd's watchdog is fed from this loop, so a stuck manager is
         // restarted rather than left silently failing.
-        let keepalive = crate::sys::system::watchdog_interval();
+        let keepalive = system::watchdog_interval();
         let mut next_keepalive = TokioInstant::now();
         while paths_open || commands_open {
             if let Some(every) = keepalive.filter(|_| TokioInstant::now() >= next_keepalive) {
-                crate::sys::system::notify("WATCHDOG=1");
+                system::notify("WATCHDOG=1");
                 next_keepalive = TokioInstant::now() + every;
             }
             let wake = self
