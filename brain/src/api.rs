@@ -1,0 +1,192 @@
+//! What the brain is asked and how it answers: the typed requests the
+//! daemon's control server hands it (from the CLI), and its answers. They
+//! are the brain's own types, not the control protocol's; answers also
+//! travel between brains.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Change, Model, State, Version};
+
+/// Names one request to this node's brain, chosen by its caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RequestId(pub u64);
+
+/// A request to the brain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "request", rename_all = "snake_case")]
+pub enum Request {
+    /// The whole configuration, as this node has it.
+    Lcd,
+    /// A configuration change, ordered by the coordinator.
+    Change {
+        /// The change.
+        change: Change,
+    },
+    /// Bring the hierarchy of `tag` (on this node) in service here.
+    InService {
+        /// A resource of the hierarchy.
+        tag: String,
+    },
+    /// Take the hierarchy of `tag` (on this node) out of service wherever
+    /// it runs, and keep it out (its role becomes stopped).
+    OutOfService {
+        /// A resource of the hierarchy.
+        tag: String,
+    },
+    /// `tag` (on this node) failed: recover it.
+    SendEvent {
+        /// The event's class.
+        class: String,
+        /// The event.
+        event: String,
+        /// The resource.
+        tag: String,
+    },
+    /// Move the hierarchy of `tag` (on this node) to node `to`.
+    Switchover {
+        /// A resource of the hierarchy.
+        tag: String,
+        /// The node to run it.
+        to: u16,
+    },
+    /// Clear a resource's failed or blocked state and its fail-count, on
+    /// `node` (this one if `None`).
+    Cleanup {
+        /// The resource.
+        tag: String,
+        /// Its node.
+        node: Option<u16>,
+    },
+    /// Put `node` in standby or take it out.
+    Standby {
+        /// The node.
+        node: u16,
+        /// In standby.
+        on: bool,
+    },
+    /// Turn cluster-wide maintenance mode on or off.
+    Maintenance {
+        /// On.
+        on: bool,
+    },
+    /// Take the coordinator's configuration, whatever this node holds.
+    Resync,
+    /// Whether every node agrees on the configuration and where things run.
+    Verify,
+    /// This node's resources and the cluster's state, for `status`.
+    Report,
+}
+
+/// The brain's answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "answer", rename_all = "snake_case")]
+pub enum Answer {
+    /// The configuration.
+    Model {
+        /// It.
+        model: Model,
+    },
+    /// A change was made at `version`; the nodes in `unconfirmed` did not
+    /// confirm they applied it, each with why.
+    Changed {
+        /// The configuration's version with the change.
+        version: Version,
+        /// Nodes that were up and did not confirm it.
+        unconfirmed: Vec<(u16, String)>,
+    },
+    /// An action finished; what was done, a line per step.
+    Done {
+        /// The steps.
+        steps: Vec<String>,
+    },
+    /// This node's report.
+    Report(NodeReport),
+    /// What `verify` found.
+    Verified {
+        /// What was compared, in one line.
+        summary: String,
+        /// Each problem, a line each; none is good news.
+        problems: Vec<String>,
+        /// Things to know that are not problems (changes discarded when a
+        /// partition healed, maintenance mode).
+        warnings: Vec<String>,
+    },
+    /// A node's configuration version and fingerprint, for `verify`.
+    Digest {
+        /// Its version.
+        version: Version,
+        /// Its fingerprint.
+        digest: u64,
+    },
+    /// The coordinator took a move; its steps follow.
+    Accepted,
+    /// The request failed or was refused.
+    Error {
+        /// Why, in one line.
+        message: String,
+        /// Whether waiting longer could have helped.
+        timed_out: bool,
+    },
+}
+
+impl Answer {
+    /// A refusal or failure, in one line.
+    #[must_use]
+    pub fn error(message: impl Into<String>) -> Answer {
+        Answer::Error {
+            message: message.into(),
+            timed_out: false,
+        }
+    }
+}
+
+/// A node's resources and the cluster as it sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeReport {
+    /// This node.
+    pub node: u16,
+    /// The coordinator it follows.
+    pub coordinator: u16,
+    /// The nodes it sees up, itself included.
+    pub members: Vec<u16>,
+    /// Its configuration version.
+    pub version: Version,
+    /// Cluster-wide maintenance mode.
+    pub maintenance: bool,
+    /// Nodes in standby.
+    pub standby: Vec<u16>,
+    /// Whether it is stopping (leaving the cluster).
+    pub leaving: bool,
+    /// Whether it is still finding out what runs here after a start.
+    pub probing: bool,
+    /// Its resources.
+    pub resources: Vec<ResourceStatus>,
+    /// Hierarchies running on more than one node found and ended since
+    /// start.
+    pub multi_active: u64,
+}
+
+/// One resource of a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceStatus {
+    /// Its tag.
+    pub tag: String,
+    /// `app/type`.
+    pub kind: String,
+    /// Its state.
+    pub state: State,
+    /// The node's priority for it.
+    pub priority: u16,
+    /// Whether the cluster keeps its hierarchy running.
+    pub role: String,
+    /// Failures counted in its failure window.
+    pub failures: u32,
+    /// What an action is doing to it now, if anything.
+    pub busy: Option<String>,
+    /// The last script run on it and how it went.
+    pub last: Option<String>,
+    /// Properties (as set), for the curious.
+    pub props: BTreeMap<String, String>,
+}

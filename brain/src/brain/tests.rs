@@ -1,0 +1,933 @@
+//! The brain's rules, each tried in simulated time on a few nodes whose
+//! messages travel instantly and in order, whose scripts take 10 ms and
+//! act on pretend applications, and whose membership the test sets.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use heartline_core::{Duration, Instant};
+
+use super::*;
+use crate::api::{Answer, Request, RequestId};
+use crate::message::BrainMsg;
+use crate::model::{Change, Init, Model, Place, Resource, Role, State};
+
+const SCRIPT: Duration = Duration::from_millis(10);
+
+/// How a pretend script behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Behaviour {
+    Works,
+    Fails,
+}
+
+/// A pretend cluster.
+struct Cluster {
+    brains: BTreeMap<u16, Brain>,
+    /// What each node's database holds (what a restart starts from).
+    disks: BTreeMap<u16, Stored>,
+    incarnations: BTreeMap<u16, u32>,
+    now: Instant,
+    /// Applications running, by node and tag.
+    apps: BTreeSet<(u16, String)>,
+    /// Scripts under way: when they end, where, which job, how.
+    runs: Vec<(Instant, u16, JobId, Action, String)>,
+    behaviour: BTreeMap<(u16, String, Action), Behaviour>,
+    /// Messages in flight, in order.
+    wire: VecDeque<(u16, u16, BrainMsg)>,
+    /// Pairs that can talk.
+    connected: BTreeSet<(u16, u16)>,
+    replies: BTreeMap<(u16, RequestId), Answer>,
+    notices: Vec<(u16, Level, String)>,
+    exited: BTreeSet<u16>,
+    next_request: u64,
+    cfg: fn(u16) -> BrainConfig,
+    nodes: BTreeSet<u16>,
+    /// Every start of an application, with the other nodes running it then.
+    doubles: Vec<String>,
+}
+
+fn kit() -> KitInfo {
+    KitInfo {
+        quick_check_interval: Some(Duration::from_millis(200)),
+        recover_attempts: 1,
+        problems: Vec::new(),
+    }
+}
+
+fn config(node: u16, nodes: &BTreeSet<u16>) -> BrainConfig {
+    let mut cfg = BrainConfig::new(node, 1, nodes.clone());
+    cfg.kits.insert("gen/app".into(), kit());
+    cfg
+}
+
+fn pair(a: u16, b: u16) -> (u16, u16) {
+    (a.min(b), a.max(b))
+}
+
+impl Cluster {
+    fn new(n: u16) -> Cluster {
+        let nodes: BTreeSet<u16> = (1..=n).collect();
+        let mut cluster = Cluster {
+            brains: BTreeMap::new(),
+            disks: BTreeMap::new(),
+            incarnations: BTreeMap::new(),
+            now: Instant::from_millis(1),
+            apps: BTreeSet::new(),
+            runs: Vec::new(),
+            behaviour: BTreeMap::new(),
+            wire: VecDeque::new(),
+            connected: BTreeSet::new(),
+            replies: BTreeMap::new(),
+            notices: Vec::new(),
+            exited: BTreeSet::new(),
+            next_request: 1,
+            cfg: |node| {
+                let nodes: BTreeSet<u16> = (1..=3).collect();
+                config(node, &nodes)
+            },
+            nodes: nodes.clone(),
+            doubles: Vec::new(),
+        };
+        for node in &nodes {
+            cluster.disks.insert(*node, Stored::default());
+        }
+        for node in nodes.clone() {
+            cluster.boot(node);
+        }
+        for a in &nodes {
+            for b in &nodes {
+                if a < b {
+                    cluster.connect(*a, *b);
+                }
+            }
+        }
+        cluster.settle();
+        cluster
+    }
+
+    fn config_for(&self, node: u16) -> BrainConfig {
+        let mut cfg = config(node, &self.nodes);
+        cfg.incarnation = self.incarnations[&node];
+        let _ = self.cfg;
+        cfg
+    }
+
+    fn boot(&mut self, node: u16) {
+        *self.incarnations.entry(node).or_insert(0) += 1;
+        let cfg = self.config_for(node);
+        let stored = self.disks[&node].clone();
+        let brain = Brain::new(cfg, stored, self.now);
+        self.brains.insert(node, brain);
+        self.exited.remove(&node);
+        self.drain(node);
+    }
+
+    /// Node `node`'s daemon dies; with `apps`, its applications too.
+    fn crash(&mut self, node: u16, apps: bool) {
+        self.brains.remove(&node);
+        self.runs.retain(|r| r.1 != node);
+        self.wire
+            .retain(|(from, to, _)| *from != node && *to != node);
+        if apps {
+            self.apps.retain(|(n, _)| *n != node);
+        }
+        let peers: Vec<u16> = self.brains.keys().copied().collect();
+        for peer in peers {
+            if self.connected.contains(&pair(node, peer)) {
+                self.membership(peer, Membership::Down { node });
+            }
+        }
+    }
+
+    /// Starts a crashed node again, connected to every node it was.
+    fn restart(&mut self, node: u16) {
+        self.boot(node);
+        let peers: Vec<u16> = self.brains.keys().copied().filter(|p| *p != node).collect();
+        for peer in peers {
+            if self.connected.contains(&pair(node, peer)) {
+                let inc = self.incarnations[&node];
+                self.membership(
+                    peer,
+                    Membership::Up {
+                        node,
+                        incarnation: inc,
+                    },
+                );
+                let inc = self.incarnations[&peer];
+                self.membership(
+                    node,
+                    Membership::Up {
+                        node: peer,
+                        incarnation: inc,
+                    },
+                );
+            }
+        }
+    }
+
+    fn connect(&mut self, a: u16, b: u16) {
+        self.connected.insert(pair(a, b));
+        if self.brains.contains_key(&a) && self.brains.contains_key(&b) {
+            let (ia, ib) = (self.incarnations[&a], self.incarnations[&b]);
+            self.membership(
+                a,
+                Membership::Up {
+                    node: b,
+                    incarnation: ib,
+                },
+            );
+            self.membership(
+                b,
+                Membership::Up {
+                    node: a,
+                    incarnation: ia,
+                },
+            );
+        }
+    }
+
+    fn cut(&mut self, a: u16, b: u16) {
+        self.connected.remove(&pair(a, b));
+        self.wire.retain(|(f, t, _)| pair(*f, *t) != pair(a, b));
+        if self.brains.contains_key(&a) && self.brains.contains_key(&b) {
+            self.membership(a, Membership::Down { node: b });
+            self.membership(b, Membership::Down { node: a });
+        }
+    }
+
+    fn membership(&mut self, node: u16, change: Membership) {
+        if let Some(brain) = self.brains.get_mut(&node) {
+            brain.handle(self.now, Input::Membership(change));
+            self.drain(node);
+        }
+    }
+
+    fn drain(&mut self, node: u16) {
+        let Some(brain) = self.brains.get_mut(&node) else {
+            return;
+        };
+        if let Some(persist) = brain.take_persist() {
+            let disk = self.disks.get_mut(&node).unwrap();
+            disk.model = brain.model().clone();
+            if persist.journal_replaced {
+                disk.journal.clear();
+            }
+            disk.journal.extend(persist.journal);
+            disk.discarded.extend(persist.discarded);
+        }
+        while let Some(output) = brain.poll_output() {
+            match output {
+                Output::Run {
+                    job,
+                    action,
+                    resource,
+                    ..
+                } => {
+                    let tag = resource.place.tag.clone();
+                    if action == Action::Restore {
+                        let others: Vec<u16> = self
+                            .apps
+                            .iter()
+                            .filter(|(n, t)| *n != node && *t == tag)
+                            .map(|(n, _)| *n)
+                            .collect();
+                        if !others.is_empty() {
+                            self.doubles.push(format!(
+                                "{tag} started on node {node} at {} while running on {others:?}",
+                                self.now.as_micros()
+                            ));
+                        }
+                    }
+                    self.runs.push((self.now + SCRIPT, node, job, action, tag));
+                }
+                Output::Send { to, msg } => {
+                    if self.connected.contains(&pair(node, to)) {
+                        self.wire.push_back((node, to, msg));
+                    }
+                }
+                Output::Reply { id, answer } => {
+                    self.replies.insert((node, id), answer);
+                }
+                Output::Notice { level, text } => self.notices.push((node, level, text)),
+                Output::Exit => {
+                    self.exited.insert(node);
+                }
+            }
+        }
+    }
+
+    /// Runs until nothing is left to do before `until`.
+    fn run_until(&mut self, until: Instant) {
+        loop {
+            while let Some((from, to, msg)) = self.wire.pop_front() {
+                if let Some(brain) = self.brains.get_mut(&to) {
+                    brain.handle(self.now, Input::Message { from, msg });
+                    self.drain(to);
+                }
+            }
+            let next_run = self.runs.iter().map(|r| r.0).min();
+            let next_timer = self.brains.values().filter_map(Brain::poll_timeout).min();
+            let Some(next) = [next_run, next_timer].into_iter().flatten().min() else {
+                break;
+            };
+            if next > until {
+                break;
+            }
+            self.now = next.max(self.now);
+            let due: Vec<(Instant, u16, JobId, Action, String)> = self
+                .runs
+                .iter()
+                .filter(|r| r.0 <= self.now)
+                .cloned()
+                .collect();
+            self.runs.retain(|r| r.0 > self.now);
+            for (_, node, job, action, tag) in due {
+                let behaviour = self
+                    .behaviour
+                    .get(&(node, tag.clone(), action))
+                    .copied()
+                    .unwrap_or(Behaviour::Works);
+                let key = (node, tag.clone());
+                let ok = match (action, behaviour) {
+                    (_, Behaviour::Fails) => false,
+                    (Action::Restore | Action::Recover, _) => {
+                        self.apps.insert(key);
+                        true
+                    }
+                    (Action::Remove, _) => {
+                        self.apps.remove(&key);
+                        true
+                    }
+                    (Action::QuickCheck, _) => self.apps.contains(&key),
+                    (Action::Delete, _) => true,
+                };
+                let summary = if ok { "exited 0" } else { "exited with code 1" };
+                if let Some(brain) = self.brains.get_mut(&node) {
+                    brain.handle(
+                        self.now,
+                        Input::ScriptDone {
+                            job,
+                            ok,
+                            summary: summary.into(),
+                        },
+                    );
+                    self.drain(node);
+                }
+            }
+            let nodes: Vec<u16> = self.brains.keys().copied().collect();
+            for node in nodes {
+                let due = self.brains[&node]
+                    .poll_timeout()
+                    .is_some_and(|t| t <= self.now);
+                if due {
+                    self.brains.get_mut(&node).unwrap().handle_timeout(self.now);
+                    self.drain(node);
+                }
+            }
+        }
+        self.now = until.max(self.now);
+    }
+
+    fn advance(&mut self, by: Duration) {
+        let until = self.now + by;
+        self.run_until(until);
+    }
+
+    /// Long enough for starts, probes and settling.
+    fn settle(&mut self) {
+        self.advance(Duration::from_secs(3));
+    }
+
+    fn ask(&mut self, node: u16, request: Request) -> Answer {
+        let id = RequestId(self.next_request);
+        self.next_request += 1;
+        self.brains
+            .get_mut(&node)
+            .unwrap()
+            .handle(self.now, Input::Request { id, request });
+        self.drain(node);
+        for _ in 0..200 {
+            if let Some(answer) = self.replies.remove(&(node, id)) {
+                return answer;
+            }
+            self.advance(Duration::from_millis(50));
+        }
+        panic!("no answer from node {node}");
+    }
+
+    fn ok(&mut self, node: u16, request: Request) -> Answer {
+        let answer = self.ask(node, request.clone());
+        assert!(
+            !matches!(answer, Answer::Error { .. }),
+            "{request:?} on node {node}: {answer:?}"
+        );
+        answer
+    }
+
+    fn change(&mut self, node: u16, change: Change) -> Answer {
+        self.ok(node, Request::Change { change })
+    }
+
+    fn create(&mut self, node: u16, tag: &str, priority: u16) {
+        let at = *self.brains.keys().next().unwrap();
+        self.create_via(at, node, tag, priority);
+    }
+
+    fn create_via(&mut self, at: u16, node: u16, tag: &str, priority: u16) {
+        let resource = Resource {
+            place: Place {
+                node,
+                tag: tag.into(),
+            },
+            id: format!("/srv/{tag}"),
+            app: "gen".into(),
+            rtype: "app".into(),
+            state: State::Osu,
+            init: Init::Autores,
+            flags: BTreeSet::new(),
+            info: String::new(),
+            props: BTreeMap::new(),
+            priority,
+            role: Role::Stopped,
+        };
+        self.change(at, Change::CreateResource(resource));
+    }
+
+    /// `tag` on every node given, equivalent, priorities in that order.
+    fn extend(&mut self, tag: &str, nodes: &[u16]) {
+        for (i, node) in nodes.iter().enumerate() {
+            self.create(*node, tag, u16::try_from(i + 1).unwrap());
+        }
+        for pair in nodes.windows(2) {
+            let change = Change::CreateEquivalency {
+                a: Place {
+                    node: pair[0],
+                    tag: tag.into(),
+                },
+                b: Place {
+                    node: pair[1],
+                    tag: tag.into(),
+                },
+            };
+            let at = *self.brains.keys().next().unwrap();
+            self.change(at, change);
+        }
+    }
+
+    fn running(&self, tag: &str) -> Vec<u16> {
+        self.apps
+            .iter()
+            .filter(|(_, t)| t == tag)
+            .map(|(n, _)| *n)
+            .collect()
+    }
+
+    fn state(&self, at: u16, of: u16, tag: &str) -> State {
+        self.brains[&at].model().resources[&Place {
+            node: of,
+            tag: tag.into(),
+        }]
+            .state
+    }
+
+    fn kill_app(&mut self, node: u16, tag: &str) {
+        self.apps.remove(&(node, tag.to_string()));
+    }
+
+    fn noticed(&self, text: &str) -> bool {
+        self.notices.iter().any(|(_, _, t)| t.contains(text))
+    }
+
+    fn assert_never_twice(&self) {
+        assert!(self.doubles.is_empty(), "{:#?}", self.doubles);
+    }
+
+    fn versions(&self) -> BTreeSet<(crate::model::Version, u64)> {
+        self.brains
+            .values()
+            .map(|b| (b.model().version(), b.model().digest()))
+            .collect()
+    }
+}
+
+fn in_service(c: &mut Cluster, node: u16, tag: &str) -> Answer {
+    c.ok(node, Request::InService { tag: tag.into() })
+}
+
+#[test]
+fn a_hierarchy_starts_on_one_node_and_fails_over_when_that_node_dies() {
+    let mut c = Cluster::new(3);
+    c.extend("db", &[1, 2, 3]);
+    in_service(&mut c, 1, "db");
+    assert_eq!(c.running("db"), [1]);
+    c.crash(1, true);
+    c.advance(Duration::from_secs(1));
+    assert_eq!(c.running("db"), [2], "{:#?}", c.notices);
+    c.assert_never_twice();
+    // Node 1 comes back: it finds nothing running and leaves db on node 2.
+    c.restart(1);
+    c.settle();
+    assert_eq!(c.running("db"), [2]);
+    assert_eq!(c.versions().len(), 1, "one configuration");
+}
+
+#[test]
+fn two_losses_close_together_end_on_the_best_node_left() {
+    let mut c = Cluster::new(3);
+    c.extend("db", &[1, 2, 3]);
+    in_service(&mut c, 1, "db");
+    c.crash(1, true);
+    c.advance(Duration::from_millis(5));
+    // Node 2 is starting db (its restore takes 10 ms) when it dies too.
+    c.crash(2, true);
+    c.advance(Duration::from_secs(1));
+    assert_eq!(c.running("db"), [3], "{:#?}", c.notices);
+    c.assert_never_twice();
+}
+
+#[test]
+fn a_restart_with_no_change_leaves_one_configuration() {
+    let mut c = Cluster::new(2);
+    c.extend("db", &[1, 2]);
+    let before = c.versions();
+    assert_eq!(before.len(), 1);
+    c.crash(2, false);
+    c.restart(2);
+    c.settle();
+    assert_eq!(c.versions(), before, "nothing changed, nothing diverged");
+    // A change made on node 2 afterwards is applied on both.
+    c.change(
+        2,
+        Change::SetInit {
+            place: Place {
+                node: 2,
+                tag: "db".into(),
+            },
+            init: Init::OutOfService,
+        },
+    );
+    assert_eq!(c.versions().len(), 1);
+    let answer = c.ask(1, Request::Verify);
+    let Answer::Verified { problems, .. } = answer else {
+        panic!("{answer:?}")
+    };
+    assert!(problems.is_empty(), "{problems:?}");
+}
+
+#[test]
+fn a_change_made_while_a_node_is_down_reaches_it_when_it_returns() {
+    let mut c = Cluster::new(3);
+    c.extend("db", &[1, 2, 3]);
+    c.crash(3, false);
+    c.create(1, "web", 1);
+    c.restart(3);
+    c.settle();
+    assert_eq!(c.versions().len(), 1);
+    assert!(c.brains[&3].model().resources.contains_key(&Place {
+        node: 1,
+        tag: "web".into()
+    }));
+}
+
+#[test]
+fn a_change_names_the_nodes_that_did_not_confirm_it() {
+    let mut c = Cluster::new(2);
+    // Node 2's brain stops reading: the wire to it drops everything.
+    c.brains.get_mut(&2).unwrap();
+    let id = RequestId(999);
+    c.brains.get_mut(&1).unwrap().handle(
+        c.now,
+        Input::Request {
+            id,
+            request: Request::Maintenance { on: true },
+        },
+    );
+    c.drain(1);
+    // Lose what node 1 sends to node 2.
+    c.wire.clear();
+    c.advance(Duration::from_secs(6));
+    let Some(Answer::Changed { unconfirmed, .. }) = c.replies.remove(&(1, id)) else {
+        panic!("{:?}", c.replies)
+    };
+    assert_eq!(unconfirmed.len(), 1);
+    assert_eq!(unconfirmed[0].0, 2);
+}
+
+#[test]
+fn a_flapping_application_is_recovered_max_failures_times_then_fails_over() {
+    let mut c = Cluster::new(2);
+    c.extend("db", &[1, 2]);
+    in_service(&mut c, 1, "db");
+    for _ in 0..3 {
+        c.kill_app(1, "db");
+        c.advance(Duration::from_millis(400));
+        assert_eq!(c.running("db"), [1], "recovered in place");
+    }
+    c.kill_app(1, "db");
+    c.advance(Duration::from_secs(1));
+    assert_eq!(c.running("db"), [2], "{:#?}", c.notices);
+    assert_eq!(c.state(2, 1, "db"), State::Osf);
+    // Cleanup clears the failure and the fail-count; no failback.
+    c.ok(
+        2,
+        Request::Cleanup {
+            tag: "db".into(),
+            node: Some(1),
+        },
+    );
+    c.advance(Duration::from_millis(100));
+    assert_eq!(c.state(1, 1, "db"), State::Osu);
+    assert_eq!(c.running("db"), [2]);
+    c.assert_never_twice();
+}
+
+#[test]
+fn a_failed_stop_blocks_the_hierarchy_everywhere_until_cleanup() {
+    let mut c = Cluster::new(2);
+    c.extend("db", &[1, 2]);
+    in_service(&mut c, 1, "db");
+    c.behaviour
+        .insert((1, "db".into(), Action::Remove), Behaviour::Fails);
+    c.behaviour
+        .insert((1, "db".into(), Action::Recover), Behaviour::Fails);
+    c.kill_app(1, "db");
+    // The quickCheck fails, recovery fails, giving up fails to stop it.
+    c.advance(Duration::from_secs(2));
+    assert_eq!(c.state(2, 1, "db"), State::Blocked);
+    assert!(c.running("db").is_empty() || c.running("db") == [1]);
+    assert!(!c.running("db").contains(&2), "never started elsewhere");
+    // Even with node 1 gone, node 2 does not start it.
+    c.crash(1, false);
+    c.advance(Duration::from_secs(2));
+    assert!(!c.running("db").contains(&2));
+    assert!(c.noticed("BLOCKED"));
+    // Node 1 returns; an administrator makes sure and cleans up: it runs
+    // again on one node.
+    c.behaviour.clear();
+    c.restart(1);
+    c.settle();
+    assert!(!c.running("db").contains(&2));
+    c.ok(
+        2,
+        Request::Cleanup {
+            tag: "db".into(),
+            node: Some(1),
+        },
+    );
+    c.settle();
+    assert_eq!(c.running("db").len(), 1, "{:#?}", c.notices);
+}
+
+#[test]
+fn a_failed_start_is_unwound_and_the_next_node_takes_it() {
+    let mut c = Cluster::new(2);
+    c.extend("db", &[1, 2]);
+    c.behaviour
+        .insert((1, "db".into(), Action::Restore), Behaviour::Fails);
+    let answer = c.ask(1, Request::InService { tag: "db".into() });
+    assert!(matches!(answer, Answer::Error { .. }), "{answer:?}");
+    c.settle();
+    assert_eq!(c.state(2, 1, "db"), State::Osf);
+    assert_eq!(c.running("db"), [2], "{:#?}", c.notices);
+}
+
+#[test]
+fn a_partition_runs_it_on_both_sides_and_the_heal_ends_one() {
+    let mut c = Cluster::new(2);
+    c.extend("db", &[1, 2]);
+    in_service(&mut c, 1, "db");
+    c.cut(1, 2);
+    c.advance(Duration::from_secs(1));
+    assert_eq!(c.running("db"), [1, 2], "no quorum yet: both sides");
+    c.connect(1, 2);
+    c.settle();
+    assert_eq!(c.running("db").len(), 1, "{:#?}", c.notices);
+    assert_eq!(c.brains[&1].stats().multi_active, 1);
+    let Answer::Verified { problems, .. } = c.ask(2, Request::Verify) else {
+        panic!()
+    };
+    assert!(problems.is_empty(), "{problems:?}");
+}
+
+#[test]
+fn after_a_heal_the_greater_configuration_wins_and_the_other_is_listed() {
+    let mut c = Cluster::new(3);
+    c.extend("db", &[1, 2, 3]);
+    c.cut(1, 2);
+    c.cut(1, 3);
+    c.advance(Duration::from_secs(2));
+    // Each side makes a change: node 1 alone, nodes 2 and 3 together.
+    c.create(1, "left", 5);
+    c.create_via(2, 2, "right", 5);
+    c.connect(1, 2);
+    c.connect(1, 3);
+    c.settle();
+    assert_eq!(c.versions().len(), 1, "one configuration after the heal");
+    let model = c.brains[&1].model().clone();
+    let left = model.resources.contains_key(&Place {
+        node: 1,
+        tag: "left".into(),
+    });
+    let right = model.resources.contains_key(&Place {
+        node: 2,
+        tag: "right".into(),
+    });
+    assert!(
+        left != right,
+        "exactly one side's change stands: {left} {right} {:#?}",
+        c.notices
+    );
+    let discarded: Vec<&str> = c
+        .brains
+        .values()
+        .flat_map(|b| b.discarded().iter().map(String::as_str))
+        .collect();
+    assert_eq!(discarded.len(), 1, "{discarded:?}");
+    let lost = if left { "right" } else { "left" };
+    assert!(discarded[0].contains(lost), "{discarded:?}");
+}
+
+#[test]
+fn a_clean_stop_moves_its_hierarchies_and_never_runs_one_twice() {
+    let mut c = Cluster::new(2);
+    c.extend("db", &[1, 2]);
+    in_service(&mut c, 1, "db");
+    let brain = c.brains.get_mut(&1).unwrap();
+    brain.handle(c.now, Input::Shutdown);
+    c.drain(1);
+    c.advance(Duration::from_secs(1));
+    assert!(c.exited.contains(&1));
+    assert_eq!(c.running("db"), [2]);
+    c.assert_never_twice();
+}
+
+#[test]
+fn on_stop_stop_keeps_them_out_of_service() {
+    let mut c = Cluster::new(2);
+    c.extend("db", &[1, 2]);
+    in_service(&mut c, 1, "db");
+    c.brains.get_mut(&1).unwrap().cfg.on_stop = OnStop::Stop;
+    c.brains.get_mut(&1).unwrap().handle(c.now, Input::Shutdown);
+    c.drain(1);
+    c.advance(Duration::from_secs(1));
+    assert!(c.exited.contains(&1));
+    c.crash(1, false);
+    c.advance(Duration::from_secs(1));
+    assert!(c.running("db").is_empty());
+    assert_eq!(
+        c.brains[&2].groups().iter().next().unwrap().role,
+        Role::Stopped
+    );
+}
+
+#[test]
+fn standby_moves_hierarchies_away_and_unstandby_does_not_move_them_back() {
+    let mut c = Cluster::new(2);
+    c.extend("db", &[1, 2]);
+    in_service(&mut c, 1, "db");
+    c.ok(2, Request::Standby { node: 1, on: true });
+    c.settle();
+    assert_eq!(c.running("db"), [2], "{:#?}", c.notices);
+    c.ok(2, Request::Standby { node: 1, on: false });
+    c.settle();
+    assert_eq!(c.running("db"), [2]);
+    c.assert_never_twice();
+}
+
+#[test]
+fn maintenance_stops_checks_failovers_and_administrative_actions() {
+    let mut c = Cluster::new(2);
+    c.extend("db", &[1, 2]);
+    in_service(&mut c, 1, "db");
+    c.ok(1, Request::Maintenance { on: true });
+    c.kill_app(1, "db");
+    c.settle();
+    assert!(c.running("db").is_empty(), "not recovered");
+    let refused = c.ask(2, Request::InService { tag: "db".into() });
+    assert!(
+        matches!(&refused, Answer::Error { message, .. } if message.contains("maintenance")),
+        "{refused:?}"
+    );
+    c.crash(1, false);
+    c.settle();
+    assert!(c.running("db").is_empty(), "no failover in maintenance");
+    c.restart(1);
+    c.settle();
+    // Off: nodes probe, then the coordinator starts what should run.
+    c.ok(2, Request::Maintenance { on: false });
+    c.settle();
+    assert_eq!(c.running("db").len(), 1, "{:#?}", c.notices);
+}
+
+#[test]
+fn a_switchover_stops_it_then_starts_it_and_reports_every_step() {
+    let mut c = Cluster::new(3);
+    c.extend("db", &[1, 2, 3]);
+    in_service(&mut c, 1, "db");
+    let Answer::Done { steps } = c.ok(
+        1,
+        Request::Switchover {
+            tag: "db".into(),
+            to: 3,
+        },
+    ) else {
+        panic!()
+    };
+    assert!(steps.iter().any(|s| s.contains("remove db")), "{steps:?}");
+    assert!(
+        steps.iter().any(|s| s.contains("node 3: restore db")),
+        "{steps:?}"
+    );
+    assert_eq!(c.running("db"), [3]);
+    c.assert_never_twice();
+    let refused = c.ask(
+        1,
+        Request::Switchover {
+            tag: "db".into(),
+            to: 3,
+        },
+    );
+    assert!(matches!(refused, Answer::Error { .. }));
+}
+
+#[test]
+fn in_service_where_it_runs_elsewhere_is_refused_and_out_of_service_stops_it() {
+    let mut c = Cluster::new(2);
+    c.extend("db", &[1, 2]);
+    in_service(&mut c, 1, "db");
+    let refused = c.ask(2, Request::InService { tag: "db".into() });
+    assert!(
+        matches!(&refused, Answer::Error { message, .. } if message.contains("switchover")),
+        "{refused:?}"
+    );
+    c.ok(2, Request::OutOfService { tag: "db".into() });
+    assert!(c.running("db").is_empty());
+    // Its role is stopped: losing node 1 starts nothing.
+    c.crash(1, false);
+    c.settle();
+    assert!(c.running("db").is_empty());
+}
+
+#[test]
+fn a_restarted_daemon_finds_its_leftovers_and_one_copy_is_stopped() {
+    let mut c = Cluster::new(2);
+    c.extend("db", &[1, 2]);
+    in_service(&mut c, 1, "db");
+    // The daemon alone dies; its application goes on, and node 2 takes
+    // over (no fencing yet): two copies.
+    c.crash(1, false);
+    c.settle();
+    assert_eq!(c.running("db"), [1, 2]);
+    c.doubles.clear();
+    c.restart(1);
+    c.settle();
+    assert_eq!(c.running("db").len(), 1, "{:#?}", c.notices);
+    c.assert_never_twice();
+}
+
+#[test]
+fn init_out_of_service_holds_a_node_until_an_administrator_acts() {
+    let mut c = Cluster::new(2);
+    c.extend("db", &[1, 2]);
+    c.change(
+        1,
+        Change::SetInit {
+            place: Place {
+                node: 1,
+                tag: "db".into(),
+            },
+            init: Init::OutOfService,
+        },
+    );
+    in_service(&mut c, 2, "db");
+    c.crash(1, false);
+    c.restart(1);
+    c.settle();
+    // Node 2 dies: node 1 holds db out, so nothing runs.
+    c.crash(2, true);
+    c.settle();
+    assert!(c.running("db").is_empty(), "{:#?}", c.notices);
+    in_service(&mut c, 1, "db");
+    assert_eq!(c.running("db"), [1]);
+}
+
+#[test]
+fn a_quick_check_interval_property_overrides_the_kit() {
+    let mut c = Cluster::new(1);
+    c.create(1, "db", 1);
+    c.change(
+        1,
+        Change::SetProp {
+            place: Place {
+                node: 1,
+                tag: "db".into(),
+            },
+            name: "quick_check_interval".into(),
+            value: Some("5s".into()),
+        },
+    );
+    in_service(&mut c, 1, "db");
+    c.kill_app(1, "db");
+    c.advance(Duration::from_secs(2));
+    assert!(c.running("db").is_empty(), "not checked yet");
+    c.advance(Duration::from_secs(4));
+    assert_eq!(c.running("db"), [1], "checked and recovered");
+    let refused = c.ask(
+        1,
+        Request::Change {
+            change: Change::SetProp {
+                place: Place {
+                    node: 1,
+                    tag: "db".into(),
+                },
+                name: "quick_check_interval".into(),
+                value: Some("often".into()),
+            },
+        },
+    );
+    assert!(matches!(refused, Answer::Error { .. }));
+}
+
+#[test]
+fn a_node_joining_with_a_greater_configuration_gives_it_to_the_coordinator() {
+    let mut c = Cluster::new(2);
+    c.extend("db", &[1, 2]);
+    c.crash(1, false);
+    c.create(2, "web", 1);
+    let newer = c.brains[&2].model().version();
+    c.restart(1);
+    c.settle();
+    assert_eq!(c.versions().len(), 1);
+    assert_eq!(c.brains[&1].model().version(), newer);
+    assert!(c.brains[&1].discarded().is_empty());
+}
+
+#[test]
+fn resync_takes_the_coordinators_copy() {
+    let mut c = Cluster::new(2);
+    c.extend("db", &[1, 2]);
+    let Answer::Done { steps } = c.ok(2, Request::Resync) else {
+        panic!()
+    };
+    assert!(
+        steps[0].contains("took node 1's configuration"),
+        "{steps:?}"
+    );
+    let refused = c.ask(1, Request::Resync);
+    assert!(matches!(refused, Answer::Error { .. }));
+}
+
+#[test]
+fn plan_is_pure_and_fast_enough_to_check() {
+    let mut c = Cluster::new(2);
+    c.extend("db", &[1, 2]);
+    let brain = c.brains.get_mut(&1).unwrap();
+    let flags = brain.flags();
+    let busy = brain.busy();
+    let a = brain.plan(&flags, &busy);
+    let b = brain.plan(&flags, &busy);
+    assert_eq!(a, b);
+    let _ = Model::default();
+}
