@@ -3,14 +3,17 @@
 //! With no arguments it plays the demonstration scenario (a path cut, a
 //! node crash, a restart, mailbox traffic) and narrates it. `--seed N`
 //! replays one random scenario, `--seeds N` checks many, and `--nodes`,
-//! `--paths`, `--seconds` time a large uniform cluster.
+//! `--paths`, `--seconds` time a large uniform cluster. With
+//! `--resources`, `--seed` and `--seeds` run the resource simulator
+//! instead: every node's resource brain through crashes, stops, stalls,
+//! partitions and administrators' requests.
 
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::Instant as WallClock;
 
 use clap::Parser;
-use heartline_tests::sim::{self, Scenario};
+use heartline_tests::sim::{self, Scenario, resources};
 
 /// Prints a line; a closed pipe (`| head`) ends the program quietly.
 macro_rules! say {
@@ -45,10 +48,19 @@ struct Args {
     /// Print every event.
     #[arg(long)]
     trace: bool,
+    /// Run the resource simulator (with --seed or --seeds).
+    #[arg(long, conflicts_with = "nodes")]
+    resources: bool,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.resources {
+        return match (args.seed, args.seeds) {
+            (Some(seed), _) => replay_resources(seed, args.trace),
+            (None, count) => check_resource_seeds(args.first, count.unwrap_or(100)),
+        };
+    }
     if let Some(count) = args.seeds {
         return check_seeds(args.first, count);
     }
@@ -107,6 +119,85 @@ fn check_seeds(first: u64, count: u64) -> ExitCode {
         "{} passed, {failed} failed ({count} seeds from {first} in {:.2} s)",
         count - failed,
         started.elapsed().as_secs_f64()
+    );
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn replay_resources(seed: u64, trace: bool) -> ExitCode {
+    let scenario = resources::Scenario::from_seed(seed);
+    let started = WallClock::now();
+    let result = if trace {
+        resources::run_traced(&scenario, &mut |line| say!("{line}"))
+    } else {
+        resources::run(&scenario)
+    };
+    match result {
+        Ok(report) => {
+            say!("{report}");
+            say!("  wall time: {:.3} s", started.elapsed().as_secs_f64());
+            ExitCode::SUCCESS
+        }
+        Err(violation) => {
+            eprintln!("\nFAILED: {violation}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check_resource_seeds(first: u64, count: u64) -> ExitCode {
+    let started = WallClock::now();
+    let mut failed = 0u64;
+    let mut total = resources::Report::default();
+    for seed in first..first.saturating_add(count) {
+        match resources::run(&resources::Scenario::from_seed(seed)) {
+            Ok(report) => {
+                total.steps += report.steps;
+                total.faults += report.faults;
+                total.split_brain.partition += report.split_brain.partition;
+                total.split_brain.unwatched += report.split_brain.unwatched;
+                total.multi_active += report.multi_active;
+                total.changes += report.changes;
+                total.discarded += report.discarded;
+                total.takeovers.extend(report.takeovers);
+            }
+            Err(violation) => {
+                eprintln!("FAILED: {violation}");
+                failed += 1;
+            }
+        }
+    }
+    let wall = started.elapsed().as_secs_f64();
+    say!(
+        "{} passed, {failed} failed ({count} resource seeds from {first} in {wall:.2} s, {:.1} seeds/s)",
+        count - failed,
+        count as f64 / wall.max(1e-9)
+    );
+    let mut takeovers = total.takeovers.clone();
+    takeovers.sort();
+    let at = |q: f64| {
+        takeovers
+            .get(((takeovers.len() as f64 - 1.0) * q).round() as usize)
+            .map_or_else(|| "-".to_string(), ToString::to_string)
+    };
+    say!(
+        "  {} faults, {} takeovers (p50 {}, p99 {}, max {}), {} multiple-active resolved, {} changes acknowledged, {} discarded at heals",
+        total.faults,
+        takeovers.len(),
+        at(0.5),
+        at(0.99),
+        at(1.0),
+        total.multi_active,
+        total.changes,
+        total.discarded
+    );
+    say!(
+        "  split-brain starts (no quorum or fencing yet): {} across partitions, {} beside applications whose daemon was dead or stalled",
+        total.split_brain.partition,
+        total.split_brain.unwatched
     );
     if failed == 0 {
         ExitCode::SUCCESS

@@ -12,9 +12,13 @@
 //! while a path to it still delivered, that a silent node was declared down
 //! within `interval × (misses + 1)`, that mailbox messages arrived exactly
 //! once and in order, and that memory stayed bounded.
+//!
+//! [`resources`] runs the resource brain of every node on top of the same
+//! network and endpoints, with its own scenarios and promises.
 
 mod net;
 pub mod oracle;
+pub mod resources;
 mod scenario;
 mod world;
 
