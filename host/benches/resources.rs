@@ -16,7 +16,7 @@ use heartline::control::client::ask_blocking;
 use heartline::control::{Request, Response};
 use heartline::demo::local_cluster::{LocalCluster, wait_for};
 use heartline::demo::sample_app::{SampleApp, install_kits};
-use heartline::resources::lcd::{Change, Init, Place, Resource, State};
+use heartline::resources::lcd::{Change, Init, Place, Resource, Role, State};
 
 const BIN: &str = env!("CARGO_BIN_EXE_heartline");
 
@@ -81,6 +81,7 @@ impl Site {
             .map(|(k, v)| (k.to_string(), v.display().to_string()))
             .collect(),
             priority,
+            role: Role::Stopped,
         });
         assert!(matches!(
             self.ask(1, Request::Change { change }),
@@ -246,6 +247,7 @@ fn main() {
             info: String::new(),
             props: Default::default(),
             priority: 1,
+            role: Role::Stopped,
         });
         assert!(matches!(
             site.ask(1, Request::Change { change }),

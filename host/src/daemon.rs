@@ -1,14 +1,21 @@
 //! The daemon, `heartline daemon`: reads the configuration, locks its
 //! memory, takes its next incarnation, starts the communication manager
-//! and the resource manager, serves the control socket, tells systemd it
-//! is ready, and runs until SIGTERM or Ctrl-C. The wiring only; each part
-//! is its own module's job.
+//! and the resource brain, serves the control socket, tells systemd it is
+//! ready, and runs until SIGTERM or Ctrl-C. Then it stops cleanly: the
+//! brain takes this node's hierarchies out of service (handing them to the
+//! next nodes, or keeping them stopped, as `resources.on_stop` says), and
+//! the daemon exits once its last messages to the other nodes are out. The
+//! wiring only; each part is its own module's job.
 
 use std::fmt;
 use std::path::Path;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
 
 use crate::config::Config;
-use crate::control::server;
+use crate::control::remote::Remote;
+use crate::control::server::{self, Services};
 use crate::sys::{logging, system};
 use crate::{comm, resources};
 
@@ -48,15 +55,48 @@ pub async fn run(path: &Path) -> Result<(), Error> {
     let incarnation =
         comm::incarnation::next_incarnation(&config.state_dir).map_err(Error::Failed)?;
     let socket = config.control_socket.clone();
-    let handle = comm::start(config.clone(), incarnation).map_err(Error::BadConfig)?;
-    let resources = resources::start(&config, &handle).map_err(Error::BadConfig)?;
-    server::serve(&socket, handle, resources)
+    let (comm, to_brain) = comm::start(config.clone(), incarnation).map_err(Error::BadConfig)?;
+    let (forwards, forwarded) = mpsc::unbounded_channel();
+    let resources = resources::start(&config, &comm, incarnation.0, to_brain, forwards)
+        .map_err(Error::BadConfig)?;
+    let services = Services {
+        remote: Remote::new(config.node.0, &comm),
+        comm: comm.clone(),
+        resources: resources.clone(),
+    };
+    Remote::serve(services.clone(), forwarded);
+    server::serve(&socket, services)
         .await
         .map_err(Error::Failed)?;
     tracing::info!(socket = %socket.display(), "control socket ready");
     system::notify("READY=1");
     system::shutdown_signal().await;
-    tracing::info!("stopping");
+    tracing::info!("stopping: taking this node's hierarchies out of service first");
+    system::notify("STOPPING=1");
+    let stopping = resources.shutdown();
+    tokio::pin!(stopping);
+    // A second signal does not cut the stop short (what runs here would
+    // run on unwatched, and another node could start it): it is said.
+    loop {
+        tokio::select! {
+            () = &mut stopping => break,
+            () = system::shutdown_signal() => tracing::warn!(
+                "already stopping: the hierarchies here are being taken out of service; SIGKILL abandons that, leaving them running unwatched"
+            ),
+        }
+    }
+    // The last messages (the states that say this node runs nothing) reach
+    // the other nodes before it goes.
+    let (reply, idle) = oneshot::channel();
+    if comm
+        .commands
+        .send(comm::Command::AdminIdle { reply })
+        .await
+        .is_ok()
+    {
+        let _ = tokio::time::timeout(Duration::from_secs(2), idle).await;
+    }
+    tracing::info!("stopped");
     let _ = std::fs::remove_file(&socket);
     Ok(())
 }

@@ -23,14 +23,7 @@ const LAYERS: &[&str] = &[
 ];
 
 /// Imports of a higher layer tolerated for now, as (from, to).
-const EXCEPTIONS: &[(&str, &str)] = &[
-    // The old resource manager and its admin channel between nodes
-    // (resources/manager.rs, resources/remote.rs) still take and answer
-    // the control protocol's requests. The resource manager rewrite
-    // removes this; then delete this entry (the test fails while it
-    // is stale).
-    ("resources", "control"),
-];
+const EXCEPTIONS: &[(&str, &str)] = &[];
 
 /// Files outside the layers: the crate root, the binary, and this test.
 const EXEMPT: &[&str] = &["lib.rs", "main.rs", "layering.rs"];
@@ -375,7 +368,7 @@ fn no_module_imports_a_higher_layer() {
     for exception in EXCEPTIONS {
         if !used_exceptions.contains(exception) {
             violations.push(format!(
-                "the exception {} -> {} is no longer needed: remove it from EXCEPTIONS in lib.rs",
+                "the exception {} -> {} is no longer needed: remove it from EXCEPTIONS in layering.rs",
                 exception.0, exception.1
             ));
         }

@@ -114,9 +114,9 @@ fn the_control_socket_refuses_other_versions_and_malformed_requests() {
         BufReader::new(stream).read_line(&mut answer).unwrap();
         answer
     };
-    let newer = ask_raw("{\"v\": 2, \"op\": \"teleport\"}\n");
+    let newer = ask_raw("{\"v\": 3, \"op\": \"teleport\"}\n");
     assert!(
-        newer.contains("control protocol version 2 is not spoken here"),
+        newer.contains("control protocol version 3 is not spoken here"),
         "{newer}"
     );
     let garbage = ask_raw("this is not json\n");

@@ -208,7 +208,7 @@ fn a_hierarchy_comes_up_in_order_recovers_locally_and_goes_down_in_order() {
     assert_eq!(node.state("web"), "OSU");
     assert_eq!(node.state("data"), "OSU");
     let log = node.cluster.log(1);
-    assert!(log.contains("local recovery failed"), "{log}");
+    assert!(log.contains("recovery of app failed"), "{log}");
 
     // Repaired, it comes back in service; sendevent (the alarm interface)
     // runs recovery on demand.

@@ -126,7 +126,7 @@ impl Brain {
     /// Whether the coordinator may order changes: it sees every node it
     /// can (or waited long enough at start), every node reported, and none
     /// holds a greater configuration.
-    fn config_ready(&self) -> bool {
+    pub(super) fn config_ready(&self) -> bool {
         self.coordinator() == self.cfg.node
             && self.settled()
             && self.config.asked.is_none()

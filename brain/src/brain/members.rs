@@ -119,6 +119,7 @@ impl Brain {
     /// The view changed: decisions made for the old one are void.
     fn view_changed(&mut self) {
         self.place_view_changed();
+        self.requests_view_changed();
         self.forget_notes();
     }
 

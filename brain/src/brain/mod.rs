@@ -562,6 +562,7 @@ impl Brain {
             let before = self.out.len();
             self.local_progress();
             self.config_progress();
+            self.queued_moves_progress();
             if std::mem::take(&mut self.dirty) {
                 self.decide();
             }

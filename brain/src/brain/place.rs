@@ -58,6 +58,9 @@ pub(super) struct PlaceState {
     pub(super) moves: BTreeMap<Place, Move>,
     /// Groups found running on several nodes and not yet resolved.
     multi: BTreeSet<Place>,
+    /// Moves waiting for this coordinator's configuration to catch up:
+    /// the group, where to, who waits, until when.
+    pub(super) queued_moves: Vec<(Place, Option<u16>, Ticket, Instant)>,
 }
 
 /// One decision.
@@ -234,7 +237,12 @@ impl Brain {
     }
 
     /// Sends a ticket its end from the coordinator itself.
-    fn end_ticket(&mut self, ticket: Ticket, steps: Vec<String>, end: Result<(), String>) {
+    pub(super) fn end_ticket(
+        &mut self,
+        ticket: Ticket,
+        steps: Vec<String>,
+        end: Result<(), String>,
+    ) {
         let node = self.cfg.node;
         if ticket.origin == node {
             self.on_job_report(ticket, node, steps, Some(end));
@@ -562,18 +570,13 @@ impl Brain {
     pub(super) fn place_view_changed(&mut self) {
         self.place.orders.clear();
         self.place.refused.clear();
-        // Another node coordinates now: the moves this one held are its
-        // to finish or not; whoever waits is told.
+        // Another node coordinates now: the moves this one held are its.
+        // The nodes that asked for them hand them to it (see
+        // `requests_view_changed`); reports of actions under way still
+        // reach them.
         if self.coordinator() != self.cfg.node {
-            let moves = std::mem::take(&mut self.place.moves);
-            let now = self.coordinator();
-            for (key, m) in moves {
-                let why = format!(
-                    "node {now} became the coordinator while {}'s hierarchy was being moved; see heartline status for where it runs",
-                    key.tag
-                );
-                self.end_ticket(m.ticket, Vec::new(), Err(why));
-            }
+            self.place.moves.clear();
+            self.place.queued_moves.clear();
         }
     }
 
@@ -619,6 +622,7 @@ impl Brain {
     }
 
     pub(super) fn place_timers(&mut self) {
+        self.queued_moves_progress();
         let now = self.now;
         let retry = self.cfg.order_retry;
         for orders in self.place.orders.values_mut() {
@@ -634,6 +638,7 @@ impl Brain {
             .values()
             .flat_map(BTreeMap::values)
             .map(|(_, sent)| *sent + self.cfg.order_retry)
+            .chain(self.place.queued_moves.iter().map(|m| m.3))
             .chain(settle)
             .min()
     }

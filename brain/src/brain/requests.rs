@@ -39,8 +39,14 @@ struct OutCall {
 #[derive(Debug)]
 struct Pending {
     lines: Vec<String>,
+    /// The coordinator holding the move.
     via: u16,
     deadline: Instant,
+    /// The move: its group and where to.
+    key: Place,
+    to: Option<u16>,
+    /// The call that handed it to `via`, if not this node.
+    call: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -226,6 +232,37 @@ impl Brain {
             );
             return;
         }
+        // An administrator asking for it here says it is fixed: failures
+        // (OSF) of its resources here are cleared. A failed stop is not:
+        // it may still run, and needs a cleanup after making sure.
+        let hierarchy = self.model.hierarchy(&place);
+        for member in &hierarchy {
+            let state = self
+                .model
+                .resources
+                .get(&self.local_place(member))
+                .map(|r| r.state);
+            if state == Some(State::Blocked) {
+                self.reply(
+                    id,
+                    Answer::error(format!(
+                        "{member} is BLOCKED on node {}: its stop failed and it may still run; make sure it is stopped, then heartline cleanup {member}",
+                        self.cfg.node
+                    )),
+                );
+                return;
+            }
+        }
+        for member in &hierarchy {
+            let state = self
+                .model
+                .resources
+                .get(&self.local_place(member))
+                .map(|r| r.state);
+            if state == Some(State::Osf) {
+                let _ = self.cleanup(member);
+            }
+        }
         self.unhold(tag);
         self.request_move(id, &place, Some(self.cfg.node));
     }
@@ -306,35 +343,109 @@ impl Brain {
             self.reply(id, Answer::error(no_such(place)));
             return;
         };
-        let ticket = Ticket {
-            origin: self.cfg.node,
-            request: id,
-        };
-        let coordinator = self.coordinator();
         self.requests.pending.insert(
             id,
             Pending {
                 lines: Vec::new(),
-                via: coordinator,
+                via: self.cfg.node,
                 deadline: self.now + self.cfg.action_timeout,
+                key,
+                to,
+                call: None,
             },
         );
+        self.hand_move(id);
+    }
+
+    /// Hands the move of request `id` to the coordinator (this node, or
+    /// another by a call).
+    fn hand_move(&mut self, id: RequestId) {
+        let coordinator = self.coordinator();
+        let Some(pending) = self.requests.pending.get_mut(&id) else {
+            return;
+        };
+        pending.via = coordinator;
+        let (key, to) = (pending.key.clone(), pending.to);
+        let ticket = Ticket {
+            origin: self.cfg.node,
+            request: id,
+        };
         if coordinator == self.cfg.node {
+            pending.call = None;
             if let Err(why) = self.accept_move(key, to, ticket) {
                 self.requests.pending.remove(&id);
                 self.reply(id, Answer::error(why));
             }
         } else {
-            self.call(
+            let call = self.call(
                 coordinator,
                 Call::Move { key, to, ticket },
                 Purpose::Move(id),
             );
+            if let Some(pending) = self.requests.pending.get_mut(&id) {
+                pending.call = Some(call);
+            }
         }
     }
 
-    /// The coordinator takes a move.
+    /// The view changed: moves whose coordinator no longer is are handed
+    /// to the one that is.
+    pub(super) fn requests_view_changed(&mut self) {
+        let coordinator = self.coordinator();
+        let moved: Vec<RequestId> = self
+            .requests
+            .pending
+            .iter()
+            .filter(|(_, p)| p.via != coordinator)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in moved {
+            self.hand_move(id);
+        }
+    }
+
+    /// The coordinator takes a move: at once if it holds the cluster's
+    /// configuration, else once it does (it may be catching up, and not
+    /// know the group yet).
     fn accept_move(&mut self, key: Place, to: Option<u16>, ticket: Ticket) -> Result<(), String> {
+        if !self.config_ready() {
+            let until = self.now + self.cfg.call_timeout;
+            self.place.queued_moves.push((key, to, ticket, until));
+            return Ok(());
+        }
+        self.take_move(key, to, ticket)
+    }
+
+    /// Moves queued while the configuration was catching up: taken once it
+    /// has, refused if that takes too long.
+    pub(super) fn queued_moves_progress(&mut self) {
+        if self.place.queued_moves.is_empty() {
+            return;
+        }
+        let ready = self.config_ready();
+        let now = self.now;
+        let queued = std::mem::take(&mut self.place.queued_moves);
+        for (key, to, ticket, until) in queued {
+            let result = if ready {
+                self.take_move(key, to, ticket)
+            } else if until <= now || self.coordinator() != self.cfg.node {
+                Err(if until <= now {
+                    "the cluster's configuration did not settle in time for the move; try again"
+                        .to_string()
+                } else {
+                    format!("node {} coordinates now; try again", self.coordinator())
+                })
+            } else {
+                self.place.queued_moves.push((key, to, ticket, until));
+                continue;
+            };
+            if let Err(why) = result {
+                self.end_ticket(ticket, Vec::new(), Err(why));
+            }
+        }
+    }
+
+    fn take_move(&mut self, key: Place, to: Option<u16>, ticket: Ticket) -> Result<(), String> {
         if self.model.maintenance {
             return Err(
                 "maintenance mode is on: nothing is started or stopped until heartline maintenance off"
@@ -375,7 +486,7 @@ impl Brain {
                 ordered: false,
             },
         );
-        if let Some(old) = old {
+        if let Some(old) = old.filter(|old| old.ticket != ticket) {
             let node = self.cfg.node;
             let why = "superseded by a later request for the same hierarchy".to_string();
             if old.ticket.origin == node {
@@ -434,7 +545,7 @@ impl Brain {
         self.reply(id, answer);
     }
 
-    fn call(&mut self, to: u16, call: Call, purpose: Purpose) {
+    fn call(&mut self, to: u16, call: Call, purpose: Purpose) -> u64 {
         self.requests.next_call += 1;
         let id = self.requests.next_call;
         self.requests.calls.insert(
@@ -446,6 +557,7 @@ impl Brain {
             },
         );
         self.send(to, BrainMsg::Call { id, call });
+        id
     }
 
     pub(super) fn call_coordinator_for_change(&mut self, reply: Option<RequestId>, change: Change) {
@@ -507,7 +619,14 @@ impl Brain {
                 }
             }
             Purpose::Move(request) => {
-                if let Answer::Error { message, .. } = answer {
+                // An answer to a call since superseded (the move was handed
+                // to a newer coordinator) is moot.
+                let current = self
+                    .requests
+                    .pending
+                    .get(&request)
+                    .is_some_and(|p| p.call == Some(id));
+                if let (true, Answer::Error { message, .. }) = (current, answer) {
                     self.requests.pending.remove(&request);
                     self.reply(request, Answer::error(message));
                 }
@@ -527,7 +646,8 @@ impl Brain {
         }
     }
 
-    /// `node` went down: calls to it and requests that wait on it fail.
+    /// `node` went down: calls to it fail, but moves it held, which are
+    /// handed to the next coordinator when the view change is taken.
     pub(super) fn requests_peer_gone(&mut self, node: u16) {
         let gone: Vec<(u64, Purpose)> = self
             .requests
@@ -538,24 +658,11 @@ impl Brain {
             .collect();
         for (id, purpose) in gone {
             self.requests.calls.remove(&id);
+            if let Purpose::Move(_) = purpose {
+                continue;
+            }
             let why = format!("node {node} went down before answering");
             self.fail_call(purpose, node, why, false);
-        }
-        let lost: Vec<RequestId> = self
-            .requests
-            .pending
-            .iter()
-            .filter(|(_, p)| p.via == node)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in lost {
-            self.requests.pending.remove(&id);
-            self.reply(
-                id,
-                Answer::error(format!(
-                    "node {node}, which coordinated the action, went down before it ended; see heartline status for where things run now"
-                )),
-            );
         }
         for v in self.requests.verifies.values_mut() {
             if v.waiting.remove(&node) {

@@ -931,3 +931,31 @@ fn plan_is_pure_and_fast_enough_to_check() {
     assert_eq!(a, b);
     let _ = Model::default();
 }
+
+#[test]
+fn a_move_survives_a_new_coordinator_joining_midway() {
+    let mut c = Cluster::new(3);
+    c.extend("db", &[2, 3]);
+    c.crash(1, false);
+    c.settle();
+    // Node 2 coordinates; node 3 asks for db; node 1 comes back (and
+    // becomes the coordinator) before anything ran.
+    let id = RequestId(500);
+    c.brains.get_mut(&3).unwrap().handle(
+        c.now,
+        Input::Request {
+            id,
+            request: Request::InService { tag: "db".into() },
+        },
+    );
+    c.drain(3);
+    c.restart(1);
+    c.settle();
+    let answer = c.replies.remove(&(3, id));
+    assert!(
+        matches!(answer, Some(Answer::Done { .. })),
+        "{answer:?} {:#?}",
+        c.notices
+    );
+    assert_eq!(c.running("db"), [3]);
+}

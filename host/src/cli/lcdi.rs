@@ -76,6 +76,21 @@ pub enum Ins {
         #[arg(long)]
         node: Option<u16>,
     },
+    /// Set (or, without VALUE, remove) a property of a resource. Scripts
+    /// see it as HEARTLINE_PROP_NAME; the daemon itself reads
+    /// quick_check_interval (e.g. 2s, overriding the kit's),
+    /// failure_window (e.g. 10m) and max_failures (e.g. 3).
+    Setprop {
+        /// Its tag.
+        tag: String,
+        /// The property's name.
+        name: String,
+        /// Its value; none removes it.
+        value: Option<String>,
+        /// Its node (default: this one).
+        #[arg(long)]
+        node: Option<u16>,
+    },
     /// Set a resource's init strategy (autores, in-service, out-of-service).
     Setinit {
         /// Its tag.
@@ -254,11 +269,22 @@ impl Ins {
                 info,
                 props: props.into_iter().collect(),
                 priority,
+                role: crate::resources::lcd::Role::Stopped,
             })),
             Ins::Remove { tag, node } => Plan::Change(Change::RemoveResource(at(node, here, &tag))),
             Ins::Setstate { tag, state, node } => Plan::Change(Change::SetState {
                 place: at(node, here, &tag),
                 state: State::parse(&state).map_err(|e| e.to_string())?,
+            }),
+            Ins::Setprop {
+                tag,
+                name,
+                value,
+                node,
+            } => Plan::Change(Change::SetProp {
+                place: at(node, here, &tag),
+                name,
+                value,
             }),
             Ins::Setinit { tag, init, node } => Plan::Change(Change::SetInit {
                 place: at(node, here, &tag),
@@ -346,17 +372,18 @@ pub fn render(model: &Model, listing: Listing) -> Result<String, serde_json::Err
             }
             let _ = writeln!(
                 out,
-                "{:<6} {:<20} {:<10} {:<5} {:<15} {:>4}  ID",
-                "NODE", "TAG", "TYPE", "STATE", "INIT", "PRI"
+                "{:<6} {:<20} {:<10} {:<7} {:<7} {:<15} {:>4}  ID",
+                "NODE", "TAG", "TYPE", "STATE", "ROLE", "INIT", "PRI"
             );
             for r in rows {
                 let _ = writeln!(
                     out,
-                    "{:<6} {:<20} {:<10} {:<5} {:<15} {:>4}  {}",
+                    "{:<6} {:<20} {:<10} {:<7} {:<7} {:<15} {:>4}  {}",
                     r.place.node,
                     r.place.tag,
                     format!("{}/{}", r.app, r.rtype),
                     r.state,
+                    r.role,
                     r.init,
                     r.priority,
                     r.id

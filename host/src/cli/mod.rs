@@ -154,9 +154,40 @@ pub enum Command {
         #[arg(long)]
         to: u16,
     },
-    /// Check that every node agrees on the configuration and that every
-    /// hierarchy is sane; exit 1 listing the problems if not.
+    /// Check that every node agrees on the configuration, that every
+    /// hierarchy is sane and runs where it should, once; exit 1 listing the
+    /// problems if not.
     Verify,
+    /// Clear a resource's failure (OSF, or BLOCKED after a failed stop:
+    /// make sure it is stopped first) and its fail-count.
+    Cleanup {
+        /// The resource.
+        tag: String,
+        /// Its node (default: this one).
+        #[arg(long)]
+        node: Option<u16>,
+    },
+    /// Put a node in standby: its hierarchies move to other nodes and it is
+    /// given none until `unstandby`.
+    Standby {
+        /// The node.
+        node: u16,
+    },
+    /// Take a node out of standby (nothing moves back to it by itself).
+    Unstandby {
+        /// The node.
+        node: u16,
+    },
+    /// Cluster-wide maintenance mode: while on, nothing is checked,
+    /// recovered, started or stopped by the cluster (for upgrades).
+    Maintenance {
+        /// on or off.
+        #[arg(value_parser = ["on", "off"])]
+        mode: String,
+    },
+    /// Take the coordinator's configuration, whatever this node holds (when
+    /// `verify` says this node's differs).
+    Resync,
     /// Run and watch commands for appmgr on cluster nodes, over mutual TLS
     /// (on the guest).
     Appserver(appmon::cli::AppserverArgs),
@@ -261,6 +292,11 @@ async fn execute(cli: Cli) -> Result<(), Failure> {
             | Command::Switchover { .. }
             | Command::Verify
             | Command::Sendevent { .. }
+            | Command::Cleanup { .. }
+            | Command::Standby { .. }
+            | Command::Unstandby { .. }
+            | Command::Maintenance { .. }
+            | Command::Resync
     );
     if on.0.is_some() && !remote_ok {
         return Err(Failure::new(
@@ -307,17 +343,20 @@ async fn execute(cli: Cli) -> Result<(), Failure> {
         }
         Command::Status { json } => match client::ask(&socket, on.wrap(Request::Status)).await? {
             Response::Status(mut report) => {
-                if let Response::Resources { resources } =
+                if let Response::Resources(resources) =
                     client::ask(&socket, on.wrap(Request::Resources)).await?
                 {
-                    report.resources = resources;
+                    report.resources = Some(resources);
                 }
                 if json {
                     let text = serde_json::to_string_pretty(&report)
                         .map_err(|e| Failure::new(exit::FAILED, e.to_string()))?;
                     println!("{text}");
                 } else {
-                    print!("{}", status::render(&report.comm, &report.resources));
+                    print!(
+                        "{}",
+                        status::render(&report.comm, report.resources.as_deref())
+                    );
                 }
                 Ok(())
             }
@@ -347,6 +386,7 @@ async fn execute(cli: Cli) -> Result<(), Failure> {
             mailbox,
             timeout,
         } => {
+            refuse_reserved(mailbox)?;
             let mut payload = Vec::new();
             std::io::stdin().read_to_end(&mut payload).map_err(|e| {
                 Failure::new(exit::FAILED, format!("cannot read standard input: {e}"))
@@ -378,6 +418,7 @@ async fn execute(cli: Cli) -> Result<(), Failure> {
             }
         }
         Command::RcvMsg { mailbox, timeout } => {
+            refuse_reserved(mailbox)?;
             let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
             match client::ask(
                 &socket,
@@ -422,13 +463,22 @@ async fn execute(cli: Cli) -> Result<(), Failure> {
             act(&socket, on.wrap(Request::Switchover { tag, to })).await
         }
         Command::Verify => match client::ask(&socket, on.wrap(Request::Verify)).await? {
-            Response::Verified { summary, problems } => {
+            Response::Verified {
+                summary,
+                problems,
+                warnings,
+            } => {
                 println!("{summary}");
                 for problem in &problems {
                     println!("problem: {problem}");
                 }
+                for warning in &warnings {
+                    println!("warning: {warning}");
+                }
                 if problems.is_empty() {
-                    println!("ok: every node agrees and every hierarchy is sane");
+                    println!(
+                        "ok: every node agrees, every hierarchy is sane and runs where it should"
+                    );
                     Ok(())
                 } else {
                     Err(Failure::new(
@@ -442,6 +492,20 @@ async fn execute(cli: Cli) -> Result<(), Failure> {
         Command::Sendevent { class, event, tag } => {
             act(&socket, on.wrap(Request::SendEvent { class, event, tag })).await
         }
+        Command::Cleanup { tag, node } => {
+            act(&socket, on.wrap(Request::Cleanup { tag, node })).await
+        }
+        Command::Standby { node } => {
+            change(&socket, on.wrap(Request::Standby { node, on: true })).await
+        }
+        Command::Unstandby { node } => {
+            change(&socket, on.wrap(Request::Standby { node, on: false })).await
+        }
+        Command::Maintenance { mode } => {
+            let on_ = mode == "on";
+            change(&socket, on.wrap(Request::Maintenance { on: on_ })).await
+        }
+        Command::Resync => act(&socket, on.wrap(Request::Resync)).await,
         Command::CanTalk { node } => match client::ask(&socket, Request::CanTalk { node }).await? {
             Response::CanTalk { reachable: true } => Ok(()),
             Response::CanTalk { reachable: false } => Err(Failure::new(
@@ -451,6 +515,17 @@ async fn execute(cli: Cli) -> Result<(), Failure> {
             other => Err(response_failure(other)),
         },
     }
+}
+
+/// Mailboxes 0xFF00 and up are heartline's own: a usage error.
+fn refuse_reserved(mailbox: u16) -> Result<(), Failure> {
+    if heartline_brain::message::RESERVED.contains(&mailbox) {
+        return Err(Failure::new(
+            exit::USAGE,
+            crate::comm::manager::reserved(mailbox),
+        ));
+    }
+    Ok(())
 }
 
 /// Where a command runs: this node's daemon, or through it another node.
@@ -492,15 +567,37 @@ async fn carry_out(socket: &std::path::Path, on: Target, plan: lcdi::Plan) -> Re
             }
             other => Err(response_failure(other)),
         },
-        lcdi::Plan::Change(change) => {
-            match client::ask(socket, Request::Change { change }).await? {
-                Response::Changed { generation } => {
-                    println!("done; the configuration is at generation {generation}");
-                    Ok(())
-                }
-                other => Err(response_failure(other)),
+        lcdi::Plan::Change(change) => self::change(socket, Request::Change { change }).await,
+    }
+}
+
+/// Makes a configuration change and says whether every node took it: exit
+/// 1 naming those that did not confirm it (they take it when they are back
+/// or answer again; `heartline verify` shows when).
+async fn change(socket: &std::path::Path, request: Request) -> Result<(), Failure> {
+    match client::ask(socket, request).await? {
+        Response::Changed {
+            generation,
+            unconfirmed,
+        } => {
+            if unconfirmed.is_empty() {
+                println!("done; the configuration is at generation {generation}");
+                return Ok(());
             }
+            println!("made; the configuration is at generation {generation}");
+            let nodes: Vec<String> = unconfirmed
+                .iter()
+                .map(|(node, why)| format!("node {node} {why}"))
+                .collect();
+            Err(Failure::new(
+                exit::FAILED,
+                format!(
+                    "not confirmed everywhere: {}; it is applied there once the node answers again (heartline verify shows when)",
+                    nodes.join("; ")
+                ),
+            ))
         }
+        other => Err(response_failure(other)),
     }
 }
 

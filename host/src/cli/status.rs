@@ -3,10 +3,10 @@
 use std::fmt::Write;
 
 use crate::comm::report::StatusReport;
-use crate::control::ResourceReport;
+use heartline_brain::api::NodeReport;
 
 /// Renders the report, and this node's resources, as aligned text.
-pub fn render(report: &StatusReport, resources: &[ResourceReport]) -> String {
+pub fn render(report: &StatusReport, resources: Option<&NodeReport>) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -90,24 +90,83 @@ pub fn render(report: &StatusReport, resources: &[ResourceReport]) -> String {
             let _ = writeln!(out);
         }
     }
-    if !resources.is_empty() {
-        let _ = writeln!(out);
-        let _ = writeln!(
-            out,
-            "{:<20} {:<10} {:<5} {:>4}  LAST SCRIPT",
-            "RESOURCE", "TYPE", "STATE", "PRI"
-        );
-        for r in resources {
-            let _ = writeln!(
-                out,
-                "{:<20} {:<10} {:<5} {:>4}  {}",
-                r.tag,
-                r.kind,
-                r.state,
-                r.priority,
-                r.last.as_deref().unwrap_or("-")
-            );
-        }
+    if let Some(cluster) = resources {
+        render_resources(&mut out, cluster);
     }
     out
+}
+
+/// The cluster as the resource brain sees it, then this node's resources.
+fn render_resources(out: &mut String, r: &NodeReport) {
+    let _ = writeln!(out);
+    if r.maintenance {
+        let _ = writeln!(
+            out,
+            "*** MAINTENANCE MODE: nothing is checked, recovered, started or stopped by the cluster (heartline maintenance off) ***"
+        );
+    }
+    let members: Vec<String> = r.members.iter().map(u16::to_string).collect();
+    let _ = writeln!(
+        out,
+        "coordinator node {}; nodes up {}; configuration {}",
+        r.coordinator,
+        members.join(", "),
+        r.version
+    );
+    if !r.standby.is_empty() {
+        let standby: Vec<String> = r.standby.iter().map(u16::to_string).collect();
+        let _ = writeln!(out, "in standby: node {}", standby.join(", "));
+    }
+    if r.leaving {
+        let _ = writeln!(
+            out,
+            "this node is stopping: its hierarchies are being taken out of service"
+        );
+    }
+    if r.probing {
+        let _ = writeln!(out, "this node is still probing what runs here");
+    }
+    if r.multi_active > 0 {
+        let _ = writeln!(
+            out,
+            "hierarchies found running on several nodes and stopped on all but one since start: {}",
+            r.multi_active
+        );
+    }
+    if r.resources.is_empty() {
+        return;
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "{:<20} {:<10} {:<7} {:<7} {:>4} {:>5}  {:<10} LAST SCRIPT",
+        "RESOURCE", "TYPE", "STATE", "ROLE", "PRI", "FAILS", "ACTION"
+    );
+    for res in &r.resources {
+        let _ = writeln!(
+            out,
+            "{:<20} {:<10} {:<7} {:<7} {:>4} {:>5}  {:<10} {}",
+            res.tag,
+            res.kind,
+            res.state.as_str(),
+            res.role,
+            res.priority,
+            res.failures,
+            res.busy.as_deref().unwrap_or("-"),
+            res.last.as_deref().unwrap_or("-")
+        );
+    }
+    let blocked: Vec<&str> = r
+        .resources
+        .iter()
+        .filter(|res| res.state == heartline_brain::model::State::Blocked)
+        .map(|res| res.tag.as_str())
+        .collect();
+    if !blocked.is_empty() {
+        let _ = writeln!(
+            out,
+            "*** BLOCKED: {} failed to stop and may still run; no node starts their hierarchies until they are stopped and cleaned up (heartline cleanup TAG) ***",
+            blocked.join(", ")
+        );
+    }
 }

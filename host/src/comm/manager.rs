@@ -3,8 +3,9 @@
 //! ([`Inbound`], on a channel of their own), the rest of the daemon hands
 //! it [`Command`]s, its timer fires at the endpoint's next deadline; after
 //! every input it drains the endpoint: frames to the path tasks (never
-//! waiting on a slow path), events to the log and to watchers, messages to
-//! the mailboxes.
+//! waiting on a slow path), events to the log and to watchers, membership
+//! and admin messages to the resource brain, messages to the mailboxes.
+//! Applications may not use the reserved mailboxes (0xFF00 and up).
 //!
 //! Nothing in this task waits on disk, on a CLI client or on a path: every
 //! hand-off is a bounded channel it only ever `try_send`s into.
@@ -12,6 +13,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
+use heartline_brain::message::{ADMIN_MAILBOX, RESERVED};
+use heartline_brain::port::{AdminPort, WINDOW};
 use heartline_core::wire::{
     CAP_MAILBOX, CAP_RELAY, CAP_WATCHDOG, EventCode, MAX_ENCODED_LEN, NodeKind,
 };
@@ -19,13 +22,13 @@ use heartline_core::{
     Endpoint, EndpointConfig, Event, FailReason, Incarnation, Instant, MessageId, NodeId,
     NodeState, PathId, PathRef, PathState, PeerConfig, Received, RemoteEvent, SendError,
 };
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant as TokioInstant;
 use tracing::{info, warn};
 
 use super::provision::{Provisioner, dongle_key};
 use super::report::{DongleReport, PathReport, PeerReport, StatusReport};
-use super::{Command, EventLine, Handle};
+use super::{Command, EventLine, Handle, ToBrain};
 use crate::config::{Config, Transport};
 use crate::sys::system;
 use crate::transport::{self, Inbound, Role, ToPath};
@@ -77,18 +80,28 @@ struct Manager {
     provisioner: Provisioner,
     /// Hosts each dongle reports its watchdog tripped on, until re-armed.
     trips: BTreeMap<u16, BTreeSet<u16>>,
-    /// The host peers up now, for the resource manager.
-    up: watch::Sender<BTreeSet<u16>>,
+    /// The admin channel between the nodes' brains.
+    admin: AdminPort,
+    /// Membership and admin messages for the resource brain, in order.
+    to_brain: mpsc::UnboundedSender<ToBrain>,
+    /// Waiting for the admin channel to be idle.
+    idle_waiters: Vec<oneshot::Sender<()>>,
 }
 
-/// Starts the communication manager and every path; returns its handle.
-pub fn start(config: Config, incarnation: Incarnation) -> Result<Handle, String> {
+/// Starts the communication manager and every path; returns its handle
+/// and the resource brain's stream. That stream is unbounded so that this
+/// task never waits on the brain; it carries only membership changes and
+/// admin messages, which the network's own pace bounds.
+pub fn start(
+    config: Config,
+    incarnation: Incarnation,
+) -> Result<(Handle, mpsc::UnboundedReceiver<ToBrain>), String> {
     let started = TokioInstant::now();
     let mut endpoint = build_endpoint(&config, incarnation)?;
     let (commands, command_rx) = mpsc::channel(4096);
     let (inbound, inbound_rx) = mpsc::channel(4096);
     let (events, _) = broadcast::channel(1024);
-    let (up, up_rx) = watch::channel(BTreeSet::new());
+    let (to_brain, brain_rx) = mpsc::unbounded_channel();
     let mut paths = HashMap::new();
     let now = Instant::ZERO;
     // Serial paths on the same device share one task: one line to a dongle
@@ -175,7 +188,9 @@ pub fn start(config: Config, incarnation: Incarnation) -> Result<Handle, String>
         endpoint,
         provisioner: Provisioner::new(&config),
         trips: BTreeMap::new(),
-        up,
+        admin: AdminPort::new(WINDOW),
+        to_brain,
+        idle_waiters: Vec::new(),
         config,
         started,
         paths,
@@ -207,11 +222,14 @@ pub fn start(config: Config, incarnation: Incarnation) -> Result<Handle, String>
             }
         })
         .map_err(|e| format!("cannot start the communication manager thread: {e}"))?;
-    Ok(Handle {
-        commands,
-        events,
-        up: up_rx,
-    })
+    Ok((
+        Handle {
+            commands,
+            events,
+            started,
+        },
+        brain_rx,
+    ))
 }
 
 /// The endpoint is over a megabyte, all of it fixed-size state: it is
@@ -321,6 +339,14 @@ impl Manager {
 
     fn command(&mut self, command: Command) {
         match command {
+            Command::Send { mailbox, reply, .. } if RESERVED.contains(&mailbox) => {
+                let _ = reply.send(Err(reserved(mailbox)));
+            }
+            // The control server refuses these with a reason; a reader of a
+            // reserved mailbox is never served here.
+            Command::Receive { mailbox, .. } if RESERVED.contains(&mailbox) => {}
+            Command::SendAdmin { to, bytes } => self.admin.send_encoded(to, &bytes),
+            Command::AdminIdle { reply } => self.idle_waiters.push(reply),
             Command::Status { reply } => {
                 let _ = reply.send(self.status());
             }
@@ -386,6 +412,7 @@ impl Manager {
     }
 
     fn drain(&mut self) {
+        self.flush_admin();
         let now = self.now();
         let endpoint = &self.endpoint;
         let provisions = self
@@ -414,19 +441,41 @@ impl Manager {
             self.on_event(event);
         }
         self.deliver();
+        // Deliveries free the admin window: what waited goes out now.
+        self.flush_admin();
+        while let Some(transmit) = self.endpoint.poll_transmit(now, &mut buf) {
+            if let Some(handle) = self.paths.get(&transmit.path) {
+                let _ = handle
+                    .frames
+                    .try_send(ToPath::Frame(buf[..transmit.len].to_vec()));
+            }
+        }
+        if self.admin.pending() == 0 {
+            for waiter in self.idle_waiters.drain(..) {
+                let _ = waiter.send(());
+            }
+        }
+    }
+
+    /// Hands queued admin fragments to the endpoint.
+    fn flush_admin(&mut self) {
+        let endpoint = &mut self.endpoint;
+        self.admin
+            .flush(|to, fragment| endpoint.send(NodeId(to), ADMIN_MAILBOX, fragment));
     }
 
     fn on_event(&mut self, event: Event) {
-        if let Event::NodeUp { node, .. } | Event::NodeDown { node } = event {
+        if let Some(change) = self.admin.event(&event) {
+            let node = match event {
+                Event::NodeUp { node, .. }
+                | Event::NodeDown { node }
+                | Event::NodeRestarted { node, .. } => node,
+                _ => NodeId(0),
+            };
             if !self.is_dongle(node) {
-                let up = matches!(event, Event::NodeUp { .. });
-                self.up.send_modify(|set| {
-                    if up {
-                        set.insert(node.0);
-                    } else {
-                        set.remove(&node.0);
-                    }
-                });
+                // The brain gone (the daemon stopping) loses nothing that
+                // matters.
+                let _ = self.to_brain.send(ToBrain::Membership(change));
             }
         }
         match event {
@@ -519,6 +568,17 @@ impl Manager {
                 },
             };
             let mailbox = message.mailbox;
+            if mailbox == ADMIN_MAILBOX {
+                let from = message.from.0;
+                if let Some(bytes) = self.admin.receive(from, &message.payload) {
+                    let _ = self.to_brain.send(ToBrain::Admin { from, bytes });
+                }
+                continue;
+            }
+            if RESERVED.contains(&mailbox) {
+                // Nothing of this release uses it; nobody may read it.
+                continue;
+            }
             let mut message = Some(message);
             if let Some(waiters) = self.receivers.get_mut(&mailbox) {
                 while let Some(waiting) = waiters.pop_front() {
@@ -670,6 +730,16 @@ impl Manager {
             peers,
         }
     }
+}
+
+/// Why an application may not use `mailbox`.
+pub fn reserved(mailbox: u16) -> String {
+    format!(
+        "mailbox {mailbox} (0x{mailbox:04X}) is reserved for heartline itself (0x{:04X} to 0x{:04X}); applications use mailboxes 0 to {}",
+        RESERVED.start(),
+        RESERVED.end(),
+        RESERVED.start() - 1
+    )
 }
 
 fn as_millis(duration: Duration) -> u64 {

@@ -5,8 +5,12 @@
 //!
 //! The rest of the daemon talks to it through its [`Handle`]: typed
 //! [`Command`]s in, each with where its answer goes; every event out as an
-//! [`EventLine`]; and the host peers that are up. It knows nothing of the
-//! control protocol or of resources.
+//! [`EventLine`]. The resource brain gets its own ordered stream,
+//! [`ToBrain`]: the core's membership events exactly as they happened, none
+//! merged, and whole admin messages from the brains of other nodes, which
+//! travel on the reserved admin mailbox through the brain crate's
+//! [`AdminPort`](heartline_brain::port::AdminPort). It knows nothing of the
+//! control protocol, and does not read the admin messages it carries.
 
 pub mod incarnation;
 pub mod manager;
@@ -15,10 +19,9 @@ pub mod report;
 
 pub use manager::{MAILBOX_DEPTH, start};
 
-use std::collections::BTreeSet;
-
+use heartline_brain::Membership;
 use heartline_core::Received;
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 use report::StatusReport;
 
@@ -58,6 +61,35 @@ pub enum Command {
         /// The message.
         reply: oneshot::Sender<Received>,
     },
+    /// Send an admin message (encoded) to node `to`'s brain. It is lost if
+    /// that node goes down or restarts first: the brains then say hello
+    /// again.
+    SendAdmin {
+        /// The node.
+        to: u16,
+        /// The encoded message.
+        bytes: Vec<u8>,
+    },
+    /// Answer once every admin message queued has been delivered or given
+    /// up (the daemon waits for this before it exits).
+    AdminIdle {
+        /// The answer.
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// What the resource brain is told, in the order it happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToBrain {
+    /// A host peer came up, went down or restarted.
+    Membership(Membership),
+    /// A whole admin message from a node, still encoded.
+    Admin {
+        /// The sender.
+        from: u16,
+        /// The message.
+        bytes: Vec<u8>,
+    },
 }
 
 /// One event, as a line of text with its time.
@@ -76,6 +108,14 @@ pub struct Handle {
     pub commands: mpsc::Sender<Command>,
     /// Every event.
     pub events: broadcast::Sender<EventLine>,
-    /// The host peers that are up now.
-    pub up: watch::Receiver<BTreeSet<u16>>,
+    /// When the daemon started: event times count from it.
+    pub started: tokio::time::Instant,
+}
+
+impl Handle {
+    /// Milliseconds since the daemon started, for an [`EventLine`].
+    #[must_use]
+    pub fn at_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
 }

@@ -74,6 +74,9 @@ struct RawConfig {
 struct RawResources {
     database: Option<Spanned<String>>,
     kits: Option<Vec<Spanned<String>>>,
+    on_stop: Option<Spanned<String>>,
+    failure_window: Option<Spanned<String>>,
+    max_failures: Option<Spanned<u32>>,
 }
 
 #[derive(Deserialize)]
@@ -235,9 +238,35 @@ pub struct Config {
     pub database: PathBuf,
     /// Directories of recovery kits, later ones overriding earlier ones.
     pub kits: Vec<PathBuf>,
+    /// How resources are recovered, and what a clean stop does with them.
+    pub policy: Policy,
     /// The peers.
     pub peers: Vec<PeerSpec>,
 }
+
+/// The `[resources]` rules for failures and stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// What a clean stop (SIGTERM) does with this node's hierarchies.
+    pub on_stop: OnStop,
+    /// Failures of a resource counted together.
+    pub failure_window: StdDuration,
+    /// Local recoveries of a resource within its window before its
+    /// hierarchy fails over instead.
+    pub max_failures: u32,
+}
+
+impl Default for Policy {
+    fn default() -> Policy {
+        Policy {
+            on_stop: OnStop::Switchover,
+            failure_window: StdDuration::from_secs(600),
+            max_failures: 3,
+        }
+    }
+}
+
+pub use heartline_brain::OnStop;
 
 /// Default Unix socket of the control API.
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/heartline/heartline.sock";
@@ -700,6 +729,27 @@ impl Config {
             .map_or_else(default_kit_dirs, |dirs| {
                 dirs.iter().map(|d| relative(d.get_ref())).collect()
             });
+        let mut policy = Policy::default();
+        if let Some(on_stop) = &raw.resources.on_stop {
+            policy.on_stop = match on_stop.get_ref().as_str() {
+                "switchover" => OnStop::Switchover,
+                "stop" => OnStop::Stop,
+                other => {
+                    return Err(checker.error(
+                        on_stop,
+                        "resources.on_stop",
+                        format!("`{other}` is not a way to stop"),
+                        "use \"switchover\" (the next node takes each hierarchy) or \"stop\" (they stay out of service)",
+                    ));
+                }
+            };
+        }
+        if let Some(window) = &raw.resources.failure_window {
+            policy.failure_window = checker.duration(window, "resources.failure_window")?;
+        }
+        if let Some(max) = &raw.resources.max_failures {
+            policy.max_failures = *max.get_ref();
+        }
         Ok(Config {
             cluster_name: cluster.name.get_ref().clone(),
             cluster: ClusterId(*cluster.id.get_ref()),
@@ -713,6 +763,7 @@ impl Config {
             state_dir,
             database,
             kits,
+            policy,
             peers,
         })
     }

@@ -9,15 +9,18 @@
 
 pub mod client;
 pub mod ipc;
+pub mod remote;
 pub mod server;
 
+use heartline_brain::api::NodeReport;
 use serde::{Deserialize, Serialize};
 
 use crate::comm::report::StatusReport;
 use crate::resources::lcd::{Change, Model};
 
-/// The control protocol version this build speaks.
-pub const VERSION: u32 = 1;
+/// The control protocol version this build speaks (2: the resource brain's
+/// answers, standby, maintenance, cleanup, resync).
+pub const VERSION: u32 = 2;
 
 /// A request from the CLI.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,11 +87,32 @@ pub enum Request {
         /// The node to run it.
         to: u16,
     },
-    /// Whether every node agrees on the configuration and every hierarchy
-    /// is sane.
+    /// Whether every node agrees on the configuration, every hierarchy is
+    /// sane, and each runs where it should, once.
     Verify,
-    /// This node's resources, with the last script run on each.
+    /// This node's resources and what it knows of the cluster.
     Resources,
+    /// Clear a resource's failure (OSF or BLOCKED) and its fail-count.
+    Cleanup {
+        /// The resource.
+        tag: String,
+        /// Its node (this one if none).
+        node: Option<u16>,
+    },
+    /// Put a node in standby (it runs no hierarchy) or take it out.
+    Standby {
+        /// The node.
+        node: u16,
+        /// In standby.
+        on: bool,
+    },
+    /// Turn cluster-wide maintenance mode on or off.
+    Maintenance {
+        /// On.
+        on: bool,
+    },
+    /// Take the coordinator's configuration, whatever this node holds.
+    Resync,
     /// Run `request` on another node (`heartline --on NODE ...`).
     Remote {
         /// The node.
@@ -96,26 +120,6 @@ pub enum Request {
         /// The request.
         request: Box<Request>,
     },
-}
-
-impl Request {
-    /// Whether the resource manager serves it (the communication manager
-    /// serves the rest).
-    #[must_use]
-    pub fn is_resource_request(&self) -> bool {
-        matches!(
-            self,
-            Request::Lcd
-                | Request::Change { .. }
-                | Request::InService { .. }
-                | Request::OutOfService { .. }
-                | Request::SendEvent { .. }
-                | Request::Switchover { .. }
-                | Request::Verify
-                | Request::Resources
-                | Request::Remote { .. }
-        )
-    }
 }
 
 /// A response from the daemon.
@@ -150,26 +154,31 @@ pub enum Response {
     /// The configuration database.
     Lcd(Model),
     /// A change was made; the configuration is now at this generation.
+    /// The nodes in `unconfirmed` were up and did not confirm they applied
+    /// it, each with why.
     Changed {
         /// The cluster configuration generation.
         generation: u64,
+        /// Nodes that did not confirm it.
+        #[serde(default)]
+        unconfirmed: Vec<(u16, String)>,
     },
     /// An action on resources finished; what was done, in words.
     Done {
         /// One line per step.
         steps: Vec<String>,
     },
-    /// This node's resources.
-    Resources {
-        /// Each of them.
-        resources: Vec<ResourceReport>,
-    },
-    /// What `verify` found; nothing is good news.
+    /// This node's resources and what it knows of the cluster.
+    Resources(Box<NodeReport>),
+    /// What `verify` found; no problem is good news.
     Verified {
         /// What it checked, in one line.
         summary: String,
         /// Each problem, in one line.
         problems: Vec<String>,
+        /// Things to know that are not problems, in one line each.
+        #[serde(default)]
+        warnings: Vec<String>,
     },
     /// The request failed.
     Error {
@@ -198,32 +207,17 @@ impl<T> Envelope<T> {
 }
 
 /// The answer to `status`: the communication manager's report, and this
-/// node's protected resources beside it (from the resource manager; the
-/// CLI adds them). On the wire, one object: the report's fields, then
-/// `resources`.
+/// node's protected resources and view of the cluster beside it (from the
+/// resource brain; the CLI adds them). On the wire, one object: the
+/// report's fields, then `resources`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeStatus {
     /// Nodes, paths and counters.
     #[serde(flatten)]
     pub comm: StatusReport,
-    /// This node's protected resources.
+    /// This node's protected resources and the cluster as it sees it.
     #[serde(default)]
-    pub resources: Vec<ResourceReport>,
-}
-
-/// One protected resource of this node, for `heartline status`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ResourceReport {
-    /// Its tag.
-    pub tag: String,
-    /// `app/type`.
-    pub kind: String,
-    /// ISP, ISU, OSF or OSU.
-    pub state: String,
-    /// This node's priority for it.
-    pub priority: u16,
-    /// The last script run on it and how it went, if any since start.
-    pub last: Option<String>,
+    pub resources: Option<Box<NodeReport>>,
 }
 
 #[cfg(test)]
@@ -231,7 +225,7 @@ mod tests {
     use super::*;
     use crate::comm::report::{DongleReport, PathReport, PeerReport};
 
-    fn status(resources: Vec<ResourceReport>) -> NodeStatus {
+    fn status(resources: Option<Box<NodeReport>>) -> NodeStatus {
         let path = PathReport {
             index: 0,
             transport: "tcp 127.0.0.1:7000 -> 127.0.0.1:7001".into(),
@@ -276,7 +270,7 @@ mod tests {
     /// communication manager's fields, then the resources.
     #[test]
     fn a_status_is_one_flat_object() {
-        let json = serde_json::to_value(Envelope::new(Response::Status(status(vec![])))).unwrap();
+        let json = serde_json::to_value(Envelope::new(Response::Status(status(None)))).unwrap();
         let keys: Vec<&str> = json
             .as_object()
             .unwrap()
@@ -298,13 +292,13 @@ mod tests {
         }
         assert_eq!(json["kind"], "status");
         assert_eq!(json["peers"][0]["paths"][0]["errors"][0][0], "bad_tag");
-        let text = serde_json::to_string(&status(vec![])).unwrap();
+        let text = serde_json::to_string(&status(None)).unwrap();
         assert!(text.starts_with(r#"{"cluster":"prod","node":1,"#), "{text}");
-        assert!(text.ends_with(r#","resources":[]}"#), "{text}");
+        assert!(text.ends_with(r#","resources":null}"#), "{text}");
         // Resources may be left out.
-        let bare = text.replace(r#","resources":[]"#, "");
+        let bare = text.replace(r#","resources":null"#, "");
         let back: NodeStatus = serde_json::from_str(&bare).unwrap();
-        assert_eq!(back, status(vec![]));
+        assert_eq!(back, status(None));
     }
 
     /// Every answer crosses a socket or another node's mailbox as JSON:
@@ -312,15 +306,25 @@ mod tests {
     /// shapes only when they run).
     #[test]
     fn every_response_round_trips_as_json() {
-        let resource = ResourceReport {
-            tag: "web".into(),
-            kind: "gen/app".into(),
-            state: "ISP".into(),
-            priority: 1,
-            last: Some("restore exited 0".into()),
+        let report = NodeReport {
+            node: 1,
+            coordinator: 1,
+            members: vec![1, 2],
+            resources: vec![heartline_brain::api::ResourceStatus {
+                tag: "web".into(),
+                kind: "gen/app".into(),
+                state: crate::resources::lcd::State::Isp,
+                priority: 1,
+                role: "started".into(),
+                failures: 1,
+                busy: None,
+                last: Some("restore exited 0".into()),
+                props: std::collections::BTreeMap::new(),
+            }],
+            ..NodeReport::default()
         };
         let responses = [
-            Response::Status(status(vec![resource.clone()])),
+            Response::Status(status(Some(Box::new(report.clone())))),
             Response::Event {
                 at_ms: 12,
                 text: "path 2/0 up".into(),
@@ -333,16 +337,18 @@ mod tests {
             Response::Delivered,
             Response::CanTalk { reachable: true },
             Response::Lcd(Model::default()),
-            Response::Changed { generation: 3 },
+            Response::Changed {
+                generation: 3,
+                unconfirmed: vec![(2, "went down before confirming".into())],
+            },
             Response::Done {
                 steps: vec!["restore web: exited 0".into()],
             },
-            Response::Resources {
-                resources: vec![resource],
-            },
+            Response::Resources(Box::new(report)),
             Response::Verified {
                 summary: "ok".into(),
                 problems: vec![],
+                warnings: vec!["node 2 is in standby".into()],
             },
             Response::Error {
                 message: "no".into(),

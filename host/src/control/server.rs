@@ -1,23 +1,37 @@
 //! The control server: accepts CLI connections on the Unix socket, reads one
-//! request per connection, and answers from the resource manager or the
-//! communication manager, turning the control protocol's requests into the
-//! communication manager's commands and its answers and events back into
-//! responses ([`comm_command`]). Each client is served by a task of its
-//! own, so a slow or stuck client never delays a manager.
+//! request per connection, and answers from the resource brain, the
+//! communication manager or, for `--on`, another node ([`dispatch`]),
+//! turning the control protocol's requests into each one's typed requests
+//! and their answers back into responses. Each client is served by a task
+//! of its own, so a slow or stuck client never delays a manager.
 
 use std::path::Path;
 use std::time::Duration;
 
+use heartline_brain::api::{Answer, Request as BrainRequest};
+use heartline_brain::message::RESERVED;
 use heartline_core::Received;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{broadcast, oneshot};
 use tracing::{debug, warn};
 
 use super::ipc::{self, Reader, Writer};
+use super::remote::Remote;
 use super::{Envelope, NodeStatus, Request, Response, VERSION};
 use crate::comm::report::StatusReport;
 use crate::comm::{Command, EventLine, Handle};
 use crate::resources;
+
+/// What requests are served from.
+#[derive(Debug, Clone)]
+pub struct Services {
+    /// The communication manager.
+    pub comm: Handle,
+    /// The resource brain.
+    pub resources: resources::Handle,
+    /// Other nodes, for `--on`.
+    pub remote: Remote,
+}
 
 /// Longest request line accepted.
 const MAX_REQUEST: usize = 64 * 1024;
@@ -27,20 +41,14 @@ const MAX_REQUEST: usize = 64 * 1024;
 /// timeouts).
 const ACTION_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// Listens on `socket` and serves clients, each in a task of its own:
-/// resource requests go to the resource manager, the rest to the
-/// communication manager.
-pub async fn serve(
-    socket: &Path,
-    handle: Handle,
-    resources: resources::Handle,
-) -> Result<(), String> {
+/// Listens on `socket` and serves clients, each in a task of its own.
+pub async fn serve(socket: &Path, services: Services) -> Result<(), String> {
     let mut listener = ipc::Listener::bind(socket).await?;
     tokio::spawn(async move {
         loop {
             match listener.accept().await {
                 Ok((read, write)) => {
-                    tokio::spawn(client(read, write, handle.clone(), resources.clone()));
+                    tokio::spawn(client(read, write, services.clone()));
                 }
                 Err(e) => {
                     warn!("control socket accept failed: {e}");
@@ -52,7 +60,7 @@ pub async fn serve(
     Ok(())
 }
 
-async fn client(read: Reader, mut write: Writer, handle: Handle, resources: resources::Handle) {
+async fn client(read: Reader, mut write: Writer, services: Services) {
     let mut lines = BufReader::new(read.take(MAX_REQUEST as u64)).lines();
     let request = match lines.next_line().await {
         Ok(Some(line)) => line,
@@ -80,10 +88,18 @@ async fn client(read: Reader, mut write: Writer, handle: Handle, resources: reso
     };
     debug!(?request.body, "control request");
     if let Request::Watch = request.body {
-        watch(handle.events.subscribe(), write).await;
+        watch(services.comm.events.subscribe(), write).await;
         return;
     }
-    let timeout = match &request.body {
+    let response = answer_within(&services, request.body).await;
+    let _ = answer(&mut write, response).await;
+}
+
+/// How long a request may take before its client is told it timed out
+/// (the action itself goes on; scripts have their own timeouts).
+#[must_use]
+pub fn timeout_of(request: &Request) -> Duration {
+    match request {
         Request::Send { timeout_ms, .. } | Request::Receive { timeout_ms, .. } => {
             Duration::from_millis(*timeout_ms)
         }
@@ -92,60 +108,101 @@ async fn client(read: Reader, mut write: Writer, handle: Handle, resources: reso
         | Request::SendEvent { .. }
         | Request::Switchover { .. }
         | Request::Remote { .. } => ACTION_TIMEOUT,
+        Request::Change { .. }
+        | Request::Standby { .. }
+        | Request::Maintenance { .. }
+        | Request::Cleanup { .. }
+        | Request::Resync
+        | Request::Verify => Duration::from_secs(60),
         _ => Duration::from_secs(10),
-    };
-    let request = request.body;
-    let pending = if request.is_resource_request() {
-        let (reply, response) = oneshot::channel();
-        resources
-            .inputs
-            .send(resources::Input::Control { request, reply })
-            .await
-            .ok()
-            .map(|()| Pending::Resources(response))
-    } else {
-        match comm_command(request) {
-            Ok((command, answer)) => handle
-                .commands
-                .send(command)
-                .await
-                .ok()
-                .map(|()| Pending::Comm(answer)),
-            Err(response) => Some(Pending::Now(response)),
-        }
-    };
-    let Some(pending) = pending else {
-        let _ = answer(&mut write, error("the daemon is shutting down".into())).await;
-        return;
-    };
-    let response = match tokio::time::timeout(timeout, pending.response()).await {
-        Ok(Ok(response)) => response,
-        Ok(Err(_)) => error("the daemon dropped the request".into()),
+    }
+}
+
+/// [`dispatch`], or a timeout.
+pub async fn answer_within(services: &Services, request: Request) -> Response {
+    let timeout = timeout_of(&request);
+    match tokio::time::timeout(timeout, dispatch(services, request)).await {
+        Ok(response) => response,
         Err(_) => Response::Error {
             message: format!("timed out after {}", humantime::format_duration(timeout)),
             timed_out: true,
         },
-    };
-    let _ = answer(&mut write, response).await;
+    }
 }
 
-/// An answer on its way to a client.
-enum Pending {
-    /// From the resource manager.
-    Resources(oneshot::Receiver<Response>),
-    /// From the communication manager.
-    Comm(CommAnswer),
-    /// Known already.
-    Now(Response),
-}
-
-impl Pending {
-    async fn response(self) -> Result<Response, oneshot::error::RecvError> {
-        match self {
-            Pending::Resources(response) => response.await,
-            Pending::Comm(answer) => answer.response().await,
-            Pending::Now(response) => Ok(response),
+/// Answers `request` from whichever part of the daemon serves it.
+pub async fn dispatch(services: &Services, request: Request) -> Response {
+    match request {
+        Request::Remote { node, request } => services.remote.call(node, *request).await,
+        Request::Send { mailbox, .. } | Request::Receive { mailbox, .. }
+            if RESERVED.contains(&mailbox) =>
+        {
+            error(crate::comm::manager::reserved(mailbox))
         }
+        request => match brain_request(request) {
+            Ok(request) => response_of(services.resources.ask(request).await),
+            Err(request) => match comm_command(*request) {
+                Ok((command, answer)) => {
+                    if services.comm.commands.send(command).await.is_err() {
+                        return error("the daemon is shutting down".into());
+                    }
+                    answer
+                        .response()
+                        .await
+                        .unwrap_or_else(|_| error("the daemon dropped the request".into()))
+                }
+                Err(response) => *response,
+            },
+        },
+    }
+}
+
+/// `request` as a request to the resource brain, or back if it serves
+/// another part.
+fn brain_request(request: Request) -> Result<BrainRequest, Box<Request>> {
+    Ok(match request {
+        Request::Lcd => BrainRequest::Lcd,
+        Request::Change { change } => BrainRequest::Change { change },
+        Request::InService { tag } => BrainRequest::InService { tag },
+        Request::OutOfService { tag } => BrainRequest::OutOfService { tag },
+        Request::SendEvent { class, event, tag } => BrainRequest::SendEvent { class, event, tag },
+        Request::Switchover { tag, to } => BrainRequest::Switchover { tag, to },
+        Request::Verify => BrainRequest::Verify,
+        Request::Resources => BrainRequest::Report,
+        Request::Cleanup { tag, node } => BrainRequest::Cleanup { tag, node },
+        Request::Standby { node, on } => BrainRequest::Standby { node, on },
+        Request::Maintenance { on } => BrainRequest::Maintenance { on },
+        Request::Resync => BrainRequest::Resync,
+        other => return Err(Box::new(other)),
+    })
+}
+
+/// The brain's answer as a response.
+fn response_of(answer: Answer) -> Response {
+    match answer {
+        Answer::Model { model } => Response::Lcd(model),
+        Answer::Changed {
+            version,
+            unconfirmed,
+        } => Response::Changed {
+            generation: version.generation,
+            unconfirmed,
+        },
+        Answer::Done { steps } => Response::Done { steps },
+        Answer::Report(report) => Response::Resources(Box::new(report)),
+        Answer::Verified {
+            summary,
+            problems,
+            warnings,
+        } => Response::Verified {
+            summary,
+            problems,
+            warnings,
+        },
+        Answer::Error { message, timed_out } => Response::Error { message, timed_out },
+        other => error(format!(
+            "unexpected answer from the resource brain: {other:?}"
+        )),
     }
 }
 
@@ -172,7 +229,7 @@ impl CommAnswer {
         Ok(match self {
             CommAnswer::Status(report) => Response::Status(NodeStatus {
                 comm: report.await?,
-                resources: Vec::new(),
+                resources: None,
             }),
             CommAnswer::CanTalk(reachable) => Response::CanTalk {
                 reachable: reachable.await?,
@@ -195,7 +252,7 @@ impl CommAnswer {
 
 /// `request` as a command for the communication manager, with its answer
 /// to come; or, for a request it does not serve, the answer now.
-pub fn comm_command(request: Request) -> Result<(Command, CommAnswer), Response> {
+pub fn comm_command(request: Request) -> Result<(Command, CommAnswer), Box<Response>> {
     Ok(match request {
         Request::Status => {
             let (reply, answer) = oneshot::channel();
@@ -236,11 +293,15 @@ pub fn comm_command(request: Request) -> Result<(Command, CommAnswer), Response>
             )
         }
         // The control server serves `watch` from the event stream.
-        Request::Watch => return Err(error("watch is served by the control server".into())),
+        Request::Watch => {
+            return Err(Box::new(error(
+                "watch is served by the control server".into(),
+            )));
+        }
         _ => {
-            return Err(error(
-                "resource requests are served by the resource manager".into(),
-            ));
+            return Err(Box::new(error(
+                "resource requests are served by the resource brain".into(),
+            )));
         }
     })
 }

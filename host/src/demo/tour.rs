@@ -83,7 +83,7 @@ pub fn run(program: &Path) -> Result<(), String> {
     ));
     say(format_args!(
         "{}",
-        status::render(&cluster.status(ALPHA)?, &[])
+        status::render(&cluster.status(ALPHA)?, None)
     ));
 
     let events = watch(&cluster.socket(ALPHA))?;

@@ -18,48 +18,8 @@ pub const MANIFEST: &str = "manifest.toml";
 /// The directory of action scripts inside a kit.
 pub const ACTIONS: &str = "actions";
 
-/// What a kit's scripts do to a resource.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Action {
-    /// Brings the resource in service.
-    Restore,
-    /// Takes it out of service.
-    Remove,
-    /// Checks, quickly, that it is still in service.
-    QuickCheck,
-    /// Tries to repair it in place after a failed check.
-    Recover,
-    /// Cleans up when the resource is deleted from the hierarchy.
-    Delete,
-}
-
-impl Action {
-    /// Every action, in the order a kit's problems are reported.
-    pub const ALL: [Action; 5] = [
-        Action::Restore,
-        Action::Remove,
-        Action::QuickCheck,
-        Action::Recover,
-        Action::Delete,
-    ];
-
-    /// The script's file name under `actions/`.
-    pub fn file_name(&self) -> &'static str {
-        match self {
-            Action::Restore => "restore",
-            Action::Remove => "remove",
-            Action::QuickCheck => "quickCheck",
-            Action::Recover => "recover",
-            Action::Delete => "delete",
-        }
-    }
-}
-
-impl fmt::Display for Action {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.file_name())
-    }
-}
+use heartline_brain::KitInfo;
+pub use heartline_brain::action::Action;
 
 /// A kit's settings, from its `manifest.toml`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -366,6 +326,21 @@ impl Kits {
     /// Every kit, ordered by app then type.
     pub fn iter(&self) -> impl Iterator<Item = &Kit> {
         self.by_app.values().flat_map(BTreeMap::values)
+    }
+
+    /// What the brain needs to know of each kit, by `app/type`.
+    #[must_use]
+    pub fn brain_info(&self) -> BTreeMap<String, KitInfo> {
+        self.iter()
+            .map(|kit| {
+                let info = KitInfo {
+                    quick_check_interval: kit.manifest.quick_check_interval.map(Into::into),
+                    recover_attempts: kit.manifest.recover_attempts,
+                    problems: kit.problems(),
+                };
+                (format!("{}/{}", kit.app, kit.rtype), info)
+            })
+            .collect()
     }
 }
 

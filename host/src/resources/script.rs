@@ -87,7 +87,9 @@ impl ScriptRun {
         self.outcome == Outcome::Succeeded
     }
 
-    fn cannot_run(reason: String) -> ScriptRun {
+    /// A run that never started, for `reason`.
+    #[must_use]
+    pub fn cannot_run(reason: String) -> ScriptRun {
         ScriptRun {
             outcome: Outcome::CannotRun(reason),
             output: String::new(),

@@ -1,25 +1,29 @@
-//! The configuration database (LCD): the cluster's protected resources,
-//! their dependencies, equivalencies and priorities, in a SQLite file and
-//! cached in memory.
+//! The configuration database (LCD) on disk: the cluster's configuration
+//! and every node's last known resource states, the journal of recent
+//! changes and the changes discarded at heals, in one SQLite file.
 //!
-//! Every change is checked against the rules in [`model`], then written in
-//! one transaction (WAL, synchronous = FULL: a change the caller was told
-//! about survives a kill -9 or a power cut), then applied to the cache. The
-//! schema is versioned with `PRAGMA user_version` and migrated forward on
-//! open.
-
-pub mod model;
+//! The brain ([`heartline_brain`]) keeps the database in memory and decides
+//! every change; this module writes what it says changed
+//! ([`Persist`]), all of it in one transaction (WAL, synchronous = FULL:
+//! a change the caller was told about survives a kill -9 or a power cut),
+//! before anything that depends on it is done. The schema is versioned
+//! with `PRAGMA user_version` and migrated forward on open.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
+use heartline_brain::groups::Groups;
+use heartline_brain::{Persist, Stored};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
-pub use model::{Change, Init, LcdError, Model, PRIORITIES, Place, Resource, State};
+pub use heartline_brain::model::{
+    Change, Epoch, Init, LcdError, Model, PRIORITIES, Place, Resource, Role, State, Version,
+};
 
 /// Schema migrations, in order: entry `i` takes the schema from version `i`
 /// to `i + 1`. Never edit one that has shipped; add another.
-const MIGRATIONS: &[&str] = &[r"
+const MIGRATIONS: &[&str] = &[
+    r"
     CREATE TABLE meta (
         key   TEXT PRIMARY KEY,
         value TEXT NOT NULL
@@ -60,16 +64,39 @@ const MIGRATIONS: &[&str] = &[r"
         FOREIGN KEY (node_a, tag_a) REFERENCES resources (node, tag) ON DELETE CASCADE,
         FOREIGN KEY (node_b, tag_b) REFERENCES resources (node, tag) ON DELETE CASCADE
     );
-"];
+",
+    // 2: roles, the coordinator's epoch, maintenance mode, standby nodes,
+    // the journal of changes and the changes discarded at heals.
+    r"
+    ALTER TABLE resources ADD COLUMN role TEXT NOT NULL DEFAULT 'stopped';
+    INSERT INTO meta (key, value) VALUES ('epoch_term', '0'), ('epoch_node', '0'), ('maintenance', '0');
+    CREATE TABLE standby (
+        node INTEGER PRIMARY KEY
+    );
+    CREATE TABLE journal (
+        seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+        term       INTEGER NOT NULL,
+        node       INTEGER NOT NULL,
+        generation INTEGER NOT NULL,
+        change     TEXT NOT NULL
+    );
+    CREATE TABLE discarded (
+        seq  INTEGER PRIMARY KEY AUTOINCREMENT,
+        text TEXT NOT NULL
+    );
+",
+];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
 
-/// The open database and its cache.
+/// Journal entries kept.
+const JOURNAL: usize = 256;
+
+/// The open database.
 #[derive(Debug)]
 pub struct Lcd {
     conn: Connection,
-    model: Model,
 }
 
 fn storage(e: rusqlite::Error) -> LcdError {
@@ -79,7 +106,7 @@ fn storage(e: rusqlite::Error) -> LcdError {
 impl Lcd {
     /// Opens (creating if needed) the database at `path`, migrates it to
     /// this build's schema and loads it.
-    pub fn open(path: &Path) -> Result<Lcd, LcdError> {
+    pub fn open(path: &Path) -> Result<(Lcd, Stored), LcdError> {
         let mut conn = Connection::open(path).map_err(|e| {
             LcdError::Storage(format!(
                 "cannot open the configuration database {}: {e}",
@@ -92,84 +119,308 @@ impl Lcd {
             .map_err(storage)?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(storage)?;
-        migrate(&mut conn, path)?;
-        let model = load(&conn)?;
-        Ok(Lcd { conn, model })
+        let from = migrate(&mut conn, path)?;
+        let mut lcd = Lcd { conn };
+        let mut stored = lcd.load()?;
+        if from < 2 && from > 0 {
+            // A database of the first schema: hierarchies that were in
+            // service keep running, so their role is started.
+            let groups = Groups::build(&stored.model);
+            let mut persist = Persist::default();
+            for group in groups.iter() {
+                let running = group
+                    .places()
+                    .filter_map(|p| stored.model.resources.get(p))
+                    .any(|r| r.state.in_service());
+                if running {
+                    for place in group.places() {
+                        if let Some(r) = stored.model.resources.get_mut(place) {
+                            r.role = Role::Started;
+                            persist.resources.insert(place.clone());
+                        }
+                    }
+                }
+            }
+            lcd.save(&persist, &stored.model)?;
+            stored = lcd.load()?;
+        }
+        Ok((lcd, stored))
     }
 
-    /// Everything, as cached.
-    #[must_use]
-    pub fn model(&self) -> &Model {
-        &self.model
-    }
-
-    /// Checks and makes one change; returns the new generation.
-    pub fn apply(&mut self, change: &Change) -> Result<u64, LcdError> {
-        self.model.check(change)?;
-        let mut after = self.model.clone();
-        after.apply(change);
+    /// Writes what `persist` names, as it is in `model`, in one
+    /// transaction.
+    pub fn save(&mut self, persist: &Persist, model: &Model) -> Result<(), LcdError> {
         let tx = self.conn.transaction().map_err(storage)?;
-        write(&tx, change, &after)?;
-        tx.execute(
-            "UPDATE meta SET value = ?1 WHERE key = 'generation'",
-            params![after.generation.to_string()],
-        )
-        .map_err(storage)?;
-        tx.commit().map_err(storage)?;
-        self.model = after;
-        Ok(self.model.generation)
+        if persist.all {
+            tx.execute_batch(
+                "DELETE FROM equivalencies; DELETE FROM dependencies; DELETE FROM resources; DELETE FROM nodes;",
+            )
+            .map_err(storage)?;
+            for r in model.resources.values() {
+                upsert(&tx, r)?;
+            }
+            for dep in &model.dependencies {
+                insert_dependency(&tx, dep)?;
+            }
+            for pair in &model.equivalencies {
+                insert_equivalency(&tx, pair)?;
+            }
+        } else {
+            for place in &persist.resources {
+                match model.resources.get(place) {
+                    Some(r) => upsert(&tx, r)?,
+                    None => {
+                        tx.execute(
+                            "DELETE FROM resources WHERE node = ?1 AND tag = ?2",
+                            params![place.node, place.tag],
+                        )
+                        .map_err(storage)?;
+                    }
+                }
+            }
+            for dep in &persist.dependencies {
+                if model.dependencies.contains(dep) {
+                    insert_dependency(&tx, dep)?;
+                } else {
+                    tx.execute(
+                        "DELETE FROM dependencies WHERE node = ?1 AND parent = ?2 AND child = ?3",
+                        params![dep.0, dep.1, dep.2],
+                    )
+                    .map_err(storage)?;
+                }
+            }
+            for pair in &persist.equivalencies {
+                if model.equivalencies.contains(pair) {
+                    insert_equivalency(&tx, pair)?;
+                } else {
+                    tx.execute(
+                        "DELETE FROM equivalencies WHERE node_a = ?1 AND tag_a = ?2 AND node_b = ?3 AND tag_b = ?4",
+                        params![pair.0.node, pair.0.tag, pair.1.node, pair.1.tag],
+                    )
+                    .map_err(storage)?;
+                }
+            }
+        }
+        if persist.all || persist.meta {
+            let meta = [
+                ("generation", model.generation.to_string()),
+                ("epoch_term", model.epoch.term.to_string()),
+                ("epoch_node", model.epoch.node.to_string()),
+                ("maintenance", u8::from(model.maintenance).to_string()),
+            ];
+            for (key, value) in meta {
+                tx.execute(
+                    "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = ?2",
+                    params![key, value],
+                )
+                .map_err(storage)?;
+            }
+            tx.execute("DELETE FROM standby", []).map_err(storage)?;
+            for node in &model.standby {
+                tx.execute("INSERT INTO standby (node) VALUES (?1)", params![node])
+                    .map_err(storage)?;
+            }
+            tx.execute("DELETE FROM nodes", []).map_err(storage)?;
+            for (id, name) in &model.nodes {
+                tx.execute(
+                    "INSERT INTO nodes (id, name) VALUES (?1, ?2)",
+                    params![id, name],
+                )
+                .map_err(storage)?;
+            }
+        }
+        if persist.journal_replaced {
+            tx.execute("DELETE FROM journal", []).map_err(storage)?;
+        }
+        for (version, text) in &persist.journal {
+            tx.execute(
+                "INSERT INTO journal (term, node, generation, change) VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    i64::try_from(version.epoch.term).unwrap_or(i64::MAX),
+                    version.epoch.node,
+                    i64::try_from(version.generation).unwrap_or(i64::MAX),
+                    text
+                ],
+            )
+            .map_err(storage)?;
+        }
+        if !persist.journal.is_empty() {
+            tx.execute(
+                "DELETE FROM journal WHERE seq <= (SELECT MAX(seq) FROM journal) - ?1",
+                params![i64::try_from(JOURNAL).unwrap_or(i64::MAX)],
+            )
+            .map_err(storage)?;
+        }
+        for text in &persist.discarded {
+            tx.execute("INSERT INTO discarded (text) VALUES (?1)", params![text])
+                .map_err(storage)?;
+        }
+        tx.commit().map_err(storage)
     }
-}
 
-impl Lcd {
-    /// Replaces the whole database with `model` (another node's, when this
-    /// one catches up), in one transaction.
-    pub fn replace(&mut self, model: Model) -> Result<(), LcdError> {
-        let tx = self.conn.transaction().map_err(storage)?;
-        tx.execute_batch(
-            "DELETE FROM equivalencies; DELETE FROM dependencies; DELETE FROM resources; DELETE FROM nodes;",
-        )
-        .map_err(storage)?;
-        for (id, name) in &model.nodes {
-            write(
-                &tx,
-                &Change::SetNode {
-                    id: *id,
-                    name: name.clone(),
+    fn load(&self) -> Result<Stored, LcdError> {
+        let conn = &self.conn;
+        let meta = |key: &str| -> Result<Option<String>, LcdError> {
+            conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |row| {
+                row.get(0)
+            })
+            .optional()
+            .map_err(storage)
+        };
+        let number = |key: &str| -> Result<u64, LcdError> {
+            Ok(meta(key)?.and_then(|v| v.parse().ok()).unwrap_or(0))
+        };
+        let mut model = Model {
+            generation: number("generation")?,
+            epoch: Epoch {
+                term: number("epoch_term")?,
+                node: u16::try_from(number("epoch_node")?).unwrap_or(0),
+            },
+            maintenance: number("maintenance")? != 0,
+            ..Model::default()
+        };
+        let mut nodes = conn
+            .prepare("SELECT id, name FROM nodes")
+            .map_err(storage)?;
+        for row in nodes
+            .query_map([], |row| {
+                Ok((row.get::<_, u16>(0)?, row.get::<_, String>(1)?))
+            })
+            .map_err(storage)?
+        {
+            let (id, name) = row.map_err(storage)?;
+            model.nodes.insert(id, name);
+        }
+        let mut standby = conn.prepare("SELECT node FROM standby").map_err(storage)?;
+        for row in standby
+            .query_map([], |row| row.get::<_, u16>(0))
+            .map_err(storage)?
+        {
+            model.standby.insert(row.map_err(storage)?);
+        }
+        let mut resources = conn
+            .prepare("SELECT node, tag, id, app, rtype, state, init, flags, info, props, priority, role FROM resources")
+            .map_err(storage)?;
+        let rows = resources
+            .query_map([], |row| {
+                Ok((
+                    Place {
+                        node: row.get(0)?,
+                        tag: row.get(1)?,
+                    },
+                    [
+                        row.get::<_, String>(2)?,
+                        row.get(3)?,
+                        row.get(4)?,
+                        row.get(5)?,
+                        row.get(6)?,
+                        row.get(7)?,
+                        row.get(8)?,
+                        row.get(9)?,
+                        row.get(11)?,
+                    ],
+                    row.get::<_, u16>(10)?,
+                ))
+            })
+            .map_err(storage)?;
+        for row in rows {
+            let (place, [id, app, rtype, state, init, flags, info, props, role], priority) =
+                row.map_err(storage)?;
+            let props: BTreeMap<String, String> = serde_json::from_str(&props).map_err(|e| {
+                LcdError::Storage(format!("properties of {place} are damaged: {e}"))
+            })?;
+            let resource = Resource {
+                place: place.clone(),
+                id,
+                app,
+                rtype,
+                state: State::parse(&state)?,
+                init: Init::parse(&init)?,
+                flags: flags
+                    .split(',')
+                    .filter(|f| !f.is_empty())
+                    .map(str::to_string)
+                    .collect::<BTreeSet<_>>(),
+                info,
+                props,
+                priority,
+                role: Role::parse(&role)?,
+            };
+            model.resources.insert(place, resource);
+        }
+        let mut deps = conn
+            .prepare("SELECT node, parent, child FROM dependencies")
+            .map_err(storage)?;
+        for row in deps
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+            .map_err(storage)?
+        {
+            model.dependencies.insert(row.map_err(storage)?);
+        }
+        let mut eqvs = conn
+            .prepare("SELECT node_a, tag_a, node_b, tag_b FROM equivalencies")
+            .map_err(storage)?;
+        for row in eqvs
+            .query_map([], |row| {
+                Ok((
+                    Place {
+                        node: row.get(0)?,
+                        tag: row.get(1)?,
+                    },
+                    Place {
+                        node: row.get(2)?,
+                        tag: row.get(3)?,
+                    },
+                ))
+            })
+            .map_err(storage)?
+        {
+            model.equivalencies.insert(row.map_err(storage)?);
+        }
+        let mut journal = Vec::new();
+        let mut rows = conn
+            .prepare("SELECT term, node, generation, change FROM journal ORDER BY seq")
+            .map_err(storage)?;
+        for row in rows
+            .query_map([], |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, u16>(1)?,
+                    row.get::<_, i64>(2)?,
+                    row.get::<_, String>(3)?,
+                ))
+            })
+            .map_err(storage)?
+        {
+            let (term, node, generation, text) = row.map_err(storage)?;
+            let version = Version {
+                epoch: Epoch {
+                    term: u64::try_from(term).unwrap_or(0),
+                    node,
                 },
-                &model,
-            )?;
-        }
-        for resource in model.resources.values() {
-            write(&tx, &Change::CreateResource(resource.clone()), &model)?;
-        }
-        for (node, parent, child) in &model.dependencies {
-            let change = Change::CreateDependency {
-                node: *node,
-                parent: parent.clone(),
-                child: child.clone(),
+                generation: u64::try_from(generation).unwrap_or(0),
             };
-            write(&tx, &change, &model)?;
+            journal.push((version, text));
         }
-        for (a, b) in &model.equivalencies {
-            let change = Change::CreateEquivalency {
-                a: a.clone(),
-                b: b.clone(),
-            };
-            write(&tx, &change, &model)?;
+        let mut discarded = Vec::new();
+        let mut rows = conn
+            .prepare("SELECT text FROM discarded ORDER BY seq")
+            .map_err(storage)?;
+        for row in rows
+            .query_map([], |row| row.get::<_, String>(0))
+            .map_err(storage)?
+        {
+            discarded.push(row.map_err(storage)?);
         }
-        tx.execute(
-            "UPDATE meta SET value = ?1 WHERE key = 'generation'",
-            params![model.generation.to_string()],
-        )
-        .map_err(storage)?;
-        tx.commit().map_err(storage)?;
-        self.model = model;
-        Ok(())
+        Ok(Stored {
+            model,
+            journal,
+            discarded,
+        })
     }
 }
 
-fn migrate(conn: &mut Connection, path: &Path) -> Result<(), LcdError> {
+fn migrate(conn: &mut Connection, path: &Path) -> Result<usize, LcdError> {
     let version: usize = conn
         .pragma_query_value(None, "user_version", |row| row.get::<_, i64>(0))
         .map_err(storage)?
@@ -189,204 +440,60 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), LcdError> {
             .map_err(storage)?;
         tx.commit().map_err(storage)?;
     }
+    Ok(version)
+}
+
+fn upsert(tx: &Transaction<'_>, r: &Resource) -> Result<(), LcdError> {
+    let flags: Vec<&str> = r.flags.iter().map(String::as_str).collect();
+    let props = serde_json::to_string(&r.props).map_err(|e| {
+        LcdError::Storage(format!("cannot store the properties of {}: {e}", r.place))
+    })?;
+    tx.execute(
+        "INSERT INTO resources (node, tag, id, app, rtype, state, init, flags, info, props, priority, role)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+         ON CONFLICT (node, tag) DO UPDATE SET id = ?3, app = ?4, rtype = ?5, state = ?6,
+             init = ?7, flags = ?8, info = ?9, props = ?10, priority = ?11, role = ?12",
+        params![
+            r.place.node,
+            r.place.tag,
+            r.id,
+            r.app,
+            r.rtype,
+            r.state.as_str(),
+            r.init.as_str(),
+            flags.join(","),
+            r.info,
+            props,
+            r.priority,
+            r.role.as_str()
+        ],
+    )
+    .map_err(storage)?;
     Ok(())
 }
 
-fn load(conn: &Connection) -> Result<Model, LcdError> {
-    let mut model = Model::default();
-    let generation: Option<String> = conn
-        .query_row(
-            "SELECT value FROM meta WHERE key = 'generation'",
-            [],
-            |row| row.get(0),
-        )
-        .optional()
-        .map_err(storage)?;
-    model.generation = generation.and_then(|g| g.parse().ok()).unwrap_or(0);
-    let mut nodes = conn
-        .prepare("SELECT id, name FROM nodes")
-        .map_err(storage)?;
-    for row in nodes
-        .query_map([], |row| {
-            Ok((row.get::<_, u16>(0)?, row.get::<_, String>(1)?))
-        })
-        .map_err(storage)?
-    {
-        let (id, name) = row.map_err(storage)?;
-        model.nodes.insert(id, name);
-    }
-    let mut resources = conn
-        .prepare("SELECT node, tag, id, app, rtype, state, init, flags, info, props, priority FROM resources")
-        .map_err(storage)?;
-    let rows = resources
-        .query_map([], |row| {
-            Ok((
-                Place {
-                    node: row.get(0)?,
-                    tag: row.get(1)?,
-                },
-                [
-                    row.get::<_, String>(2)?,
-                    row.get(3)?,
-                    row.get(4)?,
-                    row.get(5)?,
-                    row.get(6)?,
-                    row.get(7)?,
-                    row.get(8)?,
-                    row.get(9)?,
-                ],
-                row.get::<_, u16>(10)?,
-            ))
-        })
-        .map_err(storage)?;
-    for row in rows {
-        let (place, [id, app, rtype, state, init, flags, info, props], priority) =
-            row.map_err(storage)?;
-        let props: BTreeMap<String, String> = serde_json::from_str(&props)
-            .map_err(|e| LcdError::Storage(format!("properties of {place} are damaged: {e}")))?;
-        let resource = Resource {
-            place: place.clone(),
-            id,
-            app,
-            rtype,
-            state: State::parse(&state)?,
-            init: Init::parse(&init)?,
-            flags: flags
-                .split(',')
-                .filter(|f| !f.is_empty())
-                .map(str::to_string)
-                .collect::<BTreeSet<_>>(),
-            info,
-            props,
-            priority,
-        };
-        model.resources.insert(place, resource);
-    }
-    let mut deps = conn
-        .prepare("SELECT node, parent, child FROM dependencies")
-        .map_err(storage)?;
-    for row in deps
-        .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
-        .map_err(storage)?
-    {
-        model.dependencies.insert(row.map_err(storage)?);
-    }
-    let mut eqvs = conn
-        .prepare("SELECT node_a, tag_a, node_b, tag_b FROM equivalencies")
-        .map_err(storage)?;
-    for row in eqvs
-        .query_map([], |row| {
-            Ok((
-                Place {
-                    node: row.get(0)?,
-                    tag: row.get(1)?,
-                },
-                Place {
-                    node: row.get(2)?,
-                    tag: row.get(3)?,
-                },
-            ))
-        })
-        .map_err(storage)?
-    {
-        model.equivalencies.insert(row.map_err(storage)?);
-    }
-    Ok(model)
+fn insert_dependency(tx: &Transaction<'_>, dep: &(u16, String, String)) -> Result<(), LcdError> {
+    tx.execute(
+        "INSERT OR IGNORE INTO dependencies (node, parent, child) VALUES (?1, ?2, ?3)",
+        params![dep.0, dep.1, dep.2],
+    )
+    .map_err(storage)?;
+    Ok(())
 }
 
-/// Writes the rows `change` touched, as they are in `after`.
-fn write(tx: &Transaction<'_>, change: &Change, after: &Model) -> Result<(), LcdError> {
-    let upsert = |place: &Place| -> Result<(), LcdError> {
-        let r = after.resource(place)?;
-        let flags: Vec<&str> = r.flags.iter().map(String::as_str).collect();
-        let props = serde_json::to_string(&r.props).map_err(|e| {
-            LcdError::Storage(format!("cannot store the properties of {place}: {e}"))
-        })?;
-        tx.execute(
-            "INSERT INTO resources (node, tag, id, app, rtype, state, init, flags, info, props, priority)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
-             ON CONFLICT (node, tag) DO UPDATE SET id = ?3, app = ?4, rtype = ?5, state = ?6,
-                 init = ?7, flags = ?8, info = ?9, props = ?10, priority = ?11",
-            params![
-                r.place.node,
-                r.place.tag,
-                r.id,
-                r.app,
-                r.rtype,
-                r.state.as_str(),
-                r.init.as_str(),
-                flags.join(","),
-                r.info,
-                props,
-                r.priority
-            ],
-        )
-        .map_err(storage)?;
-        Ok(())
-    };
-    match change {
-        Change::SetNode { id, name } => {
-            tx.execute(
-                "INSERT INTO nodes (id, name) VALUES (?1, ?2) ON CONFLICT (id) DO UPDATE SET name = ?2",
-                params![id, name],
-            )
-            .map_err(storage)?;
-        }
-        Change::CreateResource(r) => upsert(&r.place)?,
-        Change::SetState { place, .. } | Change::SetInit { place, .. } => upsert(place)?,
-        Change::RemoveResource(place) => {
-            tx.execute(
-                "DELETE FROM resources WHERE node = ?1 AND tag = ?2",
-                params![place.node, place.tag],
-            )
-            .map_err(storage)?;
-        }
-        Change::CreateDependency {
-            node,
-            parent,
-            child,
-        } => {
-            tx.execute(
-                "INSERT INTO dependencies (node, parent, child) VALUES (?1, ?2, ?3)",
-                params![node, parent, child],
-            )
-            .map_err(storage)?;
-        }
-        Change::RemoveDependency {
-            node,
-            parent,
-            child,
-        } => {
-            tx.execute(
-                "DELETE FROM dependencies WHERE node = ?1 AND parent = ?2 AND child = ?3",
-                params![node, parent, child],
-            )
-            .map_err(storage)?;
-        }
-        Change::CreateEquivalency { a, b } | Change::RemoveEquivalency { a, b } => {
-            let (a, b) = if a <= b { (a, b) } else { (b, a) };
-            let sql = if matches!(change, Change::CreateEquivalency { .. }) {
-                "INSERT INTO equivalencies (node_a, tag_a, node_b, tag_b) VALUES (?1, ?2, ?3, ?4)"
-            } else {
-                "DELETE FROM equivalencies WHERE node_a = ?1 AND tag_a = ?2 AND node_b = ?3 AND tag_b = ?4"
-            };
-            tx.execute(sql, params![a.node, a.tag, b.node, b.tag])
-                .map_err(storage)?;
-        }
-        Change::SetPriority { place, .. } => {
-            for tag in after.hierarchy(place) {
-                upsert(&Place {
-                    node: place.node,
-                    tag,
-                })?;
-            }
-        }
-    }
+fn insert_equivalency(tx: &Transaction<'_>, pair: &(Place, Place)) -> Result<(), LcdError> {
+    tx.execute(
+        "INSERT OR IGNORE INTO equivalencies (node_a, tag_a, node_b, tag_b) VALUES (?1, ?2, ?3, ?4)",
+        params![pair.0.node, pair.0.tag, pair.1.node, pair.1.tag],
+    )
+    .map_err(storage)?;
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     fn resource(tag: &str) -> Resource {
@@ -404,51 +511,135 @@ mod tests {
             info: "some info".into(),
             props: BTreeMap::from([("START".to_string(), "/bin/true".to_string())]),
             priority: 1,
+            role: Role::Stopped,
         }
     }
 
-    #[test]
-    fn changes_survive_reopening() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("lcd.sqlite");
-        let mut lcd = Lcd::open(&path).unwrap();
-        lcd.apply(&Change::SetNode {
-            id: 1,
-            name: "alpha".into(),
-        })
-        .unwrap();
-        lcd.apply(&Change::CreateResource(resource("web"))).unwrap();
-        lcd.apply(&Change::CreateResource(resource("data")))
-            .unwrap();
-        lcd.apply(&Change::CreateDependency {
-            node: 1,
-            parent: "web".into(),
-            child: "data".into(),
-        })
-        .unwrap();
-        let generation = lcd
-            .apply(&Change::SetPriority {
-                place: resource("web").place,
-                priority: 7,
-            })
-            .unwrap();
-        assert_eq!(generation, 5);
-        let before = lcd.model().clone();
-        drop(lcd);
-        let lcd = Lcd::open(&path).unwrap();
-        assert_eq!(*lcd.model(), before);
-        assert_eq!(lcd.model().resources[&resource("data").place].priority, 7);
+    /// Applies `changes` to `model` and saves what they touched, as the
+    /// brain would.
+    fn change(lcd: &mut Lcd, model: &mut Model, changes: &[Change]) {
+        let mut persist = Persist::default();
+        for c in changes {
+            model.check(c).unwrap();
+            match c {
+                Change::CreateResource(r) => {
+                    persist.resources.insert(r.place.clone());
+                }
+                Change::RemoveResource(p) | Change::SetState { place: p, .. } => {
+                    persist.resources.insert(p.clone());
+                }
+                Change::CreateDependency {
+                    node,
+                    parent,
+                    child,
+                } => {
+                    persist
+                        .dependencies
+                        .insert((*node, parent.clone(), child.clone()));
+                }
+                _ => {}
+            }
+            model.apply(c);
+        }
+        persist.meta = true;
+        persist.journal.push((model.version(), "test".into()));
+        lcd.save(&persist, model).unwrap();
     }
 
     #[test]
-    fn a_refused_change_writes_nothing() {
+    fn what_the_brain_saves_survives_reopening() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("lcd.sqlite");
-        let mut lcd = Lcd::open(&path).unwrap();
-        lcd.apply(&Change::CreateResource(resource("web"))).unwrap();
-        assert!(lcd.apply(&Change::CreateResource(resource("web"))).is_err());
+        let (mut lcd, stored) = Lcd::open(&path).unwrap();
+        let mut model = stored.model;
+        model.epoch = Epoch { term: 3, node: 2 };
+        model.maintenance = true;
+        model.standby.insert(4);
+        change(
+            &mut lcd,
+            &mut model,
+            &[
+                Change::CreateResource(resource("web")),
+                Change::CreateResource(resource("data")),
+                Change::CreateDependency {
+                    node: 1,
+                    parent: "web".into(),
+                    child: "data".into(),
+                },
+                Change::SetState {
+                    place: resource("web").place,
+                    state: State::Blocked,
+                },
+            ],
+        );
         drop(lcd);
-        assert_eq!(Lcd::open(&path).unwrap().model().generation, 1);
+        let (_, stored) = Lcd::open(&path).unwrap();
+        assert_eq!(stored.model, model);
+        assert_eq!(stored.journal.len(), 1);
+        assert_eq!(
+            stored.model.resources[&resource("web").place].state,
+            State::Blocked
+        );
+    }
+
+    #[test]
+    fn a_snapshot_rewrites_everything_and_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lcd.sqlite");
+        let (mut lcd, stored) = Lcd::open(&path).unwrap();
+        let mut model = stored.model;
+        change(
+            &mut lcd,
+            &mut model,
+            &[Change::CreateResource(resource("old"))],
+        );
+        let mut other = Model::default();
+        other.apply(&Change::CreateResource(resource("new")));
+        other.generation = 9;
+        let persist = Persist {
+            all: true,
+            meta: true,
+            journal: vec![(other.version(), "from node 2".into())],
+            journal_replaced: true,
+            discarded: vec!["create old on node 1".into()],
+            ..Persist::default()
+        };
+        lcd.save(&persist, &other).unwrap();
+        drop(lcd);
+        let (_, stored) = Lcd::open(&path).unwrap();
+        assert_eq!(stored.model, other);
+        assert_eq!(
+            stored.journal,
+            vec![(other.version(), "from node 2".to_string())]
+        );
+        assert_eq!(stored.discarded, vec!["create old on node 1".to_string()]);
+    }
+
+    #[test]
+    fn a_first_schema_database_is_migrated_with_running_hierarchies_started() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lcd.sqlite");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        for (tag, state) in [("up", "ISP"), ("down", "OSU")] {
+            conn.execute(
+                "INSERT INTO resources VALUES (1, ?1, ?1, 'gen', 'app', ?2, 'autores', '', '', '{}', 1)",
+                params![tag, state],
+            )
+            .unwrap();
+        }
+        drop(conn);
+        let (_, stored) = Lcd::open(&path).unwrap();
+        let role = |tag: &str| {
+            stored.model.resources[&Place {
+                node: 1,
+                tag: tag.into(),
+            }]
+                .role
+        };
+        assert_eq!(role("up"), Role::Started);
+        assert_eq!(role("down"), Role::Stopped);
     }
 
     #[test]

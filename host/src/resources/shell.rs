@@ -1,0 +1,433 @@
+//! The resource shell: the tokio side of the resource brain. It owns the
+//! brain (`heartline_brain::Brain`), the configuration database on disk
+//! ([`Lcd`]) and the kits, on a thread of its own, so database writes
+//! (fsync) and scripts never delay the communication manager.
+//!
+//! It feeds the brain what happens (the communication manager's membership
+//! events and admin messages, in order; requests; scripts that ended; the
+//! passing of time) and carries out what the brain asks, in this order
+//! after every input: first the database writes (so nothing is answered or
+//! sent that the disk does not hold), then scripts started as tasks, admin
+//! messages handed to the communication manager, answers, and notices to
+//! the log and to `watch`. It decides nothing itself.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use heartline_brain::api::{Answer, Request, RequestId};
+use heartline_brain::message::{AdminMessage, decode, encode};
+use heartline_brain::model::Resource;
+use heartline_brain::{Brain, BrainConfig, Input, JobId, Level, Output, Persist};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant as TokioInstant;
+use tracing::{debug, error, info, warn};
+
+use super::kit::{Action, Kits};
+use super::lcd::Lcd;
+use super::script::{self, ScriptRun};
+use crate::comm::{self, Command, EventLine, ToBrain};
+use crate::config::Config;
+
+/// What the shell is asked by the rest of the daemon.
+#[derive(Debug)]
+enum ShellInput {
+    Request {
+        request: Request,
+        reply: oneshot::Sender<Answer>,
+    },
+    Script {
+        job: JobId,
+        run: ScriptRun,
+    },
+    Shutdown {
+        done: oneshot::Sender<()>,
+    },
+}
+
+/// The rest of the daemon's handle on the resource brain.
+#[derive(Debug, Clone)]
+pub struct Handle {
+    inputs: mpsc::UnboundedSender<ShellInput>,
+}
+
+impl Handle {
+    /// Asks the brain; its answer, or an error if the shell is gone.
+    pub async fn ask(&self, request: Request) -> Answer {
+        let (reply, answer) = oneshot::channel();
+        if self
+            .inputs
+            .send(ShellInput::Request { request, reply })
+            .is_err()
+        {
+            return Answer::error("the resource manager has stopped");
+        }
+        answer
+            .await
+            .unwrap_or_else(|_| Answer::error("the resource manager dropped the request"))
+    }
+
+    /// A clean stop: the brain takes this node's hierarchies out of service
+    /// (or hands them over) and says when it is done.
+    pub async fn shutdown(&self) {
+        let (done, finished) = oneshot::channel();
+        if self.inputs.send(ShellInput::Shutdown { done }).is_ok() {
+            let _ = finished.await;
+        }
+    }
+}
+
+/// Everything the shell carries out, and the brain itself.
+struct Shell {
+    brain: Brain,
+    lcd: Lcd,
+    kits: Kits,
+    comm: comm::Handle,
+    /// Admin messages for `--on` (forwarded control requests and their
+    /// answers): the control layer's.
+    forwards: mpsc::UnboundedSender<(u16, AdminMessage)>,
+    inputs: mpsc::UnboundedSender<ShellInput>,
+    started: TokioInstant,
+    next_request: u64,
+    waiting: HashMap<RequestId, oneshot::Sender<Answer>>,
+    exit: Vec<oneshot::Sender<()>>,
+    exited: bool,
+    daemon_env: Vec<(String, String)>,
+    /// Why the database could not be written, while it cannot: the whole
+    /// model is written at the next chance.
+    storage_failure: Option<String>,
+}
+
+/// Opens the database, loads the kits and starts the brain on a thread of
+/// its own. `from_comm` is the communication manager's stream for it;
+/// `forwards` takes the admin messages that are the control layer's.
+pub fn start(
+    config: &Config,
+    comm: &comm::Handle,
+    incarnation: u32,
+    from_comm: mpsc::UnboundedReceiver<ToBrain>,
+    forwards: mpsc::UnboundedSender<(u16, AdminMessage)>,
+) -> Result<Handle, String> {
+    let (lcd, stored) = Lcd::open(&config.database).map_err(|e| e.to_string())?;
+    let kits = Kits::load(&config.kits).map_err(|e| e.to_string())?;
+    let kit_names: Vec<String> = kits
+        .iter()
+        .map(|k| format!("{}/{}", k.app, k.rtype))
+        .collect();
+    let node = config.node.0;
+    let mut nodes: std::collections::BTreeSet<u16> = config
+        .peers
+        .iter()
+        .filter(|p| p.dongle.is_none())
+        .map(|p| p.id.0)
+        .collect();
+    nodes.insert(node);
+    let mut cfg = BrainConfig::new(node, incarnation, nodes);
+    cfg.kits = kits.brain_info();
+    cfg.on_stop = config.policy.on_stop;
+    cfg.failure_window = config.policy.failure_window.into();
+    cfg.max_failures = config.policy.max_failures;
+    info!(
+        database = %config.database.display(),
+        version = %stored.model.version(),
+        resources = stored.model.resources.values().filter(|r| r.place.node == node).count(),
+        kits = %kit_names.join(", "),
+        "resource manager started"
+    );
+    let daemon_env = daemon_env(config);
+    let (inputs, rx) = mpsc::unbounded_channel();
+    let handle = Handle {
+        inputs: inputs.clone(),
+    };
+    let comm = comm.clone();
+    std::thread::Builder::new()
+        .name("resource-manager".into())
+        .spawn(move || {
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime.block_on(async move {
+                    let started = TokioInstant::now();
+                    let brain = Brain::new(cfg, stored, heartline_core::Instant::ZERO);
+                    let shell = Shell {
+                        brain,
+                        lcd,
+                        kits,
+                        comm,
+                        forwards,
+                        inputs,
+                        started,
+                        next_request: 1,
+                        waiting: HashMap::new(),
+                        exit: Vec::new(),
+                        exited: false,
+                        daemon_env,
+                        storage_failure: None,
+                    };
+                    shell.run(rx, from_comm).await;
+                }),
+                Err(e) => error!("cannot start the resource manager: {e}"),
+            }
+        })
+        .map_err(|e| format!("cannot start the resource manager thread: {e}"))?;
+    Ok(handle)
+}
+
+impl Shell {
+    fn now(&self) -> heartline_core::Instant {
+        heartline_core::Instant::from_micros(
+            u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        )
+    }
+
+    async fn run(
+        mut self,
+        mut inputs: mpsc::UnboundedReceiver<ShellInput>,
+        mut from_comm: mpsc::UnboundedReceiver<ToBrain>,
+    ) {
+        self.carry_out().await;
+        loop {
+            let wake = self
+                .brain
+                .poll_timeout()
+                .map(|at| self.started + Duration::from_micros(at.as_micros()))
+                .unwrap_or_else(|| TokioInstant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                input = inputs.recv() => match input {
+                    Some(input) => self.input(input),
+                    None => return,
+                },
+                event = from_comm.recv() => match event {
+                    Some(event) => self.on_comm(event),
+                    None => return,
+                },
+                () = tokio::time::sleep_until(wake) => {
+                    let now = self.now();
+                    self.brain.handle_timeout(now);
+                }
+            }
+            self.carry_out().await;
+        }
+    }
+
+    fn input(&mut self, input: ShellInput) {
+        let now = self.now();
+        match input {
+            ShellInput::Request { request, reply } => {
+                let id = RequestId(self.next_request);
+                self.next_request += 1;
+                self.waiting.insert(id, reply);
+                self.brain.handle(now, Input::Request { id, request });
+            }
+            ShellInput::Script { job, run } => {
+                let ok = run.succeeded();
+                self.brain.handle(
+                    now,
+                    Input::ScriptDone {
+                        job,
+                        ok,
+                        summary: run.to_string(),
+                    },
+                );
+            }
+            ShellInput::Shutdown { done } => {
+                if self.exited {
+                    let _ = done.send(());
+                } else {
+                    self.exit.push(done);
+                    self.brain.handle(now, Input::Shutdown);
+                }
+            }
+        }
+    }
+
+    fn on_comm(&mut self, event: ToBrain) {
+        let now = self.now();
+        match event {
+            ToBrain::Membership(change) => self.brain.handle(now, Input::Membership(change)),
+            ToBrain::Admin { from, bytes } => match decode(&bytes) {
+                Ok(AdminMessage::Brain { msg }) => {
+                    self.brain.handle(now, Input::Message { from, msg });
+                }
+                Ok(other) => {
+                    let _ = self.forwards.send((from, other));
+                }
+                Err(e) => {
+                    warn!(from, "admin message from node {from} refused: {e}");
+                    self.event(format!("admin message from node {from} refused: {e}"));
+                }
+            },
+        }
+    }
+
+    /// Carries out what the brain asks: the database first, then the rest
+    /// in order.
+    async fn carry_out(&mut self) {
+        let persist = self.brain.take_persist();
+        if self.storage_failure.is_some() {
+            self.save(&Persist {
+                all: true,
+                meta: true,
+                ..persist.unwrap_or_default()
+            });
+        } else if let Some(persist) = persist {
+            self.save(&persist);
+        }
+        while let Some(output) = self.brain.poll_output() {
+            match output {
+                Output::Run {
+                    job,
+                    action,
+                    resource,
+                    event,
+                } => self.run_script(job, action, &resource, event.as_deref()),
+                Output::Send { to, msg } => {
+                    let bytes = encode(&AdminMessage::Brain { msg });
+                    if self
+                        .comm
+                        .commands
+                        .send(Command::SendAdmin { to, bytes })
+                        .await
+                        .is_err()
+                    {
+                        debug!("the communication manager is gone");
+                    }
+                }
+                Output::Reply { id, answer } => {
+                    let answer = match (&self.storage_failure, answer) {
+                        (Some(why), Answer::Changed { .. }) => Answer::error(format!(
+                            "the change is made and sent to the other nodes, but this node cannot write its database ({why}): it keeps it in memory and writes it once the disk works again"
+                        )),
+                        (_, answer) => answer,
+                    };
+                    if let Some(reply) = self.waiting.remove(&id) {
+                        let _ = reply.send(answer);
+                    }
+                }
+                Output::Notice { level, text } => {
+                    match level {
+                        Level::Info => info!("{text}"),
+                        Level::Warn => warn!("{text}"),
+                        Level::Error => error!("{text}"),
+                    }
+                    self.event(text);
+                }
+                Output::Exit => {
+                    self.exited = true;
+                    for done in self.exit.drain(..) {
+                        let _ = done.send(());
+                    }
+                }
+            }
+        }
+    }
+
+    /// One line for `watch`.
+    fn event(&self, text: String) {
+        let _ = self.comm.events.send(EventLine {
+            at_ms: self.comm.at_ms(),
+            text,
+        });
+    }
+
+    fn save(&mut self, persist: &Persist) {
+        match self.lcd.save(persist, self.brain.model()) {
+            Ok(()) => {
+                if self.storage_failure.take().is_some() {
+                    info!("the configuration database is written again");
+                }
+            }
+            Err(e) => {
+                if self.storage_failure.is_none() {
+                    error!(
+                        "cannot write the configuration database: {e}; this node's copy is only in memory until a write succeeds (it is written whole at the next input)"
+                    );
+                    self.event(format!("cannot write the configuration database: {e}"));
+                }
+                self.storage_failure = Some(e.to_string());
+            }
+        }
+    }
+
+    /// Runs one script of a job as a task; its end comes back as an input.
+    fn run_script(&self, job: JobId, action: Action, resource: &Resource, event: Option<&str>) {
+        let inputs = self.inputs.clone();
+        let Some(kit) = self.kits.get(&resource.app, &resource.rtype) else {
+            let why = format!(
+                "cannot run {action}: no recovery kit {}/{} on this node",
+                resource.app, resource.rtype
+            );
+            let run = ScriptRun::cannot_run(why);
+            let _ = inputs.send(ShellInput::Script { job, run });
+            return;
+        };
+        let path = kit.script(action);
+        let timeout = kit.manifest.timeout(action);
+        let env = script_env(&self.daemon_env, resource, action, event.unwrap_or(""));
+        tokio::spawn(async move {
+            let run = script::run(&path, &[], &env, timeout).await;
+            let _ = inputs.send(ShellInput::Script { job, run });
+        });
+    }
+}
+
+/// What every script sees of the daemon running it, so that a kit can run
+/// `heartline` commands against it and keep files of its own:
+/// `HEARTLINE_BIN` (the daemon's program), `HEARTLINE_SOCKET` (its control
+/// socket) and `HEARTLINE_STATE_DIR`.
+fn daemon_env(config: &Config) -> Vec<(String, String)> {
+    let mut env = vec![
+        (
+            "HEARTLINE_SOCKET".to_string(),
+            config.control_socket.display().to_string(),
+        ),
+        (
+            "HEARTLINE_STATE_DIR".to_string(),
+            config.state_dir.display().to_string(),
+        ),
+    ];
+    if let Ok(program) = std::env::current_exe() {
+        env.push(("HEARTLINE_BIN".to_string(), program.display().to_string()));
+    }
+    env
+}
+
+/// The environment a kit's script sees: the daemon's, who it acts on and
+/// why, and the resource's properties as `HEARTLINE_PROP_<NAME>`.
+fn script_env(
+    daemon_env: &[(String, String)],
+    resource: &Resource,
+    action: Action,
+    event: &str,
+) -> Vec<(String, String)> {
+    let mut env = daemon_env.to_vec();
+    env.extend([
+        ("HEARTLINE_TAG".to_string(), resource.place.tag.clone()),
+        ("HEARTLINE_ID".to_string(), resource.id.clone()),
+        ("HEARTLINE_APP".to_string(), resource.app.clone()),
+        ("HEARTLINE_TYPE".to_string(), resource.rtype.clone()),
+        (
+            "HEARTLINE_NODE".to_string(),
+            resource.place.node.to_string(),
+        ),
+        ("HEARTLINE_ACTION".to_string(), action.to_string()),
+        ("HEARTLINE_INFO".to_string(), resource.info.clone()),
+    ]);
+    if !event.is_empty() {
+        env.push(("HEARTLINE_EVENT".to_string(), event.to_string()));
+    }
+    for (name, value) in &resource.props {
+        let name: String = name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_uppercase()
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        env.push((format!("HEARTLINE_PROP_{name}"), value.clone()));
+    }
+    env
+}
