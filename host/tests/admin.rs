@@ -128,7 +128,7 @@ fn admin_messages_of_another_version_are_refused_and_logged_and_the_daemon_goes_
         up: false,
     };
     let deadline = WallClock::now() + Duration::from_secs(10);
-    while !(peer.up && !peer.heard.is_empty()) {
+    while !peer.up || peer.heard.is_empty() {
         assert!(WallClock::now() < deadline, "node 1 never said hello");
         peer.pump(Duration::from_millis(50));
     }
