@@ -447,6 +447,7 @@ impl World<'_> {
         let stored = self.nodes[index].disk.clone();
         self.nodes[index].brain = Some(Brain::new(cfg, stored, now));
         self.unstable(index);
+        self.last_disruption = now;
         let inc = self.nodes[index].incarnation;
         self.log(|| format!("node {} starts (incarnation {inc})", index + 1));
         self.pump(index)
@@ -573,7 +574,7 @@ impl World<'_> {
             due
         };
         for run in due {
-            self.script_ended(&run);
+            self.script_ended(&run)?;
             touched[run.node] = true;
         }
         // Faults.
@@ -649,6 +650,9 @@ impl World<'_> {
     fn resume(&mut self, index: usize) -> Result<(), Violation> {
         self.nodes[index].stalled_until = None;
         self.unstable(index);
+        // A resumed daemon sees every peer silent, then heard again: a
+        // disruption of its own, not a loss to time.
+        self.last_disruption = self.now;
         self.log(|| format!("node {} resumes", index + 1));
         let backlog = std::mem::take(&mut self.nodes[index].backlog);
         for (at, bytes) in backlog {
@@ -895,7 +899,7 @@ impl World<'_> {
         Ok(())
     }
 
-    fn script_ended(&mut self, run: &ScriptRun) {
+    fn script_ended(&mut self, run: &ScriptRun) -> Result<(), Violation> {
         let key = (run.node, run.tag.clone());
         let ok = match (run.action, run.fails) {
             (Action::Restore, false) | (Action::Recover, false) => {
@@ -920,7 +924,7 @@ impl World<'_> {
             _ => !run.fails,
         };
         if run.action == Action::Restore && ok {
-            self.restored(run.node, &run.tag);
+            self.restored(run.node, &run.tag)?;
         }
         let summary = if ok {
             "exited 0".to_string()
@@ -931,11 +935,11 @@ impl World<'_> {
         };
         let node = &mut self.nodes[run.node];
         if node.incarnation != run.incarnation || node.brain.is_none() {
-            return;
+            return Ok(());
         }
         if node.stalled_until.is_some() {
             node.finished.push((run.job, ok, summary));
-            return;
+            return Ok(());
         }
         let now = self.now;
         if let Some(brain) = node.brain.as_mut() {
@@ -948,20 +952,57 @@ impl World<'_> {
                 },
             );
         }
+        Ok(())
     }
 
-    /// A hierarchy's resource came up on `index`: a takeover ends.
-    fn restored(&mut self, index: usize, tag: &str) {
+    /// A hierarchy's resource came up on `index`: a takeover ends, on the
+    /// best node that could run it.
+    fn restored(&mut self, index: usize, tag: &str) -> Result<(), Violation> {
         let Some(g) = self.group_of(tag) else {
-            return;
+            return Ok(());
         };
-        if let Some((at, from)) = self.lost.remove(&g) {
-            if index != from {
-                let took = self.now.saturating_since(at);
-                self.report.takeovers.push(took);
-                self.log(|| format!("takeover of g{g} on node {} after {took}", index + 1));
+        let Some((at, from)) = self.lost.remove(&g) else {
+            return Ok(());
+        };
+        if index == from || self.last_disruption > at {
+            return Ok(());
+        }
+        let took = self.now.saturating_since(at);
+        self.report.takeovers.push(took);
+        self.log(|| format!("takeover of g{g} on node {} after {took}", index + 1));
+        let spec = &self.sc.groups[g];
+        // The best node on the taker's side of any partition.
+        let reachable =
+            |n: usize| n == index || self.sc.paths(index, n).iter().any(|l| !l.is_cut(self.now));
+        let best = spec.nodes.iter().copied().find(|&n| {
+            n != from
+                && self.alive(n)
+                && reachable(n)
+                && self.nodes[n].brain.as_ref().is_some_and(|b| {
+                    let model = b.model();
+                    !b.leaving()
+                        && !b.probing()
+                        && !model.standby.contains(&node_id(n))
+                        && !model.resources.values().any(|r| {
+                            r.place.node == node_id(n)
+                                && self.group_of(&r.place.tag) == Some(g)
+                                && r.state.failed()
+                        })
+                })
+        });
+        if let Some(best) = best.filter(|&b| b != index) {
+            let rank = |n: usize| spec.nodes.iter().position(|&m| m == n);
+            if rank(best) < rank(index) {
+                return Err(self.violation(format!(
+                    "{} lost with node {} was taken over by node {}, but node {} has a better priority and could run it",
+                    spec.name,
+                    from + 1,
+                    index + 1,
+                    best + 1
+                )));
             }
         }
+        Ok(())
     }
 
     /// How long a takeover may take: noticing the loss, the coordinator's
