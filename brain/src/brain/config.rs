@@ -32,6 +32,9 @@ use super::{Brain, Level};
 /// when another configuration wins).
 pub(super) const JOURNAL: usize = 256;
 
+/// Discarded changes remembered (the oldest are forgotten first).
+pub const DISCARDED: usize = 100;
+
 /// Who asked for a change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Requester {
@@ -592,6 +595,8 @@ impl Brain {
                 self.config.discarded.push(line.clone());
                 self.persist.discarded.push(line);
             }
+            let extra = self.config.discarded.len().saturating_sub(DISCARDED);
+            self.config.discarded.drain(..extra);
         }
         self.config_changed();
         self.after_config_change();

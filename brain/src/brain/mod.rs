@@ -41,6 +41,7 @@ use crate::groups::Groups;
 use crate::message::{BrainMsg, Flags, View};
 use crate::model::{Change, Model, Place, Resource, Version};
 
+pub use config::DISCARDED;
 pub use local::JobId;
 pub use place::Decision;
 

@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use heartline_brain::groups::Groups;
+use heartline_brain::brain::DISCARDED;
 use heartline_brain::{Persist, Stored};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
@@ -254,6 +255,13 @@ impl Lcd {
         for text in &persist.discarded {
             tx.execute("INSERT INTO discarded (text) VALUES (?1)", params![text])
                 .map_err(storage)?;
+        }
+        if !persist.discarded.is_empty() {
+            tx.execute(
+                "DELETE FROM discarded WHERE seq <= (SELECT MAX(seq) FROM discarded) - ?1",
+                params![i64::try_from(DISCARDED).unwrap_or(i64::MAX)],
+            )
+            .map_err(storage)?;
         }
         tx.commit().map_err(storage)
     }
