@@ -5,134 +5,14 @@
 
 #![allow(clippy::unwrap_used)] // a test that cannot set up should panic
 
-use std::path::{Path, PathBuf};
+mod common;
+
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use heartline::demo::local_cluster::{LocalCluster, wait_for};
-use heartline::demo::sample_app::{SampleApp as App, copy_kit, install_kits};
-
-const BIN: &str = env!("CARGO_BIN_EXE_heartline");
-
-/// The Generic Application kit's manifest for these tests.
-const CHECKED_OFTEN: &str = "description = \"Generic Application, checked often\"\nquick_check_interval = \"200ms\"\nrecover_attempts = 2\n";
-
-/// Daemons on loopback, each with a copy of the shipped Generic Application
-/// kit whose quickCheck runs every 200 ms and which tries recovery twice.
-/// Methods take the node to talk to.
-struct Site {
-    cluster: LocalCluster,
-    work: tempfile::TempDir,
-}
-
-impl Site {
-    fn start(nodes: u16) -> Site {
-        let paths = usize::from(nodes > 1);
-        let mut cluster = LocalCluster::new(Path::new(BIN), nodes, paths).unwrap();
-        let work = tempfile::tempdir().unwrap();
-        install_kits(&cluster, &[("gen/app", CHECKED_OFTEN)]).unwrap();
-        cluster.start_all().unwrap();
-        if nodes > 1 {
-            wait_for(Duration::from_secs(10), "every node up", || {
-                cluster.all_up()
-            })
-            .unwrap();
-        }
-        Site { cluster, work }
-    }
-
-    fn cli(&self, at: u16, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .arg("--socket")
-            .arg(self.cluster.socket(at))
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
-    /// Runs a command on node `at` that must succeed; its standard output.
-    fn ok(&self, at: u16, args: &[&str]) -> String {
-        let out = self.cli(at, args);
-        assert!(
-            out.status.success(),
-            "{args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// Runs a command on node `at` that must fail with exit 1; its one-line
-    /// error.
-    fn refused(&self, at: u16, args: &[&str]) -> String {
-        let out = self.cli(at, args);
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
-        assert_eq!(stderr.lines().count(), 1, "{stderr}");
-        stderr
-    }
-
-    /// Every resource of the cluster, as node `at` knows them.
-    fn resources(&self, at: u16) -> Vec<serde_json::Value> {
-        serde_json::from_str(&self.ok(at, &["ins", "list", "--json"])).unwrap()
-    }
-
-    /// The state of `tag` on node `of`, as node `at` knows it.
-    fn state_of(&self, at: u16, of: u16, tag: &str) -> String {
-        self.resources(at)
-            .into_iter()
-            .find(|r| r["place"]["tag"] == tag && r["place"]["node"] == of)
-            .map(|r| r["state"].as_str().unwrap().to_string())
-            .unwrap_or_default()
-    }
-
-    /// The state of `tag` on node 1, as node 1 knows it.
-    fn state(&self, tag: &str) -> String {
-        self.state_of(1, 1, tag)
-    }
-
-    fn generation(&self, at: u16) -> u64 {
-        let model = heartline::control::client::ask_blocking(
-            &self.cluster.socket(at),
-            heartline::control::Request::Lcd,
-        )
-        .unwrap();
-        match model {
-            heartline::control::Response::Lcd(model) => model.generation,
-            other => panic!("{other:?}"),
-        }
-    }
-
-    /// A Generic Application resource `tag` for node `node` (a `sleep`).
-    fn app(&self, node: u16, tag: &str) -> App {
-        App::write(
-            self.work.path(),
-            node,
-            tag,
-            &self.events_log(node),
-            "exec sleep 100000",
-        )
-        .unwrap()
-    }
-
-    /// Creates `app` through node `at`, with `priority`.
-    fn create(&self, at: u16, app: &App, priority: u16) {
-        let args = app.create_args(priority);
-        self.ok(at, &args.iter().map(String::as_str).collect::<Vec<_>>());
-    }
-
-    fn events_log(&self, node: u16) -> PathBuf {
-        self.work.path().join(format!("node{node}-events.log"))
-    }
-
-    /// What node `node`'s applications did, in order.
-    fn events(&self, node: u16) -> Vec<String> {
-        std::fs::read_to_string(self.events_log(node))
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_string)
-            .collect()
-    }
-}
+use common::{BIN, CHECKED_OFTEN, Site};
+use heartline::demo::local_cluster::wait_for;
+use heartline::demo::sample_app::{SampleApp as App, copy_kit};
 
 #[test]
 fn a_hierarchy_comes_up_in_order_recovers_locally_and_goes_down_in_order() {
@@ -649,7 +529,6 @@ fn three_nodes_share_one_configuration_and_fail_over_by_priority() {
     let verified = site.ok(1, &["verify"]);
     assert!(verified.contains("ok: every node agrees"), "{verified}");
     assert!(running(&apps[1]) && !apps[2].iter().any(App::running));
-    for app in apps.iter().flatten() {
-        app.kill();
-    }
+    // Dropping the site kills the daemons, then the applications: killed
+    // first, they would be recovered by a daemon about to die.
 }

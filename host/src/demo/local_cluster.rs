@@ -267,11 +267,80 @@ impl LocalCluster {
         (1..=self.nodes).try_for_each(|node| self.start(node))
     }
 
-    /// Kills node `node`'s daemon with SIGKILL, as a crash would.
+    /// Kills node `node`'s daemon with SIGKILL, as a crash would (a stalled
+    /// one too).
     pub fn kill(&mut self, node: u16) {
         if let Some(mut child) = self.children[usize::from(node - 1)].take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+
+    /// Node `node`'s daemon process id, while this cluster runs it.
+    #[must_use]
+    pub fn pid(&self, node: u16) -> Option<u32> {
+        self.children[usize::from(node - 1)].as_ref().map(Child::id)
+    }
+
+    /// Sends node `node`'s daemon the signal `signal`, named as `kill -s`
+    /// names it (`TERM`, `STOP`, `CONT`...): a stall is `STOP` then
+    /// `CONT`.
+    pub fn signal(&self, node: u16, signal: &str) -> Result<(), String> {
+        let pid = self
+            .pid(node)
+            .ok_or_else(|| format!("{} is not running", Self::name(node)))?;
+        let status = Command::new("kill")
+            .args(["-s", signal, &pid.to_string()])
+            .status()
+            .map_err(|e| format!("cannot run kill: {e}"))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "kill -s {signal} {pid} ({}) failed: {status}",
+                Self::name(node)
+            ))
+        }
+    }
+
+    /// Asks node `node`'s daemon to stop cleanly, as systemd does (SIGTERM):
+    /// it takes its hierarchies out of service first, then exits by itself.
+    /// Returns at once; [`LocalCluster::wait_exit`] waits for the exit.
+    pub fn terminate(&mut self, node: u16) -> Result<(), String> {
+        self.signal(node, "TERM")
+    }
+
+    /// Waits up to `limit` for node `node`'s daemon to exit by itself (after
+    /// [`LocalCluster::terminate`]), and returns how it exited; the node is
+    /// then stopped, and [`LocalCluster::start`] starts it again. An error
+    /// if it is not running or still runs after `limit` (it is left
+    /// running).
+    pub fn wait_exit(
+        &mut self,
+        node: u16,
+        limit: Duration,
+    ) -> Result<std::process::ExitStatus, String> {
+        let slot = &mut self.children[usize::from(node - 1)];
+        let child = slot
+            .as_mut()
+            .ok_or_else(|| format!("{} is not running", Self::name(node)))?;
+        let deadline = Instant::now() + limit;
+        loop {
+            match child.try_wait() {
+                Ok(Some(status)) => {
+                    *slot = None;
+                    return Ok(status);
+                }
+                Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(10)),
+                Ok(None) => {
+                    return Err(format!(
+                        "{} did not exit within {}",
+                        Self::name(node),
+                        humantime::format_duration(limit)
+                    ));
+                }
+                Err(e) => return Err(format!("cannot wait for {}: {e}", Self::name(node))),
+            }
         }
     }
 

@@ -25,6 +25,11 @@ pub struct SampleApp {
     pub stop: PathBuf,
     /// Its check script.
     pub check: PathBuf,
+    /// Where its process records when it started (nanoseconds since the
+    /// Unix epoch, from `date +%s%N`), before the command runs.
+    pub started_file: PathBuf,
+    /// Where its stop script records when the process was gone.
+    pub stopped_file: PathBuf,
 }
 
 fn script(path: &Path, body: &str) -> io::Result<()> {
@@ -41,7 +46,9 @@ impl SampleApp {
     /// Writes the scripts of `tag` for `node` under `dir`. The application
     /// runs `command` (a shell command that stays in the foreground, e.g.
     /// `exec sleep 100000`) in a session of its own; start and stop append
-    /// a line to `events`.
+    /// a line to `events`. The process records when it started
+    /// ([`SampleApp::started_at`]); stop returns once it is gone, and
+    /// records when ([`SampleApp::stopped_at`]).
     pub fn write(
         dir: &Path,
         node: u16,
@@ -52,7 +59,6 @@ impl SampleApp {
         let dir = dir.join(format!("node{node}")).join(tag);
         std::fs::create_dir_all(&dir)?;
         let pid_file = dir.join("pid");
-        let (pid, events) = (pid_file.display(), events.display());
         let app = SampleApp {
             node,
             tag: tag.to_string(),
@@ -60,19 +66,25 @@ impl SampleApp {
             stop: dir.join("stop"),
             check: dir.join("check"),
             pid_file: pid_file.clone(),
+            started_file: dir.join("started_at"),
+            stopped_file: dir.join("stopped_at"),
         };
+        let (pid, events) = (pid_file.display(), events.display());
+        let (started, stopped) = (app.started_file.display(), app.stopped_file.display());
         // The application leaves the action's process group (setsid) and
         // its output, as a daemon does; start returns once it runs.
         script(
             &app.start,
             &format!(
-                "echo start {tag} >> {events}\nrm -f {pid}\nsetsid sh -c 'echo $$ > {pid}; {command}' </dev/null >/dev/null 2>&1 &\nfor i in $(seq 1 100); do [ -s {pid} ] && exit 0; sleep 0.01; done\nexit 1\n"
+                "echo start {tag} >> {events}\nrm -f {pid}\nsetsid sh -c 'date +%s%N > {started}; echo $$ > {pid}; {command}' </dev/null >/dev/null 2>&1 &\nfor i in $(seq 1 100); do [ -s {pid} ] && exit 0; sleep 0.01; done\nexit 1\n"
             ),
         )?;
+        // Stop returns once the process is gone (a zombie is gone; SIGKILL
+        // after 5 s), having recorded when.
         script(
             &app.stop,
             &format!(
-                "echo stop {tag} >> {events}\n[ -s {pid} ] && kill $(cat {pid}) 2>/dev/null\nrm -f {pid}\nexit 0\n"
+                "echo stop {tag} >> {events}\nif [ -s {pid} ]; then\n  p=$(cat {pid})\n  kill $p 2>/dev/null\n  for i in $(seq 1 500); do\n    state=$(awk '/^State:/ {{print $2}}' /proc/$p/status 2>/dev/null)\n    {{ [ -z \"$state\" ] || [ \"$state\" = Z ]; }} && break\n    [ $i = 500 ] && kill -9 $p 2>/dev/null\n    sleep 0.01\n  done\n  date +%s%N > {stopped}\nfi\nrm -f {pid}\nexit 0\n"
             ),
         )?;
         // A killed process may linger as a zombie until it is reaped; a
@@ -106,6 +118,18 @@ impl SampleApp {
                     .any(|l| l.starts_with("State:") && l.contains('Z'))
             })
         })
+    }
+
+    /// When its process last started, as it recorded.
+    #[must_use]
+    pub fn started_at(&self) -> Option<std::time::SystemTime> {
+        read_instant(&self.started_file)
+    }
+
+    /// When its stop script last saw its process gone.
+    #[must_use]
+    pub fn stopped_at(&self) -> Option<std::time::SystemTime> {
+        read_instant(&self.stopped_file)
     }
 
     /// Kills its process with SIGKILL, if it runs.
@@ -146,6 +170,12 @@ impl SampleApp {
         .map(str::to_string)
         .to_vec()
     }
+}
+
+/// An instant recorded by `date +%s%N` in `path`.
+fn read_instant(path: &Path) -> Option<std::time::SystemTime> {
+    let nanos: u64 = std::fs::read_to_string(path).ok()?.trim().parse().ok()?;
+    Some(std::time::UNIX_EPOCH + std::time::Duration::from_nanos(nanos))
 }
 
 /// Gives every daemon of `cluster` (before they start) the kits shipped

@@ -302,8 +302,16 @@ fn protect(program: &Path, cluster: &mut LocalCluster) -> Result<(Duration, Dura
     say(format_args!(
         "   alpha restarted, saw bravo running it, and left it there (its own instance out of service).\n"
     ));
-    for app in &apps {
-        app.kill();
+    // Out of service rather than killed: a killed responder would be
+    // recovered by bravo and outlive the demo.
+    admin(
+        program,
+        cluster,
+        BRAVO,
+        &["out-of-service".to_string(), "web".to_string()],
+    )?;
+    if apps.iter().any(SampleApp::running) {
+        return Err("the responder still runs after out-of-service".into());
     }
     Ok((recovered, failed_over))
 }
