@@ -905,3 +905,38 @@ fn reserved_mailboxes_are_refused() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A hierarchy found on two nodes a second time is warned of and counted
+/// again: each double run is a finding of its own.
+#[test]
+fn a_second_double_run_is_warned_of_and_counted_too() {
+    let site = Site::start(2);
+    let nodes = [1, 2];
+    let apps = hierarchy(&site, &nodes, None);
+    site.ok(1, &["in-service", WEB]);
+    for round in 1..=2u64 {
+        wait_quiet_on(&site, &nodes, &apps, 1, Duration::from_secs(10));
+        site.cluster.signal(1, "STOP").unwrap();
+        wait_for(Duration::from_secs(10), "node 2 taking over", || {
+            apps[1].running()
+        })
+        .unwrap_or_else(|e| {
+            let _ = site.cluster.signal(1, "CONT");
+            panic!("{e}\n{}", site.logs())
+        });
+        site.cluster.signal(1, "CONT").unwrap();
+        let (on, _) = one_again(&site, &nodes, &apps, Duration::from_secs(10));
+        assert_eq!(on, 1);
+        let log = site.cluster.log(1);
+        let warned = log
+            .lines()
+            .filter(|l| l.contains("web's hierarchy runs on nodes 1, 2 at once"))
+            .count();
+        let counted = site.report(1).unwrap().multi_active;
+        assert!(
+            warned == usize::try_from(round).unwrap() && counted == round,
+            "after double run {round}: {warned} warned of and {counted} counted by node 1 (the coordinator):\n{}",
+            site.logs()
+        );
+    }
+}

@@ -141,15 +141,15 @@ impl Brain {
                 .all(|p| p.flags.version <= self.model.version())
     }
 
-    /// Whether this node has seen every node of the cluster, or waited
-    /// `settle` since it started.
+    /// Whether this node has seen every node of the cluster up since it
+    /// started, or waited `settle`.
     pub(super) fn heard_enough(&self) -> bool {
         self.now >= self.started + self.cfg.settle
             || self
                 .cfg
                 .nodes
                 .iter()
-                .all(|n| *n == self.cfg.node || self.members.up.contains_key(n))
+                .all(|n| *n == self.cfg.node || self.members.seen.contains(n))
     }
 
     /// Coordinator's work: bring the members to one configuration, then

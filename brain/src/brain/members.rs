@@ -43,6 +43,8 @@ pub(super) struct Members {
     sent_states: BTreeMap<String, State>,
     /// Orders refused since the last update, with why.
     pub(super) refused: Vec<(String, String)>,
+    /// Every node seen up since this node started.
+    pub(super) seen: std::collections::BTreeSet<u16>,
 }
 
 impl Members {
@@ -104,6 +106,7 @@ impl Brain {
             self.peer_gone(node);
         }
         if let Some(incarnation) = up {
+            self.members.seen.insert(node);
             self.members.up.insert(
                 node,
                 Peer {

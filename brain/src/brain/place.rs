@@ -138,6 +138,18 @@ impl Brain {
         for decision in decisions {
             self.carry_out(decision, &view);
         }
+        // A group found on several nodes that runs on one (or none) again:
+        // the next time is a new finding, warned of and counted.
+        let resolved: Vec<Place> = self
+            .place
+            .multi
+            .iter()
+            .filter(|key| self.running_on(key).len() <= 1)
+            .cloned()
+            .collect();
+        for key in resolved {
+            self.place.multi.remove(&key);
+        }
         // Orders change nothing this plan did not account for (the groups
         // they concern are skipped until the orders are acted on); an
         // ended move does: the group is decided afresh.

@@ -12,8 +12,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use heartline_brain::groups::Groups;
 use heartline_brain::brain::DISCARDED;
+use heartline_brain::groups::Groups;
 use heartline_brain::{Persist, Stored};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
