@@ -79,6 +79,8 @@ impl Site {
             ]
             .into_iter()
             .map(|(k, v)| (k.to_string(), v.display().to_string()))
+            // Every trial kills it: none may count towards a failover.
+            .chain([("max_failures".to_string(), u32::MAX.to_string())])
             .collect(),
             priority,
             role: Role::Stopped,

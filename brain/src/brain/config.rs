@@ -193,6 +193,9 @@ impl Brain {
     /// Asks the member with the greatest configuration for it, if greater
     /// than this node's; sends this node's to members behind or different.
     fn sync_members(&mut self) {
+        if self.members.up.is_empty() {
+            return;
+        }
         let mine = self.model.version();
         let digest = self.config_digest();
         let ahead = self

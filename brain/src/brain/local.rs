@@ -501,7 +501,8 @@ impl Brain {
                 self.schedule_check(&tag);
             }
             (Kind::Check, Some(line)) => {
-                self.set_state(&tag, State::Isu);
+                // It stays ISP while it is recovered (the action shows in
+                // status): nothing is written before recovery starts.
                 self.notice(Level::Warn, format!("{line}: {tag} failed"));
                 self.on_failure(&tag, "quickCheck,failed".into(), job.after);
                 self.after_job(&job.tags);

@@ -286,6 +286,19 @@ impl Brain {
     /// What this node says of itself now.
     pub(super) fn own_flags(&mut self) -> Flags {
         let digest = self.config_digest();
+        Flags {
+            view: self.view(),
+            version: self.model.version(),
+            digest,
+            kits: self.cfg.kits.keys().cloned().collect(),
+            ..self.placement_flags()
+        }
+    }
+
+    /// What placement reads of this node's flags: whether it is probing or
+    /// stopping, what it holds off and cannot run (not the view, version
+    /// and fingerprint, which cost a pass over the configuration).
+    pub(super) fn placement_flags(&self) -> Flags {
         let node = self.cfg.node;
         let mut cannot = BTreeMap::new();
         for r in self
@@ -315,14 +328,11 @@ impl Brain {
             }
         }
         Flags {
-            view: self.view(),
-            version: self.model.version(),
-            digest,
             probing: self.local.probing,
             leaving: self.local.leaving,
             held: self.local.held.clone(),
             cannot,
-            kits: self.cfg.kits.keys().cloned().collect(),
+            ..Flags::default()
         }
     }
 

@@ -245,8 +245,10 @@ pub struct Persist {
     pub dependencies: BTreeSet<(u16, String, String)>,
     /// Equivalency rows.
     pub equivalencies: BTreeSet<(Place, Place)>,
-    /// The generation, epoch, maintenance mode, standby nodes and names.
+    /// The generation, epoch and maintenance mode.
     pub meta: bool,
+    /// The nodes in standby and the nodes' names.
+    pub nodes: bool,
     /// Changes applied, with the version each made (the journal), to
     /// append; with `journal_replaced`, the whole journal.
     pub journal: Vec<(Version, String)>,
@@ -354,7 +356,15 @@ impl Brain {
     /// Takes `input` at `now`.
     pub fn handle(&mut self, now: Instant, input: Input) {
         self.now = now.max(self.now);
-        self.dirty = true;
+        // Reading changes nothing the coordinator decides from.
+        let reads = matches!(
+            input,
+            Input::Request {
+                request: Request::Lcd | Request::Report | Request::Verify,
+                ..
+            }
+        );
+        self.dirty |= !reads;
         match input {
             Input::Membership(change) => self.on_membership(change),
             Input::Message { from, msg } => self.on_message(from, msg),
@@ -588,7 +598,8 @@ fn touched_by(model: &Model, change: &Change, persist: &mut Persist) {
             .collect()
     };
     match change {
-        Change::SetNode { .. } | Change::SetStandby { .. } | Change::SetMaintenance { .. } => {}
+        Change::SetNode { .. } | Change::SetStandby { .. } => persist.nodes = true,
+        Change::SetMaintenance { .. } => {}
         Change::CreateResource(r) => {
             persist.resources.insert(r.place.clone());
         }

@@ -128,7 +128,7 @@ impl Brain {
         if !self.may_decide() {
             return;
         }
-        let own = self.own_flags();
+        let own = self.placement_flags();
         let own_busy = self.local.busy();
         let decisions = self.plan(&own, &own_busy);
         let replan = decisions

@@ -210,12 +210,14 @@ impl Lcd {
                 ("maintenance", u8::from(model.maintenance).to_string()),
             ];
             for (key, value) in meta {
-                tx.execute(
+                tx.prepare_cached(
                     "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = ?2",
-                    params![key, value],
                 )
+                .and_then(|mut statement| statement.execute(params![key, value]))
                 .map_err(storage)?;
             }
+        }
+        if persist.all || persist.nodes {
             tx.execute("DELETE FROM standby", []).map_err(storage)?;
             for node in &model.standby {
                 tx.execute("INSERT INTO standby (node) VALUES (?1)", params![node])
@@ -234,22 +236,26 @@ impl Lcd {
             tx.execute("DELETE FROM journal", []).map_err(storage)?;
         }
         for (version, text) in &persist.journal {
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO journal (term, node, generation, change) VALUES (?1, ?2, ?3, ?4)",
-                params![
+            )
+            .and_then(|mut statement| {
+                statement.execute(params![
                     i64::try_from(version.epoch.term).unwrap_or(i64::MAX),
                     version.epoch.node,
                     i64::try_from(version.generation).unwrap_or(i64::MAX),
                     text
-                ],
-            )
+                ])
+            })
             .map_err(storage)?;
         }
         if !persist.journal.is_empty() {
-            tx.execute(
+            tx.prepare_cached(
                 "DELETE FROM journal WHERE seq <= (SELECT MAX(seq) FROM journal) - ?1",
-                params![i64::try_from(JOURNAL).unwrap_or(i64::MAX)],
             )
+            .and_then(|mut statement| {
+                statement.execute(params![i64::try_from(JOURNAL).unwrap_or(i64::MAX)])
+            })
             .map_err(storage)?;
         }
         for text in &persist.discarded {
@@ -456,12 +462,16 @@ fn upsert(tx: &Transaction<'_>, r: &Resource) -> Result<(), LcdError> {
     let props = serde_json::to_string(&r.props).map_err(|e| {
         LcdError::Storage(format!("cannot store the properties of {}: {e}", r.place))
     })?;
-    tx.execute(
-        "INSERT INTO resources (node, tag, id, app, rtype, state, init, flags, info, props, priority, role)
+    let mut statement = tx
+        .prepare_cached(
+            "INSERT INTO resources (node, tag, id, app, rtype, state, init, flags, info, props, priority, role)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
          ON CONFLICT (node, tag) DO UPDATE SET id = ?3, app = ?4, rtype = ?5, state = ?6,
              init = ?7, flags = ?8, info = ?9, props = ?10, priority = ?11, role = ?12",
-        params![
+        )
+        .map_err(storage)?;
+    statement
+        .execute(params![
             r.place.node,
             r.place.tag,
             r.id,
@@ -474,9 +484,8 @@ fn upsert(tx: &Transaction<'_>, r: &Resource) -> Result<(), LcdError> {
             props,
             r.priority,
             r.role.as_str()
-        ],
-    )
-    .map_err(storage)?;
+        ])
+        .map_err(storage)?;
     Ok(())
 }
 
@@ -550,6 +559,7 @@ mod tests {
             model.apply(c);
         }
         persist.meta = true;
+        persist.nodes = true;
         persist.journal.push((model.version(), "test".into()));
         lcd.save(&persist, model).unwrap();
     }
