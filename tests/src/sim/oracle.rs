@@ -12,6 +12,9 @@ use super::scenario::LinkSpec;
 /// A broken promise, with what is needed to replay it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Violation {
+    /// Which simulator: `""` for the protocol's, `"--resources "` for the
+    /// resource brains' (the flag `heartline-sim` replays it with).
+    pub simulator: &'static str,
     /// The scenario's seed.
     pub seed: u64,
     /// Simulated time of the failed check.
@@ -24,10 +27,16 @@ impl fmt::Display for Violation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "seed {} failed at t={}: {}\n  replay: cargo run -p heartline-tests --bin heartline-sim -- --seed {} --trace",
+            "{}seed {} failed at t={}: {}\n  replay: cargo run --release -p heartline-tests --bin heartline-sim -- {}--seed {} --trace",
+            if self.simulator.is_empty() {
+                ""
+            } else {
+                "resource "
+            },
             self.seed,
             Duration::from_micros(self.at.as_micros()),
             self.what,
+            self.simulator,
             self.seed
         )
     }
@@ -114,6 +123,7 @@ impl Oracle {
 
     fn violation(&self, at: Instant, what: String) -> Violation {
         Violation {
+            simulator: "",
             seed: self.seed,
             at,
             what,
@@ -292,6 +302,7 @@ impl Oracle {
         let seed = self.seed;
         let fail = |what: String| {
             Err(Violation {
+                simulator: "",
                 seed,
                 at: now,
                 what,
@@ -341,6 +352,7 @@ impl Oracle {
                 dst + 1
             );
             return Err(Violation {
+                simulator: "",
                 seed,
                 at: now,
                 what,

@@ -62,12 +62,20 @@ pub struct Scenario {
     pub messages_per_second: f64,
 }
 
+/// The index of the pair of nodes `a` and `b` (either order) among the
+/// `nodes * (nodes - 1) / 2` pairs of `nodes` nodes, in order `(0, 1),
+/// (0, 2), ..., (1, 2), ...`.
+#[must_use]
+pub fn pair_index(nodes: usize, a: usize, b: usize) -> usize {
+    let (lo, hi) = if a < b { (a, b) } else { (b, a) };
+    lo * nodes - lo * (lo + 1) / 2 + (hi - lo - 1)
+}
+
 impl Scenario {
     /// The index of pair `(a, b)` in [`Scenario::links`].
     #[must_use]
     pub fn pair_index(&self, a: usize, b: usize) -> usize {
-        let (lo, hi) = if a < b { (a, b) } else { (b, a) };
-        lo * self.nodes - lo * (lo + 1) / 2 + (hi - lo - 1)
+        pair_index(self.nodes, a, b)
     }
 
     /// The paths between `a` and `b`.

@@ -151,6 +151,7 @@ fn run_inner<'a>(
         oracle: Oracle::new(scenario.seed, scenario.nodes),
         rng,
         key: Key::new(SECRET).map_err(|e| Violation {
+            simulator: "",
             seed: scenario.seed,
             at: Instant::ZERO,
             what: e.to_string(),
@@ -196,6 +197,7 @@ fn node_id(index: usize) -> NodeId {
 impl World<'_> {
     fn violation(&self, what: String) -> Violation {
         Violation {
+            simulator: "",
             seed: self.scenario.seed,
             at: self.now,
             what,

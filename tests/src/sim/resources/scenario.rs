@@ -133,8 +133,7 @@ impl Scenario {
     /// The index of pair `(a, b)` in [`Scenario::links`].
     #[must_use]
     pub fn pair_index(&self, a: usize, b: usize) -> usize {
-        let (lo, hi) = if a < b { (a, b) } else { (b, a) };
-        lo * self.nodes - lo * (lo + 1) / 2 + (hi - lo - 1)
+        crate::sim::scenario::pair_index(self.nodes, a, b)
     }
 
     /// The paths between `a` and `b`.

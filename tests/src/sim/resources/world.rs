@@ -43,31 +43,10 @@ type SimEndpoint = Endpoint<31, 4, 16, 64, 1024>;
 const CLUSTER: ClusterId = ClusterId(0x5349_4d32);
 const SECRET: &[u8] = b"simulated resource cluster key!!";
 
-/// A broken promise, with the command that replays it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Violation {
-    /// The seed.
-    pub seed: u64,
-    /// When.
-    pub at: Instant,
-    /// What.
-    pub what: String,
-}
+pub use crate::sim::oracle::Violation;
 
-impl fmt::Display for Violation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "resource seed {} failed at t={}: {}\n  replay: cargo run --release -p heartline-tests --bin heartline-sim -- --resources --seed {} --trace",
-            self.seed,
-            Duration::from_micros(self.at.as_micros()),
-            self.what,
-            self.seed
-        )
-    }
-}
-
-impl std::error::Error for Violation {}
+/// The flag `heartline-sim` replays a resource seed with.
+const SIMULATOR: &str = "--resources ";
 
 /// Starts of a hierarchy while another node ran it, that the nodes could
 /// not have prevented without quorum and fencing.
@@ -297,6 +276,7 @@ fn run_inner<'a>(
     let mut rng = ChaCha8Rng::seed_from_u64(sc.seed ^ 0x5eed_b4a1);
     let net = Net::new(ChaCha8Rng::seed_from_u64(rng.random()));
     let key = Key::new(SECRET).map_err(|e| Violation {
+        simulator: SIMULATOR,
         seed: sc.seed,
         at: Instant::ZERO,
         what: e.to_string(),
@@ -360,6 +340,7 @@ fn run_inner<'a>(
 impl World<'_> {
     fn violation(&self, what: String) -> Violation {
         Violation {
+            simulator: SIMULATOR,
             seed: self.sc.seed,
             at: self.now,
             what,
