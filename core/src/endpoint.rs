@@ -387,6 +387,10 @@ pub struct PeerStatus<'a> {
     pub queued: usize,
     /// Its watchdog, if this node watches it.
     pub watchdog: Option<WatchdogState>,
+    /// When this node sent the latest heartbeat the peer echoed back, on
+    /// any path: the peer heard this node at or after that instant (quorum
+    /// leases are renewed by it).
+    pub echoed: Option<Instant>,
 }
 
 /// One path's status, for display.
@@ -1139,6 +1143,7 @@ impl<
             paths: peer.paths.len(),
             queued: peer.channel.queued(),
             watchdog: peer.watchdog.as_ref().map(|w| w.state()),
+            echoed: peer.paths.iter().filter_map(Path::echoed).max(),
         })
     }
 

@@ -125,6 +125,9 @@ pub(crate) struct Path {
     pub(crate) rtt: RttEstimator,
     /// The peer's last `sent_at` and when it arrived, to echo back.
     echo: Option<(u64, Instant)>,
+    /// The latest of our heartbeats of this run the peer echoed: proof it
+    /// heard us at least that recently (what quorum leases are renewed by).
+    echoed: Option<Instant>,
     pub(crate) counters: Counters,
 }
 
@@ -141,6 +144,7 @@ impl Path {
             replay: ReplayWindow::default(),
             rtt: RttEstimator::default(),
             echo: None,
+            echoed: None,
             counters: Counters::default(),
         }
     }
@@ -161,6 +165,12 @@ impl Path {
 
     pub(crate) fn last_heard(&self) -> Option<Instant> {
         self.last_heard
+    }
+
+    /// When we sent the latest heartbeat the peer echoed back on this path:
+    /// the peer heard from us at or after that instant.
+    pub(crate) fn echoed(&self) -> Option<Instant> {
+        self.echoed
     }
 
     /// An authenticated, fresh frame arrived on this path at `now`.
@@ -194,6 +204,8 @@ impl Path {
         if hb.echo == 0 || hb.echo > now.as_micros() {
             return;
         }
+        let sent = Instant::from_micros(hb.echo);
+        self.echoed = Some(self.echoed.map_or(sent, |e| e.max(sent)));
         let elapsed = now.as_micros() - hb.echo;
         if let Some(rtt) = elapsed.checked_sub(u64::from(hb.echo_age)) {
             self.rtt.sample(Duration::from_micros(rtt));
@@ -234,7 +246,12 @@ impl Path {
             // rather than sending a burst.
             self.next_heartbeat = now + self.config.interval;
         }
-        let (echo, echo_age) = match self.echo {
+        // Echoed only while the path is up: an echo is the peer's proof
+        // that this node hears it (its quorum lease is renewed by it), so
+        // it must not outlive this node's declaring it down (a stray frame
+        // heard afterwards makes the path audible, not up).
+        let echo = self.echo.filter(|_| self.state == PathState::Up);
+        let (echo, echo_age) = match echo {
             Some((sent_at, at)) => {
                 let age = now.saturating_since(at).as_micros();
                 (sent_at, u32::try_from(age).unwrap_or(u32::MAX))
@@ -358,6 +375,34 @@ mod tests {
         // An echo from the future (the peer is confused) is ignored.
         p.measure(ms(900), &reply);
         assert_eq!(p.rtt.latest(), Duration::from_millis(2));
+    }
+
+    #[test]
+    fn remembers_the_latest_send_the_peer_echoed() {
+        let mut p = Path::new(config(), ms(0));
+        assert_eq!(p.echoed(), None);
+        let first = p.make_heartbeat(ms(1_000));
+        let second = p.make_heartbeat(ms(1_100));
+        let echo = |hb: &Heartbeat| Heartbeat {
+            sent_at: 5,
+            echo: hb.sent_at,
+            echo_age: 0,
+        };
+        p.measure(ms(1_110), &echo(&second));
+        assert_eq!(p.echoed(), Some(ms(1_100)));
+        // A late echo of an older send does not move it back.
+        p.measure(ms(1_120), &echo(&first));
+        assert_eq!(p.echoed(), Some(ms(1_100)));
+        // Nor does an echo of an instant not yet reached.
+        p.measure(
+            ms(1_130),
+            &echo(&Heartbeat {
+                sent_at: 9_000_000,
+                echo: 0,
+                echo_age: 0,
+            }),
+        );
+        assert_eq!(p.echoed(), Some(ms(1_100)));
     }
 
     #[test]
