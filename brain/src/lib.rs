@@ -24,6 +24,6 @@ pub mod model;
 pub mod port;
 
 pub use brain::{
-    Brain, BrainConfig, Decision, Input, JobId, KitInfo, Level, Membership, OnStop, Output,
-    Persist, Stats, Stored,
+    Brain, BrainConfig, Decision, Input, JobId, KitInfo, Level, Membership, NoQuorum, OnStop,
+    Output, Persist, QuorumConfig, QuorumStatus, Stats, Stored, default_margin,
 };

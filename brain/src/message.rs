@@ -80,6 +80,17 @@ pub struct Flags {
     pub cannot: BTreeMap<String, String>,
     /// The recovery kits it has, `app/type`.
     pub kits: BTreeSet<String>,
+    /// Nodes down whose quorum lease ended by its clock (they run
+    /// nothing, or were reset).
+    #[serde(default)]
+    pub expired: BTreeSet<u16>,
+    /// It saw every node of the cluster once since it started
+    /// (`wait_for_all` is satisfied in its partition).
+    #[serde(default)]
+    pub seen_all: bool,
+    /// It holds quorum (always, where quorum is not configured).
+    #[serde(default)]
+    pub quorate: bool,
 }
 
 /// A start or a stop.

@@ -141,6 +141,19 @@ impl Brain {
                 .all(|p| p.flags.version <= self.model.version())
     }
 
+    /// Why configuration changes are refused now: no quorum.
+    fn no_quorum_for_changes(&self) -> Option<String> {
+        let q = self.cfg.quorum.as_ref()?;
+        if self.has_quorum() {
+            return None;
+        }
+        let votes = self.quorum().map_or(0, |s| s.votes);
+        Some(format!(
+            "no quorum: this partition holds {votes} of {} expected votes (more than half are needed); configuration changes are refused until it has quorum (status and reads still work)",
+            q.expected
+        ))
+    }
+
     /// Whether this node has seen every node of the cluster up since it
     /// started, or waited `settle`.
     pub(super) fn heard_enough(&self) -> bool {
@@ -170,6 +183,11 @@ impl Brain {
         self.sync_members();
         if !self.config_ready() {
             return;
+        }
+        if let Some(why) = self.no_quorum_for_changes() {
+            while let Some(proposal) = self.config.queue.pop_front() {
+                self.answer_change(proposal.who, Answer::error(why.clone()));
+            }
         }
         while let Some(proposal) = self.config.queue.pop_front() {
             match self.commit(&proposal.change) {

@@ -119,6 +119,10 @@ pub(super) struct Local {
     initialised: bool,
     exited: bool,
     maintenance_seen: bool,
+    /// Tags of hierarchies whose start this node refused in the current
+    /// view: the coordinator chose another node, so a copy of the order
+    /// still on its way is refused too.
+    refused_starts: BTreeSet<String>,
 }
 
 impl Local {
@@ -266,6 +270,12 @@ impl Brain {
         if !self.model.resources.contains_key(&place) {
             return Err(format!(
                 "no resource {tag} on node {}; `heartline ins list` shows what exists",
+                self.cfg.node
+            ));
+        }
+        if matches!(kind, Kind::Start | Kind::Recover { .. }) && !self.has_quorum() {
+            return Err(format!(
+                "node {} has no quorum: nothing is started here until it has",
                 self.cfg.node
             ));
         }
@@ -679,6 +689,16 @@ impl Brain {
             );
             return;
         }
+        if !self.has_quorum() {
+            self.notice(
+                Level::Warn,
+                format!("{tag} failed ({event}) on a node without quorum: stopping its hierarchy here, not recovering it"),
+            );
+            if let Err(why) = self.begin(Kind::Stop, tag, after.clone(), None) {
+                self.refuse_after(tag, after, why);
+            }
+            return;
+        }
         let window = self
             .duration_prop(tag, "failure_window")
             .unwrap_or(self.cfg.failure_window);
@@ -788,9 +808,17 @@ impl Brain {
             reply: None,
             ticket: ticket.map(|t| (t, ends)),
         };
+        let refused = self.local.refused_starts.contains(tag);
         let refusal = match op {
+            Op::Start if refused => Some(format!(
+                "node {} refused to start it earlier in this view",
+                self.cfg.node
+            )),
             Op::Start if self.local.leaving => Some(format!("node {} is stopping", self.cfg.node)),
             Op::Start if self.model.maintenance => Some("maintenance mode is on".to_string()),
+            Op::Start if !self.has_quorum() => {
+                Some(format!("node {} has no quorum", self.cfg.node))
+            }
             _ => None,
         };
         if let Some(why) = refusal {
@@ -815,8 +843,15 @@ impl Brain {
         }
     }
 
-    /// An order refused: the coordinator is told (itself at once).
+    /// An order refused: the coordinator is told (itself at once), and
+    /// orders for the same hierarchy queued behind an action here are
+    /// dropped (the coordinator decides again from the refusal).
     fn refuse_order(&mut self, tag: &str, why: &str) {
+        let tags = self.model.hierarchy(&self.place_of(tag));
+        self.local.refused_starts.extend(tags.iter().cloned());
+        self.local
+            .waiting
+            .retain(|w| w.order.is_none() || !tags.contains(&w.tag));
         if self.coordinator() == self.cfg.node {
             self.place_refused(self.cfg.node, tag, why.to_string());
         } else {
@@ -922,20 +957,7 @@ impl Brain {
         }
         if !self.model.maintenance {
             let node = self.cfg.node;
-            let running: Vec<String> = self
-                .model
-                .resources
-                .values()
-                .filter(|r| r.place.node == node && r.state.in_service())
-                .map(|r| r.place.tag.clone())
-                .collect();
-            for tag in &running {
-                let tags = self.model.hierarchy(&self.place_of(tag));
-                let queued = self.local.waiting.iter().any(|w| tags.contains(&w.tag));
-                if !self.local.holds(&tags) && !queued {
-                    let _ = self.begin(Kind::Stop, tag, After::default(), None);
-                }
-            }
+            self.stop_everything_here(&format!("node {node} is stopping"));
             if !self.local.jobs.is_empty() || !self.local.waiting.is_empty() {
                 return;
             }
@@ -967,6 +989,59 @@ impl Brain {
         self.local.exited = true;
         self.notice(Level::Info, "stopped: nothing of this node's runs here");
         self.out.push_back(Output::Exit);
+    }
+
+    /// Stops every hierarchy in service here that no action holds, and
+    /// drops queued starts (refused: `why`).
+    pub(super) fn stop_everything_here(&mut self, why: &str) {
+        let node = self.cfg.node;
+        let waiting: Vec<Waiting> = self.local.waiting.drain(..).collect();
+        for w in waiting {
+            if matches!(w.kind, Kind::Start | Kind::Recover { .. }) {
+                self.refuse_after(&w.tag, w.after, why.to_string());
+            } else {
+                self.local.waiting.push_back(w);
+            }
+        }
+        let running: Vec<String> = self
+            .model
+            .resources
+            .values()
+            .filter(|r| r.place.node == node && r.state.in_service())
+            .map(|r| r.place.tag.clone())
+            .collect();
+        for tag in &running {
+            let tags = self.model.hierarchy(&self.place_of(tag));
+            let queued = self.local.waiting.iter().any(|w| tags.contains(&w.tag));
+            if !self.local.holds(&tags) && !queued {
+                let _ = self.begin(Kind::Stop, tag, After::default(), None);
+            }
+        }
+    }
+
+    /// Whether anything may run here: a resource in service or blocked, or
+    /// an action that may start one.
+    pub(super) fn may_run_anything(&self) -> bool {
+        let node = self.cfg.node;
+        self.local
+            .jobs
+            .values()
+            .any(|j| matches!(j.kind, Kind::Start | Kind::Recover { .. }))
+            || self
+                .model
+                .resources
+                .values()
+                .any(|r| r.place.node == node && r.state.maybe_running())
+    }
+
+    /// The view changed: refusals were of the old one.
+    pub(super) fn local_view_changed(&mut self) {
+        self.local.refused_starts.clear();
+    }
+
+    /// Quorum came back: what was refused for want of it may be asked again.
+    pub(super) fn local_quorum_regained(&mut self) {
+        self.local.refused_starts.clear();
     }
 
     /// Work that follows an input.

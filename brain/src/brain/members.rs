@@ -105,6 +105,7 @@ impl Brain {
             self.members.hello_to.remove(&node);
             self.peer_gone(node);
         }
+        self.quorum_membership(node, up.is_some());
         if let Some(incarnation) = up {
             self.members.seen.insert(node);
             self.members.up.insert(
@@ -121,6 +122,7 @@ impl Brain {
 
     /// The view changed: decisions made for the old one are void.
     fn view_changed(&mut self) {
+        self.local_view_changed();
         self.place_view_changed();
         self.requests_view_changed();
         self.forget_notes();
@@ -201,7 +203,6 @@ impl Brain {
             self.members.hello_to.entry(from).or_insert(true);
         }
         self.sync_peer_states(from);
-        self.place_progress_all(from);
     }
 
     fn on_update(
@@ -215,9 +216,18 @@ impl Brain {
         let Some(peer) = self.members.up.get_mut(&from).filter(|p| p.synced) else {
             return;
         };
+        let mut regained = false;
         if let Some(flags) = flags {
+            regained = flags.quorate && !peer.flags.quorate;
             peer.flags = flags;
         }
+        if regained {
+            // What it refused for want of quorum it may run now.
+            self.place_forget_refusals(from);
+        }
+        let Some(peer) = self.members.up.get_mut(&from) else {
+            return;
+        };
         let mut touched: Vec<String> = Vec::new();
         for (tag, activity) in busy {
             match activity {
@@ -332,6 +342,13 @@ impl Brain {
             leaving: self.local.leaving,
             held: self.local.held.clone(),
             cannot,
+            expired: self.expired_set(),
+            quorate: self.has_quorum(),
+            seen_all: self
+                .cfg
+                .nodes
+                .iter()
+                .all(|n| *n == node || self.members.seen.contains(n)),
             ..Flags::default()
         }
     }

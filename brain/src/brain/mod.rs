@@ -22,12 +22,15 @@
 //! - [`local`]: this node's actions: scripts in dependency order, checks,
 //!   failure counting, local recovery, giving a hierarchy up, failed stops
 //!   (blocked), probes of what runs after a start, and a clean stop.
+//! - [`quorum`]: votes, the lease renewed by what peers echo, when a lost
+//!   node is past its lease, wait-for-all at a cold start.
 //! - [`requests`]: the administrator's requests, and calls between brains.
 
 mod config;
 mod local;
 mod members;
 mod place;
+mod quorum;
 mod requests;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -44,6 +47,7 @@ use crate::model::{Change, Model, Place, Resource, Version};
 pub use config::DISCARDED;
 pub use local::JobId;
 pub use place::Decision;
+pub use quorum::{NoQuorum, QuorumConfig, QuorumStatus, default_margin};
 
 /// What the brain of a node is told about its node and cluster.
 #[derive(Debug, Clone)]
@@ -75,6 +79,9 @@ pub struct BrainConfig {
     pub action_timeout: Duration,
     /// After how long without progress an order is sent again.
     pub order_retry: Duration,
+    /// Quorum and leases (`None`: every partition acts alone, and a node
+    /// lost counts as running nothing: split brain is possible).
+    pub quorum: Option<QuorumConfig>,
 }
 
 impl BrainConfig {
@@ -94,6 +101,7 @@ impl BrainConfig {
             call_timeout: Duration::from_secs(30),
             action_timeout: Duration::from_secs(600),
             order_retry: Duration::from_secs(5),
+            quorum: None,
         }
     }
 }
@@ -178,6 +186,16 @@ pub enum Input {
     /// The daemon was asked to stop (SIGTERM): act on `on_stop`, then
     /// [`Output::Exit`].
     Shutdown,
+    /// The peer `node` echoed a heartbeat this node sent at `echoed` (the
+    /// core's [`heartline_core::PeerStatus::echoed`]): it heard this node
+    /// at or after that instant. Renews the quorum lease; feeding it once
+    /// per `lease / 10` is plenty.
+    Heard {
+        /// The peer.
+        node: u16,
+        /// When this node sent what it echoed.
+        echoed: Instant,
+    },
 }
 
 /// How loud a notice is.
@@ -305,6 +323,7 @@ pub struct Brain {
     config: config::ConfigState,
     place: place::PlaceState,
     requests: requests::RequestState,
+    quorum: quorum::QuorumState,
     /// Notices already given for a standing condition, so they are not
     /// repeated after every input.
     noted: BTreeSet<String>,
@@ -335,6 +354,7 @@ impl Brain {
             config: config::ConfigState::new(stored.journal, stored.discarded),
             place: place::PlaceState::default(),
             requests: requests::RequestState::default(),
+            quorum: quorum::QuorumState::default(),
             groups: Arc::new(Groups::build(&stored.model)),
             states: stored.model.resources.values().map(|r| r.state).collect(),
             digest: None,
@@ -356,13 +376,14 @@ impl Brain {
     /// Takes `input` at `now`.
     pub fn handle(&mut self, now: Instant, input: Input) {
         self.now = now.max(self.now);
-        // Reading changes nothing the coordinator decides from.
+        // Reading changes nothing the coordinator decides from; an echo
+        // only if quorum changes (seen after the input).
         let reads = matches!(
             input,
             Input::Request {
                 request: Request::Lcd | Request::Report | Request::Verify,
                 ..
-            }
+            } | Input::Heard { .. }
         );
         self.dirty |= !reads;
         match input {
@@ -371,6 +392,7 @@ impl Brain {
             Input::Request { id, request } => self.on_request(id, request),
             Input::ScriptDone { job, ok, summary } => self.on_script_done(job, ok, &summary),
             Input::Shutdown => self.on_shutdown(),
+            Input::Heard { node, echoed } => self.on_heard(node, echoed),
         }
         self.after_input();
     }
@@ -394,6 +416,7 @@ impl Brain {
             self.config_timeout(),
             self.request_timeout(),
             self.place_timeout(),
+            self.quorum_timeout(),
         ]
         .into_iter()
         .flatten()
@@ -571,6 +594,7 @@ impl Brain {
     fn after_input(&mut self) {
         for _ in 0..8 {
             let before = self.out.len();
+            self.quorum_progress();
             self.local_progress();
             self.config_progress();
             self.queued_moves_progress();

@@ -111,11 +111,47 @@ struct NodeView<'a> {
     busy: &'a BTreeMap<String, Activity>,
 }
 
+/// Drops the starts of group `key` from `decisions[from..]`, noting why,
+/// and ends a move that waited for one.
+fn hold_starts(decisions: &mut Vec<Decision>, from: usize, key: &Place, why: &str) {
+    let before = decisions.len();
+    let mut i = from;
+    let mut ended = false;
+    while i < decisions.len() {
+        match &decisions[i] {
+            Decision::Order {
+                op: Op::Start,
+                ticket,
+                ..
+            } => {
+                ended |= ticket.is_some();
+                decisions.remove(i);
+            }
+            _ => i += 1,
+        }
+    }
+    if decisions.len() < before {
+        decisions.push(Decision::Note {
+            text: format!("{}'s hierarchy is not started: {why}", key.tag),
+        });
+        if ended {
+            decisions.push(Decision::EndMove {
+                key: key.clone(),
+                result: Some(Err(format!(
+                    "{}'s hierarchy cannot be started: {why}",
+                    key.tag
+                ))),
+            });
+        }
+    }
+}
+
 impl Brain {
     /// Whether this node decides placement now.
     fn may_decide(&self) -> bool {
         let mine = self.model.version();
         self.coordinator() == self.cfg.node
+            && self.has_quorum()
             && self.settled()
             && self.heard_enough()
             && !self.local.probing
@@ -292,8 +328,14 @@ impl Brain {
             );
         }
         let mut decisions = Vec::new();
+        let no_start = self.why_no_start();
         for group in self.groups.iter() {
+            let from = decisions.len();
             self.plan_group(group, &nodes, &mut decisions);
+            let wait = no_start.clone().or_else(|| self.unfenced(group, &nodes));
+            if let Some(why) = wait {
+                hold_starts(&mut decisions, from, &group.key, &why);
+            }
         }
         // Moves for groups that no longer exist.
         for key in self.place.moves.keys() {
@@ -321,7 +363,8 @@ impl Brain {
             let slots = g.on_slots(n);
             for (place, slot) in members.iter().zip(slots) {
                 let state = self.states.get(*slot).copied().unwrap_or(State::Osu);
-                if state == State::Blocked {
+                let fenced = view.is_none() && self.cfg.quorum.is_some() && self.fenced(n);
+                if state == State::Blocked && !fenced {
                     // A failed stop anywhere, even on a node that is down,
                     // blocks the group: it may still run there.
                     out.push(Decision::Note {
@@ -517,6 +560,23 @@ impl Brain {
         }
     }
 
+    /// Why the group may not be started anywhere yet: a node that is not up
+    /// and has an instance of it is not yet past its lease for every node
+    /// of the partition. What this node last heard of that node's states
+    /// does not count: it may be stale (this node restarted since, or
+    /// another coordinator ordered a start it never heard of).
+    fn unfenced(&self, g: &Group, nodes: &BTreeMap<u16, NodeView<'_>>) -> Option<String> {
+        self.cfg.quorum.as_ref()?;
+        let n = g
+            .members
+            .keys()
+            .copied()
+            .find(|n| !nodes.contains_key(n) && !self.fenced(*n))?;
+        Some(format!(
+            "node {n} may still run it: waiting for its lease to end on every node of this partition"
+        ))
+    }
+
     /// Whether `n` may be given the group to run (`explicit`: an
     /// administrator asked for that node, which overrides its hold).
     fn eligible(
@@ -542,6 +602,9 @@ impl Brain {
         }
         if flags.probing {
             return Err(format!("node {n} is still probing"));
+        }
+        if self.cfg.quorum.is_some() && !flags.quorate {
+            return Err(format!("node {n} has no quorum"));
         }
         if self.model.standby.contains(&n) {
             return Err(format!("node {n} is in standby"));
@@ -604,12 +667,9 @@ impl Brain {
         }
     }
 
-    /// `node` reported everything afresh.
-    pub(super) fn place_progress_all(&mut self, node: u16) {
-        for orders in self.place.orders.values_mut() {
-            orders.remove(&node);
-        }
-        self.place.orders.retain(|_, o| !o.is_empty());
+    /// `node` regained quorum: its refusals are forgotten.
+    pub(super) fn place_forget_refusals(&mut self, node: u16) {
+        self.place.refused.retain(|(n, _), _| *n != node);
     }
 
     /// `node` refused an order for the group of `tag`.

@@ -46,6 +46,18 @@ struct Cluster {
     nodes: BTreeSet<u16>,
     /// Every start of an application, with the other nodes running it then.
     doubles: Vec<String>,
+    /// With quorum: the lease; peers that hear each other echo every 100 ms.
+    lease: Option<Duration>,
+    /// The next echo round.
+    next_echo: Option<Instant>,
+    /// One-way cuts: `(from, to)`, `to` does not hear `from`.
+    deaf: BTreeSet<(u16, u16)>,
+    /// Each node's watchdog: it resets the node (its applications die) at
+    /// this instant unless fed again; set from `fence_deadline` after every
+    /// input, kept after the daemon dies.
+    watchdog: BTreeMap<u16, Instant>,
+    /// Nodes reset by their watchdog.
+    resets: Vec<(u16, Instant)>,
 }
 
 fn kit() -> KitInfo {
@@ -68,6 +80,15 @@ fn pair(a: u16, b: u16) -> (u16, u16) {
 
 impl Cluster {
     fn new(n: u16) -> Cluster {
+        Cluster::with(n, None)
+    }
+
+    /// `n` nodes with quorum (one vote each) and a lease of `lease`.
+    fn quorate(n: u16, lease: Duration) -> Cluster {
+        Cluster::with(n, Some(lease))
+    }
+
+    fn with(n: u16, lease: Option<Duration>) -> Cluster {
         let nodes: BTreeSet<u16> = (1..=n).collect();
         let mut cluster = Cluster {
             brains: BTreeMap::new(),
@@ -89,6 +110,11 @@ impl Cluster {
             },
             nodes: nodes.clone(),
             doubles: Vec::new(),
+            lease,
+            next_echo: lease.map(|_| Instant::from_millis(1)),
+            deaf: BTreeSet::new(),
+            watchdog: BTreeMap::new(),
+            resets: Vec::new(),
         };
         for node in &nodes {
             cluster.disks.insert(*node, Stored::default());
@@ -110,6 +136,13 @@ impl Cluster {
     fn config_for(&self, node: u16) -> BrainConfig {
         let mut cfg = config(node, &self.nodes);
         cfg.incarnation = self.incarnations[&node];
+        if let Some(lease) = self.lease {
+            cfg.quorum = Some(QuorumConfig::majority(
+                &self.nodes,
+                lease,
+                Duration::from_micros(lease.as_micros() / 4),
+            ));
+        }
         let _ = self.cfg;
         cfg
     }
@@ -208,6 +241,16 @@ impl Cluster {
         let Some(brain) = self.brains.get_mut(&node) else {
             return;
         };
+        match brain.fence_deadline() {
+            // Fed only while the lease lasts: a stale deadline stands.
+            Some(at) if at > self.now => {
+                self.watchdog.insert(node, at);
+            }
+            Some(_) => {}
+            None => {
+                self.watchdog.remove(&node);
+            }
+        }
         if let Some(persist) = brain.take_persist() {
             let disk = self.disks.get_mut(&node).unwrap();
             disk.model = brain.model().clone();
@@ -269,7 +312,12 @@ impl Cluster {
             }
             let next_run = self.runs.iter().map(|r| r.0).min();
             let next_timer = self.brains.values().filter_map(Brain::poll_timeout).min();
-            let Some(next) = [next_run, next_timer].into_iter().flatten().min() else {
+            let next_reset = self.watchdog.values().min().copied();
+            let Some(next) = [next_run, next_timer, self.next_echo, next_reset]
+                .into_iter()
+                .flatten()
+                .min()
+            else {
                 break;
             };
             if next > until {
@@ -283,6 +331,26 @@ impl Cluster {
                 .cloned()
                 .collect();
             self.runs.retain(|r| r.0 > self.now);
+            if self.next_echo.is_some_and(|at| at <= self.now) {
+                self.next_echo = Some(self.now + Duration::from_millis(100));
+                self.echo_round();
+            }
+            let fired: Vec<u16> = self
+                .watchdog
+                .iter()
+                .filter(|(_, at)| **at <= self.now)
+                .map(|(n, _)| *n)
+                .collect();
+            for node in fired {
+                self.watchdog.remove(&node);
+                if self.apps.iter().any(|(n, _)| *n == node) || self.brains.contains_key(&node) {
+                    self.resets.push((node, self.now));
+                    self.apps.retain(|(n, _)| *n != node);
+                    if self.brains.contains_key(&node) {
+                        self.crash(node, true);
+                    }
+                }
+            }
             for (_, node, job, action, tag) in due {
                 let behaviour = self
                     .behaviour
@@ -328,6 +396,29 @@ impl Cluster {
             }
         }
         self.now = until.max(self.now);
+    }
+
+    /// Every node hears back from every peer that hears it.
+    fn echo_round(&mut self) {
+        let echoed = Instant::from_micros(self.now.as_micros().saturating_sub(1_000));
+        let nodes: Vec<u16> = self.brains.keys().copied().collect();
+        for &a in &nodes {
+            for &b in &nodes {
+                if a != b && self.connected.contains(&pair(a, b)) && !self.deaf.contains(&(a, b)) {
+                    if let Some(brain) = self.brains.get_mut(&a) {
+                        brain.handle(self.now, Input::Heard { node: b, echoed });
+                    }
+                    self.drain(a);
+                }
+            }
+        }
+    }
+
+    /// `to` stops hearing `from` (and declares it down); `from` still
+    /// hears `to`.
+    fn deafen(&mut self, from: u16, to: u16) {
+        self.deaf.insert((from, to));
+        self.membership(to, Membership::Down { node: from });
     }
 
     fn advance(&mut self, by: Duration) {
@@ -958,4 +1049,192 @@ fn a_move_survives_a_new_coordinator_joining_midway() {
         c.notices
     );
     assert_eq!(c.running("db"), [3]);
+}
+
+// Quorum, leases and the watchdog.
+
+const LEASE: Duration = Duration::from_secs(2);
+
+/// The instant node `node` started `tag`, if it runs it.
+fn started_at(c: &Cluster, node: u16, tag: &str) -> bool {
+    c.apps.contains(&(node, tag.to_string()))
+}
+
+#[test]
+fn a_minority_stops_at_once_and_the_majority_takes_over_after_the_lease() {
+    let mut c = Cluster::quorate(3, LEASE);
+    c.extend("db", &[1, 2, 3]);
+    in_service(&mut c, 1, "db");
+    assert_eq!(c.running("db"), [1]);
+    assert!(
+        c.brains[&1]
+            .quorum()
+            .is_some_and(|q| q.quorate && q.votes == 3)
+    );
+    let cut = c.now;
+    c.cut(1, 2);
+    c.cut(1, 3);
+    c.advance(Duration::from_millis(100));
+    assert!(
+        c.running("db").is_empty(),
+        "node 1 lost quorum and stopped db: {:#?}",
+        c.notices
+    );
+    assert!(c.noticed("QUORUM LOST"));
+    // The majority waits for node 1's lease, then takes over.
+    c.run_until(cut + LEASE);
+    assert!(!started_at(&c, 2, "db"), "not before node 1's lease ends");
+    c.advance(Duration::from_secs(1));
+    assert_eq!(c.running("db"), [2], "{:#?}", c.notices);
+    c.assert_never_twice();
+    assert!(
+        c.resets.is_empty(),
+        "a clean stop needs no reset: {:?}",
+        c.resets
+    );
+    // Heal: node 1 rejoins with nothing running; db stays on node 2.
+    c.connect(1, 2);
+    c.connect(1, 3);
+    c.settle();
+    assert_eq!(c.running("db"), [2]);
+    c.assert_never_twice();
+}
+
+#[test]
+fn two_nodes_without_a_witness_never_fail_over() {
+    let mut c = Cluster::quorate(2, LEASE);
+    c.extend("db", &[1, 2]);
+    in_service(&mut c, 1, "db");
+    c.cut(1, 2);
+    c.advance(Duration::from_secs(5));
+    assert!(
+        c.running("db").is_empty(),
+        "neither half has quorum: {:#?}",
+        c.notices
+    );
+    c.assert_never_twice();
+    let q = c.brains[&2].quorum().unwrap();
+    assert!(!q.quorate && q.votes == 1 && q.expected == 2, "{q:?}");
+    c.connect(1, 2);
+    c.settle();
+    assert_eq!(
+        c.running("db"),
+        [1],
+        "quorum back: db runs again, on the best node"
+    );
+}
+
+#[test]
+fn a_dead_daemon_is_taken_over_only_after_its_watchdog_ended_its_applications() {
+    let mut c = Cluster::quorate(3, LEASE);
+    c.extend("db", &[1, 2, 3]);
+    in_service(&mut c, 1, "db");
+    let deadline = c.brains[&1].fence_deadline().expect("db runs: a deadline");
+    // kill -9 of the daemon alone: db runs on, unwatched.
+    c.crash(1, false);
+    c.advance(Duration::from_millis(500));
+    assert_eq!(c.running("db"), [1], "nobody may start it yet");
+    c.advance(Duration::from_secs(3));
+    assert_eq!(c.running("db"), [2], "{:#?}", c.notices);
+    assert!(
+        c.resets.iter().any(|(n, at)| *n == 1 && *at <= deadline),
+        "node 1 was reset by its deadline {deadline:?}: {:?}",
+        c.resets
+    );
+    c.assert_never_twice();
+}
+
+#[test]
+fn a_one_way_cut_costs_the_deaf_side_its_lease() {
+    let mut c = Cluster::quorate(3, LEASE);
+    c.extend("db", &[1, 2, 3]);
+    in_service(&mut c, 1, "db");
+    // Nodes 2 and 3 stop hearing node 1; node 1 still hears them, so its
+    // membership says all is well, but nothing it sends is echoed.
+    c.deafen(1, 2);
+    c.deafen(1, 3);
+    c.advance(Duration::from_secs(4));
+    assert_eq!(c.running("db"), [2], "{:#?}", c.notices);
+    c.assert_never_twice();
+    assert!(
+        c.noticed("QUORUM LOST"),
+        "node 1 knew it had lost its lease"
+    );
+}
+
+#[test]
+fn without_quorum_configuration_changes_are_refused_and_reads_work() {
+    let mut c = Cluster::quorate(3, LEASE);
+    c.extend("db", &[1, 2, 3]);
+    c.cut(1, 2);
+    c.cut(1, 3);
+    c.advance(Duration::from_millis(500));
+    let answer = c.ask(
+        1,
+        Request::Change {
+            change: Change::SetStandby { node: 3, on: true },
+        },
+    );
+    let Answer::Error { message, .. } = answer else {
+        panic!("{answer:?}")
+    };
+    assert!(
+        message.contains("no quorum") && message.contains("1 of 3"),
+        "{message}"
+    );
+    assert!(matches!(c.ask(1, Request::Report), Answer::Report(_)));
+    assert!(matches!(c.ask(1, Request::Lcd), Answer::Model { .. }));
+    // The majority still changes it.
+    c.change(2, Change::SetStandby { node: 3, on: true });
+}
+
+#[test]
+fn a_cold_start_waits_to_see_every_node_once() {
+    let mut c = Cluster::quorate(3, LEASE);
+    c.extend("db", &[1, 2, 3]);
+    in_service(&mut c, 1, "db");
+    for n in [1, 2, 3] {
+        c.crash(n, true);
+    }
+    c.restart(1);
+    c.restart(2);
+    c.advance(Duration::from_secs(5));
+    assert!(
+        c.running("db").is_empty(),
+        "quorate, but node 3 not yet seen: {:#?}",
+        c.notices
+    );
+    assert!(c.brains[&1].quorum().unwrap().waiting_for_all);
+    assert!(c.noticed("wait_for_all"));
+    c.restart(3);
+    c.settle();
+    assert_eq!(c.running("db"), [1]);
+    // Not a cold start: node 2 ran on and saw node 3 since it started, so
+    // node 1 restarting beside it while node 3 is down does not wait.
+    c.crash(3, true);
+    c.crash(1, true);
+    c.advance(Duration::from_secs(4));
+    assert!(c.running("db").is_empty(), "1 of 3: no quorum");
+    c.restart(1);
+    c.settle();
+    assert_eq!(c.running("db"), [1], "{:#?}", c.notices);
+    c.assert_never_twice();
+}
+
+#[test]
+fn a_blocked_resource_on_a_fenced_node_no_longer_blocks() {
+    let mut c = Cluster::quorate(3, LEASE);
+    c.extend("db", &[1, 2, 3]);
+    in_service(&mut c, 1, "db");
+    c.behaviour
+        .insert((1, "db".into(), Action::Remove), Behaviour::Fails);
+    // The partition makes node 1 stop db; the stop fails: BLOCKED, db may
+    // still run there. The watchdog resets node 1 at its lease's end; only
+    // then does the majority start db.
+    c.cut(1, 2);
+    c.cut(1, 3);
+    c.advance(Duration::from_secs(5));
+    assert!(c.resets.iter().any(|(n, _)| *n == 1), "{:?}", c.resets);
+    assert_eq!(c.running("db"), [2], "{:#?}", c.notices);
+    c.assert_never_twice();
 }

@@ -6,7 +6,8 @@
 //! `--paths`, `--seconds` time a large uniform cluster. With
 //! `--resources`, `--seed` and `--seeds` run the resource simulator
 //! instead: every node's resource brain through crashes, stops, stalls,
-//! partitions and administrators' requests.
+//! partitions and administrators' requests, with quorum, leases and
+//! watchdogs (`--no-quorum`: without, counting split-brain starts).
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -51,14 +52,20 @@ struct Args {
     /// Run the resource simulator (with --seed or --seeds).
     #[arg(long, conflicts_with = "nodes")]
     resources: bool,
+    /// With --resources: the nodes run without quorum, leases and
+    /// watchdogs (split-brain starts are counted, not violations).
+    #[arg(long, requires = "resources")]
+    no_quorum: bool,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
     if args.resources {
         return match (args.seed, args.seeds) {
-            (Some(seed), _) => replay_resources(seed, args.trace),
-            (None, count) => check_resource_seeds(args.first, count.unwrap_or(100)),
+            (Some(seed), _) => replay_resources(seed, args.trace, !args.no_quorum),
+            (None, count) => {
+                check_resource_seeds(args.first, count.unwrap_or(100), !args.no_quorum)
+            }
         };
     }
     if let Some(count) = args.seeds {
@@ -127,8 +134,9 @@ fn check_seeds(first: u64, count: u64) -> ExitCode {
     }
 }
 
-fn replay_resources(seed: u64, trace: bool) -> ExitCode {
-    let scenario = resources::Scenario::from_seed(seed);
+fn replay_resources(seed: u64, trace: bool, quorum: bool) -> ExitCode {
+    let mut scenario = resources::Scenario::from_seed(seed);
+    scenario.quorum = quorum;
     let started = WallClock::now();
     let result = if trace {
         resources::run_traced(&scenario, &mut |line| say!("{line}"))
@@ -148,13 +156,16 @@ fn replay_resources(seed: u64, trace: bool) -> ExitCode {
     }
 }
 
-fn check_resource_seeds(first: u64, count: u64) -> ExitCode {
+fn check_resource_seeds(first: u64, count: u64, quorum: bool) -> ExitCode {
     let started = WallClock::now();
     let mut failed = 0u64;
     let mut total = resources::Report::default();
     for seed in first..first.saturating_add(count) {
-        match resources::run(&resources::Scenario::from_seed(seed)) {
+        let mut scenario = resources::Scenario::from_seed(seed);
+        scenario.quorum = quorum;
+        match resources::run(&scenario) {
             Ok(report) => {
+                total.resets += report.resets;
                 total.steps += report.steps;
                 total.faults += report.faults;
                 total.split_brain.partition += report.split_brain.partition;
@@ -195,7 +206,13 @@ fn check_resource_seeds(first: u64, count: u64) -> ExitCode {
         total.discarded
     );
     say!(
-        "  split-brain starts (no quorum or fencing yet): {} across partitions, {} beside applications whose daemon was dead or stalled",
+        "  {}: {} watchdog resets; split-brain starts: {} across partitions, {} beside applications whose daemon was dead or stalled",
+        if quorum {
+            "with quorum and leases"
+        } else {
+            "without quorum (--no-quorum)"
+        },
+        total.resets,
         total.split_brain.partition,
         total.split_brain.unwatched
     );

@@ -127,6 +127,10 @@ pub struct Scenario {
     pub quiet: Duration,
     /// The scripts.
     pub scripts: Scripts,
+    /// Whether the nodes hold quorum under leases, with watchdogs (the
+    /// default). Without, a partition runs a hierarchy on both sides and
+    /// the simulator counts it.
+    pub quorum: bool,
 }
 
 impl Scenario {
@@ -157,6 +161,20 @@ impl Scenario {
             .map(|l| l.config.interval * (l.config.misses + l.config.rise + 2))
             .fold(Duration::ZERO, |a, b| if b > a { b } else { a })
             + Duration::from_millis(500)
+    }
+
+    /// The shortest time, on any path, from the last frame heard to a
+    /// node-down (`interval × misses`).
+    #[must_use]
+    pub fn detection_floor(&self) -> Duration {
+        self.links
+            .iter()
+            .flatten()
+            .map(|l| l.config.interval * l.config.misses)
+            .fold(None, |a: Option<Duration>, b| {
+                Some(a.map_or(b, |a| if b < a { b } else { a }))
+            })
+            .unwrap_or(Duration::ZERO)
     }
 
     /// The longest it takes any node to declare another down.
@@ -196,6 +214,7 @@ impl Scenario {
             faults: Vec::new(),
             faulty,
             quiet: Duration::ZERO,
+            quorum: true,
             scripts: Scripts {
                 longest: Duration::from_millis(rng.random_range(2..=60)),
                 restore_fails: if rng.random_ratio(1, 3) { 0.0 } else { 0.02 },

@@ -26,7 +26,7 @@ use heartline_brain::api::{Answer, Request, RequestId};
 use heartline_brain::message::{ADMIN_MAILBOX, AdminMessage};
 use heartline_brain::model::{Change, Epoch, Init, Model, Place, Resource, Role, State};
 use heartline_brain::port::AdminPort;
-use heartline_brain::{Brain, BrainConfig, Input, JobId, KitInfo, Output, Stored};
+use heartline_brain::{Brain, BrainConfig, Input, JobId, KitInfo, Output, QuorumConfig, Stored};
 use heartline_core::wire::{Key, MAX_ENCODED_LEN, NodeKind};
 use heartline_core::{
     ClusterId, Duration, Endpoint, EndpointConfig, Event, Incarnation, Instant, NodeId, PathId,
@@ -45,8 +45,14 @@ const SECRET: &[u8] = b"simulated resource cluster key!!";
 
 pub use crate::sim::oracle::Violation;
 
-/// The flag `heartline-sim` replays a resource seed with.
-const SIMULATOR: &str = "--resources ";
+/// The flags `heartline-sim` replays a resource seed with.
+fn simulator(sc: &Scenario) -> &'static str {
+    if sc.quorum {
+        "--resources "
+    } else {
+        "--resources --no-quorum "
+    }
+}
 
 /// Starts of a hierarchy while another node ran it, that the nodes could
 /// not have prevented without quorum and fencing.
@@ -76,6 +82,9 @@ pub struct Report {
     pub split_brain: SplitBrain,
     /// Hierarchies found on several nodes and resolved.
     pub multi_active: u64,
+    /// Nodes reset by their watchdog (a stop that did not end within the
+    /// lease, a daemon dead or stalled with applications running).
+    pub resets: u64,
     /// Takeovers after a loss, and how long each took.
     pub takeovers: Vec<Duration>,
     /// Configuration changes acknowledged.
@@ -107,10 +116,11 @@ impl fmt::Display for Report {
         }
         write!(
             f,
-            "; {} changes acknowledged, {} discarded at heals; {} multiple-active resolved; split-brain starts: {} across partitions, {} beside unwatched applications",
+            "; {} changes acknowledged, {} discarded at heals; {} multiple-active resolved; {} watchdog resets; split-brain starts: {} across partitions, {} beside unwatched applications",
             self.changes,
             self.discarded,
             self.multi_active,
+            self.resets,
             self.split_brain.partition,
             self.split_brain.unwatched
         )
@@ -133,7 +143,19 @@ struct Node {
     /// After a clean stop's exit, how long until the restart.
     restart_after_exit: Option<Duration>,
     requests: BTreeMap<RequestId, Admin>,
+    /// The machine's watchdog: it resets the node at this instant unless
+    /// fed again. The daemon feeds it up to its brain's fence deadline
+    /// (the end of its lease) while anything may run; it outlives the
+    /// daemon.
+    watchdog: Option<Instant>,
+    /// Per peer: the echo last given to the brain.
+    echo_fed: BTreeMap<usize, Instant>,
 }
+
+/// The lease every simulated node holds quorum under.
+pub const LEASE: Duration = Duration::from_secs(2);
+/// How long a simulated node's stops may take before its lease ends.
+pub const STOP_BOUND: Duration = Duration::from_millis(700);
 
 #[derive(Debug, Clone)]
 struct ScriptRun {
@@ -276,7 +298,7 @@ fn run_inner<'a>(
     let mut rng = ChaCha8Rng::seed_from_u64(sc.seed ^ 0x5eed_b4a1);
     let net = Net::new(ChaCha8Rng::seed_from_u64(rng.random()));
     let key = Key::new(SECRET).map_err(|e| Violation {
-        simulator: SIMULATOR,
+        simulator: simulator(sc),
         seed: sc.seed,
         at: Instant::ZERO,
         what: e.to_string(),
@@ -327,6 +349,8 @@ fn run_inner<'a>(
             restart_at: None,
             restart_after_exit: None,
             requests: BTreeMap::new(),
+            watchdog: None,
+            echo_fed: BTreeMap::new(),
         });
     }
     for index in 0..sc.nodes {
@@ -340,7 +364,7 @@ fn run_inner<'a>(
 impl World<'_> {
     fn violation(&self, what: String) -> Violation {
         Violation {
-            simulator: SIMULATOR,
+            simulator: simulator(self.sc),
             seed: self.sc.seed,
             at: self.now,
             what,
@@ -384,6 +408,11 @@ impl World<'_> {
         cfg.call_timeout = Duration::from_secs(5);
         cfg.order_retry = Duration::from_secs(2);
         cfg.action_timeout = Duration::from_secs(20);
+        if self.sc.quorum {
+            let mut quorum = QuorumConfig::majority(&cfg.nodes, LEASE, STOP_BOUND);
+            quorum.detect_floor = self.sc.detection_floor();
+            cfg.quorum = Some(quorum);
+        }
         cfg
     }
 
@@ -400,6 +429,7 @@ impl World<'_> {
         node.backlog.clear();
         node.finished.clear();
         node.requests.clear();
+        node.echo_fed.clear();
         let name = format!("sim-{}", index + 1);
         let config = EndpointConfig {
             cluster: CLUSTER,
@@ -443,17 +473,41 @@ impl World<'_> {
         node.stalled_until = None;
         node.backlog.clear();
         node.finished.clear();
-        if apps {
-            self.apps.retain(|(n, _)| *n != index);
-        }
-        self.unstable(index);
         // A runner's hierarchies must come back elsewhere.
         let groups: Vec<usize> = (0..self.sc.groups.len())
             .filter(|&g| self.runs_on(g).contains(&index))
             .collect();
         for g in groups {
-            self.lost.insert(g, (self.now, index));
+            self.lost.entry(g).or_insert((self.now, index));
         }
+        if apps {
+            // The machine is gone: its applications, and the scripts it
+            // was running.
+            self.apps.retain(|(n, _)| *n != index);
+            self.runs.retain(|r| r.node != index);
+        }
+        self.unstable(index);
+    }
+
+    /// Node `index`'s watchdog fires: the machine resets, its applications
+    /// die, and it boots again a second later.
+    fn reset(&mut self, index: usize) {
+        let daemon = self.nodes[index].brain.is_some();
+        let apps = self.apps.iter().filter(|(n, _)| *n == index).count();
+        self.log(|| {
+            format!(
+                "node {}'s watchdog resets it ({apps} applications running, daemon {})",
+                index + 1,
+                if daemon { "alive" } else { "dead" }
+            )
+        });
+        self.report.resets += 1;
+        self.kill(index, true);
+        self.nodes[index].exited_at = None;
+        if daemon || self.nodes[index].restart_at.is_none() {
+            self.nodes[index].restart_at = Some(self.now + Duration::from_secs(1));
+        }
+        self.nodes[index].restart_after_exit = None;
     }
 
     fn group_of(&self, tag: &str) -> Option<usize> {
@@ -506,6 +560,7 @@ impl World<'_> {
                 node.stalled_until,
                 node.restart_at,
                 node.exited_at.map(|at| at + Duration::from_millis(200)),
+                node.watchdog,
             ];
             let running = node.brain.is_some() && node.stalled_until.is_none();
             let timers = if running {
@@ -566,6 +621,13 @@ impl World<'_> {
         }
         if self.tidy_next.is_some_and(|at| at <= now) {
             self.tidy();
+        }
+        // Watchdogs that fire.
+        for index in 0..self.sc.nodes {
+            if self.nodes[index].watchdog.is_some_and(|at| at <= now) {
+                self.nodes[index].watchdog = None;
+                self.reset(index);
+            }
         }
         // Stalls that end, restarts, exits.
         for (index, touched) in touched.iter_mut().enumerate() {
@@ -668,6 +730,13 @@ impl World<'_> {
                 let Some(brain) = node.brain.as_mut() else {
                     return Ok(());
                 };
+                match brain.fence_deadline() {
+                    // Fed only while the lease lasts: a stale deadline
+                    // stands.
+                    Some(at) if at > now => node.watchdog = Some(at),
+                    Some(_) => {}
+                    None => node.watchdog = None,
+                }
                 if let Some(persist) = brain.take_persist() {
                     node.disk.model = brain.model().clone();
                     if persist.journal_replaced {
@@ -707,13 +776,29 @@ impl World<'_> {
                     faults || !link.cuts.is_empty() && link.is_cut(now),
                 );
             }
+            let renew = Duration::from_micros(LEASE.as_micros() / 10);
+            let mut echoes = Vec::new();
+            for peer in (0..self.sc.nodes).filter(|&p| p != index) {
+                let Some(echoed) = endpoint.peer(NodeId(node_id(peer))).and_then(|p| p.echoed)
+                else {
+                    continue;
+                };
+                let fed = node.echo_fed.get(&peer).copied();
+                if fed.is_none_or(|f| echoed >= f + renew) {
+                    node.echo_fed.insert(peer, echoed);
+                    echoes.push(Input::Heard {
+                        node: node_id(peer),
+                        echoed,
+                    });
+                }
+            }
             let events: Vec<Event> = std::iter::from_fn(|| endpoint.poll_event()).collect();
             let messages: Vec<_> = std::iter::from_fn(|| endpoint.poll_message()).collect();
             node.timeout = endpoint.poll_timeout();
             if endpoint.events_dropped() > 0 {
                 return Err(self.violation(format!("node {} dropped events", index + 1)));
             }
-            let mut inputs = Vec::new();
+            let mut inputs = echoes;
             for event in &events {
                 if let Event::NodeUp { node: peer, .. }
                 | Event::NodeDown { node: peer }
@@ -856,7 +941,27 @@ impl World<'_> {
                 continue;
             }
             let (steady, since) = self.steady(index, other, self.sc.settle_time(index, other));
-            if steady {
+            // With quorum and leases, never: whether the other node is in
+            // another partition, stalled or without its daemon, it runs
+            // the application until it has stopped it or been reset.
+            if steady || self.sc.quorum {
+                if !steady {
+                    if self.alive(other) {
+                        self.report.split_brain.partition += 1;
+                    } else {
+                        self.report.split_brain.unwatched += 1;
+                    }
+                    return Err(self.violation(format!(
+                        "{tag} started on node {} while node {} runs it ({}): quorum and leases must prevent it",
+                        index + 1,
+                        other + 1,
+                        if self.alive(other) {
+                            "in another partition"
+                        } else {
+                            "its daemon dead or stalled"
+                        }
+                    )));
+                }
                 return Err(self.violation(format!(
                     "{tag} started on node {} while node {} runs it; they have seen each other steadily since {}",
                     index + 1,
@@ -989,7 +1094,12 @@ impl World<'_> {
     /// How long a takeover may take: noticing the loss, the coordinator's
     /// round, and the scripts.
     fn takeover_bound(&self) -> Duration {
-        self.sc.detection() + self.sc.scripts.longest * 8 + Duration::from_secs(2)
+        let lease = if self.sc.quorum {
+            LEASE + heartline_brain::default_margin(LEASE)
+        } else {
+            Duration::ZERO
+        };
+        self.sc.detection() + lease + self.sc.scripts.longest * 8 + Duration::from_secs(2)
     }
 
     fn check_lost(&mut self) -> Result<(), Violation> {
@@ -1006,10 +1116,19 @@ impl World<'_> {
             if self.last_disruption > at {
                 continue;
             }
-            // Could anyone run it? Ask the lowest live node's brain.
-            let Some(judge) = (0..self.sc.nodes).find(|&n| self.alive(n)) else {
+            // Could anyone run it? Ask the lowest live node's brain that
+            // has quorum (without, nothing is started: not a miss).
+            let Some(judge) = (0..self.sc.nodes).find(|&n| {
+                self.alive(n)
+                    && self.nodes[n]
+                        .brain
+                        .as_ref()
+                        .is_some_and(|b| b.quorum().is_none_or(|q| q.quorate))
+            }) else {
                 continue;
             };
+            let with_judge =
+                |n: usize| n == judge || self.sc.paths(judge, n).iter().any(|l| !l.is_cut(now));
             let Some(brain) = self.nodes[judge].brain.as_ref() else {
                 continue;
             };
@@ -1049,7 +1168,11 @@ impl World<'_> {
                 .iter()
                 .copied()
                 .filter(|&n| {
-                    n != from && self.alive(n) && !model.standby.contains(&node_id(n)) && !failed(n)
+                    n != from
+                        && self.alive(n)
+                        && with_judge(n)
+                        && !model.standby.contains(&node_id(n))
+                        && !failed(n)
                 })
                 .collect();
             if candidates.is_empty() || !self.runs_on(g).is_empty() {

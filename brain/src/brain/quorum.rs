@@ -1,0 +1,400 @@
+//! Quorum and leases: whether this node's partition may run hierarchies,
+//! and when a node that was lost is known to run nothing.
+//!
+//! **Votes.** Each node has votes (1 unless configured); a partition is
+//! quorate when the nodes in it hold more than half of the cluster's
+//! expected votes. A partition without quorum starts nothing, orders
+//! nothing and changes no configuration; with `no_quorum = stop` (the
+//! default) every node in it stops its hierarchies at once.
+//!
+//! **The lease.** Quorum is held under a lease renewed by what the node
+//! hears back: the core tells it, for each peer, the latest heartbeat of
+//! its own that the peer echoed ([`super::Input::Heard`]), which proves the
+//! peer heard it at or after that instant. The lease runs from the latest
+//! instant at which the peers that echoed, with this node, held a majority
+//! of the votes, for `lease`. A node whose lease runs out has no quorum,
+//! whatever its membership says (a one-way cut: it hears the others, they
+//! do not hear it). While anything may run here, [`super::Brain::fence_deadline`]
+//! is the lease's end: the daemon keeps its watchdog from firing only
+//! until then, so by the end of its lease a node has stopped what it ran,
+//! or has been reset.
+//!
+//! **A lost node's lease.** A peer declared down was last heard at least
+//! `detect_floor` (the fastest path's `interval × misses`) before the
+//! node-down; its lease, renewed at best by what this node's partition
+//! heard of it, ends by then plus `lease`, plus `drift_margin` for the two
+//! clocks' rates. Past that instant the peer is *expired* here; the
+//! coordinator starts what it may have run only once every node of the
+//! partition reports it expired (each by its own clock), so the node that
+//! heard it last decides. A node never seen since this one started counts
+//! from the start.
+//!
+//! **Wait for all.** At a cold start nothing is started until this node has
+//! seen every node of the cluster once, or joins a partition in which a
+//! node has.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use heartline_core::{Duration, Instant};
+
+use super::{Brain, Level};
+
+/// How quorum and leases are configured (the same on every node).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuorumConfig {
+    /// Votes of the nodes with other than 1.
+    pub votes: BTreeMap<u16, u32>,
+    /// The cluster's expected votes: a partition needs more than half.
+    pub expected: u32,
+    /// At a cold start, start nothing until every node was seen once.
+    pub wait_for_all: bool,
+    /// What a node that loses quorum does with what it runs.
+    pub no_quorum: NoQuorum,
+    /// How long quorum holds after the last proof a majority heard this
+    /// node.
+    pub lease: Duration,
+    /// How long this node's stops may take: it gives its quorum up this
+    /// long before its lease ends, so that what it runs is stopped by then
+    /// (the watchdog resets it at the lease's end otherwise).
+    pub stop_bound: Duration,
+    /// Added to a lost node's lease for the clocks' rates.
+    pub drift_margin: Duration,
+    /// How long before a node-down the node was last heard, at least
+    /// (the fastest path's `interval × misses`).
+    pub detect_floor: Duration,
+}
+
+impl QuorumConfig {
+    /// One vote per node of `nodes`, a majority of them expected, waiting
+    /// for all at a cold start, stopping without quorum, a lease of
+    /// `lease` with a drift margin of 2% of it plus 10 ms, stops bounded
+    /// by `stop_bound`.
+    #[must_use]
+    pub fn majority(nodes: &BTreeSet<u16>, lease: Duration, stop_bound: Duration) -> QuorumConfig {
+        QuorumConfig {
+            votes: BTreeMap::new(),
+            expected: u32::try_from(nodes.len()).unwrap_or(u32::MAX),
+            wait_for_all: true,
+            no_quorum: NoQuorum::Stop,
+            lease,
+            stop_bound,
+            drift_margin: default_margin(lease),
+            detect_floor: Duration::ZERO,
+        }
+    }
+
+    /// A node's votes.
+    #[must_use]
+    pub fn votes_of(&self, node: u16) -> u32 {
+        self.votes.get(&node).copied().unwrap_or(1)
+    }
+
+    /// Whether `votes` are a majority of the expected votes.
+    #[must_use]
+    pub fn is_majority(&self, votes: u32) -> bool {
+        u64::from(votes) * 2 > u64::from(self.expected)
+    }
+}
+
+/// The drift margin for `lease`: 2% of it (clocks whose rates differ by up
+/// to 1% each way) plus 10 ms for scheduling.
+#[must_use]
+pub fn default_margin(lease: Duration) -> Duration {
+    Duration::from_micros(lease.as_micros() / 50) + Duration::from_millis(10)
+}
+
+/// What a node without quorum does with what runs on it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum NoQuorum {
+    /// Stop its hierarchies at once.
+    #[default]
+    Stop,
+    /// Keep what runs, start nothing; what still runs when the lease ends
+    /// is ended by the watchdog (a reset, not a clean stop).
+    Freeze,
+}
+
+/// What this node knows of quorum.
+#[derive(Debug, Default)]
+pub(super) struct QuorumState {
+    /// Per peer: the latest instant of a heartbeat of ours it echoed.
+    echoed: BTreeMap<u16, Instant>,
+    /// Per node not up: the latest instant it can have been heard here.
+    lost_at: BTreeMap<u16, Instant>,
+    /// Whether this node had quorum after the last input.
+    pub(super) had: bool,
+    /// Whether it had quorum since it started.
+    ever: bool,
+}
+
+/// Quorum as this node sees it, for `status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuorumStatus {
+    /// Votes of the nodes this node sees up, itself included.
+    pub votes: u32,
+    /// The cluster's expected votes.
+    pub expected: u32,
+    /// Whether this node holds quorum (a majority and a lease).
+    pub quorate: bool,
+    /// When the lease ends unless renewed (`None`: no lease).
+    pub lease_until: Option<Instant>,
+    /// Whether it still waits to see every node once before starting
+    /// anything.
+    pub waiting_for_all: bool,
+}
+
+impl Brain {
+    /// The peer `node` echoed a heartbeat this node sent at `echoed`.
+    pub(super) fn on_heard(&mut self, node: u16, echoed: Instant) {
+        if node == self.cfg.node || !self.cfg.nodes.contains(&node) || echoed > self.now {
+            return;
+        }
+        let e = self.quorum.echoed.entry(node).or_insert(echoed);
+        *e = (*e).max(echoed);
+    }
+
+    /// Membership changed for `node`: up (`true`) or lost.
+    pub(super) fn quorum_membership(&mut self, node: u16, up: bool) {
+        let Some(q) = self.cfg.quorum.as_ref() else {
+            return;
+        };
+        if up {
+            self.quorum.lost_at.remove(&node);
+        } else {
+            let heard = Instant::from_micros(
+                self.now
+                    .as_micros()
+                    .saturating_sub(q.detect_floor.as_micros()),
+            )
+            .max(self.started);
+            self.quorum.lost_at.insert(node, heard);
+        }
+    }
+
+    /// When this node's lease ends: the latest instant at which it and the
+    /// up peers that echoed it since held a majority, plus the lease.
+    /// `None` without a lease (or with quorum not configured).
+    pub(super) fn lease_end(&self) -> Option<Instant> {
+        let q = self.cfg.quorum.as_ref()?;
+        let mut votes = q.votes_of(self.cfg.node);
+        if q.is_majority(votes) {
+            return Some(self.now + q.lease);
+        }
+        let mut heard: Vec<(Instant, u16)> = self
+            .members
+            .up
+            .keys()
+            .filter_map(|n| self.quorum.echoed.get(n).map(|at| (*at, *n)))
+            .collect();
+        heard.sort_unstable_by(|a, b| b.cmp(a));
+        for (at, node) in heard {
+            votes += q.votes_of(node);
+            if q.is_majority(votes) {
+                return Some(at + q.lease);
+            }
+        }
+        None
+    }
+
+    /// Whether this node may run and start hierarchies: quorum is not
+    /// configured, or it holds a lease with time left to stop before it
+    /// ends.
+    pub(super) fn has_quorum(&self) -> bool {
+        self.quorum_until().is_none_or(|end| self.now < end)
+    }
+
+    /// Until when this node holds quorum unless its lease is renewed: the
+    /// lease's end less the stop bound (`None`: quorum not configured;
+    /// `Some(ZERO)`: no lease).
+    fn quorum_until(&self) -> Option<Instant> {
+        let q = self.cfg.quorum.as_ref()?;
+        Some(self.lease_end().map_or(Instant::ZERO, |end| {
+            Instant::from_micros(end.as_micros().saturating_sub(q.stop_bound.as_micros()))
+        }))
+    }
+
+    /// Whether this node has seen every node once since it started, or a
+    /// peer in its partition has (`wait_for_all` satisfied).
+    pub(super) fn seen_all(&self) -> bool {
+        self.cfg
+            .nodes
+            .iter()
+            .all(|n| *n == self.cfg.node || self.members.seen.contains(n))
+            || self
+                .members
+                .up
+                .values()
+                .any(|p| p.synced && p.flags.seen_all)
+    }
+
+    /// Whether node `node` (not up) is past its lease by this node's clock.
+    pub(super) fn expired_here(&self, node: u16) -> bool {
+        let Some(q) = self.cfg.quorum.as_ref() else {
+            return true;
+        };
+        if node == self.cfg.node || self.members.up.contains_key(&node) {
+            return false;
+        }
+        let heard = self
+            .quorum
+            .lost_at
+            .get(&node)
+            .copied()
+            .unwrap_or(self.started);
+        self.now >= heard + q.lease + q.drift_margin
+    }
+
+    /// The nodes not up whose lease ended, by this node's clock.
+    pub(super) fn expired_set(&self) -> BTreeSet<u16> {
+        if self.cfg.quorum.is_none() {
+            return BTreeSet::new();
+        }
+        self.cfg
+            .nodes
+            .iter()
+            .copied()
+            .filter(|n| self.expired_here(*n))
+            .collect()
+    }
+
+    /// Whether every node of the partition holds `node` (down) past its
+    /// lease: it runs nothing, or has been reset.
+    pub(super) fn fenced(&self, node: u16) -> bool {
+        if self.cfg.quorum.is_none() {
+            return true;
+        }
+        self.expired_here(node)
+            && self
+                .members
+                .up
+                .values()
+                .all(|p| p.synced && p.flags.expired.contains(&node))
+    }
+
+    /// The instant by which this node must have stopped everything it
+    /// runs, or be reset: the end of its lease, while anything may run
+    /// here (the daemon keeps its watchdog from firing only until then).
+    /// `None`: nothing may run here, or quorum is not configured.
+    #[must_use]
+    pub fn fence_deadline(&self) -> Option<Instant> {
+        self.cfg.quorum.as_ref()?;
+        if !self.may_run_anything() {
+            return None;
+        }
+        Some(self.lease_end().unwrap_or(self.now))
+    }
+
+    /// Quorum as this node sees it (`None`: not configured).
+    #[must_use]
+    pub fn quorum(&self) -> Option<QuorumStatus> {
+        let q = self.cfg.quorum.as_ref()?;
+        let votes = self.view().keys().map(|n| q.votes_of(*n)).sum();
+        let lease_until = self.lease_end().filter(|end| self.now < *end);
+        Some(QuorumStatus {
+            votes,
+            expected: q.expected,
+            quorate: self.has_quorum(),
+            lease_until,
+            waiting_for_all: q.wait_for_all && !self.seen_all(),
+        })
+    }
+
+    /// After every input: a change of quorum is told, and acted on.
+    pub(super) fn quorum_progress(&mut self) {
+        let Some(q) = self.cfg.quorum.clone() else {
+            return;
+        };
+        let has = self.has_quorum();
+        self.quorum.ever |= has;
+        if has != self.quorum.had {
+            self.quorum.had = has;
+            self.dirty = true;
+            self.forget_notes();
+            let status = self.quorum();
+            let votes = status.map_or(0, |s| s.votes);
+            if has {
+                self.local_quorum_regained();
+                let own = self.cfg.node;
+                self.place_forget_refusals(own);
+                self.notice(
+                    Level::Info,
+                    format!(
+                        "quorum: this partition holds {votes} of {} expected votes; hierarchies may run",
+                        q.expected
+                    ),
+                );
+            } else {
+                let what = match q.no_quorum {
+                    NoQuorum::Stop => "stopping every hierarchy here",
+                    NoQuorum::Freeze => {
+                        "keeping what runs (no_quorum = freeze) until the lease ends, starting nothing"
+                    }
+                };
+                self.notice(
+                    Level::Error,
+                    format!(
+                        "QUORUM LOST: this node sees {votes} of {} expected votes, or its lease was not renewed: {what}; configuration changes are refused",
+                        q.expected
+                    ),
+                );
+            }
+        }
+        // A daemon that just started (its applications may have run on
+        // while it was down) is given a lease's time to find its quorum
+        // before it stops them.
+        let grace = !self.quorum.ever && self.now < self.started + q.lease;
+        if !has && !grace && q.no_quorum == NoQuorum::Stop && !self.model.maintenance {
+            self.stop_everything_here("this node has no quorum");
+        }
+    }
+
+    /// When quorum next changes unless something is heard: the lease's end,
+    /// and the next lost node's lease.
+    pub(super) fn quorum_timeout(&self) -> Option<Instant> {
+        let q = self.cfg.quorum.as_ref()?;
+        let lease = self.quorum_until().filter(|end| self.now < *end);
+        let peers = self
+            .cfg
+            .nodes
+            .iter()
+            .filter(|n| **n != self.cfg.node && !self.members.up.contains_key(n))
+            .map(|n| {
+                self.quorum.lost_at.get(n).copied().unwrap_or(self.started)
+                    + q.lease
+                    + q.drift_margin
+            })
+            .filter(|at| *at > self.now);
+        let grace = (!self.quorum.ever).then_some(self.started + q.lease);
+        lease
+            .into_iter()
+            .chain(peers)
+            .chain(grace.filter(|at| *at > self.now))
+            .min()
+    }
+
+    /// Why the coordinator may not start anything, for notices.
+    pub(super) fn why_no_start(&self) -> Option<String> {
+        let q = self.cfg.quorum.as_ref()?;
+        if !self.has_quorum() {
+            return Some(format!(
+                "this partition has no quorum (it holds {} of {} expected votes, or its lease was not renewed)",
+                self.quorum().map_or(0, |s| s.votes),
+                q.expected
+            ));
+        }
+        if q.wait_for_all && !self.seen_all() {
+            let missing: Vec<String> = self
+                .cfg
+                .nodes
+                .iter()
+                .filter(|n| **n != self.cfg.node && !self.members.seen.contains(n))
+                .map(u16::to_string)
+                .collect();
+            return Some(format!(
+                "waiting to see every node once since the cluster started (wait_for_all); not yet seen: {}",
+                missing.join(", ")
+            ));
+        }
+        None
+    }
+}
