@@ -64,5 +64,5 @@ cargo clippy -p heartline --target x86_64-pc-windows-gnu --locked -- -D warnings
 step "fuzz target compiles"
 cargo check --manifest-path core/fuzz/Cargo.toml --locked
 
-step "tests: unit, property, endpoint, the resource brain's rules, simulators (400 protocol seeds, 1,000 resource seeds), daemons on loopback, serial, UDP, netns, resources, decisions and failover, the admin channel, guest monitoring over TLS, the dongle under QEMU"
+step "tests: unit, property, endpoint, the resource brain's rules, simulators (400 protocol seeds, 1,000 resource seeds), daemons on loopback, serial, UDP, netns, resources, decisions and failover, quorum and leases, the admin channel, guest monitoring over TLS, the dongle under QEMU"
 cargo test --workspace --locked

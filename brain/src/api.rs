@@ -166,6 +166,24 @@ pub struct NodeReport {
     /// Hierarchies running on more than one node found and ended since
     /// start.
     pub multi_active: u64,
+    /// Quorum as this node sees it (`None`: quorum is off).
+    #[serde(default)]
+    pub quorum: Option<QuorumReport>,
+}
+
+/// Quorum, for `status`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuorumReport {
+    /// Votes of the nodes this node sees up, itself included.
+    pub votes: u32,
+    /// The cluster's expected votes.
+    pub expected: u32,
+    /// Whether this node holds quorum.
+    pub quorate: bool,
+    /// Milliseconds left on its lease, if it holds one.
+    pub lease_left_ms: Option<u64>,
+    /// Whether it waits to see every node once before starting anything.
+    pub waiting_for_all: bool,
 }
 
 /// One resource of a node.

@@ -91,6 +91,9 @@ pub struct Flags {
     /// It holds quorum (always, where quorum is not configured).
     #[serde(default)]
     pub quorate: bool,
+    /// The expected votes its configuration gives (0: quorum off).
+    #[serde(default)]
+    pub expected_votes: u32,
 }
 
 /// A start or a stop.

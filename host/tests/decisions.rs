@@ -20,55 +20,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{BIN, Site};
+use common::{BIN, Site, WEB, hierarchy, running_on};
 use heartline::demo::local_cluster::{LocalCluster, wait_for};
 use heartline::demo::sample_app::SampleApp as App;
-
-/// The tag of the hierarchy the tests protect.
-const WEB: &str = "web";
-
-/// Resource `web` on each node of `nodes`, node `n` with priority `n`,
-/// configured on the first of them and extended to the others by
-/// equivalencies. Applications run `command` (a `sleep` by default); the
-/// result is indexed by node - 1.
-fn hierarchy(site: &Site, nodes: &[u16], command: Option<&dyn Fn(u16) -> String>) -> Vec<App> {
-    let first = nodes[0];
-    let apps: Vec<App> = nodes
-        .iter()
-        .map(|&n| match command {
-            Some(command) => site.app_running(n, WEB, &command(n)),
-            None => site.app(n, WEB),
-        })
-        .collect();
-    for app in &apps {
-        site.create(first, app, app.node);
-    }
-    for &n in &nodes[1..] {
-        site.ok(
-            first,
-            &[
-                "eqv",
-                "create",
-                "--tag",
-                WEB,
-                "--other-node",
-                &n.to_string(),
-                "--other-tag",
-                WEB,
-            ],
-        );
-    }
-    apps
-}
-
-/// The nodes among `nodes` whose application runs.
-fn running_on(apps: &[App], nodes: &[u16]) -> Vec<u16> {
-    nodes
-        .iter()
-        .copied()
-        .filter(|&n| apps[usize::from(n - 1)].running())
-        .collect()
-}
 
 /// The node among `nodes` running `web`, when the cluster is quiet: the
 /// nodes are settled (same view, same configuration, done probing), none

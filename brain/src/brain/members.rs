@@ -344,6 +344,7 @@ impl Brain {
             cannot,
             expired: self.expired_set(),
             quorate: self.has_quorum(),
+            expected_votes: self.cfg.quorum.as_ref().map_or(0, |q| q.expected),
             seen_all: self
                 .cfg
                 .nodes

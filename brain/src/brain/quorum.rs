@@ -180,11 +180,13 @@ impl Brain {
         if q.is_majority(votes) {
             return Some(self.now + q.lease);
         }
+        // Peers count once they said hello with the same expected votes.
         let mut heard: Vec<(Instant, u16)> = self
             .members
             .up
-            .keys()
-            .filter_map(|n| self.quorum.echoed.get(n).map(|at| (*at, *n)))
+            .iter()
+            .filter(|(_, p)| p.synced && p.flags.expected_votes == q.expected)
+            .filter_map(|(n, _)| self.quorum.echoed.get(n).map(|at| (*at, *n)))
             .collect();
         heard.sort_unstable_by(|a, b| b.cmp(a));
         for (at, node) in heard {
@@ -201,6 +203,20 @@ impl Brain {
     /// ends.
     pub(super) fn has_quorum(&self) -> bool {
         self.quorum_until().is_none_or(|end| self.now < end)
+    }
+
+    /// A peer whose configuration gives other expected votes than this
+    /// node's (or has quorum off), and what it gives: neither counts the
+    /// other's votes, so a node configured apart from the rest holds no
+    /// quorum with them.
+    fn disagreement(&self) -> Option<(u16, u32)> {
+        let q = self.cfg.quorum.as_ref()?;
+        self.members
+            .up
+            .iter()
+            .filter(|(_, p)| p.synced && p.flags.expected_votes != q.expected)
+            .map(|(n, p)| (*n, p.flags.expected_votes))
+            .next()
     }
 
     /// Until when this node holds quorum unless its lease is renewed: the
@@ -304,6 +320,20 @@ impl Brain {
         let Some(q) = self.cfg.quorum.clone() else {
             return;
         };
+        if let Some((node, theirs)) = self.disagreement() {
+            let text = if theirs == 0 {
+                format!(
+                    "node {node} runs with quorum off, this node with {} expected votes: the [quorum] sections differ; its votes do not count here until they agree",
+                    q.expected
+                )
+            } else {
+                format!(
+                    "node {node} expects {theirs} votes, this node {}: the [quorum] sections differ; its votes do not count here until they agree",
+                    q.expected
+                )
+            };
+            self.note_once(Level::Error, text);
+        }
         let has = self.has_quorum();
         self.quorum.ever |= has;
         if has != self.quorum.had {

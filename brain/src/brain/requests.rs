@@ -971,6 +971,15 @@ impl Brain {
             probing: self.local.probing,
             resources,
             multi_active: self.stats.multi_active,
+            quorum: self.quorum().map(|q| crate::api::QuorumReport {
+                votes: q.votes,
+                expected: q.expected,
+                quorate: q.quorate,
+                lease_left_ms: q
+                    .lease_until
+                    .map(|end| end.saturating_since(self.now).as_millis()),
+                waiting_for_all: q.waiting_for_all,
+            }),
         }
     }
 }

@@ -58,6 +58,8 @@ struct Cluster {
     watchdog: BTreeMap<u16, Instant>,
     /// Nodes reset by their watchdog.
     resets: Vec<(u16, Instant)>,
+    /// Nodes whose configuration gives other expected votes.
+    expected: BTreeMap<u16, u32>,
 }
 
 fn kit() -> KitInfo {
@@ -115,6 +117,7 @@ impl Cluster {
             deaf: BTreeSet::new(),
             watchdog: BTreeMap::new(),
             resets: Vec::new(),
+            expected: BTreeMap::new(),
         };
         for node in &nodes {
             cluster.disks.insert(*node, Stored::default());
@@ -137,11 +140,15 @@ impl Cluster {
         let mut cfg = config(node, &self.nodes);
         cfg.incarnation = self.incarnations[&node];
         if let Some(lease) = self.lease {
-            cfg.quorum = Some(QuorumConfig::majority(
+            let mut q = QuorumConfig::majority(
                 &self.nodes,
                 lease,
                 Duration::from_micros(lease.as_micros() / 4),
-            ));
+            );
+            if let Some(expected) = self.expected.get(&node) {
+                q.expected = *expected;
+            }
+            cfg.quorum = Some(q);
         }
         let _ = self.cfg;
         cfg
@@ -1236,5 +1243,47 @@ fn a_blocked_resource_on_a_fenced_node_no_longer_blocks() {
     c.advance(Duration::from_secs(5));
     assert!(c.resets.iter().any(|(n, _)| *n == 1), "{:?}", c.resets);
     assert_eq!(c.running("db"), [2], "{:#?}", c.notices);
+    c.assert_never_twice();
+}
+
+#[test]
+fn a_node_that_disagrees_on_expected_votes_counts_alone() {
+    let mut c = Cluster::quorate(3, LEASE);
+    c.extend("db", &[1, 2, 3]);
+    in_service(&mut c, 1, "db");
+    // Node 3 restarts with a configuration expecting 5 votes.
+    c.expected.insert(3, 5);
+    c.crash(3, true);
+    c.restart(3);
+    c.settle();
+    assert!(
+        c.noticed("node 3 expects 5 votes, this node 3"),
+        "{:#?}",
+        c.notices
+    );
+    assert!(
+        c.noticed("node 1 expects 3 votes, this node 5"),
+        "{:#?}",
+        c.notices
+    );
+    assert_eq!(c.running("db"), [1], "nodes 1 and 2 agree: a majority of 3");
+    assert!(c.brains[&1].quorum().unwrap().quorate);
+    assert!(
+        !c.brains[&3].quorum().unwrap().quorate,
+        "node 3 counts only itself"
+    );
+    // Nodes 1 and 2 are lost: node 3 must not take over.
+    c.crash(1, true);
+    c.crash(2, true);
+    c.advance(Duration::from_secs(5));
+    assert!(c.running("db").is_empty(), "{:#?}", c.notices);
+    c.restart(1);
+    c.restart(2);
+    // Fixed: quorum again.
+    c.expected.clear();
+    c.crash(3, true);
+    c.restart(3);
+    c.settle();
+    assert_eq!(c.running("db"), [1], "{:#?}", c.notices);
     c.assert_never_twice();
 }

@@ -113,6 +113,30 @@ fn render_resources(out: &mut String, r: &NodeReport) {
         members.join(", "),
         r.version
     );
+    match &r.quorum {
+        Some(q) if q.quorate => {
+            let _ = writeln!(
+                out,
+                "quorum: yes, {} of {} expected votes (lease {} ms left){}",
+                q.votes,
+                q.expected,
+                q.lease_left_ms.unwrap_or(0),
+                if q.waiting_for_all {
+                    "; waiting to see every node once before starting anything (wait_for_all)"
+                } else {
+                    ""
+                }
+            );
+        }
+        Some(q) => {
+            let _ = writeln!(
+                out,
+                "*** NO QUORUM: this node sees {} of {} expected votes (more than half needed): it starts nothing, stops what it ran, and refuses configuration changes ***",
+                q.votes, q.expected
+            );
+        }
+        None => {}
+    }
     if !r.standby.is_empty() {
         let standby: Vec<String> = r.standby.iter().map(u16::to_string).collect();
         let _ = writeln!(out, "in standby: node {}", standby.join(", "));

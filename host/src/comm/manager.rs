@@ -86,7 +86,12 @@ struct Manager {
     to_brain: mpsc::UnboundedSender<ToBrain>,
     /// Waiting for the admin channel to be idle.
     idle_waiters: Vec<oneshot::Sender<()>>,
+    /// Per host peer: the echo last told the brain (with quorum on).
+    echoes: HashMap<u16, Instant>,
 }
+
+/// How far a peer's echo must advance before the brain is told again.
+const ECHO_STEP: heartline_core::Duration = heartline_core::Duration::from_millis(50);
 
 /// Starts the communication manager and every path; returns its handle
 /// and the resource brain's stream. That stream is unbounded so that this
@@ -191,6 +196,7 @@ pub fn start(
         admin: AdminPort::new(WINDOW),
         to_brain,
         idle_waiters: Vec::new(),
+        echoes: HashMap::new(),
         config,
         started,
         paths,
@@ -440,6 +446,7 @@ impl Manager {
         while let Some(event) = self.endpoint.poll_event() {
             self.on_event(event);
         }
+        self.publish_echoes();
         self.deliver();
         // Deliveries free the admin window: what waited goes out now.
         self.flush_admin();
@@ -602,6 +609,29 @@ impl Manager {
                 );
                 self.announce(EventCode::MailboxFull, mailbox);
             }
+        }
+    }
+
+    /// With quorum on: tells the brain of each host peer's echo once it
+    /// advanced by [`ECHO_STEP`].
+    fn publish_echoes(&mut self) {
+        if self.config.quorum.is_none() {
+            return;
+        }
+        for peer in self.config.peers.iter().filter(|p| p.dongle.is_none()) {
+            let Some(echoed) = self.endpoint.peer(peer.id).and_then(|p| p.echoed) else {
+                continue;
+            };
+            let last = self.echoes.get(&peer.id.0).copied();
+            if last.is_some_and(|l| echoed < l + ECHO_STEP) {
+                continue;
+            }
+            self.echoes.insert(peer.id.0, echoed);
+            let echoed = self.started + std::time::Duration::from_micros(echoed.as_micros());
+            let _ = self.to_brain.send(ToBrain::Heard {
+                node: peer.id.0,
+                echoed,
+            });
         }
     }
 

@@ -83,6 +83,15 @@ pub enum Command {
 pub enum ToBrain {
     /// A host peer came up, went down or restarted.
     Membership(Membership),
+    /// A host peer echoed a heartbeat this node sent at `echoed`: it
+    /// heard this node then (what quorum leases are renewed by). Sent at
+    /// most every 50 ms per peer.
+    Heard {
+        /// The peer.
+        node: u16,
+        /// When this node sent what it echoed.
+        echoed: tokio::time::Instant,
+    },
     /// A whole admin message from a node, still encoded.
     Admin {
         /// The sender.

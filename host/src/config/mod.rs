@@ -65,8 +65,21 @@ struct RawConfig {
     timing: RawTiming,
     #[serde(default)]
     resources: RawResources,
+    quorum: Option<Spanned<RawQuorum>>,
     #[serde(default)]
     peers: Vec<RawPeer>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawQuorum {
+    enabled: Option<Spanned<bool>>,
+    votes: Option<Spanned<u32>>,
+    expected_votes: Option<Spanned<u32>>,
+    wait_for_all: Option<Spanned<bool>>,
+    no_quorum: Option<Spanned<String>>,
+    lease: Option<Spanned<String>>,
+    stop_bound: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -115,6 +128,8 @@ struct RawPeer {
     watchdog: Option<Spanned<String>>,
     /// How long a dongle's trip holds this node's reset line.
     reset_pulse: Option<Spanned<String>>,
+    /// A host's votes for quorum (1 unless given).
+    votes: Option<Spanned<u32>>,
     paths: Spanned<Vec<RawPath>>,
 }
 
@@ -240,9 +255,36 @@ pub struct Config {
     pub kits: Vec<PathBuf>,
     /// How resources are recovered, and what a clean stop does with them.
     pub policy: Policy,
+    /// Quorum and leases (`None`: off, as by default for now).
+    pub quorum: Option<QuorumSpec>,
     /// The peers.
     pub peers: Vec<PeerSpec>,
 }
+
+/// The `[quorum]` section, checked: the same on every node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuorumSpec {
+    /// Every host node's votes, this one included.
+    pub votes: std::collections::BTreeMap<u16, u32>,
+    /// The cluster's expected votes: a partition needs more than half.
+    pub expected: u32,
+    /// Start nothing at a cold start until every node was seen once.
+    pub wait_for_all: bool,
+    /// What a node without quorum does with what it runs.
+    pub no_quorum: heartline_brain::NoQuorum,
+    /// How long quorum holds after the last proof a majority heard this
+    /// node.
+    pub lease: StdDuration,
+    /// How long this node's stops may take: it gives quorum up this long
+    /// before its lease ends.
+    pub stop_bound: StdDuration,
+    /// The fastest path's `interval × misses`: a peer declared down was
+    /// heard last at least this long before.
+    pub detect_floor: StdDuration,
+}
+
+/// Default `quorum.stop_bound`.
+pub const DEFAULT_STOP_BOUND: StdDuration = StdDuration::from_secs(3);
 
 /// The `[resources]` rules for failures and stops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -349,6 +391,116 @@ impl Checker<'_> {
             hint: "heartline's defaults are interval 100ms, misses 5, rise 2".into(),
         })?;
         Ok(timing)
+    }
+
+    /// The `[quorum]` section, if enabled.
+    fn quorum(
+        &self,
+        raw: &Spanned<RawQuorum>,
+        node: u16,
+        raw_peers: &[RawPeer],
+        peers: &[PeerSpec],
+    ) -> Result<Option<QuorumSpec>, ConfigError> {
+        let q = raw.get_ref();
+        if !q.enabled.as_ref().is_some_and(|e| *e.get_ref()) {
+            return Ok(None);
+        }
+        let mut votes = std::collections::BTreeMap::new();
+        votes.insert(node, q.votes.as_ref().map_or(1, |v| *v.get_ref()));
+        for (raw_peer, peer) in raw_peers.iter().zip(peers) {
+            if peer.dongle.is_some() {
+                if let Some(v) = &raw_peer.votes {
+                    return Err(self.error(
+                        v,
+                        "peers.votes",
+                        "a dongle has no votes of its own here",
+                        "give votes to host peers only",
+                    ));
+                }
+                continue;
+            }
+            votes.insert(
+                peer.id.0,
+                raw_peer.votes.as_ref().map_or(1, |v| *v.get_ref()),
+            );
+        }
+        let total: u32 = votes.values().sum();
+        if total == 0 {
+            return Err(self.error(
+                raw,
+                "quorum.votes",
+                "no node has a vote",
+                "give each node 1 vote (the default)",
+            ));
+        }
+        let expected = match &q.expected_votes {
+            Some(e) if *e.get_ref() < total => {
+                return Err(self.error(
+                    e,
+                    "quorum.expected_votes",
+                    format!(
+                        "{} is less than the votes of the nodes in this file ({total})",
+                        e.get_ref()
+                    ),
+                    "leave it out (it defaults to the total), or give a total at least as large",
+                ));
+            }
+            Some(e) => *e.get_ref(),
+            None => total,
+        };
+        let no_quorum = match q.no_quorum.as_ref().map(|n| (n, n.get_ref().as_str())) {
+            None | Some((_, "stop")) => heartline_brain::NoQuorum::Stop,
+            Some((_, "freeze")) => heartline_brain::NoQuorum::Freeze,
+            Some((n, other)) => {
+                return Err(self.error(
+                    n,
+                    "quorum.no_quorum",
+                    format!("`{other}` is not a policy"),
+                    "use \"stop\" (stop this node's hierarchies) or \"freeze\" (keep them until the lease ends, start nothing)",
+                ));
+            }
+        };
+        let hosts = peers.iter().filter(|p| p.dongle.is_none());
+        let downs: Vec<StdDuration> = hosts
+            .flat_map(|p| p.paths.iter())
+            .map(|p| StdDuration::from(p.timing.down_after()))
+            .collect();
+        let detect_floor = downs.iter().min().copied().unwrap_or_default();
+        let detect_max = downs.iter().max().copied().unwrap_or_default();
+        let stop_bound = match &q.stop_bound {
+            Some(b) => self.duration(b, "quorum.stop_bound")?,
+            None => DEFAULT_STOP_BOUND,
+        };
+        let least = detect_max + stop_bound;
+        let lease = match &q.lease {
+            Some(l) => {
+                let lease = self.duration(l, "quorum.lease")?;
+                if lease <= least {
+                    return Err(self.error(
+                        l,
+                        "quorum.lease",
+                        format!(
+                            "{} is too short: a node cut off may notice only after {} (its slowest path's interval × misses) and then needs stop_bound ({}) to stop",
+                            humantime::format_duration(lease),
+                            humantime::format_duration(detect_max),
+                            humantime::format_duration(stop_bound)
+                        ),
+                        format!("make it more than {}", humantime::format_duration(least)),
+                    ));
+                }
+                lease
+            }
+            None => least + StdDuration::from_secs(1),
+        };
+        Ok(Some(QuorumSpec {
+            votes,
+            expected,
+            wait_for_all: q.wait_for_all.as_ref().is_none_or(|w| *w.get_ref()),
+            no_quorum,
+            lease,
+            stop_bound,
+            detect_floor,
+        }))
     }
 
     fn duration(&self, raw: &Spanned<String>, field: &str) -> Result<StdDuration, ConfigError> {
@@ -750,6 +902,10 @@ impl Config {
         if let Some(max) = &raw.resources.max_failures {
             policy.max_failures = *max.get_ref();
         }
+        let quorum = match &raw.quorum {
+            Some(q) => checker.quorum(q, *raw.node.id.get_ref(), &raw.peers, &peers)?,
+            None => None,
+        };
         Ok(Config {
             cluster_name: cluster.name.get_ref().clone(),
             cluster: ClusterId(*cluster.id.get_ref()),
@@ -764,6 +920,7 @@ impl Config {
             database,
             kits,
             policy,
+            quorum,
             peers,
         })
     }
@@ -1062,6 +1219,55 @@ name = "bravo"
             e.problem.contains("cannot read") && e.hint.contains("heartline keygen"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn quorum_is_off_unless_enabled_and_its_defaults_follow_the_paths() {
+        assert_eq!(Fixture::new().parse(GOOD).unwrap().quorum, None);
+        let text = GOOD.replace(
+            "[[peers]]",
+            "[quorum]\nenabled = true\n\n[[peers]]\nvotes = 2",
+        );
+        let q = Fixture::new().parse(&text).unwrap().quorum.unwrap();
+        assert_eq!(q.votes.into_iter().collect::<Vec<_>>(), [(1, 1), (2, 2)]);
+        assert_eq!(q.expected, 3);
+        assert!(q.wait_for_all);
+        assert_eq!(q.no_quorum, heartline_brain::NoQuorum::Stop);
+        // Paths: 200 ms × 5 and 200 ms × 8: noticed after 1 s at best,
+        // 1.6 s at worst; the lease covers the worst, the stop bound and
+        // a second.
+        assert_eq!(q.detect_floor, StdDuration::from_secs(1));
+        assert_eq!(q.stop_bound, DEFAULT_STOP_BOUND);
+        assert_eq!(q.lease, StdDuration::from_millis(1_600 + 3_000 + 1_000));
+    }
+
+    #[test]
+    fn quorum_mistakes_are_located() {
+        let with = |section: &str| {
+            GOOD.replace(
+                "[[peers]]",
+                &format!("[quorum]\nenabled = true\n{section}\n[[peers]]"),
+            )
+        };
+        let e = error(&with("expected_votes = 1"));
+        assert_eq!(
+            (e.field.as_str(), e.line),
+            ("quorum.expected_votes", Some(16))
+        );
+        assert!(e.problem.contains("less than the votes"), "{e}");
+        let e = error(&with("no_quorum = \"ignore\""));
+        assert_eq!(e.field, "quorum.no_quorum");
+        assert!(e.hint.contains("freeze"), "{e}");
+        let e = error(&with("lease = \"2s\""));
+        assert_eq!(e.field, "quorum.lease");
+        assert!(
+            e.problem.contains("too short") && e.hint.contains("4s 600ms"),
+            "{e}"
+        );
+        let e = error(&with("stop_bound = \"soon\""));
+        assert_eq!(e.field, "quorum.stop_bound");
+        let e = error(&with("votes = 0").replace("[[peers]]", "[[peers]]\nvotes = 0"));
+        assert!(e.problem.contains("no node has a vote"), "{e}");
     }
 
     #[test]

@@ -76,6 +76,8 @@ pub struct LocalCluster {
     nodes: u16,
     links: Vec<Link>,
     extra: Vec<ExtraPath>,
+    /// Sections added to every node's configuration.
+    tail: String,
     children: Vec<Option<Child>>,
 }
 
@@ -157,12 +159,23 @@ impl LocalCluster {
             nodes,
             links,
             extra,
+            tail: String::new(),
             children: (0..nodes).map(|_| None).collect(),
         };
         for node in 1..=nodes {
             std::fs::write(cluster.config_path(node), cluster.config_text(node)).map_err(io)?;
         }
         Ok(cluster)
+    }
+
+    /// Adds `sections` (TOML, e.g. a `[quorum]` table) to every node's
+    /// configuration, rewriting the files: call it before starting them.
+    pub fn add_config(&mut self, sections: &str) -> Result<(), String> {
+        self.tail.push_str(sections);
+        for node in 1..=self.nodes {
+            std::fs::write(self.config_path(node), self.config_text(node)).map_err(io)?;
+        }
+        Ok(())
     }
 
     /// Node `node`'s name.
@@ -202,7 +215,8 @@ impl LocalCluster {
     fn config_text(&self, node: u16) -> String {
         let name = Self::name(node);
         let mut text = format!(
-            "[cluster]\nname = \"local\"\nid = 42\nkey_file = \"cluster.key\"\n\n[node]\nid = {node}\nname = \"{name}\"\ncontrol_socket = \"{name}.sock\"\nstate_dir = \"{name}.state\"\n"
+            "[cluster]\nname = \"local\"\nid = 42\nkey_file = \"cluster.key\"\n\n[node]\nid = {node}\nname = \"{name}\"\ncontrol_socket = \"{name}.sock\"\nstate_dir = \"{name}.state\"\n{}",
+            self.tail
         );
         for peer in (1..=self.nodes).filter(|&p| p != node) {
             text.push_str(&format!(

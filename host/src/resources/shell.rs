@@ -126,6 +126,24 @@ pub fn start(
     cfg.on_stop = config.policy.on_stop;
     cfg.failure_window = config.policy.failure_window.into();
     cfg.max_failures = config.policy.max_failures;
+    cfg.quorum = config.quorum.as_ref().map(|q| {
+        let lease = q.lease.into();
+        heartline_brain::QuorumConfig {
+            votes: q
+                .votes
+                .iter()
+                .filter(|(_, v)| **v != 1)
+                .map(|(n, v)| (*n, *v))
+                .collect(),
+            expected: q.expected,
+            wait_for_all: q.wait_for_all,
+            no_quorum: q.no_quorum,
+            lease,
+            stop_bound: q.stop_bound.into(),
+            drift_margin: heartline_brain::default_margin(lease),
+            detect_floor: q.detect_floor.into(),
+        }
+    });
     info!(
         database = %config.database.display(),
         version = %stored.model.version(),
@@ -245,6 +263,16 @@ impl Shell {
         let now = self.now();
         match event {
             ToBrain::Membership(change) => self.brain.handle(now, Input::Membership(change)),
+            ToBrain::Heard { node, echoed } => {
+                // The communication manager's clock, on this shell's scale
+                // (an instant before this shell started counts as its
+                // start: earlier, so never a longer lease).
+                let echoed = heartline_core::Instant::from_micros(
+                    u64::try_from(echoed.saturating_duration_since(self.started).as_micros())
+                        .unwrap_or(u64::MAX),
+                );
+                self.brain.handle(now, Input::Heard { node, echoed });
+            }
             ToBrain::Admin { from, bytes } => match decode(&bytes) {
                 Ok(AdminMessage::Brain { msg }) => {
                     self.brain.handle(now, Input::Message { from, msg });

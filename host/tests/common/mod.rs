@@ -34,8 +34,16 @@ pub struct Site {
 impl Site {
     /// `nodes` daemons, one TCP path between each pair, every node up.
     pub fn start(nodes: u16) -> Site {
+        Site::start_with(nodes, "")
+    }
+
+    /// As [`Site::start`], with `sections` added to every configuration.
+    pub fn start_with(nodes: u16, sections: &str) -> Site {
         let paths = usize::from(nodes > 1);
         let mut cluster = LocalCluster::new(Path::new(BIN), nodes, paths).unwrap();
+        if !sections.is_empty() {
+            cluster.add_config(sections).unwrap();
+        }
         let work = tempfile::tempdir().unwrap();
         install_kits(&cluster, &[("gen/app", CHECKED_OFTEN)]).unwrap();
         cluster.start_all().unwrap();
@@ -221,4 +229,50 @@ impl Drop for Site {
             app.kill();
         }
     }
+}
+
+/// The tag of the hierarchy the tests protect.
+pub const WEB: &str = "web";
+
+/// Resource `web` on each node of `nodes`, node `n` with priority `n`,
+/// configured on the first of them and extended to the others by
+/// equivalencies. Applications run `command` (a `sleep` by default); the
+/// result is indexed by node - 1.
+pub fn hierarchy(site: &Site, nodes: &[u16], command: Option<&dyn Fn(u16) -> String>) -> Vec<App> {
+    let first = nodes[0];
+    let apps: Vec<App> = nodes
+        .iter()
+        .map(|&n| match command {
+            Some(command) => site.app_running(n, WEB, &command(n)),
+            None => site.app(n, WEB),
+        })
+        .collect();
+    for app in &apps {
+        site.create(first, app, app.node);
+    }
+    for &n in &nodes[1..] {
+        site.ok(
+            first,
+            &[
+                "eqv",
+                "create",
+                "--tag",
+                WEB,
+                "--other-node",
+                &n.to_string(),
+                "--other-tag",
+                WEB,
+            ],
+        );
+    }
+    apps
+}
+
+/// The nodes among `nodes` whose application runs.
+pub fn running_on(apps: &[App], nodes: &[u16]) -> Vec<u16> {
+    nodes
+        .iter()
+        .copied()
+        .filter(|&n| apps[usize::from(n - 1)].running())
+        .collect()
 }
