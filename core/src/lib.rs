@@ -17,6 +17,8 @@
 //! - [`endpoint`]: the [`Endpoint`] tying them together; start here.
 //! - [`dongle`]: the heartbeat dongle's provisioning, relay and watchdog
 //!   roles on top of an endpoint.
+//! - [`witness`]: a third party's one vote, granted to one partition at a
+//!   time (the dongle's and `heartline witness`'s).
 //!
 //! Features: `std` (off by default) trades 16 KiB of CRC tables for speed on
 //! hosts and changes no behaviour; `defmt` derives `defmt::Format` on the
@@ -36,6 +38,7 @@ pub mod rtt;
 pub mod time;
 pub mod watchdog;
 pub mod wire;
+pub mod witness;
 
 pub use counters::Counters;
 pub use endpoint::{

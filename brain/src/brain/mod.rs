@@ -196,6 +196,15 @@ pub enum Input {
         /// When this node sent what it echoed.
         echoed: Instant,
     },
+    /// The witness answered an [`Output::AskWitness`] sent at `sent`.
+    Witness {
+        /// The view the request named.
+        view: BTreeSet<u16>,
+        /// When it was sent, by this node's clock.
+        sent: Instant,
+        /// Whether the witness's vote is this view's.
+        granted: bool,
+    },
 }
 
 /// How loud a notice is.
@@ -248,6 +257,12 @@ pub enum Output {
     /// The clean stop is complete: the daemon may exit once its messages
     /// are out.
     Exit,
+    /// Ask the witness for its vote for `view` (this node's partition);
+    /// answer with [`Input::Witness`], naming when the request was sent.
+    AskWitness {
+        /// The nodes this node sees up, itself included.
+        view: BTreeSet<u16>,
+    },
 }
 
 /// What changed in the database since the last [`Brain::take_persist`]:
@@ -384,6 +399,7 @@ impl Brain {
                 request: Request::Lcd | Request::Report | Request::Verify,
                 ..
             } | Input::Heard { .. }
+                | Input::Witness { .. }
         );
         self.dirty |= !reads;
         match input {
@@ -393,6 +409,11 @@ impl Brain {
             Input::ScriptDone { job, ok, summary } => self.on_script_done(job, ok, &summary),
             Input::Shutdown => self.on_shutdown(),
             Input::Heard { node, echoed } => self.on_heard(node, echoed),
+            Input::Witness {
+                view,
+                sent,
+                granted,
+            } => self.on_witness(view, sent, granted),
         }
         self.after_input();
     }
@@ -401,6 +422,7 @@ impl Brain {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.now = now.max(self.now);
         self.dirty = true;
+        self.ask_witness();
         self.local_timers();
         self.config_timers();
         self.request_timers();
@@ -594,6 +616,7 @@ impl Brain {
     fn after_input(&mut self) {
         for _ in 0..8 {
             let before = self.out.len();
+            self.ask_witness();
             self.quorum_progress();
             self.local_progress();
             self.config_progress();

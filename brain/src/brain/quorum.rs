@@ -62,6 +62,12 @@ pub struct QuorumConfig {
     /// How long before a node-down the node was last heard, at least
     /// (the fastest path's `interval × misses`).
     pub detect_floor: Duration,
+    /// A witness holds one more vote (counted in `expected`), granted to
+    /// one partition at a time: the brain asks for it with
+    /// [`super::Output::AskWitness`] every `lease / 8` and after every
+    /// change of view, and is told the answer with
+    /// [`super::Input::Witness`].
+    pub witness: bool,
 }
 
 impl QuorumConfig {
@@ -80,7 +86,21 @@ impl QuorumConfig {
             stop_bound,
             drift_margin: default_margin(lease),
             detect_floor: Duration::ZERO,
+            witness: false,
         }
+    }
+
+    /// As [`QuorumConfig::majority`], with a witness's vote expected too.
+    #[must_use]
+    pub fn with_witness(
+        nodes: &BTreeSet<u16>,
+        lease: Duration,
+        stop_bound: Duration,
+    ) -> QuorumConfig {
+        let mut q = QuorumConfig::majority(nodes, lease, stop_bound);
+        q.expected += 1;
+        q.witness = true;
+        q
     }
 
     /// A node's votes.
@@ -125,6 +145,10 @@ pub(super) struct QuorumState {
     pub(super) had: bool,
     /// Whether it had quorum since it started.
     ever: bool,
+    /// The witness's latest grant: to which view, for a request sent when.
+    witness: Option<(BTreeSet<u16>, Instant)>,
+    /// When the witness was last asked, and for which view.
+    asked: Option<(Instant, BTreeSet<u16>)>,
 }
 
 /// Quorum as this node sees it, for `status`.
@@ -151,6 +175,50 @@ impl Brain {
         }
         let e = self.quorum.echoed.entry(node).or_insert(echoed);
         *e = (*e).max(echoed);
+    }
+
+    /// The witness answered a request sent at `sent` for `view`.
+    pub(super) fn on_witness(&mut self, view: BTreeSet<u16>, sent: Instant, granted: bool) {
+        if self.cfg.quorum.as_ref().is_none_or(|q| !q.witness) || sent > self.now {
+            return;
+        }
+        if granted {
+            let newer = self
+                .quorum
+                .witness
+                .as_ref()
+                .is_none_or(|(v, at)| *v != view || *at < sent);
+            if newer {
+                self.quorum.witness = Some((view, sent));
+            }
+        } else if self
+            .quorum
+            .witness
+            .as_ref()
+            .is_some_and(|(v, at)| *v == view && *at <= sent)
+        {
+            // Refused since: the grant is another partition's now.
+            self.quorum.witness = None;
+        }
+    }
+
+    /// Asks the witness for its vote when due: every `lease / 8`, and at
+    /// once when the view changed.
+    pub(super) fn ask_witness(&mut self) {
+        let Some(q) = self.cfg.quorum.as_ref().filter(|q| q.witness) else {
+            return;
+        };
+        let view: BTreeSet<u16> = self.view().keys().copied().collect();
+        let every = Duration::from_micros(q.lease.as_micros() / 8);
+        let due = self
+            .quorum
+            .asked
+            .as_ref()
+            .is_none_or(|(at, v)| *v != view || self.now >= *at + every);
+        if due {
+            self.quorum.asked = Some((self.now, view.clone()));
+            self.out.push_back(super::Output::AskWitness { view });
+        }
     }
 
     /// Membership changed for `node`: up (`true`) or lost.
@@ -181,16 +249,32 @@ impl Brain {
             return Some(self.now + q.lease);
         }
         // Peers count once they said hello with the same expected votes.
-        let mut heard: Vec<(Instant, u16)> = self
+        let mut heard: Vec<(Instant, u32)> = self
             .members
             .up
             .iter()
             .filter(|(_, p)| p.synced && p.flags.expected_votes == q.expected)
-            .filter_map(|(n, _)| self.quorum.echoed.get(n).map(|at| (*at, *n)))
+            .filter_map(|(n, _)| self.quorum.echoed.get(n).map(|at| (*at, q.votes_of(*n))))
             .collect();
+        // The witness's vote counts while this node's partition includes
+        // the one it was granted to: the witness gives it to no partition
+        // apart from that one while the grant lasts (a view that grew
+        // keeps it; one that shrank must ask again).
+        if let Some((view, at)) = &self.quorum.witness {
+            let mine = self
+                .members
+                .up
+                .keys()
+                .copied()
+                .chain([self.cfg.node])
+                .collect::<BTreeSet<u16>>();
+            if view.is_subset(&mine) {
+                heard.push((*at, 1));
+            }
+        }
         heard.sort_unstable_by(|a, b| b.cmp(a));
-        for (at, node) in heard {
-            votes += q.votes_of(node);
+        for (at, v) in heard {
+            votes += v;
             if q.is_majority(votes) {
                 return Some(at + q.lease);
             }
@@ -395,8 +479,16 @@ impl Brain {
             })
             .filter(|at| *at > self.now);
         let grace = (!self.quorum.ever).then_some(self.started + q.lease);
+        let ask = q.witness.then(|| {
+            let every = Duration::from_micros(q.lease.as_micros() / 8);
+            self.quorum
+                .asked
+                .as_ref()
+                .map_or(self.now, |(at, _)| *at + every)
+        });
         lease
             .into_iter()
+            .chain(ask)
             .chain(peers)
             .chain(grace.filter(|at| *at > self.now))
             .min()

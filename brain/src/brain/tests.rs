@@ -60,6 +60,10 @@ struct Cluster {
     resets: Vec<(u16, Instant)>,
     /// Nodes whose configuration gives other expected votes.
     expected: BTreeMap<u16, u32>,
+    /// A witness every node asks for its vote (answers are instant).
+    witness: Option<heartline_core::witness::Witness>,
+    /// Nodes that cannot reach the witness.
+    witness_cut: BTreeSet<u16>,
 }
 
 fn kit() -> KitInfo {
@@ -90,7 +94,16 @@ impl Cluster {
         Cluster::with(n, Some(lease))
     }
 
+    /// `n` nodes and a witness, a lease of `lease`.
+    fn witnessed(n: u16, lease: Duration) -> Cluster {
+        Cluster::with_witness(n, Some(lease), true)
+    }
+
     fn with(n: u16, lease: Option<Duration>) -> Cluster {
+        Cluster::with_witness(n, lease, false)
+    }
+
+    fn with_witness(n: u16, lease: Option<Duration>, witness: bool) -> Cluster {
         let nodes: BTreeSet<u16> = (1..=n).collect();
         let mut cluster = Cluster {
             brains: BTreeMap::new(),
@@ -118,6 +131,14 @@ impl Cluster {
             watchdog: BTreeMap::new(),
             resets: Vec::new(),
             expected: BTreeMap::new(),
+            witness: witness.then(|| {
+                heartline_core::witness::Witness::new(heartline_core::witness::WitnessConfig {
+                    lease: lease.unwrap_or(LEASE),
+                    margin: default_margin(lease.unwrap_or(LEASE)),
+                    settle: Duration::from_millis(500),
+                })
+            }),
+            witness_cut: BTreeSet::new(),
         };
         for node in &nodes {
             cluster.disks.insert(*node, Stored::default());
@@ -145,6 +166,10 @@ impl Cluster {
                 lease,
                 Duration::from_micros(lease.as_micros() / 4),
             );
+            if self.witness.is_some() {
+                q.expected += 1;
+                q.witness = true;
+            }
             if let Some(expected) = self.expected.get(&node) {
                 q.expected = *expected;
             }
@@ -267,8 +292,22 @@ impl Cluster {
             disk.journal.extend(persist.journal);
             disk.discarded.extend(persist.discarded);
         }
+        let mut answers = Vec::new();
         while let Some(output) = brain.poll_output() {
             match output {
+                Output::AskWitness { view } => {
+                    if let (Some(w), false) =
+                        (self.witness.as_mut(), self.witness_cut.contains(&node))
+                    {
+                        let set = heartline_core::witness::NodeSet::of(view.iter().copied());
+                        let granted = w.request(self.now, node, set).granted;
+                        answers.push(Input::Witness {
+                            view,
+                            sent: self.now,
+                            granted,
+                        });
+                    }
+                }
                 Output::Run {
                     job,
                     action,
@@ -305,6 +344,14 @@ impl Cluster {
                     self.exited.insert(node);
                 }
             }
+        }
+        if !answers.is_empty() {
+            for answer in answers {
+                if let Some(brain) = self.brains.get_mut(&node) {
+                    brain.handle(self.now, answer);
+                }
+            }
+            self.drain(node);
         }
     }
 
@@ -1285,5 +1332,65 @@ fn a_node_that_disagrees_on_expected_votes_counts_alone() {
     c.restart(3);
     c.settle();
     assert_eq!(c.running("db"), [1], "{:#?}", c.notices);
+    c.assert_never_twice();
+}
+
+// The witness.
+
+#[test]
+fn two_nodes_and_a_witness_fail_over_once_the_lease_ends() {
+    let mut c = Cluster::witnessed(2, LEASE);
+    c.extend("db", &[1, 2]);
+    in_service(&mut c, 1, "db");
+    assert!(
+        c.brains[&1]
+            .quorum()
+            .is_some_and(|q| q.quorate && q.expected == 3)
+    );
+    let lost = c.now;
+    c.crash(1, true);
+    c.run_until(lost + LEASE);
+    assert!(c.running("db").is_empty(), "not before node 1's lease ends");
+    c.advance(Duration::from_secs(2));
+    assert_eq!(c.running("db"), [2], "{:#?}", c.notices);
+    c.assert_never_twice();
+}
+
+#[test]
+fn a_two_node_split_runs_it_on_the_witness_side_only() {
+    let mut c = Cluster::witnessed(2, LEASE);
+    c.extend("db", &[2, 1]);
+    in_service(&mut c, 2, "db");
+    assert_eq!(c.running("db"), [2]);
+    c.cut(1, 2);
+    c.advance(Duration::from_secs(5));
+    // The witness goes to the lower id: node 1 takes it over, node 2
+    // stopped it when it lost quorum.
+    assert_eq!(c.running("db"), [1], "{:#?}", c.notices);
+    assert!(c.brains[&1].quorum().unwrap().quorate);
+    assert!(!c.brains[&2].quorum().unwrap().quorate);
+    c.assert_never_twice();
+    // Heal: it stays where it is.
+    c.connect(1, 2);
+    c.settle();
+    assert_eq!(c.running("db"), [1]);
+    c.assert_never_twice();
+}
+
+#[test]
+fn without_the_witness_a_lone_survivor_starts_nothing() {
+    let mut c = Cluster::witnessed(2, LEASE);
+    c.extend("db", &[1, 2]);
+    in_service(&mut c, 1, "db");
+    c.witness_cut.extend([1, 2]);
+    c.advance(Duration::from_secs(3));
+    assert_eq!(
+        c.running("db"),
+        [1],
+        "2 of 3 votes without the witness: still quorate"
+    );
+    c.crash(1, true);
+    c.advance(Duration::from_secs(5));
+    assert!(c.running("db").is_empty(), "1 of 3: {:#?}", c.notices);
     c.assert_never_twice();
 }

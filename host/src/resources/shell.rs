@@ -142,6 +142,8 @@ pub fn start(
             stop_bound: q.stop_bound.into(),
             drift_margin: heartline_brain::default_margin(lease),
             detect_floor: q.detect_floor.into(),
+            // No witness client in the daemon yet.
+            witness: false,
         }
     });
     info!(
@@ -346,6 +348,9 @@ impl Shell {
                         let _ = done.send(());
                     }
                 }
+                // The daemon has no witness client yet: its configuration
+                // cannot ask for one, so the brain never asks.
+                Output::AskWitness { .. } => {}
             }
         }
     }

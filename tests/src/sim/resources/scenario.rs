@@ -131,6 +131,11 @@ pub struct Scenario {
     /// default). Without, a partition runs a hierarchy on both sides and
     /// the simulator counts it.
     pub quorum: bool,
+    /// Whether a witness holds one more vote (clusters of an even number of
+    /// nodes).
+    pub witness: bool,
+    /// When the witness is unreachable from every node.
+    pub witness_outages: Vec<(Instant, Instant)>,
 }
 
 impl Scenario {
@@ -177,6 +182,14 @@ impl Scenario {
             .unwrap_or(Duration::ZERO)
     }
 
+    /// Whether the witness is unreachable at `at`.
+    #[must_use]
+    pub fn witness_down(&self, at: Instant) -> bool {
+        self.witness_outages
+            .iter()
+            .any(|(from, to)| *from <= at && at < *to)
+    }
+
     /// The longest it takes any node to declare another down.
     #[must_use]
     pub fn detection(&self) -> Duration {
@@ -215,6 +228,8 @@ impl Scenario {
             faulty,
             quiet: Duration::ZERO,
             quorum: true,
+            witness: nodes % 2 == 0,
+            witness_outages: Vec::new(),
             scripts: Scripts {
                 longest: Duration::from_millis(rng.random_range(2..=60)),
                 restore_fails: if rng.random_ratio(1, 3) { 0.0 } else { 0.02 },
@@ -333,6 +348,16 @@ impl Scenario {
                         }
                     }
                 }
+            }
+        }
+        // Witness outages, from a stream of their own (the other faults
+        // stay what they were for each seed).
+        if scenario.witness {
+            let mut wrng = ChaCha8Rng::seed_from_u64(seed ^ 0x717e_55ed);
+            for _ in 0..wrng.random_range(0..=2) {
+                let at = Instant::from_millis(wrng.random_range(start..last));
+                let span = Duration::from_millis(wrng.random_range(300..=4_000));
+                scenario.witness_outages.push((at, at + span));
             }
         }
         scenario.quiet = Duration::from_secs(12) + scenario.detection() * 2;

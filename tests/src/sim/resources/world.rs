@@ -28,6 +28,7 @@ use heartline_brain::model::{Change, Epoch, Init, Model, Place, Resource, Role, 
 use heartline_brain::port::AdminPort;
 use heartline_brain::{Brain, BrainConfig, Input, JobId, KitInfo, Output, QuorumConfig, Stored};
 use heartline_core::wire::{Key, MAX_ENCODED_LEN, NodeKind};
+use heartline_core::witness::{NodeSet, Witness, WitnessConfig};
 use heartline_core::{
     ClusterId, Duration, Endpoint, EndpointConfig, Event, Incarnation, Instant, NodeId, PathId,
     PathRef, PeerConfig, RxError,
@@ -193,8 +194,16 @@ struct World<'a> {
     acked_creates: Vec<(usize, String)>,
     report: Report,
     tidy_next: Option<Instant>,
+    /// The witness (with an even number of nodes), its requests and
+    /// answers in flight.
+    witness: Option<Witness>,
+    to_witness: Vec<(Instant, usize, BTreeSet<u16>, Instant)>,
+    from_witness: Vec<(Instant, usize, u32, Input)>,
     trace: Option<&'a mut dyn FnMut(String)>,
 }
+
+/// How long a message to or from the witness takes.
+const WITNESS_DELAY: Duration = Duration::from_millis(1);
 
 /// Plays `scenario` out, checking every promise after every step.
 pub fn run(scenario: &Scenario) -> Result<Report, Violation> {
@@ -329,6 +338,15 @@ fn run_inner<'a>(
             ..Report::default()
         },
         tidy_next: Some(Instant::ZERO + sc.faulty),
+        witness: (sc.quorum && sc.witness).then(|| {
+            Witness::new(WitnessConfig {
+                lease: LEASE,
+                margin: heartline_brain::default_margin(LEASE),
+                settle: sc.detection() + Duration::from_millis(200),
+            })
+        }),
+        to_witness: Vec::new(),
+        from_witness: Vec::new(),
         trace,
     };
     for _ in 0..sc.nodes {
@@ -409,7 +427,11 @@ impl World<'_> {
         cfg.order_retry = Duration::from_secs(2);
         cfg.action_timeout = Duration::from_secs(20);
         if self.sc.quorum {
-            let mut quorum = QuorumConfig::majority(&cfg.nodes, LEASE, STOP_BOUND);
+            let mut quorum = if self.sc.witness {
+                QuorumConfig::with_witness(&cfg.nodes, LEASE, STOP_BOUND)
+            } else {
+                QuorumConfig::majority(&cfg.nodes, LEASE, STOP_BOUND)
+            };
             quorum.detect_floor = self.sc.detection_floor();
             cfg.quorum = Some(quorum);
         }
@@ -551,6 +573,8 @@ impl World<'_> {
             self.runs.iter().map(|r| r.due).min(),
             self.faults.last().map(|(at, _)| *at),
             self.tidy_next,
+            self.to_witness.iter().map(|r| r.0).min(),
+            self.from_witness.iter().map(|r| r.0).min(),
         ]
         .into_iter()
         .flatten()
@@ -621,6 +645,42 @@ impl World<'_> {
         }
         if self.tidy_next.is_some_and(|at| at <= now) {
             self.tidy();
+        }
+        // The witness: requests it receives, answers that arrive.
+        let (due, rest): (Vec<_>, Vec<_>) = self.to_witness.drain(..).partition(|r| r.0 <= now);
+        self.to_witness = rest;
+        for (_, index, view, sent) in due {
+            let Some(witness) = self.witness.as_mut() else {
+                continue;
+            };
+            if self.sc.witness_down(now) {
+                continue;
+            }
+            let set = NodeSet::of(view.iter().copied());
+            let granted = witness.request(now, node_id(index), set).granted;
+            let incarnation = self.nodes[index].incarnation;
+            self.from_witness.push((
+                now + WITNESS_DELAY,
+                index,
+                incarnation,
+                Input::Witness {
+                    view,
+                    sent,
+                    granted,
+                },
+            ));
+        }
+        let (due, rest): (Vec<_>, Vec<_>) = self.from_witness.drain(..).partition(|r| r.0 <= now);
+        self.from_witness = rest;
+        for (_, index, incarnation, answer) in due {
+            let node = &mut self.nodes[index];
+            if node.incarnation != incarnation || node.stalled_until.is_some() {
+                continue;
+            }
+            if let Some(brain) = node.brain.as_mut() {
+                brain.handle(now, answer);
+                touched[index] = true;
+            }
         }
         // Watchdogs that fire.
         for index in 0..self.sc.nodes {
@@ -873,6 +933,13 @@ impl World<'_> {
             }
             Output::Notice { level, text } => {
                 self.log(|| format!("node {} {level:?}: {text}", index + 1));
+                Ok(())
+            }
+            Output::AskWitness { view } => {
+                if self.witness.is_some() && !self.sc.witness_down(self.now) {
+                    self.to_witness
+                        .push((self.now + WITNESS_DELAY, index, view, self.now));
+                }
                 Ok(())
             }
             Output::Exit => {
