@@ -184,6 +184,9 @@ pub struct QuorumReport {
     pub lease_left_ms: Option<u64>,
     /// Whether it waits to see every node once before starting anything.
     pub waiting_for_all: bool,
+    /// Whether the witness's vote counts here (`None`: no witness).
+    #[serde(default)]
+    pub witness: Option<bool>,
 }
 
 /// One resource of a node.

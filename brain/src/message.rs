@@ -28,6 +28,9 @@ use crate::model::{Change, Model, Place, State, Version};
 /// The mailbox the brains talk on.
 pub const ADMIN_MAILBOX: u16 = 0xFFF0;
 
+/// The mailbox nodes and a quorum witness talk on.
+pub const WITNESS_MAILBOX: u16 = 0xFFF1;
+
 /// Mailboxes reserved for heartline itself.
 pub const RESERVED: RangeInclusive<u16> = 0xFF00..=0xFFFF;
 

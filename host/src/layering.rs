@@ -14,6 +14,7 @@ const LAYERS: &[&str] = &[
     "config",
     "transport",
     "comm",
+    "witness",
     "resources",
     "appmon",
     "control",

@@ -10,6 +10,7 @@
 //! | [`config`] | the configuration file and its checks |
 //! | [`transport`] | TCP, UDP and serial paths: bytes in and out |
 //! | [`comm`] | the communication manager: endpoint, mailboxes, status, dongles |
+//! | [`witness`] | `heartline witness`: a third machine's quorum vote for clusters |
 //! | [`resources`] | the resource manager, kits, scripts, the configuration database |
 //! | [`appmon`] | guest application monitoring: appserver, appmgr, TLS |
 //! | [`control`] | the CLI protocol, its server, its client, the socket or pipe |
@@ -28,6 +29,8 @@ pub mod config;
 pub mod transport;
 
 pub mod comm;
+
+pub mod witness;
 
 pub mod resources;
 

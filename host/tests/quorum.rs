@@ -3,7 +3,11 @@
 //! over only once that node's lease has ended, and at no sampled instant
 //! (every 2 ms) does the application run on two nodes; the cut-off node
 //! refuses configuration changes and says so in `status`; a heal leaves
-//! the hierarchy where it is.
+//! the hierarchy where it is. Two nodes and a `heartline witness` process:
+//! a cut between the nodes leaves the hierarchy on the witness's side
+//! only; without the witness a lone survivor starts nothing.
+
+#![allow(clippy::unwrap_used)] // a test that cannot set up should panic
 
 mod common;
 
@@ -127,4 +131,149 @@ fn a_bad_quorum_section_is_refused_with_its_line() {
         stderr.contains("quorum.lease") && stderr.contains("too short"),
         "{stderr}"
     );
+}
+
+/// A `heartline witness` process for a local cluster, killed on drop.
+struct WitnessProcess {
+    child: std::process::Child,
+    log: std::path::PathBuf,
+}
+
+impl WitnessProcess {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for WitnessProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap()
+}
+
+const WITNESS_ID: u16 = 100;
+
+/// Two daemons with quorum and a witness (id 100) on loopback: each node
+/// has a TCP path of its own to the witness.
+fn witnessed_pair() -> (Site, WitnessProcess) {
+    let mut cluster =
+        heartline::demo::local_cluster::LocalCluster::new(std::path::Path::new(common::BIN), 2, 1)
+            .unwrap();
+    cluster.add_config(QUORUM).unwrap();
+    let dir = cluster.dir().to_path_buf();
+    let mut nodes_text = String::new();
+    for node in 1..=2u16 {
+        let (witness_end, node_end) = (free_port(), free_port());
+        cluster
+            .add_config_for(
+                node,
+                &format!(
+                    "\n[[peers]]\nid = {WITNESS_ID}\nname = \"witness\"\nkind = \"witness\"\n  [[peers.paths]]\n  kind = \"tcp\"\n  local = \"127.0.0.1:{node_end}\"\n  remote = \"127.0.0.1:{witness_end}\"\n"
+                ),
+            )
+            .unwrap();
+        nodes_text.push_str(&format!(
+            "  [[clusters.nodes]]\n  id = {node}\n  local = \"127.0.0.1:{witness_end}\"\n  remote = \"127.0.0.1:{node_end}\"\n"
+        ));
+    }
+    let witness_config = dir.join("witness.toml");
+    std::fs::write(
+        &witness_config,
+        format!(
+            "[witness]\nid = {WITNESS_ID}\nname = \"witness\"\nstate_dir = \"witness.state\"\n\n[[clusters]]\nname = \"local\"\nid = 42\nkey_file = \"cluster.key\"\nlease = \"2s\"\n{nodes_text}"
+        ),
+    )
+    .unwrap();
+    let log = dir.join("witness.log");
+    let child = std::process::Command::new(common::BIN)
+        .args(["witness", "--config"])
+        .arg(&witness_config)
+        .env("RUST_LOG", "info")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let witness = WitnessProcess { child, log };
+    let site = Site::from_cluster(cluster);
+    (site, witness)
+}
+
+#[test]
+fn two_nodes_and_a_witness_split_run_it_on_one_side_and_never_both() {
+    let (site, witness) = witnessed_pair();
+    let nodes = [1, 2];
+    let apps = hierarchy(&site, &nodes, None);
+    wait_for(
+        Duration::from_secs(15),
+        "quorum on both nodes, the witness's vote counted",
+        || {
+            nodes.iter().all(|&n| {
+                site.report(n)
+                    .and_then(|r| r.quorum)
+                    .is_some_and(|q| q.quorate && q.witness == Some(true))
+            })
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}\n{}", site.logs(), witness.log()));
+    let status = site.ok(2, &["status"]);
+    assert!(status.contains("3 of 3 expected votes"), "{status}");
+    // Node 2 runs it; the split goes to node 1 (lowest id), which takes it
+    // over once node 2's lease has ended; node 2 stops it first.
+    site.ok(1, &["switchover", WEB, "--to", "2"]);
+    wait_for(Duration::from_secs(10), "web on node 2", || {
+        running_on(&apps, &nodes) == [2]
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", site.logs()));
+    let link = site.cluster.link(1, 2, 0).unwrap();
+    link.relay.block();
+    let cut = Instant::now();
+    let mut moved = None;
+    while Instant::now() < cut + Duration::from_secs(20) {
+        let running = running_on(&apps, &nodes);
+        assert!(
+            running.len() <= 1,
+            "web on {running:?} at once {:?} after the cut\n{}",
+            cut.elapsed(),
+            site.logs()
+        );
+        if running == [1] {
+            moved = Some(cut.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let moved = moved.unwrap_or_else(|| panic!("never moved\n{}\n{}", site.logs(), witness.log()));
+    eprintln!("witness: after the cut, web ran on node 1 (the witness's side) {moved:?} later");
+    assert_eq!(quorate(&site, 2), Some(false));
+    // Heal: it stays on node 1.
+    link.relay.restore();
+    wait_for(Duration::from_secs(10), "both quorate again", || {
+        nodes.iter().all(|&n| quorate(&site, n) == Some(true))
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", site.logs()));
+    assert_eq!(running_on(&apps, &nodes), [1]);
+
+    // The witness dies, then node 1 with its application: node 2 alone
+    // holds 1 of 3 votes and must not start it.
+    drop(witness);
+    std::thread::sleep(Duration::from_millis(100));
+    site.cluster.signal(1, "KILL").unwrap();
+    apps[0].kill();
+    wait_for(Duration::from_secs(5), "node 1's application gone", || {
+        !apps[0].running()
+    })
+    .unwrap();
+    let until = Instant::now() + Duration::from_secs(6);
+    while Instant::now() < until {
+        assert!(running_on(&apps, &nodes).is_empty(), "{}", site.logs());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(quorate(&site, 2), Some(false));
 }

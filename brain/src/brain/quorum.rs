@@ -165,6 +165,8 @@ pub struct QuorumStatus {
     /// Whether it still waits to see every node once before starting
     /// anything.
     pub waiting_for_all: bool,
+    /// Whether the witness's vote counts here now (`None`: no witness).
+    pub witness: Option<bool>,
 }
 
 impl Brain {
@@ -221,6 +223,30 @@ impl Brain {
         }
     }
 
+    /// Whether the witness's last grant counts for this node's partition:
+    /// it includes the one the grant named (the witness gives the vote to
+    /// no partition apart from that one while the grant lasts; a view that
+    /// grew keeps it, one that shrank must ask again), and is within the
+    /// lease of the request answered.
+    fn witness_counts(&self) -> bool {
+        let Some((view, at)) = &self.quorum.witness else {
+            return false;
+        };
+        let fresh = self
+            .cfg
+            .quorum
+            .as_ref()
+            .is_some_and(|q| self.now < *at + q.lease);
+        let mine: BTreeSet<u16> = self
+            .members
+            .up
+            .keys()
+            .copied()
+            .chain([self.cfg.node])
+            .collect();
+        fresh && view.is_subset(&mine)
+    }
+
     /// Membership changed for `node`: up (`true`) or lost.
     pub(super) fn quorum_membership(&mut self, node: u16, up: bool) {
         let Some(q) = self.cfg.quorum.as_ref() else {
@@ -256,21 +282,13 @@ impl Brain {
             .filter(|(_, p)| p.synced && p.flags.expected_votes == q.expected)
             .filter_map(|(n, _)| self.quorum.echoed.get(n).map(|at| (*at, q.votes_of(*n))))
             .collect();
-        // The witness's vote counts while this node's partition includes
-        // the one it was granted to: the witness gives it to no partition
-        // apart from that one while the grant lasts (a view that grew
-        // keeps it; one that shrank must ask again).
-        if let Some((view, at)) = &self.quorum.witness {
-            let mine = self
-                .members
-                .up
-                .keys()
-                .copied()
-                .chain([self.cfg.node])
-                .collect::<BTreeSet<u16>>();
-            if view.is_subset(&mine) {
-                heard.push((*at, 1));
-            }
+        if let Some((_, at)) = self
+            .quorum
+            .witness
+            .as_ref()
+            .filter(|_| self.witness_counts())
+        {
+            heard.push((*at, 1));
         }
         heard.sort_unstable_by(|a, b| b.cmp(a));
         for (at, v) in heard {
@@ -388,7 +406,9 @@ impl Brain {
     #[must_use]
     pub fn quorum(&self) -> Option<QuorumStatus> {
         let q = self.cfg.quorum.as_ref()?;
-        let votes = self.view().keys().map(|n| q.votes_of(*n)).sum();
+        let witness = q.witness.then(|| self.witness_counts());
+        let votes = self.view().keys().map(|n| q.votes_of(*n)).sum::<u32>()
+            + u32::from(witness == Some(true));
         let lease_until = self.lease_end().filter(|end| self.now < *end);
         Some(QuorumStatus {
             votes,
@@ -396,6 +416,7 @@ impl Brain {
             quorate: self.has_quorum(),
             lease_until,
             waiting_for_all: q.wait_for_all && !self.seen_all(),
+            witness,
         })
     }
 

@@ -979,6 +979,7 @@ impl Brain {
                     .lease_until
                     .map(|end| end.saturating_since(self.now).as_millis()),
                 waiting_for_all: q.waiting_for_all,
+                witness: q.witness,
             }),
         }
     }

@@ -76,6 +76,18 @@ pub enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Run a quorum witness for clusters of two (or an even number of)
+    /// nodes, on a third machine: it holds one vote per cluster served and
+    /// grants it to one partition at a time. See the README's witness
+    /// section for its configuration file.
+    Witness {
+        /// The witness's configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Check the file and exit.
+        #[arg(long)]
+        check: bool,
+    },
     /// Check a configuration file without starting anything.
     CheckConfig {
         /// The configuration file.
@@ -317,6 +329,23 @@ async fn execute(cli: Cli) -> Result<(), Failure> {
             unreachable!("handled in main")
         }
         Command::Daemon { config } => daemon::run(&config).await.map_err(Failure::from),
+        Command::Witness { config, check } => {
+            let file = crate::witness::config::WitnessFile::load(&config)
+                .map_err(|e| Failure::new(exit::USAGE, e.to_string()))?;
+            if check {
+                println!(
+                    "{}: ok: witness {} ({}), {} clusters",
+                    config.display(),
+                    file.id.0,
+                    file.name,
+                    file.clusters.len()
+                );
+                return Ok(());
+            }
+            crate::witness::server::run(file)
+                .await
+                .map_err(|e| Failure::new(exit::FAILED, e))
+        }
         Command::CheckConfig { file } => {
             let config =
                 Config::load(&file).map_err(|e| Failure::new(exit::USAGE, e.to_string()))?;

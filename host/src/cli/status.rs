@@ -117,9 +117,14 @@ fn render_resources(out: &mut String, r: &NodeReport) {
         Some(q) if q.quorate => {
             let _ = writeln!(
                 out,
-                "quorum: yes, {} of {} expected votes (lease {} ms left){}",
+                "quorum: yes, {} of {} expected votes{} (lease {} ms left){}",
                 q.votes,
                 q.expected,
+                match q.witness {
+                    Some(true) => ", the witness's included",
+                    Some(false) => ", without the witness's",
+                    None => "",
+                },
                 q.lease_left_ms.unwrap_or(0),
                 if q.waiting_for_all {
                     "; waiting to see every node once before starting anything (wait_for_all)"
@@ -131,8 +136,14 @@ fn render_resources(out: &mut String, r: &NodeReport) {
         Some(q) => {
             let _ = writeln!(
                 out,
-                "*** NO QUORUM: this node sees {} of {} expected votes (more than half needed): it starts nothing, stops what it ran, and refuses configuration changes ***",
-                q.votes, q.expected
+                "*** NO QUORUM: this node sees {} of {} expected votes{} (more than half needed): it starts nothing, stops what it ran, and refuses configuration changes ***",
+                q.votes,
+                q.expected,
+                if q.witness == Some(false) {
+                    ", the witness's vote not among them"
+                } else {
+                    ""
+                }
             );
         }
         None => {}

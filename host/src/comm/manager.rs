@@ -242,7 +242,7 @@ pub fn start(
 /// built on a thread with a stack big enough to hold it before it moves to
 /// the heap, so no async task's stack has to.
 fn build_endpoint(config: &Config, incarnation: Incarnation) -> Result<Box<HostEndpoint>, String> {
-    let endpoint_config = EndpointConfig {
+    new_endpoint(EndpointConfig {
         cluster: config.cluster,
         node: config.node,
         incarnation,
@@ -250,7 +250,12 @@ fn build_endpoint(config: &Config, incarnation: Incarnation) -> Result<Box<HostE
         kind: NodeKind::Host,
         capabilities: CAP_MAILBOX,
         key: config.key.clone(),
-    };
+    })
+}
+
+/// A protocol endpoint on the heap (built on a thread with a stack large
+/// enough for its initial value).
+pub fn new_endpoint(endpoint_config: EndpointConfig<'_>) -> Result<Box<HostEndpoint>, String> {
     std::thread::scope(|scope| {
         std::thread::Builder::new()
             .name("endpoint-init".into())
@@ -364,6 +369,12 @@ impl Manager {
                     "node {node} is a heartbeat dongle; it has no mailboxes"
                 )));
             }
+            Command::Send { node, reply, .. } if self.witness() == Some(NodeId(node)) => {
+                let _ = reply.send(Err(format!(
+                    "node {node} is the quorum witness; it has no mailboxes"
+                )));
+            }
+            Command::AskWitness { view, sent } => self.ask_witness(&view, sent),
             Command::Send {
                 node,
                 mailbox,
@@ -479,7 +490,7 @@ impl Manager {
                 | Event::NodeRestarted { node, .. } => node,
                 _ => NodeId(0),
             };
-            if !self.is_dongle(node) {
+            if self.is_host(node) {
                 // The brain gone (the daemon stopping) loses nothing that
                 // matters.
                 let _ = self.to_brain.send(ToBrain::Membership(change));
@@ -582,8 +593,12 @@ impl Manager {
                 }
                 continue;
             }
+            if mailbox == super::witness::WITNESS_MAILBOX && Some(message.from) == self.witness() {
+                self.witness_answer(&message.payload);
+                continue;
+            }
             if RESERVED.contains(&mailbox) {
-                // Nothing of this release uses it; nobody may read it.
+                // Nothing else of this release uses it; nobody may read it.
                 continue;
             }
             let mut message = Some(message);
@@ -618,7 +633,7 @@ impl Manager {
         if self.config.quorum.is_none() {
             return;
         }
-        for peer in self.config.peers.iter().filter(|p| p.dongle.is_none()) {
+        for peer in self.config.peers.iter().filter(|p| p.is_host()) {
             let Some(echoed) = self.endpoint.peer(peer.id).and_then(|p| p.echoed) else {
                 continue;
             };
@@ -635,6 +650,57 @@ impl Manager {
         }
     }
 
+    /// Whether `node` is another host of the cluster.
+    fn is_host(&self, node: NodeId) -> bool {
+        self.config
+            .peers
+            .iter()
+            .any(|p| p.id == node && p.is_host())
+    }
+
+    /// The quorum witness, if configured.
+    fn witness(&self) -> Option<NodeId> {
+        self.config.peers.iter().find(|p| p.witness).map(|p| p.id)
+    }
+
+    /// Sends the witness a request for its vote, if it can be reached (a
+    /// request lost is asked again by the brain).
+    fn ask_witness(&mut self, view: &std::collections::BTreeSet<u16>, sent: TokioInstant) {
+        let Some(witness) = self.witness() else {
+            return;
+        };
+        if !self.endpoint.can_talk(witness) {
+            return;
+        }
+        let request = super::witness::VoteRequest {
+            version: super::witness::VERSION,
+            view: view.iter().copied().collect(),
+            sent_us: u64::try_from(sent.saturating_duration_since(self.started).as_micros())
+                .unwrap_or(u64::MAX),
+        };
+        let bytes = super::witness::encode(&request);
+        if let Err(e) = self
+            .endpoint
+            .send(witness, super::witness::WITNESS_MAILBOX, &bytes)
+        {
+            tracing::debug!("cannot ask the witness: {e}");
+        }
+    }
+
+    /// An answer from the witness, for the brain.
+    fn witness_answer(&mut self, payload: &[u8]) {
+        match super::witness::decode::<super::witness::VoteAnswer>(payload) {
+            Ok(answer) => {
+                let _ = self.to_brain.send(ToBrain::Witness {
+                    view: answer.view.into_iter().collect(),
+                    sent: self.started + std::time::Duration::from_micros(answer.sent_us),
+                    granted: answer.granted,
+                });
+            }
+            Err(e) => warn!("the witness's answer refused: {e}"),
+        }
+    }
+
     fn is_dongle(&self, node: NodeId) -> bool {
         self.config
             .peers
@@ -645,11 +711,7 @@ impl Manager {
     /// Tells every reachable host about one of our mailboxes.
     fn announce(&mut self, code: EventCode, mailbox: u16) {
         let me = self.config.node;
-        let peers: Vec<NodeId> = self
-            .endpoint
-            .peers()
-            .filter(|&p| !self.is_dongle(p))
-            .collect();
+        let peers: Vec<NodeId> = self.endpoint.peers().filter(|&p| self.is_host(p)).collect();
         for peer in peers {
             let event = RemoteEvent {
                 code,

@@ -16,6 +16,7 @@ pub mod incarnation;
 pub mod manager;
 pub mod provision;
 pub mod report;
+pub mod witness;
 
 pub use manager::{MAILBOX_DEPTH, start};
 
@@ -28,6 +29,14 @@ use report::StatusReport;
 /// What the communication manager is asked, with where its answer goes.
 #[derive(Debug)]
 pub enum Command {
+    /// Ask the quorum witness for its vote for `view` (the brain's
+    /// partition); the answer comes back as [`ToBrain::Witness`].
+    AskWitness {
+        /// The nodes the brain sees up, itself included.
+        view: std::collections::BTreeSet<u16>,
+        /// When the brain asked.
+        sent: tokio::time::Instant,
+    },
     /// Nodes, paths and counters.
     Status {
         /// The answer.
@@ -91,6 +100,15 @@ pub enum ToBrain {
         node: u16,
         /// When this node sent what it echoed.
         echoed: tokio::time::Instant,
+    },
+    /// The quorum witness answered an [`Command::AskWitness`].
+    Witness {
+        /// The view asked for.
+        view: std::collections::BTreeSet<u16>,
+        /// When it was asked.
+        sent: tokio::time::Instant,
+        /// Whether the vote is that view's.
+        granted: bool,
     },
     /// A whole admin message from a node, still encoded.
     Admin {

@@ -212,6 +212,17 @@ pub struct PeerSpec {
     pub paths: Vec<PathSpec>,
     /// Set when the peer is a heartbeat dongle this node provisions.
     pub dongle: Option<DongleSpec>,
+    /// Set when the peer is a quorum witness (`heartline witness`).
+    pub witness: bool,
+}
+
+impl PeerSpec {
+    /// Whether it is another host of the cluster (not a dongle or a
+    /// witness).
+    #[must_use]
+    pub fn is_host(&self) -> bool {
+        self.dongle.is_none() && !self.witness
+    }
 }
 
 /// What this node provisions a heartbeat dongle with, besides its path's
@@ -264,6 +275,9 @@ pub struct Config {
 /// The `[quorum]` section, checked: the same on every node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QuorumSpec {
+    /// The witness peer's id, if there is one (it holds one vote, counted
+    /// in `expected`).
+    pub witness: Option<u16>,
     /// Every host node's votes, this one included.
     pub votes: std::collections::BTreeMap<u16, u32>,
     /// The cluster's expected votes: a partition needs more than half.
@@ -393,6 +407,48 @@ impl Checker<'_> {
         Ok(timing)
     }
 
+    /// A witness peer: TCP or UDP paths, only one witness.
+    fn witness_peer(
+        &self,
+        peer: &RawPeer,
+        paths: &[PathSpec],
+        field: &str,
+        another: bool,
+    ) -> Result<(), ConfigError> {
+        if another {
+            return Err(self.error(
+                &peer.id,
+                &format!("{field}.kind"),
+                "a second witness",
+                "a cluster has one witness",
+            ));
+        }
+        if let Some(setting) = [&peer.watchdog, &peer.reset_pulse]
+            .into_iter()
+            .flatten()
+            .next()
+        {
+            return Err(self.error(
+                setting,
+                field,
+                "only a dongle has this setting",
+                "remove it from the witness",
+            ));
+        }
+        if paths
+            .iter()
+            .any(|p| matches!(p.transport, Transport::Serial { .. }))
+        {
+            return Err(self.error(
+                &peer.paths,
+                &format!("{field}.paths"),
+                "a witness is reached over TCP or UDP",
+                "give it kind = \"tcp\" paths to the machine running heartline witness",
+            ));
+        }
+        Ok(())
+    }
+
     /// The `[quorum]` section, if enabled.
     fn quorum(
         &self,
@@ -408,12 +464,12 @@ impl Checker<'_> {
         let mut votes = std::collections::BTreeMap::new();
         votes.insert(node, q.votes.as_ref().map_or(1, |v| *v.get_ref()));
         for (raw_peer, peer) in raw_peers.iter().zip(peers) {
-            if peer.dongle.is_some() {
+            if !peer.is_host() {
                 if let Some(v) = &raw_peer.votes {
                     return Err(self.error(
                         v,
                         "peers.votes",
-                        "a dongle has no votes of its own here",
+                        "a dongle or a witness has no votes to set here (a witness holds one)",
                         "give votes to host peers only",
                     ));
                 }
@@ -424,7 +480,21 @@ impl Checker<'_> {
                 raw_peer.votes.as_ref().map_or(1, |v| *v.get_ref()),
             );
         }
-        let total: u32 = votes.values().sum();
+        let witness = peers.iter().find(|p| p.witness).map(|p| p.id.0);
+        if witness.is_some() {
+            if let Some(big) = votes
+                .keys()
+                .find(|n| !heartline_core::witness::NodeSet::fits(**n))
+            {
+                return Err(self.error(
+                    raw,
+                    "quorum",
+                    format!("node {big} has an id above 64, which a witness cannot name"),
+                    "number the cluster's hosts from 1 to 64 to use a witness",
+                ));
+            }
+        }
+        let total: u32 = votes.values().sum::<u32>() + u32::from(witness.is_some());
         if total == 0 {
             return Err(self.error(
                 raw,
@@ -460,7 +530,7 @@ impl Checker<'_> {
                 ));
             }
         };
-        let hosts = peers.iter().filter(|p| p.dongle.is_none());
+        let hosts = peers.iter().filter(|p| p.is_host());
         let downs: Vec<StdDuration> = hosts
             .flat_map(|p| p.paths.iter())
             .map(|p| StdDuration::from(p.timing.down_after()))
@@ -493,6 +563,7 @@ impl Checker<'_> {
             None => least + StdDuration::from_secs(1),
         };
         Ok(Some(QuorumSpec {
+            witness,
             votes,
             expected,
             wait_for_all: q.wait_for_all.as_ref().is_none_or(|w| *w.get_ref()),
@@ -541,6 +612,7 @@ impl Checker<'_> {
                 return Ok(None);
             }
             "dongle" => {}
+            "witness" => return Ok(None),
             other => {
                 let Some(at) = &peer.kind else {
                     return Ok(None);
@@ -549,7 +621,7 @@ impl Checker<'_> {
                     at,
                     &format!("{field}.kind"),
                     format!("unknown peer kind `{other}`"),
-                    "use kind = \"host\" (the default) or \"dongle\"",
+                    "use kind = \"host\" (the default), \"dongle\" or \"witness\"",
                 ));
             }
         }
@@ -858,11 +930,16 @@ impl Config {
                 specs.push(PathSpec { transport, timing });
             }
             let dongle = checker.dongle(peer, &specs, &field)?;
+            let witness = peer.kind.as_ref().is_some_and(|k| k.get_ref() == "witness");
+            if witness {
+                checker.witness_peer(peer, &specs, &field, peers.iter().any(|p| p.witness))?;
+            }
             peers.push(PeerSpec {
                 id,
                 name: peer.name.as_ref().map(|n| n.get_ref().clone()),
                 paths: specs,
                 dongle,
+                witness,
             });
         }
         checker.hosts_beyond_dongles(&raw.peers, &mut peers)?;
@@ -906,6 +983,16 @@ impl Config {
             Some(q) => checker.quorum(q, *raw.node.id.get_ref(), &raw.peers, &peers)?,
             None => None,
         };
+        if quorum.is_none() {
+            if let Some(w) = peers.iter().position(|p| p.witness) {
+                return Err(checker.error(
+                    &raw.peers[w].id,
+                    &format!("peers[{w}].kind"),
+                    "a witness without quorum",
+                    "a witness only votes with [quorum] enabled = true",
+                ));
+            }
+        }
         Ok(Config {
             cluster_name: cluster.name.get_ref().clone(),
             cluster: ClusterId(*cluster.id.get_ref()),
@@ -927,7 +1014,7 @@ impl Config {
 }
 
 /// Reads the cluster secret, refusing a file others can read.
-fn load_key(path: &Path) -> Result<Key, String> {
+pub fn load_key(path: &Path) -> Result<Key, String> {
     let meta =
         std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     #[cfg(unix)]

@@ -78,6 +78,8 @@ pub struct LocalCluster {
     extra: Vec<ExtraPath>,
     /// Sections added to every node's configuration.
     tail: String,
+    /// Sections added to one node's configuration.
+    tails: std::collections::BTreeMap<u16, String>,
     children: Vec<Option<Child>>,
 }
 
@@ -160,6 +162,7 @@ impl LocalCluster {
             links,
             extra,
             tail: String::new(),
+            tails: std::collections::BTreeMap::new(),
             children: (0..nodes).map(|_| None).collect(),
         };
         for node in 1..=nodes {
@@ -176,6 +179,13 @@ impl LocalCluster {
             std::fs::write(self.config_path(node), self.config_text(node)).map_err(io)?;
         }
         Ok(())
+    }
+
+    /// Adds `sections` to node `node`'s configuration only (after those of
+    /// [`LocalCluster::add_config`]).
+    pub fn add_config_for(&mut self, node: u16, sections: &str) -> Result<(), String> {
+        self.tails.entry(node).or_default().push_str(sections);
+        std::fs::write(self.config_path(node), self.config_text(node)).map_err(io)
     }
 
     /// Node `node`'s name.
@@ -215,8 +225,9 @@ impl LocalCluster {
     fn config_text(&self, node: u16) -> String {
         let name = Self::name(node);
         let mut text = format!(
-            "[cluster]\nname = \"local\"\nid = 42\nkey_file = \"cluster.key\"\n\n[node]\nid = {node}\nname = \"{name}\"\ncontrol_socket = \"{name}.sock\"\nstate_dir = \"{name}.state\"\n{}",
-            self.tail
+            "[cluster]\nname = \"local\"\nid = 42\nkey_file = \"cluster.key\"\n\n[node]\nid = {node}\nname = \"{name}\"\ncontrol_socket = \"{name}.sock\"\nstate_dir = \"{name}.state\"\n{}{}",
+            self.tail,
+            self.tails.get(&node).map_or("", String::as_str)
         );
         for peer in (1..=self.nodes).filter(|&p| p != node) {
             text.push_str(&format!(

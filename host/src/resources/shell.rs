@@ -117,7 +117,7 @@ pub fn start(
     let mut nodes: std::collections::BTreeSet<u16> = config
         .peers
         .iter()
-        .filter(|p| p.dongle.is_none())
+        .filter(|p| p.is_host())
         .map(|p| p.id.0)
         .collect();
     nodes.insert(node);
@@ -142,8 +142,7 @@ pub fn start(
             stop_bound: q.stop_bound.into(),
             drift_margin: heartline_brain::default_margin(lease),
             detect_floor: q.detect_floor.into(),
-            // No witness client in the daemon yet.
-            witness: false,
+            witness: q.witness.is_some(),
         }
     });
     info!(
@@ -265,6 +264,24 @@ impl Shell {
         let now = self.now();
         match event {
             ToBrain::Membership(change) => self.brain.handle(now, Input::Membership(change)),
+            ToBrain::Witness {
+                view,
+                sent,
+                granted,
+            } => {
+                let sent = heartline_core::Instant::from_micros(
+                    u64::try_from(sent.saturating_duration_since(self.started).as_micros())
+                        .unwrap_or(u64::MAX),
+                );
+                self.brain.handle(
+                    now,
+                    Input::Witness {
+                        view,
+                        sent,
+                        granted,
+                    },
+                );
+            }
             ToBrain::Heard { node, echoed } => {
                 // The communication manager's clock, on this shell's scale
                 // (an instant before this shell started counts as its
@@ -348,9 +365,18 @@ impl Shell {
                         let _ = done.send(());
                     }
                 }
-                // The daemon has no witness client yet: its configuration
-                // cannot ask for one, so the brain never asks.
-                Output::AskWitness { .. } => {}
+                Output::AskWitness { view } => {
+                    let sent = TokioInstant::now();
+                    if self
+                        .comm
+                        .commands
+                        .send(Command::AskWitness { view, sent })
+                        .await
+                        .is_err()
+                    {
+                        debug!("the communication manager is gone");
+                    }
+                }
             }
         }
     }

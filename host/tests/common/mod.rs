@@ -44,6 +44,12 @@ impl Site {
         if !sections.is_empty() {
             cluster.add_config(sections).unwrap();
         }
+        Site::from_cluster(cluster)
+    }
+
+    /// Starts every daemon of `cluster` (configured as the test wants).
+    pub fn from_cluster(mut cluster: LocalCluster) -> Site {
+        let nodes = cluster.nodes();
         let work = tempfile::tempdir().unwrap();
         install_kits(&cluster, &[("gen/app", CHECKED_OFTEN)]).unwrap();
         cluster.start_all().unwrap();
