@@ -1,8 +1,9 @@
 //! Protected resources, measured with real daemons on loopback, printing
 //! its figures: failover time from kill -9 of the primary's daemon and
 //! application to the application running on the backup (fast heartbeat
-//! profile), local recovery time from a killed application to it running
-//! again, and configuration database operations per second.
+//! profile; then with quorum and leases on 3 nodes, at the fast and the
+//! default profile), local recovery time from a killed application to it
+//! running again, and configuration database operations per second.
 //!
 //! `cargo bench -p heartline --bench resources` (TRIALS=N to change the
 //! number of trials, default 20).
@@ -23,6 +24,89 @@ const BIN: &str = env!("CARGO_BIN_EXE_heartline");
 /// The fast heartbeat profile: 20 ms × 5 misses, a dead node noticed in
 /// 100 to 120 ms.
 const FAST: &str = "\n[timing]\ninterval = \"20ms\"\nmisses = 5\n";
+
+/// Quorum with the fast profile: a stop bound of 0.5 s; the lease is the
+/// default, the slowest path's 100 ms + the stop bound + 1 s.
+const QUORUM_FAST: &str = "\n[quorum]\nenabled = true\nstop_bound = \"500ms\"\n";
+
+/// Quorum with every default: 0.5 s detection, a stop bound of 3 s, a
+/// lease of 4.5 s.
+const QUORUM_DEFAULT: &str = "\n[quorum]\nenabled = true\n";
+
+/// kill -9 of the daemon and application of the node running the
+/// hierarchy, `trials` times, on `nodes` nodes configured with `extra`:
+/// the time until another node runs it.
+fn failover(trials: usize, nodes: u16, extra: &str, what: &str) {
+    let mut site = Site::start(nodes, extra, "1s");
+    let apps: Vec<SampleApp> = (1..=nodes).map(|n| site.app(n)).collect();
+    for (i, app) in apps.iter().enumerate() {
+        site.create(app, u16::try_from(i + 1).unwrap());
+    }
+    for n in 2..=nodes {
+        site.ask(
+            1,
+            Request::Change {
+                change: Change::CreateEquivalency {
+                    a: Place {
+                        node: 1,
+                        tag: "app".into(),
+                    },
+                    b: Place {
+                        node: n,
+                        tag: "app".into(),
+                    },
+                },
+            },
+        );
+    }
+    assert!(matches!(
+        site.ask(1, Request::InService { tag: "app".into() }),
+        Response::Done { .. }
+    ));
+    let mut owner = 1u16;
+    let mut failovers = Vec::new();
+    for _ in 0..trials {
+        let others: Vec<u16> = (1..=nodes).filter(|&n| n != owner).collect();
+        // The others take over what they know runs on the owner.
+        wait_for(
+            Duration::from_secs(20),
+            "the others knowing where it runs",
+            || {
+                others
+                    .iter()
+                    .all(|&n| site.state(n, owner) == Some(State::Isp))
+            },
+        )
+        .unwrap();
+        site.cluster.kill(owner);
+        let killed = Instant::now();
+        apps[usize::from(owner - 1)].kill();
+        let next = loop {
+            if let Some(&n) = others.iter().find(|&&n| apps[usize::from(n - 1)].running()) {
+                break n;
+            }
+            assert!(
+                killed.elapsed() < Duration::from_secs(20),
+                "{what}: no takeover within 20 s"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        failovers.push(killed.elapsed());
+        site.cluster.start(owner).unwrap();
+        wait_for(
+            Duration::from_secs(20),
+            "the killed node back, leaving the application where it is",
+            || {
+                site.cluster.all_up()
+                    && site.state(owner, next) == Some(State::Isp)
+                    && site.state(owner, owner) == Some(State::Osu)
+            },
+        )
+        .unwrap();
+        owner = next;
+    }
+    report(what, failovers);
+}
 
 struct Site {
     cluster: LocalCluster,
@@ -105,16 +189,6 @@ impl Site {
     }
 }
 
-/// Waits, polling every millisecond, until `app` runs; how long it took
-/// from `since`.
-fn until_running(app: &SampleApp, since: Instant, limit: Duration) -> Duration {
-    while !app.running() {
-        assert!(since.elapsed() < limit, "not running within {limit:?}");
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    since.elapsed()
-}
-
 fn report(what: &str, mut samples: Vec<Duration>) {
     samples.sort();
     let at = |q: f64| {
@@ -139,75 +213,27 @@ fn main() {
         .unwrap_or(20);
 
     // Failover: the hierarchy runs on one node; kill -9 its daemon and its
-    // application; the other node runs it. Then the killed node returns
-    // (and leaves it where it is), and the next trial kills the other one.
-    let mut site = Site::start(2, FAST, "1s");
-    let apps = [site.app(1), site.app(2)];
-    site.create(&apps[0], 1);
-    site.create(&apps[1], 2);
-    site.ask(
-        1,
-        Request::Change {
-            change: Change::CreateEquivalency {
-                a: Place {
-                    node: 1,
-                    tag: "app".into(),
-                },
-                b: Place {
-                    node: 2,
-                    tag: "app".into(),
-                },
-            },
-        },
-    );
-    assert!(matches!(
-        site.ask(1, Request::InService { tag: "app".into() }),
-        Response::Done { .. }
-    ));
-    let mut owner = 1u16;
-    let mut failovers = Vec::new();
-    for _ in 0..trials {
-        let backup = 3 - owner;
-        // The backup takes over what it knows runs on the owner.
-        wait_for(
-            Duration::from_secs(10),
-            "the backup knowing where it runs",
-            || site.state(backup, owner) == Some(State::Isp),
-        )
-        .unwrap();
-        site.cluster.kill(owner);
-        let killed = Instant::now();
-        apps[usize::from(owner - 1)].kill();
-        failovers.push(until_running(
-            &apps[usize::from(backup - 1)],
-            killed,
-            Duration::from_secs(10),
-        ));
-        site.cluster.start(owner).unwrap();
-        wait_for(
-            Duration::from_secs(10),
-            "the killed node back, leaving the application where it is",
-            || {
-                site.cluster.all_up()
-                    && site.state(owner, backup) == Some(State::Isp)
-                    && site.state(owner, owner) == Some(State::Osu)
-            },
-        )
-        .unwrap_or_else(|e| {
-            panic!(
-                "{e}: node {owner} sees {:?} and {:?}; the backup's log:\n{}",
-                site.state(owner, owner),
-                site.state(owner, backup),
-                site.cluster.log(backup)
-            )
-        });
-        owner = backup;
-    }
-    report(
+    // application; another node runs it. Then the killed node returns (and
+    // leaves it where it is), and the next trial kills the new owner.
+    failover(
+        trials,
+        2,
+        FAST,
         "failover, kill -9 of the primary's daemon and application to the application running on the backup (20 ms x 5 heartbeats)",
-        failovers,
     );
-    drop(site);
+    // The price of safety: the same with quorum and leases, on 3 nodes.
+    failover(
+        trials,
+        3,
+        &format!("{FAST}{QUORUM_FAST}"),
+        "failover with quorum, 3 nodes (20 ms x 5 heartbeats, lease 1.6 s: stop bound 0.5 s)",
+    );
+    failover(
+        trials,
+        3,
+        QUORUM_DEFAULT,
+        "failover with quorum, 3 nodes (default 100 ms x 5 heartbeats, lease 4.5 s: stop bound 3 s)",
+    );
 
     // Local recovery: kill the application; quickCheck (every 100 ms)
     // fails, recover (stop, start) brings it back.

@@ -5,7 +5,9 @@
 //! refuses configuration changes and says so in `status`; a heal leaves
 //! the hierarchy where it is. Two nodes and a `heartline witness` process:
 //! a cut between the nodes leaves the hierarchy on the witness's side
-//! only; without the witness a lone survivor starts nothing.
+//! only; without the witness a lone survivor starts nothing. A node killed
+//! with its application is taken over once its lease ends, also in turn
+//! with the fast heartbeat profile.
 
 #![allow(clippy::unwrap_used)] // a test that cannot set up should panic
 
@@ -276,4 +278,69 @@ fn two_nodes_and_a_witness_split_run_it_on_one_side_and_never_both() {
         std::thread::sleep(Duration::from_millis(10));
     }
     assert_eq!(quorate(&site, 2), Some(false));
+}
+
+#[test]
+fn a_node_killed_with_its_application_is_taken_over_after_its_lease() {
+    let mut site = Site::start_with(3, QUORUM);
+    let nodes = [1, 2, 3];
+    let apps = hierarchy(&site, &nodes, None);
+    wait_for(Duration::from_secs(10), "quorum on every node", || {
+        nodes.iter().all(|&n| quorate(&site, n) == Some(true))
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", site.logs()));
+    site.ok(1, &["in-service", WEB]);
+    wait_for(Duration::from_secs(10), "web on node 1", || {
+        running_on(&apps, &nodes) == [1]
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", site.logs()));
+    site.cluster.kill(1);
+    let killed = Instant::now();
+    apps[0].kill();
+    wait_for(Duration::from_secs(15), "web on node 2", || {
+        running_on(&apps, &nodes) == [2]
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", site.logs()));
+    eprintln!(
+        "quorum: node 1 killed with web, node 2 ran it {:?} later (lease 2 s)",
+        killed.elapsed()
+    );
+}
+
+#[test]
+fn fast_profile_kills_in_turn_are_each_taken_over() {
+    let mut site = Site::start_with(
+        3,
+        "\n[timing]\ninterval = \"20ms\"\nmisses = 5\n\n[quorum]\nenabled = true\nstop_bound = \"500ms\"\n",
+    );
+    let nodes = [1, 2, 3];
+    let apps = hierarchy(&site, &nodes, None);
+    wait_for(Duration::from_secs(10), "quorum on every node", || {
+        nodes.iter().all(|&n| quorate(&site, n) == Some(true))
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", site.logs()));
+    site.ok(1, &["in-service", WEB]);
+    let mut owner = 1u16;
+    for _ in 0..3 {
+        wait_for(Duration::from_secs(10), "web on its owner", || {
+            running_on(&apps, &nodes) == [owner]
+        })
+        .unwrap_or_else(|e| panic!("{e}\n{}", site.logs()));
+        site.cluster.kill(owner);
+        let killed = Instant::now();
+        apps[usize::from(owner - 1)].kill();
+        wait_for(Duration::from_secs(15), "web elsewhere", || {
+            let running = running_on(&apps, &nodes);
+            running.len() == 1 && running[0] != owner
+        })
+        .unwrap_or_else(|e| panic!("{e}\n{}", site.logs()));
+        let next = running_on(&apps, &nodes)[0];
+        eprintln!(
+            "fast: node {owner} killed, node {next} ran it {:?} later",
+            killed.elapsed()
+        );
+        site.cluster.start(owner).unwrap();
+        wait_for(Duration::from_secs(10), "all up", || site.cluster.all_up()).unwrap();
+        owner = next;
+    }
 }
