@@ -344,3 +344,57 @@ fn fast_profile_kills_in_turn_are_each_taken_over() {
         owner = next;
     }
 }
+
+#[test]
+fn the_watchdog_is_fed_while_the_hierarchy_runs_and_disarmed_once_it_stopped() {
+    // A regular file stands in for /dev/watchdog: it records the feeds
+    // (NUL bytes) and the magic close (`V`); a real device would reset the
+    // machine if the feeds stopped while something ran.
+    let mut cluster =
+        heartline::demo::local_cluster::LocalCluster::new(std::path::Path::new(common::BIN), 3, 1)
+            .unwrap();
+    let device = cluster.dir().join("watchdog-1");
+    std::fs::write(&device, b"").unwrap();
+    cluster.add_config(QUORUM).unwrap();
+    cluster
+        .add_config_for(
+            1,
+            &format!(
+                "watchdog = \"{}\"\nwatchdog_timeout = \"500ms\"\n",
+                device.display()
+            ),
+        )
+        .unwrap();
+    let site = Site::from_cluster(cluster);
+    let nodes = [1, 2, 3];
+    let apps = hierarchy(&site, &nodes, None);
+    wait_for(Duration::from_secs(10), "quorum on every node", || {
+        nodes.iter().all(|&n| quorate(&site, n) == Some(true))
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", site.logs()));
+    assert!(
+        std::fs::read(&device).unwrap().is_empty(),
+        "nothing runs: never armed"
+    );
+    site.ok(1, &["in-service", WEB]);
+    wait_for(
+        Duration::from_secs(10),
+        "web on node 1, the watchdog fed",
+        || running_on(&apps, &nodes) == [1] && std::fs::read(&device).unwrap().len() >= 3,
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", site.logs()));
+    // Cut off, node 1 stops web and disarms the watchdog.
+    site.cluster.link(1, 2, 0).unwrap().relay.block();
+    site.cluster.link(1, 3, 0).unwrap().relay.block();
+    wait_for(Duration::from_secs(10), "the watchdog disarmed", || {
+        std::fs::read(&device).unwrap().last() == Some(&b'V')
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", site.logs()));
+    assert!(!apps[0].running(), "disarmed only once web stopped");
+    let written = std::fs::read(&device).unwrap();
+    assert!(
+        written[..written.len() - 1].iter().all(|b| *b == 0),
+        "{written:?}"
+    );
+    eprintln!("watchdog: {} feeds, then disarmed", written.len() - 1);
+}

@@ -80,6 +80,8 @@ struct RawQuorum {
     no_quorum: Option<Spanned<String>>,
     lease: Option<Spanned<String>>,
     stop_bound: Option<Spanned<String>>,
+    watchdog: Option<Spanned<String>>,
+    watchdog_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -295,6 +297,9 @@ pub struct QuorumSpec {
     /// The fastest path's `interval × misses`: a peer declared down was
     /// heard last at least this long before.
     pub detect_floor: StdDuration,
+    /// The watchdog device and its timeout, fed up to the lease's end
+    /// while anything may run here.
+    pub watchdog: Option<(PathBuf, StdDuration)>,
 }
 
 /// Default `quorum.stop_bound`.
@@ -562,7 +567,35 @@ impl Checker<'_> {
             }
             None => least + StdDuration::from_secs(1),
         };
+        let watchdog = match &q.watchdog {
+            Some(device) => {
+                let timeout = match &q.watchdog_timeout {
+                    Some(t) => self.duration(t, "quorum.watchdog_timeout")?,
+                    None => StdDuration::from_secs(1),
+                };
+                if timeout * 2 > lease {
+                    let at = q
+                        .watchdog_timeout
+                        .as_ref()
+                        .map_or(device.span(), Spanned::span);
+                    return Err(ConfigError {
+                        file: self.file.to_path_buf(),
+                        line: Some(self.line_of(at.start)),
+                        field: "quorum.watchdog_timeout".into(),
+                        problem: format!(
+                            "{} is more than half the lease ({})",
+                            humantime::format_duration(timeout),
+                            humantime::format_duration(lease)
+                        ),
+                        hint: "a healthy node must feed it well within its lease: shorten it or lengthen the lease".into(),
+                    });
+                }
+                Some((PathBuf::from(device.get_ref()), timeout))
+            }
+            None => None,
+        };
         Ok(Some(QuorumSpec {
+            watchdog,
             witness,
             votes,
             expected,
@@ -1351,6 +1384,9 @@ name = "bravo"
             e.problem.contains("too short") && e.hint.contains("4s 600ms"),
             "{e}"
         );
+        let e = error(&with("watchdog = \"/dev/watchdog\"\nwatchdog_timeout = \"3s\""));
+        assert_eq!(e.field, "quorum.watchdog_timeout");
+        assert!(e.problem.contains("more than half the lease"), "{e}");
         let e = error(&with("stop_bound = \"soon\""));
         assert_eq!(e.field, "quorum.stop_bound");
         let e = error(&with("votes = 0").replace("[[peers]]", "[[peers]]\nvotes = 0"));

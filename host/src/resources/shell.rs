@@ -95,6 +95,10 @@ struct Shell {
     /// Why the database could not be written, while it cannot: the whole
     /// model is written at the next chance.
     storage_failure: Option<String>,
+    /// The watchdog device, fed up to the brain's fence deadline.
+    watchdog: Option<crate::sys::watchdog::Watchdog>,
+    /// Why the watchdog could not be fed, once said.
+    watchdog_failure: Option<String>,
 }
 
 /// Opens the database, loads the kits and starts the brain on a thread of
@@ -126,6 +130,11 @@ pub fn start(
     cfg.on_stop = config.policy.on_stop;
     cfg.failure_window = config.policy.failure_window.into();
     cfg.max_failures = config.policy.max_failures;
+    let watchdog = config
+        .quorum
+        .as_ref()
+        .and_then(|q| q.watchdog.as_ref())
+        .map(|(path, timeout)| crate::sys::watchdog::Watchdog::new(path, *timeout));
     cfg.quorum = config.quorum.as_ref().map(|q| {
         let lease = q.lease.into();
         heartline_brain::QuorumConfig {
@@ -182,6 +191,8 @@ pub fn start(
                         exited: false,
                         daemon_env,
                         storage_failure: None,
+                        watchdog,
+                        watchdog_failure: None,
                     };
                     shell.run(rx, from_comm).await;
                 }),
@@ -206,10 +217,18 @@ impl Shell {
     ) {
         self.carry_out().await;
         loop {
+            let tend = self
+                .watchdog
+                .as_ref()
+                .filter(|w| w.armed() || self.brain.fence_deadline().is_some())
+                .map(|w| TokioInstant::now() + w.period());
             let wake = self
                 .brain
                 .poll_timeout()
                 .map(|at| self.started + Duration::from_micros(at.as_micros()))
+                .into_iter()
+                .chain(tend)
+                .min()
                 .unwrap_or_else(|| TokioInstant::now() + Duration::from_secs(3600));
             tokio::select! {
                 input = inputs.recv() => match input {
@@ -222,10 +241,44 @@ impl Shell {
                 },
                 () = tokio::time::sleep_until(wake) => {
                     let now = self.now();
-                    self.brain.handle_timeout(now);
+                    if self.brain.poll_timeout().is_some_and(|at| at <= now) {
+                        self.brain.handle_timeout(now);
+                    }
                 }
             }
             self.carry_out().await;
+            self.tend_watchdog();
+        }
+    }
+
+    /// Feeds the watchdog device up to the brain's fence deadline, or
+    /// disarms it when nothing may run here.
+    fn tend_watchdog(&mut self) {
+        let Some(watchdog) = self.watchdog.as_mut() else {
+            return;
+        };
+        let deadline = self
+            .brain
+            .fence_deadline()
+            .map(|at| (self.started + Duration::from_micros(at.as_micros())).into_std());
+        match watchdog.tend(std::time::Instant::now(), deadline) {
+            Ok(crate::sys::watchdog::Tended::Starved) => {
+                if self.watchdog_failure.is_none() {
+                    let text = "the watchdog is no longer fed: this node's lease ends before another feed would; it resets unless what runs here stops or the lease is renewed".to_string();
+                    warn!("{text}");
+                    self.event(text.clone());
+                    self.watchdog_failure = Some(text);
+                }
+            }
+            Ok(_) => self.watchdog_failure = None,
+            Err(e) => {
+                let text = format!("cannot feed the watchdog device: {e}");
+                if self.watchdog_failure.as_deref() != Some(text.as_str()) {
+                    error!("{text}");
+                    self.event(text.clone());
+                    self.watchdog_failure = Some(text);
+                }
+            }
         }
     }
 

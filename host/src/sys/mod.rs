@@ -2,11 +2,13 @@
 //! nothing of clusters. Where logs go ([`logging`], and [`syslog`] on
 //! Unix), and what the daemon asks of the system: locked memory,
 //! real-time priority, systemd's notifications, shutdown signals
-//! ([`system`]); and supervising child processes by process group, with
-//! the tails of their output ([`process`]).
+//! ([`system`]); supervising child processes by process group, with the
+//! tails of their output ([`process`]); and feeding the watchdog device
+//! ([`watchdog`]).
 
 pub mod logging;
 pub mod process;
 #[cfg(unix)]
 pub mod syslog;
 pub mod system;
+pub mod watchdog;
