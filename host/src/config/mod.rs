@@ -1384,7 +1384,9 @@ name = "bravo"
             e.problem.contains("too short") && e.hint.contains("4s 600ms"),
             "{e}"
         );
-        let e = error(&with("watchdog = \"/dev/watchdog\"\nwatchdog_timeout = \"3s\""));
+        let e = error(&with(
+            "watchdog = \"/dev/watchdog\"\nwatchdog_timeout = \"3s\"",
+        ));
         assert_eq!(e.field, "quorum.watchdog_timeout");
         assert!(e.problem.contains("more than half the lease"), "{e}");
         let e = error(&with("stop_bound = \"soon\""));
