@@ -352,17 +352,20 @@ pub fn default_kit_dirs() -> Vec<PathBuf> {
     dirs
 }
 
-struct Checker<'a> {
-    file: &'a Path,
-    text: &'a str,
+/// Places mistakes in a TOML file: the configuration's, and the witness's.
+pub(crate) struct Checker<'a> {
+    pub(crate) file: &'a Path,
+    pub(crate) text: &'a str,
 }
 
 impl Checker<'_> {
-    fn line_of(&self, offset: usize) -> usize {
+    /// The 1-based line of byte `offset`.
+    pub(crate) fn line_of(&self, offset: usize) -> usize {
         locate::line_of(self.text, offset)
     }
 
-    fn error<T>(
+    /// A mistake at `at`.
+    pub(crate) fn error<T>(
         &self,
         at: &Spanned<T>,
         field: &str,
@@ -607,7 +610,12 @@ impl Checker<'_> {
         }))
     }
 
-    fn duration(&self, raw: &Spanned<String>, field: &str) -> Result<StdDuration, ConfigError> {
+    /// A duration, or where and why it is not one.
+    pub(crate) fn duration(
+        &self,
+        raw: &Spanned<String>,
+        field: &str,
+    ) -> Result<StdDuration, ConfigError> {
         humantime::parse_duration(raw.get_ref()).map_err(|e| {
             self.error(
                 raw,

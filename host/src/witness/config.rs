@@ -29,7 +29,7 @@ use heartline_core::{ClusterId, NodeId, PathConfig};
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::config::{ConfigError, locate};
+use crate::config::{Checker, ConfigError, locate};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -111,11 +111,12 @@ impl WitnessFile {
 
     /// Checks `text` as if read from `file`.
     pub fn parse(file: &Path, text: &str) -> Result<WitnessFile, ConfigError> {
+        let checker = Checker { file, text };
         let error =
             |span: Option<std::ops::Range<usize>>, field: &str, problem: String, hint: &str| {
                 ConfigError {
                     file: file.to_path_buf(),
-                    line: span.map(|s| text[..s.start.min(text.len())].lines().count().max(1)),
+                    line: span.map(|s| checker.line_of(s.start)),
                     field: field.to_string(),
                     problem,
                     hint: hint.to_string(),
@@ -169,14 +170,7 @@ impl WitnessFile {
                 )
             })?;
             let duration = |raw: &Spanned<String>, name: &str| {
-                humantime::parse_duration(raw.get_ref()).map_err(|e| {
-                    error(
-                        Some(raw.span()),
-                        &format!("{field}.{name}"),
-                        format!("`{}` is not a duration: {e}", raw.get_ref()),
-                        "write it like \"4.6s\"",
-                    )
-                })
+                checker.duration(raw, &format!("{field}.{name}"))
             };
             let lease = duration(&cluster.lease, "lease")?;
             let mut timing = PathConfig::default();
