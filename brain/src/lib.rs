@@ -24,6 +24,7 @@ pub mod model;
 pub mod port;
 
 pub use brain::{
-    Brain, BrainConfig, Decision, Input, JobId, KitInfo, Level, Membership, NoQuorum, OnStop,
-    Output, Persist, QuorumConfig, QuorumStatus, Stats, Stored, default_margin,
+    Brain, BrainConfig, Decision, FenceAction, FenceConfig, FenceId, FenceStatus, Input, JobId,
+    KitInfo, Level, Membership, NoQuorum, OnStop, Output, Persist, QuorumConfig, QuorumStatus,
+    Stats, Stored, default_margin,
 };

@@ -100,12 +100,18 @@ impl Brain {
             Membership::Down { .. } if known.is_none() => return,
             Membership::Down { .. } => None,
         };
+        let mut leaving = false;
         if known.is_some() {
-            self.members.up.remove(&node);
+            leaving = self
+                .members
+                .up
+                .remove(&node)
+                .is_some_and(|p| p.synced && p.flags.leaving);
             self.members.hello_to.remove(&node);
             self.peer_gone(node);
         }
         self.quorum_membership(node, up.is_some());
+        self.fence_membership(node, up.is_some(), leaving);
         if let Some(incarnation) = up {
             self.members.seen.insert(node);
             self.members.up.insert(

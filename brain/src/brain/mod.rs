@@ -24,9 +24,13 @@
 //!   (blocked), probes of what runs after a start, and a clean stop.
 //! - [`quorum`]: votes, the lease renewed by what peers echo, when a lost
 //!   node is past its lease, wait-for-all at a cold start.
+//! - [`fence`]: the coordinator fences lost nodes through their fence
+//!   devices, level by level, so their hierarchies need not wait for the
+//!   lease.
 //! - [`requests`]: the administrator's requests, and calls between brains.
 
 mod config;
+mod fence;
 mod local;
 mod members;
 mod place;
@@ -45,6 +49,7 @@ use crate::message::{BrainMsg, Flags, View};
 use crate::model::{Change, Model, Place, Resource, Version};
 
 pub use config::DISCARDED;
+pub use fence::{FenceAction, FenceConfig, FenceId, FenceStatus};
 pub use local::JobId;
 pub use place::Decision;
 pub use quorum::{NoQuorum, QuorumConfig, QuorumStatus, default_margin};
@@ -82,6 +87,9 @@ pub struct BrainConfig {
     /// Quorum and leases (`None`: every partition acts alone, and a node
     /// lost counts as running nothing: split brain is possible).
     pub quorum: Option<QuorumConfig>,
+    /// Fence devices by node (`None`: lost nodes are waited out by their
+    /// lease). Needs `quorum`.
+    pub fencing: Option<FenceConfig>,
 }
 
 impl BrainConfig {
@@ -102,6 +110,7 @@ impl BrainConfig {
             action_timeout: Duration::from_secs(600),
             order_retry: Duration::from_secs(5),
             quorum: None,
+            fencing: None,
         }
     }
 }
@@ -205,6 +214,16 @@ pub enum Input {
         /// Whether the witness's vote is this view's.
         granted: bool,
     },
+    /// A fence device asked for by [`Output::Fence`] finished.
+    FenceDone {
+        /// The run.
+        id: FenceId,
+        /// Whether it confirmed the node off (a failure, a timeout or an
+        /// agent that could not run are not).
+        ok: bool,
+        /// How it went, in a few words.
+        summary: String,
+    },
 }
 
 /// How loud a notice is.
@@ -262,6 +281,18 @@ pub enum Output {
     AskWitness {
         /// The nodes this node sees up, itself included.
         view: BTreeSet<u16>,
+    },
+    /// Fence `node` through the fence device `device`; report with
+    /// [`Input::FenceDone`] of `id`.
+    Fence {
+        /// The run.
+        id: FenceId,
+        /// The node to fence.
+        node: u16,
+        /// The device, by name.
+        device: String,
+        /// What the device is asked to do.
+        action: FenceAction,
     },
 }
 
@@ -339,6 +370,7 @@ pub struct Brain {
     place: place::PlaceState,
     requests: requests::RequestState,
     quorum: quorum::QuorumState,
+    fence: fence::FenceState,
     /// Notices already given for a standing condition, so they are not
     /// repeated after every input.
     noted: BTreeSet<String>,
@@ -370,6 +402,7 @@ impl Brain {
             place: place::PlaceState::default(),
             requests: requests::RequestState::default(),
             quorum: quorum::QuorumState::default(),
+            fence: fence::FenceState::default(),
             groups: Arc::new(Groups::build(&stored.model)),
             states: stored.model.resources.values().map(|r| r.state).collect(),
             digest: None,
@@ -414,6 +447,7 @@ impl Brain {
                 sent,
                 granted,
             } => self.on_witness(view, sent, granted),
+            Input::FenceDone { id, ok, summary } => self.on_fence_done(id, ok, &summary),
         }
         self.after_input();
     }
@@ -439,6 +473,7 @@ impl Brain {
             self.request_timeout(),
             self.place_timeout(),
             self.quorum_timeout(),
+            self.fence_timeout(),
         ]
         .into_iter()
         .flatten()
@@ -618,6 +653,7 @@ impl Brain {
             let before = self.out.len();
             self.ask_witness();
             self.quorum_progress();
+            self.fence_progress();
             self.local_progress();
             self.config_progress();
             self.queued_moves_progress();

@@ -375,9 +375,15 @@ impl Brain {
             .collect()
     }
 
+    /// Whether `node` (down) runs nothing: this node confirmed it fenced
+    /// since it was lost, or its lease ended for the whole partition.
+    pub(super) fn fenced(&self, node: u16) -> bool {
+        self.fence_confirmed(node) || self.lease_ended_everywhere(node)
+    }
+
     /// Whether every node of the partition holds `node` (down) past its
     /// lease: it runs nothing, or has been reset.
-    pub(super) fn fenced(&self, node: u16) -> bool {
+    pub(super) fn lease_ended_everywhere(&self, node: u16) -> bool {
         if self.cfg.quorum.is_none() {
             return true;
         }

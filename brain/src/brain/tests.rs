@@ -64,6 +64,15 @@ struct Cluster {
     witness: Option<heartline_core::witness::Witness>,
     /// Nodes that cannot reach the witness.
     witness_cut: BTreeSet<u16>,
+    /// Fence devices by node, if any.
+    fencing: Option<FenceConfig>,
+    /// How each fence device behaves (a device not named works in 100 ms).
+    devices: BTreeMap<String, (Duration, Behaviour)>,
+    /// Fence runs under way: when they end, who asked, the run, the
+    /// target, the device.
+    fences: Vec<(Instant, u16, FenceId, u16, String)>,
+    /// Nodes fenced, by which device, when.
+    fenced: Vec<(u16, String, Instant)>,
 }
 
 fn kit() -> KitInfo {
@@ -104,6 +113,20 @@ impl Cluster {
     }
 
     fn with_witness(n: u16, lease: Option<Duration>, witness: bool) -> Cluster {
+        Cluster::build(n, lease, witness, None)
+    }
+
+    /// `n` nodes with quorum, a lease of `lease`, and fence devices.
+    fn fencing(n: u16, lease: Duration, fencing: FenceConfig) -> Cluster {
+        Cluster::build(n, Some(lease), false, Some(fencing))
+    }
+
+    fn build(
+        n: u16,
+        lease: Option<Duration>,
+        witness: bool,
+        fencing: Option<FenceConfig>,
+    ) -> Cluster {
         let nodes: BTreeSet<u16> = (1..=n).collect();
         let mut cluster = Cluster {
             brains: BTreeMap::new(),
@@ -139,6 +162,10 @@ impl Cluster {
                 })
             }),
             witness_cut: BTreeSet::new(),
+            fencing,
+            devices: BTreeMap::new(),
+            fences: Vec::new(),
+            fenced: Vec::new(),
         };
         for node in &nodes {
             cluster.disks.insert(*node, Stored::default());
@@ -175,6 +202,7 @@ impl Cluster {
             }
             cfg.quorum = Some(q);
         }
+        cfg.fencing.clone_from(&self.fencing);
         let _ = self.cfg;
         cfg
     }
@@ -343,6 +371,19 @@ impl Cluster {
                 Output::Exit => {
                     self.exited.insert(node);
                 }
+                Output::Fence {
+                    id,
+                    node: target,
+                    device,
+                    ..
+                } => {
+                    let took = self
+                        .devices
+                        .get(&device)
+                        .map_or(Duration::from_millis(100), |d| d.0);
+                    self.fences
+                        .push((self.now + took, node, id, target, device));
+                }
             }
         }
         if !answers.is_empty() {
@@ -367,7 +408,8 @@ impl Cluster {
             let next_run = self.runs.iter().map(|r| r.0).min();
             let next_timer = self.brains.values().filter_map(Brain::poll_timeout).min();
             let next_reset = self.watchdog.values().min().copied();
-            let Some(next) = [next_run, next_timer, self.next_echo, next_reset]
+            let next_fence = self.fences.iter().map(|f| f.0).min();
+            let Some(next) = [next_run, next_timer, self.next_echo, next_reset, next_fence]
                 .into_iter()
                 .flatten()
                 .min()
@@ -404,6 +446,12 @@ impl Cluster {
                         self.crash(node, true);
                     }
                 }
+            }
+            let (done, pending): (Vec<_>, Vec<_>) =
+                self.fences.drain(..).partition(|f| f.0 <= self.now);
+            self.fences = pending;
+            for (_, by, id, target, device) in done {
+                self.fence_done(by, id, target, &device);
             }
             for (_, node, job, action, tag) in due {
                 let behaviour = self
@@ -450,6 +498,41 @@ impl Cluster {
             }
         }
         self.now = until.max(self.now);
+    }
+
+    /// A fence run ends: a working device resets `target` (its
+    /// applications die, its daemon too) and confirms.
+    fn fence_done(&mut self, by: u16, id: FenceId, target: u16, device: &str) {
+        let works = self
+            .devices
+            .get(device)
+            .is_none_or(|d| d.1 == Behaviour::Works);
+        // A `half-` device cuts one of two power feeds: it confirms, but
+        // the node runs on.
+        if works && !device.starts_with("half-") {
+            self.fenced.push((target, device.to_string(), self.now));
+            self.apps.retain(|(n, _)| *n != target);
+            self.watchdog.remove(&target);
+            if self.brains.contains_key(&target) {
+                self.crash(target, true);
+            }
+        }
+        let summary = if works {
+            "exited 0"
+        } else {
+            "exited with code 1"
+        };
+        if let Some(brain) = self.brains.get_mut(&by) {
+            brain.handle(
+                self.now,
+                Input::FenceDone {
+                    id,
+                    ok: works,
+                    summary: summary.into(),
+                },
+            );
+            self.drain(by);
+        }
     }
 
     /// Every node hears back from every peer that hears it.
@@ -1392,5 +1475,135 @@ fn without_the_witness_a_lone_survivor_starts_nothing() {
     c.crash(1, true);
     c.advance(Duration::from_secs(5));
     assert!(c.running("db").is_empty(), "1 of 3: {:#?}", c.notices);
+    c.assert_never_twice();
+}
+
+// Fencing.
+
+/// Node `n`'s fence levels: `levels[i]` is level `i + 1`'s devices.
+fn fence_levels(n: u16, levels: &[&[&str]]) -> FenceConfig {
+    let mut f = FenceConfig {
+        retry_delay: Duration::from_millis(200),
+        ..FenceConfig::default()
+    };
+    f.levels.insert(
+        n,
+        levels
+            .iter()
+            .map(|l| l.iter().map(|d| (*d).to_string()).collect())
+            .collect(),
+    );
+    f
+}
+
+#[test]
+fn a_confirmed_fence_lets_the_survivors_take_over_before_the_lease_ends() {
+    let mut c = Cluster::fencing(3, LEASE, fence_levels(1, &[&["ipmi-1"]]));
+    c.extend("db", &[1, 2, 3]);
+    in_service(&mut c, 1, "db");
+    // Node 1's daemon dies; its application runs on.
+    let lost = c.now;
+    c.crash(1, false);
+    c.advance(Duration::from_millis(900));
+    assert_eq!(c.fenced.len(), 1, "{:#?}", c.notices);
+    assert_eq!(c.fenced[0].0, 1);
+    assert_eq!(c.running("db"), [2], "{:#?}", c.notices);
+    assert!(c.noticed("node 1 FENCED: ipmi-1 (level 1) confirmed reboot"));
+    assert!(c.now < lost + LEASE, "taken over before the lease ended");
+    c.assert_never_twice();
+}
+
+#[test]
+fn a_failing_fence_is_retried_escalated_and_never_taken_for_success() {
+    let mut c = Cluster::fencing(
+        3,
+        LEASE,
+        fence_levels(1, &[&["ipmi-1"], &["half-pdu-a", "pdu-b"]]),
+    );
+    c.devices.insert(
+        "ipmi-1".into(),
+        (Duration::from_millis(50), Behaviour::Fails),
+    );
+    c.devices.insert(
+        "pdu-b".into(),
+        (Duration::from_millis(50), Behaviour::Fails),
+    );
+    c.extend("db", &[1, 2, 3]);
+    in_service(&mut c, 1, "db");
+    let lost = c.now;
+    c.crash(1, false);
+    // Every device of level 2 must confirm: pdu-a (one of the node's two
+    // power feeds) alone does not fence it.
+    c.advance(Duration::from_millis(1500));
+    assert!(c.noticed("fencing node 1 FAILED: ipmi-1 (level 1, attempt 1 of 2)"));
+    assert!(c.noticed("escalating to level 2"), "{:#?}", c.notices);
+    assert!(
+        c.noticed("fencing node 1 FAILED: pdu-b (level 2"),
+        "{:#?}",
+        c.notices
+    );
+    assert_eq!(
+        c.running("db"),
+        [1],
+        "nothing started without a confirmed fence"
+    );
+    // The lease does it: node 1's watchdog resets it, and the survivors
+    // start db only once its lease ended for all of them.
+    c.advance(Duration::from_secs(3));
+    assert_eq!(c.running("db"), [2], "{:#?}", c.notices);
+    let started = c
+        .notices
+        .iter()
+        .any(|(_, _, t)| t.contains("given up: its lease ended"));
+    assert!(started, "{:#?}", c.notices);
+    assert!(
+        c.resets
+            .iter()
+            .any(|(n, at)| *n == 1 && *at <= lost + LEASE)
+    );
+    c.assert_never_twice();
+}
+
+#[test]
+fn a_hanging_fence_holds_the_takeover_until_the_lease_ends() {
+    let mut c = Cluster::fencing(3, LEASE, fence_levels(1, &[&["ipmi-1"]]));
+    c.devices
+        .insert("ipmi-1".into(), (Duration::from_secs(60), Behaviour::Works));
+    c.extend("db", &[1, 2, 3]);
+    in_service(&mut c, 1, "db");
+    c.crash(1, false);
+    c.advance(Duration::from_millis(1500));
+    assert_eq!(c.running("db"), [1]);
+    c.advance(Duration::from_secs(3));
+    assert_eq!(c.running("db"), [2], "{:#?}", c.notices);
+    assert!(c.fenced.is_empty());
+    c.assert_never_twice();
+}
+
+#[test]
+fn a_clean_stop_and_a_minority_partition_fence_nobody() {
+    let mut c = Cluster::fencing(3, LEASE, fence_levels(1, &[&["ipmi-1"]]));
+    c.fencing
+        .as_mut()
+        .unwrap()
+        .levels
+        .insert(3, vec![vec!["ipmi-3".into()]]);
+    c.extend("db", &[1, 2, 3]);
+    in_service(&mut c, 1, "db");
+    // Node 1 stops cleanly: what it ran was stopped, it is not fenced.
+    let brain = c.brains.get_mut(&1).unwrap();
+    brain.handle(c.now, Input::Shutdown);
+    c.drain(1);
+    c.advance(Duration::from_secs(1));
+    assert!(c.exited.contains(&1));
+    c.crash(1, false);
+    c.advance(Duration::from_secs(3));
+    assert!(c.fenced.is_empty(), "{:?}", c.fenced);
+    assert_eq!(c.running("db"), [2]);
+    // Node 3 alone cannot fence node 2 (no quorum), and the pair 2|3 is
+    // split: only nobody has a majority; nothing is fenced.
+    c.cut(2, 3);
+    c.advance(Duration::from_secs(3));
+    assert!(c.fenced.is_empty(), "{:?}", c.fenced);
     c.assert_never_twice();
 }

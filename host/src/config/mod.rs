@@ -5,6 +5,7 @@
 //! placing a mistake in TOML text, which the recovery kits' manifests use
 //! too.
 
+pub mod fencing;
 pub mod locate;
 
 use std::fmt;
@@ -16,6 +17,8 @@ use heartline_core::wire::{Key, MAX_NAME_LEN, MIN_KEY_LEN};
 use heartline_core::{ClusterId, NodeId, PathConfig};
 use serde::Deserialize;
 use toml::Spanned;
+
+pub use fencing::{FenceDevice, FencingSpec};
 
 /// Most paths between one pair of nodes.
 pub const MAX_PATHS: usize = 4;
@@ -66,6 +69,9 @@ struct RawConfig {
     #[serde(default)]
     resources: RawResources,
     quorum: Option<Spanned<RawQuorum>>,
+    fencing: Option<Spanned<fencing::RawFencing>>,
+    #[serde(default)]
+    fence: Vec<fencing::RawFence>,
     #[serde(default)]
     peers: Vec<RawPeer>,
 }
@@ -270,6 +276,9 @@ pub struct Config {
     pub policy: Policy,
     /// Quorum and leases (`None`: off, as by default for now).
     pub quorum: Option<QuorumSpec>,
+    /// Fence devices (`None`: none; lost nodes are waited out by their
+    /// lease).
+    pub fencing: Option<FencingSpec>,
     /// The peers.
     pub peers: Vec<PeerSpec>,
 }
@@ -1034,6 +1043,11 @@ impl Config {
                 ));
             }
         }
+        let hosts: Vec<u16> = std::iter::once(node.0)
+            .chain(peers.iter().filter(|p| p.is_host()).map(|p| p.id.0))
+            .collect();
+        let fencing =
+            checker.fencing(raw.fencing.as_ref(), &raw.fence, &hosts, quorum.is_some())?;
         Ok(Config {
             cluster_name: cluster.name.get_ref().clone(),
             cluster: ClusterId(*cluster.id.get_ref()),
@@ -1049,6 +1063,7 @@ impl Config {
             kits,
             policy,
             quorum,
+            fencing,
             peers,
         })
     }
@@ -1401,6 +1416,74 @@ name = "bravo"
         assert_eq!(e.field, "quorum.stop_bound");
         let e = error(&with("votes = 0").replace("[[peers]]", "[[peers]]\nvotes = 0"));
         assert!(e.problem.contains("no node has a vote"), "{e}");
+    }
+
+    const FENCE: &str = r#"
+[[fence]]
+name = "bmc-bravo"
+node = 2
+agent = "fence_ipmilan"
+timeout = "20s"
+  [fence.params]
+  ip = "10.0.9.2"
+  ipport = 623
+  lanplus = true
+  username = "admin"
+
+[[fence]]
+name = "pdu-bravo"
+node = 2
+level = 2
+agent = "/opt/fence/fence_pdu"
+"#;
+
+    #[test]
+    fn fence_devices_become_levels_per_node() {
+        let text = GOOD.replace("[[peers]]", "[quorum]\nenabled = true\n\n[[peers]]") + FENCE;
+        let f = Fixture::new().parse(&text).unwrap().fencing.unwrap();
+        assert_eq!(f.action, heartline_brain::FenceAction::Reboot);
+        assert_eq!((f.attempts, f.retry_delay), (2, StdDuration::from_secs(1)));
+        let bmc = f.device("bmc-bravo").unwrap();
+        assert_eq!(bmc.timeout, StdDuration::from_secs(20));
+        assert_eq!(
+            bmc.params,
+            [
+                ("ip".to_string(), "10.0.9.2".to_string()),
+                ("ipport".into(), "623".into()),
+                ("lanplus".into(), "1".into()),
+                ("username".into(), "admin".into())
+            ]
+        );
+        let brain = f.brain_config();
+        assert_eq!(
+            brain.levels[&2],
+            [vec!["bmc-bravo".to_string()], vec!["pdu-bravo".to_string()]]
+        );
+        assert_eq!(
+            f.device("pdu-bravo").unwrap().program(),
+            Some(PathBuf::from("/opt/fence/fence_pdu"))
+        );
+    }
+
+    #[test]
+    fn fencing_mistakes_are_located() {
+        let quorate = GOOD.replace("[[peers]]", "[quorum]\nenabled = true\n\n[[peers]]");
+        let e = error(&(GOOD.to_string() + FENCE));
+        assert!(e.hint.contains("[quorum] enabled = true"), "{e}");
+        let e = error(&(quorate.clone() + &FENCE.replace("node = 2\nlevel", "node = 5\nlevel")));
+        assert_eq!(e.field, "fence[1].node");
+        assert!(e.problem.contains("not a host node"), "{e}");
+        let e = error(&(quorate.clone() + &FENCE.replace("fence_ipmilan", "ipmitool")));
+        assert_eq!(e.field, "fence[0].agent");
+        let e = error(&(quorate.clone() + &FENCE.replace("pdu-bravo", "bmc-bravo")));
+        assert!(e.problem.contains("listed twice"), "{e}");
+        let e = error(&(quorate.clone() + &FENCE.replace("ipport = 623", "action = \"on\"")));
+        assert_eq!(e.field, "fence[0].params.action");
+        let e = error(&(quorate.clone() + "\n[fencing]\naction = \"cycle\"\n" + FENCE));
+        assert_eq!(e.field, "fencing.action");
+        assert!(e.line.is_some());
+        let e = error(&(quorate + "\n[fencing]\nattempts = 1\n"));
+        assert!(e.problem.contains("without any [[fence]]"), "{e}");
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! Protected resources, the host's side: the shell that runs the resource
 //! brain (the `heartline-brain` crate decides; [`shell`] carries out), the
-//! configuration database on disk ([`lcd`]), the recovery kits ([`kit`])
-//! and running their action scripts ([`script`]).
+//! configuration database on disk ([`lcd`]), the recovery kits ([`kit`]),
+//! running their action scripts ([`script`]) and running fence agents
+//! ([`fence`]).
 
+pub mod fence;
 pub mod kit;
 pub mod lcd;
 pub mod script;

@@ -138,6 +138,19 @@ pub async fn run(
     env: &[(String, String)],
     timeout: Duration,
 ) -> ScriptRun {
+    run_with_input(script, args, env, &[], timeout).await
+}
+
+/// As [`run`], writing `input` to the script's standard input (then
+/// closing it); with no input, standard input is `/dev/null`. The input is
+/// never logged (fence agents read passwords from it).
+pub async fn run_with_input(
+    script: &Path,
+    args: &[String],
+    env: &[(String, String)],
+    input: &[u8],
+    timeout: Duration,
+) -> ScriptRun {
     if let Err(reason) = check_runnable(script) {
         return ScriptRun::cannot_run(format!("cannot run {}: {reason}", script.display()));
     }
@@ -147,7 +160,7 @@ pub async fn run(
     );
 
     let start = Instant::now();
-    let mut child = match spawn(script, args, env).await {
+    let mut child = match spawn(script, args, env, !input.is_empty()).await {
         Ok(child) => child,
         Err(e) => {
             let reason = if e.kind() == io::ErrorKind::NotFound {
@@ -179,6 +192,16 @@ pub async fn run(
     // Only the readers hold senders now, so the channel closes once both
     // pipes are at end of file.
     drop(tx);
+    if let Some(mut stdin) = child.stdin.take() {
+        // A writer of its own: a script that never reads must not hold up
+        // the timeout (the pipe's buffer holds any sensible input anyway).
+        let input = input.to_vec();
+        guard.readers.push(tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            let _ = stdin.write_all(&input).await;
+            let _ = stdin.shutdown().await;
+        }));
+    }
 
     let mut tail = Tail::new(MAX_OUTPUT);
     let deadline = tokio::time::sleep_until(start + timeout);
@@ -289,7 +312,12 @@ fn check_runnable(script: &Path) -> Result<(), String> {
     Ok(())
 }
 
-async fn spawn(script: &Path, args: &[String], env: &[(String, String)]) -> io::Result<Child> {
+async fn spawn(
+    script: &Path,
+    args: &[String],
+    env: &[(String, String)],
+    piped_input: bool,
+) -> io::Result<Child> {
     // A bare file name would be looked up in PATH instead.
     let program: PathBuf = if script.components().count() == 1 && script.is_relative() {
         Path::new(".").join(script)
@@ -300,7 +328,11 @@ async fn spawn(script: &Path, args: &[String], env: &[(String, String)]) -> io::
     command
         .args(args)
         .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
+        .stdin(if piped_input {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);

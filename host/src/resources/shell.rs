@@ -42,6 +42,10 @@ enum ShellInput {
     Shutdown {
         done: oneshot::Sender<()>,
     },
+    Fenced {
+        id: heartline_brain::FenceId,
+        run: super::fence::FenceRun,
+    },
 }
 
 /// The rest of the daemon's handle on the resource brain.
@@ -99,6 +103,8 @@ struct Shell {
     watchdog: Option<crate::sys::watchdog::Watchdog>,
     /// Why the watchdog could not be fed, once said.
     watchdog_failure: Option<String>,
+    /// The fence devices, to run what the brain asks.
+    fencing: Option<crate::config::FencingSpec>,
 }
 
 /// Opens the database, loads the kits and starts the brain on a thread of
@@ -154,6 +160,19 @@ pub fn start(
             witness: q.witness.is_some(),
         }
     });
+    cfg.fencing = config
+        .fencing
+        .as_ref()
+        .map(crate::config::FencingSpec::brain_config);
+    let fencing = config.fencing.clone();
+    for device in config.fencing.iter().flat_map(|f| &f.devices) {
+        if device.program().is_none_or(|p| !p.is_file()) {
+            warn!(
+                "fence device {} (node {}, level {}): agent {} not found; fencing node {} through it will fail until it is installed (Debian and Ubuntu: apt install fence-agents)",
+                device.name, device.node, device.level, device.agent, device.node
+            );
+        }
+    }
     info!(
         database = %config.database.display(),
         version = %stored.model.version(),
@@ -193,6 +212,7 @@ pub fn start(
                         storage_failure: None,
                         watchdog,
                         watchdog_failure: None,
+                        fencing,
                     };
                     shell.run(rx, from_comm).await;
                 }),
@@ -299,6 +319,16 @@ impl Shell {
                         job,
                         ok,
                         summary: run.to_string(),
+                    },
+                );
+            }
+            ShellInput::Fenced { id, run } => {
+                self.brain.handle(
+                    now,
+                    Input::FenceDone {
+                        id,
+                        ok: run.confirmed,
+                        summary: run.summary,
                     },
                 );
             }
@@ -418,6 +448,12 @@ impl Shell {
                         let _ = done.send(());
                     }
                 }
+                Output::Fence {
+                    id,
+                    node,
+                    device,
+                    action,
+                } => self.fence(id, node, &device, action),
                 Output::AskWitness { view } => {
                     let sent = TokioInstant::now();
                     if self
@@ -459,6 +495,36 @@ impl Shell {
                 self.storage_failure = Some(e.to_string());
             }
         }
+    }
+
+    /// Runs a fence device's agent as a task; its end comes back as an
+    /// input.
+    fn fence(
+        &self,
+        id: heartline_brain::FenceId,
+        node: u16,
+        name: &str,
+        action: heartline_brain::FenceAction,
+    ) {
+        let inputs = self.inputs.clone();
+        let device = self.fencing.as_ref().and_then(|f| f.device(name)).cloned();
+        let Some(device) = device else {
+            let run = super::fence::FenceRun {
+                confirmed: false,
+                summary: format!("no fence device {name} in this node's configuration"),
+            };
+            let _ = inputs.send(ShellInput::Fenced { id, run });
+            return;
+        };
+        tokio::spawn(async move {
+            let run = super::fence::fence(&device, action).await;
+            if run.confirmed {
+                warn!(node, device = %device.name, "{}", run.summary);
+            } else {
+                error!(node, device = %device.name, "{}", run.summary);
+            }
+            let _ = inputs.send(ShellInput::Fenced { id, run });
+        });
     }
 
     /// Runs one script of a job as a task; its end comes back as an input.

@@ -160,12 +160,19 @@ fn check_resource_seeds(first: u64, count: u64, quorum: bool) -> ExitCode {
     let started = WallClock::now();
     let mut failed = 0u64;
     let mut total = resources::Report::default();
+    // Takeovers in the seeds with fence devices.
+    let mut fenced = Vec::new();
     for seed in first..first.saturating_add(count) {
         let mut scenario = resources::Scenario::from_seed(seed);
         scenario.quorum = quorum;
         match resources::run(&scenario) {
             Ok(report) => {
                 total.resets += report.resets;
+                total.fences += report.fences;
+                total.fence_failures += report.fence_failures;
+                if scenario.fencing.is_some() {
+                    fenced.extend(report.takeovers.iter().copied());
+                }
                 total.steps += report.steps;
                 total.faults += report.faults;
                 total.split_brain.partition += report.split_brain.partition;
@@ -189,11 +196,12 @@ fn check_resource_seeds(first: u64, count: u64, quorum: bool) -> ExitCode {
     );
     let mut takeovers = total.takeovers.clone();
     takeovers.sort();
-    let at = |q: f64| {
-        takeovers
-            .get(((takeovers.len() as f64 - 1.0) * q).round() as usize)
+    fenced.sort();
+    let quantile = |list: &[heartline_core::Duration], q: f64| {
+        list.get(((list.len() as f64 - 1.0) * q).round() as usize)
             .map_or_else(|| "-".to_string(), ToString::to_string)
     };
+    let at = |q: f64| quantile(&takeovers, q);
     say!(
         "  {} faults, {} takeovers (p50 {}, p99 {}, max {}), {} multiple-active resolved, {} changes acknowledged, {} discarded at heals",
         total.faults,
@@ -215,6 +223,14 @@ fn check_resource_seeds(first: u64, count: u64, quorum: bool) -> ExitCode {
         total.resets,
         total.split_brain.partition,
         total.split_brain.unwatched
+    );
+    say!(
+        "  fence devices: {} nodes fenced, {} fence runs failed or hung; {} takeovers in seeds with fence devices (p50 {}, p99 {})",
+        total.fences,
+        total.fence_failures,
+        fenced.len(),
+        quantile(&fenced, 0.5),
+        quantile(&fenced, 0.99)
     );
     if failed == 0 {
         ExitCode::SUCCESS

@@ -136,6 +136,22 @@ pub struct Scenario {
     pub witness: bool,
     /// When the witness is unreachable from every node.
     pub witness_outages: Vec<(Instant, Instant)>,
+    /// Fence devices (with quorum): every node has two levels, its BMC
+    /// then its PDU.
+    pub fencing: Option<Fencing>,
+}
+
+/// How the simulated fence devices behave.
+#[derive(Clone, Copy, Debug)]
+pub struct Fencing {
+    /// Longest a fence takes (each run is uniform up to it).
+    pub longest: Duration,
+    /// Probability a run fails (the node runs on).
+    pub fails: f64,
+    /// Probability a run hangs until its timeout (and fails).
+    pub hangs: f64,
+    /// The agents' timeout.
+    pub timeout: Duration,
 }
 
 impl Scenario {
@@ -230,6 +246,7 @@ impl Scenario {
             quorum: true,
             witness: nodes % 2 == 0,
             witness_outages: Vec::new(),
+            fencing: None,
             scripts: Scripts {
                 longest: Duration::from_millis(rng.random_range(2..=60)),
                 restore_fails: if rng.random_ratio(1, 3) { 0.0 } else { 0.02 },
@@ -359,6 +376,16 @@ impl Scenario {
                 let span = Duration::from_millis(wrng.random_range(300..=4_000));
                 scenario.witness_outages.push((at, at + span));
             }
+        }
+        // Fence devices on half the seeds, from a stream of their own.
+        let mut frng = ChaCha8Rng::seed_from_u64(seed ^ 0xfe4c_e5e7);
+        if frng.random_bool(0.5) {
+            scenario.fencing = Some(Fencing {
+                longest: Duration::from_millis(frng.random_range(50..=1_500)),
+                fails: [0.0, 0.2, 0.5][frng.random_range(0..3)],
+                hangs: [0.0, 0.1][frng.random_range(0..2)],
+                timeout: Duration::from_secs(3),
+            });
         }
         scenario.quiet = Duration::from_secs(12) + scenario.detection() * 2;
         scenario

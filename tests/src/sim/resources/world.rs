@@ -26,7 +26,9 @@ use heartline_brain::api::{Answer, Request, RequestId};
 use heartline_brain::message::{ADMIN_MAILBOX, AdminMessage};
 use heartline_brain::model::{Change, Epoch, Init, Model, Place, Resource, Role, State};
 use heartline_brain::port::AdminPort;
-use heartline_brain::{Brain, BrainConfig, Input, JobId, KitInfo, Output, QuorumConfig, Stored};
+use heartline_brain::{
+    Brain, BrainConfig, FenceConfig, FenceId, Input, JobId, KitInfo, Output, QuorumConfig, Stored,
+};
 use heartline_core::wire::{Key, MAX_ENCODED_LEN, NodeKind};
 use heartline_core::witness::{NodeSet, Witness, WitnessConfig};
 use heartline_core::{
@@ -86,6 +88,10 @@ pub struct Report {
     /// Nodes reset by their watchdog (a stop that did not end within the
     /// lease, a daemon dead or stalled with applications running).
     pub resets: u64,
+    /// Nodes reset by a fence device, confirmed to the node that asked.
+    pub fences: u64,
+    /// Fence runs that failed or hung.
+    pub fence_failures: u64,
     /// Takeovers after a loss, and how long each took.
     pub takeovers: Vec<Duration>,
     /// Configuration changes acknowledged.
@@ -117,11 +123,13 @@ impl fmt::Display for Report {
         }
         write!(
             f,
-            "; {} changes acknowledged, {} discarded at heals; {} multiple-active resolved; {} watchdog resets; split-brain starts: {} across partitions, {} beside unwatched applications",
+            "; {} changes acknowledged, {} discarded at heals; {} multiple-active resolved; {} watchdog resets; {} fences ({} failed); split-brain starts: {} across partitions, {} beside unwatched applications",
             self.changes,
             self.discarded,
             self.multi_active,
             self.resets,
+            self.fences,
+            self.fence_failures,
             self.split_brain.partition,
             self.split_brain.unwatched
         )
@@ -199,7 +207,32 @@ struct World<'a> {
     witness: Option<Witness>,
     to_witness: Vec<(Instant, usize, BTreeSet<u16>, Instant)>,
     from_witness: Vec<(Instant, usize, u32, Input)>,
+    /// Fence runs under way.
+    fences: Vec<FenceRun>,
+    /// The fence devices' luck, a stream of its own.
+    fence_rng: ChaCha8Rng,
     trace: Option<&'a mut dyn FnMut(String)>,
+}
+
+/// A fence device at work.
+#[derive(Debug, Clone)]
+struct FenceRun {
+    due: Instant,
+    /// The node that asked, and its run.
+    by: usize,
+    incarnation: u32,
+    id: FenceId,
+    target: usize,
+    step: FenceStep,
+}
+
+/// Where a fence run is.
+#[derive(Debug, Clone, Copy)]
+enum FenceStep {
+    /// At work: it resets the target and confirms, or fails.
+    Acts { works: bool },
+    /// Done, its outcome waiting for the node that asked to resume.
+    Tells { ok: bool },
 }
 
 /// How long a message to or from the witness takes.
@@ -347,6 +380,8 @@ fn run_inner<'a>(
         }),
         to_witness: Vec::new(),
         from_witness: Vec::new(),
+        fences: Vec::new(),
+        fence_rng: ChaCha8Rng::seed_from_u64(sc.seed ^ 0xfe4c_e5e7 ^ 1),
         trace,
     };
     for _ in 0..sc.nodes {
@@ -434,6 +469,19 @@ impl World<'_> {
             };
             quorum.detect_floor = self.sc.detection_floor();
             cfg.quorum = Some(quorum);
+            if self.sc.fencing.is_some() {
+                let mut fencing = FenceConfig {
+                    retry_delay: Duration::from_millis(300),
+                    ..FenceConfig::default()
+                };
+                for node in &cfg.nodes {
+                    fencing.levels.insert(
+                        *node,
+                        vec![vec![format!("bmc-{node}")], vec![format!("pdu-{node}")]],
+                    );
+                }
+                cfg.fencing = Some(fencing);
+            }
         }
         cfg
     }
@@ -511,19 +559,25 @@ impl World<'_> {
         self.unstable(index);
     }
 
-    /// Node `index`'s watchdog fires: the machine resets, its applications
-    /// die, and it boots again a second later.
-    fn reset(&mut self, index: usize) {
+    /// Node `index`'s watchdog fires (or a fence device, `by`, resets it):
+    /// the machine resets, its applications die, and it boots again a
+    /// second later.
+    fn reset(&mut self, index: usize, by: &str) {
         let daemon = self.nodes[index].brain.is_some();
         let apps = self.apps.iter().filter(|(n, _)| *n == index).count();
         self.log(|| {
             format!(
-                "node {}'s watchdog resets it ({apps} applications running, daemon {})",
+                "node {}'s {by} resets it ({apps} applications running, daemon {})",
                 index + 1,
                 if daemon { "alive" } else { "dead" }
             )
         });
-        self.report.resets += 1;
+        if by == "watchdog" {
+            self.report.resets += 1;
+        } else {
+            self.report.fences += 1;
+        }
+        self.nodes[index].watchdog = None;
         self.kill(index, true);
         self.nodes[index].exited_at = None;
         if daemon || self.nodes[index].restart_at.is_none() {
@@ -575,6 +629,7 @@ impl World<'_> {
             self.tidy_next,
             self.to_witness.iter().map(|r| r.0).min(),
             self.from_witness.iter().map(|r| r.0).min(),
+            self.fences.iter().map(|f| f.due).min(),
         ]
         .into_iter()
         .flatten()
@@ -682,11 +737,51 @@ impl World<'_> {
                 touched[index] = true;
             }
         }
+        // Fence devices that finish: a working one resets its target, then
+        // its confirmation reaches the node that asked (once it can hear).
+        let (due, rest): (Vec<_>, Vec<_>) = self.fences.drain(..).partition(|f| f.due <= now);
+        self.fences = rest;
+        for run in due {
+            if let FenceStep::Acts { works } = run.step {
+                if works {
+                    self.reset(run.target, "fence device");
+                } else {
+                    self.report.fence_failures += 1;
+                }
+            }
+            let node = &mut self.nodes[run.by];
+            if node.incarnation != run.incarnation || node.brain.is_none() {
+                continue;
+            }
+            let ok = match run.step {
+                FenceStep::Acts { works } | FenceStep::Tells { ok: works } => works,
+            };
+            if let Some(until) = node.stalled_until {
+                self.fences.push(FenceRun {
+                    due: until,
+                    step: FenceStep::Tells { ok },
+                    ..run
+                });
+                continue;
+            }
+            let summary = if ok { "exited 0" } else { "exited with code 1" };
+            if let Some(brain) = node.brain.as_mut() {
+                brain.handle(
+                    now,
+                    Input::FenceDone {
+                        id: run.id,
+                        ok,
+                        summary: summary.to_string(),
+                    },
+                );
+                touched[run.by] = true;
+            }
+        }
         // Watchdogs that fire.
         for index in 0..self.sc.nodes {
             if self.nodes[index].watchdog.is_some_and(|at| at <= now) {
                 self.nodes[index].watchdog = None;
-                self.reset(index);
+                self.reset(index, "watchdog");
             }
         }
         // Stalls that end, restarts, exits.
@@ -940,6 +1035,48 @@ impl World<'_> {
                     self.to_witness
                         .push((self.now + WITNESS_DELAY, index, view, self.now));
                 }
+                Ok(())
+            }
+            Output::Fence {
+                id, node, device, ..
+            } => {
+                let Some(f) = self.sc.fencing else {
+                    return Err(self.violation(format!(
+                        "node {} fences node {node} with no fence devices configured",
+                        index + 1
+                    )));
+                };
+                let hangs = self.fence_rng.random_bool(f.hangs);
+                let works = !hangs && !self.fence_rng.random_bool(f.fails);
+                let took = if hangs {
+                    f.timeout
+                } else {
+                    Duration::from_micros(
+                        self.fence_rng
+                            .random_range(1..=f.longest.as_micros().max(1)),
+                    )
+                };
+                self.log(|| {
+                    format!(
+                        "node {} fences node {node} with {device}: {}",
+                        index + 1,
+                        if works {
+                            "will work"
+                        } else if hangs {
+                            "will hang"
+                        } else {
+                            "will fail"
+                        }
+                    )
+                });
+                self.fences.push(FenceRun {
+                    due: self.now + took,
+                    by: index,
+                    incarnation: self.nodes[index].incarnation,
+                    id,
+                    target: index_of(node),
+                    step: FenceStep::Acts { works },
+                });
                 Ok(())
             }
             Output::Exit => {
