@@ -14,7 +14,7 @@ done
 rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
 rustup component list --installed | grep -q '^clippy' || rustup component add clippy
 
-step "system packages: socat (serial path tests), iproute2 and iptables (network namespace tests), qemu-system-arm (dongle tests), MinGW (the Windows build)"
+step "system packages: socat (serial path tests), iproute2 and iptables (network namespace tests), qemu-system-arm (dongle tests), MinGW (the Windows build), fence-agents, ipmitool and openipmi (fencing against a simulated BMC)"
 missing=()
 command -v qemu-system-arm >/dev/null || missing+=(qemu-system-arm)
 command -v socat >/dev/null || missing+=(socat)
@@ -22,11 +22,23 @@ command -v ip >/dev/null || missing+=(iproute2)
 command -v iptables >/dev/null || missing+=(iptables)
 # The Windows build compiles SQLite (bundled with rusqlite) with MinGW.
 command -v x86_64-w64-mingw32-gcc >/dev/null || missing+=(gcc-mingw-w64-x86-64)
-if [ ${#missing[@]} -gt 0 ]; then
+# fence_ipmilan (fence-agents, without the many agents' recommended
+# libraries) drives ipmitool against OpenIPMI's ipmi_sim.
+lean=()
+[ -x /usr/sbin/fence_ipmilan ] || lean+=(fence-agents)
+command -v ipmitool >/dev/null || lean+=(ipmitool)
+command -v ipmi_sim >/dev/null || lean+=(openipmi)
+if [ $((${#missing[@]} + ${#lean[@]})) -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    apt-get update -qq
+    if [ ${#missing[@]} -gt 0 ]; then
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+    if [ ${#lean[@]} -gt 0 ]; then
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${lean[@]}" >/dev/null
+    fi
   else
-    echo "not installed and cannot install (needs root and apt-get): ${missing[*]}; the tests that need them will say they were skipped"
+    echo "not installed and cannot install (needs root and apt-get): ${missing[*]} ${lean[*]}; the tests that need them will say they were skipped"
   fi
 fi
 

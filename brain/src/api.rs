@@ -169,6 +169,9 @@ pub struct NodeReport {
     /// Quorum as this node sees it (`None`: quorum is off).
     #[serde(default)]
     pub quorum: Option<QuorumReport>,
+    /// Lost nodes this node fences, or fenced since they were lost.
+    #[serde(default)]
+    pub fencing: Vec<FenceReport>,
 }
 
 /// Quorum, for `status`.
@@ -187,6 +190,21 @@ pub struct QuorumReport {
     /// Whether the witness's vote counts here (`None`: no witness).
     #[serde(default)]
     pub witness: Option<bool>,
+}
+
+/// A lost node being fenced, as this node sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FenceReport {
+    /// The node.
+    pub node: u16,
+    /// Whether a fence was confirmed since it was lost.
+    pub confirmed: bool,
+    /// The level tried now (from 1).
+    pub level: usize,
+    /// Failed attempts of that level.
+    pub failed: u32,
+    /// Whether a device runs now.
+    pub running: bool,
 }
 
 /// One resource of a node.

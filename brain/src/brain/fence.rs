@@ -239,15 +239,19 @@ impl Brain {
             let Some(t) = self.fence.targets.get_mut(&node) else {
                 continue;
             };
-            if t.confirmed.is_some() || t.pending.is_some() || now < t.not_before {
+            if t.confirmed.is_some() {
                 continue;
             }
             if by_lease {
+                // A run under way ends unheeded.
                 self.fence.targets.remove(&node);
                 self.notice(
                     Level::Warn,
                     format!("fencing node {node} given up: its lease ended, so it runs nothing"),
                 );
+                continue;
+            }
+            if t.pending.is_some() || now < t.not_before {
                 continue;
             }
             if !acting {

@@ -981,6 +981,17 @@ impl Brain {
                 waiting_for_all: q.waiting_for_all,
                 witness: q.witness,
             }),
+            fencing: self
+                .fencing()
+                .into_iter()
+                .map(|f| crate::api::FenceReport {
+                    node: f.node,
+                    confirmed: f.confirmed,
+                    level: f.level,
+                    failed: f.failed,
+                    running: f.running,
+                })
+                .collect(),
         }
     }
 }

@@ -148,6 +148,22 @@ fn render_resources(out: &mut String, r: &NodeReport) {
         }
         None => {}
     }
+    for f in &r.fencing {
+        let text = if f.confirmed {
+            format!("node {} FENCED (confirmed since it was lost)", f.node)
+        } else if f.running {
+            format!(
+                "node {} being fenced: level {}, {} failed attempt(s) of it",
+                f.node, f.level, f.failed
+            )
+        } else {
+            format!(
+                "node {} NOT YET FENCED: level {} next, {} failed attempt(s) of it; what it ran waits for a fence or its lease",
+                f.node, f.level, f.failed
+            )
+        };
+        let _ = writeln!(out, "fencing: {text}");
+    }
     if !r.standby.is_empty() {
         let standby: Vec<String> = r.standby.iter().map(u16::to_string).collect();
         let _ = writeln!(out, "in standby: node {}", standby.join(", "));
