@@ -134,3 +134,220 @@ fn a_missing_failing_or_hanging_agent_is_never_a_fence_and_the_lease_decides() {
     }
     assert!(!log.contains("FENCED"), "{log}");
 }
+
+/// A machine's BMC simulated by OpenIPMI's `ipmi_sim` on a loopback UDP
+/// port: its chassis power is a file; powering off kills the processes
+/// listed in `machine.pids` (the simulated machine) and is logged in
+/// `chassis.log`.
+struct Bmc {
+    child: std::process::Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+const BMC_USER: &str = "admin";
+const BMC_PASS: &str = "heartline-test";
+
+/// The chassis control program `ipmi_sim` runs through `sh -c`, with `get
+/// power` or `set power "0"`/`"1"` (and other names it may ignore) after
+/// the state directory.
+const CHASSIS: &str = r#"#!/bin/sh
+dir=$1; op=$2; shift 2
+echo "$(date '+%H:%M:%S.%N') $op $*" >> "$dir/chassis.log"
+case $op in
+get)
+    for parm in "$@"; do
+        case $parm in
+        power) if [ "$(cat "$dir/power")" = off ]; then echo "power:0"; else echo "power:1"; fi ;;
+        boot) echo "boot:default" ;;
+        *) echo "Invalid parameter: $parm"; exit 1 ;;
+        esac
+    done ;;
+set)
+    while [ $# -ge 2 ]; do
+        case $1 in
+        power)
+            if [ "$2" = 0 ]; then
+                [ -f "$dir/machine.pids" ] && kill -9 $(cat "$dir/machine.pids") 2>/dev/null
+                echo off > "$dir/power"
+            else
+                echo on > "$dir/power"
+            fi ;;
+        shutdown) [ "$2" = 0 ] || echo off > "$dir/power" ;;
+        *) : ;;
+        esac
+        shift 2
+    done ;;
+*) exit 1 ;;
+esac
+exit 0
+"#;
+
+impl Bmc {
+    /// `None` when `ipmi_sim`, `ipmitool` or `fence_ipmilan` is missing
+    /// (test.sh installs them).
+    fn start() -> Option<Bmc> {
+        let have = |p: &str| {
+            Path::new(p).is_file()
+                || std::env::var_os("PATH")
+                    .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(p).is_file()))
+        };
+        if !(have("ipmi_sim") && have("ipmitool") && have("/usr/sbin/fence_ipmilan")) {
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let chassis = script(
+            dir.path(),
+            "chassis_control",
+            CHASSIS.trim_start_matches("#!/bin/sh\n"),
+        );
+        let state = dir.path().display().to_string();
+        std::fs::write(dir.path().join("power"), "on\n").unwrap();
+        std::fs::write(
+            dir.path().join("lan.conf"),
+            format!(
+                "name \"heartline\"\nset_working_mc 0x20\n  startlan 1\n    addr 127.0.0.1 {port}\n    priv_limit admin\n    allowed_auths_callback md2 md5 straight\n    allowed_auths_user md2 md5 straight\n    allowed_auths_operator md2 md5 straight\n    allowed_auths_admin md2 md5 straight\n    guid a123456789abcdefa123456789abcdef\n  endlan\n  chassis_control \"'{chassis}' '{state}'\"\n  user 2 true \"{BMC_USER}\" \"{BMC_PASS}\" admin 10 md2 md5 straight\n"
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("sim.emu"),
+            "mc_setbmc 0x20\nmc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02\nmc_enable 0x20\n",
+        )
+        .unwrap();
+        let child = std::process::Command::new("ipmi_sim")
+            .arg("-c")
+            .arg(dir.path().join("lan.conf"))
+            .arg("-f")
+            .arg(dir.path().join("sim.emu"))
+            .arg("-s")
+            .arg(dir.path())
+            .arg("-n")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let bmc = Bmc { child, port, dir };
+        wait_for(Duration::from_secs(20), "ipmi_sim to answer", || {
+            bmc.agent("status").0 == Some(0)
+        })
+        .unwrap();
+        std::fs::write(bmc.dir.path().join("chassis.log"), "").unwrap();
+        Some(bmc)
+    }
+
+    /// The `[[fence]]` parameters that reach it quickly (lanplus with
+    /// cipher suite 3: without one, ipmitool waits 14 s for a cipher list
+    /// ipmi_sim does not give; no pause after power changes).
+    fn params(&self) -> String {
+        format!(
+            "  [fence.params]\n  ip = \"127.0.0.1\"\n  ipport = {}\n  username = \"{BMC_USER}\"\n  password = \"{BMC_PASS}\"\n  lanplus = true\n  cipher = 3\n  power_wait = 0\n  power_timeout = 5\n",
+            self.port
+        )
+    }
+
+    /// Runs fence_ipmilan itself with `action`: its exit code and output.
+    fn agent(&self, action: &str) -> (Option<i32>, String) {
+        use std::io::Write;
+        let mut child = std::process::Command::new("/usr/sbin/fence_ipmilan")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let input = format!(
+            "action={action}\nip=127.0.0.1\nipport={}\nusername={BMC_USER}\npassword={BMC_PASS}\nlanplus=1\ncipher=3\npower_wait=0\npower_timeout=5\n",
+            self.port
+        );
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+
+    fn chassis_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("chassis.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Bmc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn fence_ipmilan_powers_the_lost_node_off_through_ipmi_sim_before_the_takeover() {
+    let Some(bmc) = Bmc::start() else {
+        eprintln!(
+            "SKIPPED: ipmi_sim, ipmitool or fence_ipmilan is not installed (test.sh installs openipmi, ipmitool and fence-agents)"
+        );
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "the fencing packages must be installed in CI"
+        );
+        return;
+    };
+    let fence = format!(
+        "\n[[fence]]\nname = \"bmc-1\"\nnode = 1\nagent = \"fence_ipmilan\"\ntimeout = \"30s\"\n{}",
+        bmc.params()
+    );
+    let (mut site, apps) = site_with(&fence);
+    // The simulated machine of node 1 is its application: the daemon is
+    // killed by the test, the application only by a power-off.
+    let app = apps[0].pid().unwrap();
+    std::fs::write(bmc.dir.path().join("machine.pids"), format!("{app}\n")).unwrap();
+    site.cluster.kill(1);
+    let lost = Instant::now();
+    assert!(
+        apps[0].running(),
+        "the application runs on without its daemon"
+    );
+    let took = watch_takeover(&site, &apps, lost, Duration::from_secs(20));
+    eprintln!(
+        "fencing: node 1's daemon killed, its application fenced through fence_ipmilan and ipmi_sim, node 2 took web over {took:?} after (lease 6 s)"
+    );
+    assert!(
+        !apps[0].running(),
+        "the power-off ended node 1's application"
+    );
+    let chassis = bmc.chassis_log();
+    assert!(chassis.contains("set power 0"), "{chassis}");
+    assert!(
+        took < Duration::from_millis(5_400),
+        "taken over only at the lease's end: {took:?}\n{}",
+        site.logs()
+    );
+    let log = std::fs::read_to_string(site.cluster.log_path(2)).unwrap();
+    assert!(
+        log.contains("node 1 FENCED: bmc-1 (level 1) confirmed reboot"),
+        "{log}"
+    );
+    // reboot = off, confirmed off, then on again.
+    wait_for(Duration::from_secs(10), "power back on", || {
+        bmc.chassis_log().contains("set power 1")
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", bmc.chassis_log()));
+    // The agent's own view agrees.
+    assert_eq!(bmc.agent("status").0, Some(0));
+    // Node 1 comes back: it runs nothing, web stays on node 2.
+    site.cluster.start(1).unwrap();
+    wait_for(Duration::from_secs(10), "all up", || site.cluster.all_up()).unwrap();
+    let status = site.ok(2, &["status"]);
+    assert!(!status.contains("fencing: node 1"), "{status}");
+    assert_eq!(running_on(&apps, &[1, 2, 3]), [2]);
+}

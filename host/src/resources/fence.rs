@@ -48,7 +48,13 @@ pub async fn run(device: &FenceDevice, action: &str) -> FenceRun {
         };
     };
     let input = agent_input(device, action);
-    let run = script::run_with_input(&program, &[], &[], input.as_bytes(), device.timeout).await;
+    // The Python agents warn on every run about a deprecated module; that
+    // says nothing about the fence.
+    let env = [(
+        "PYTHONWARNINGS".to_string(),
+        "ignore::DeprecationWarning".to_string(),
+    )];
+    let run = script::run_with_input(&program, &[], &env, input.as_bytes(), device.timeout).await;
     FenceRun {
         confirmed: run.succeeded(),
         summary: summarise(&device.agent, &run),

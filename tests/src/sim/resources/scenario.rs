@@ -139,6 +139,9 @@ pub struct Scenario {
     /// Fence devices (with quorum): every node has two levels, its BMC
     /// then its PDU.
     pub fencing: Option<Fencing>,
+    /// Each node's clock rate, in parts per million off true time (within
+    /// the ±1% the brain's drift margin allows for).
+    pub drift_ppm: Vec<i32>,
 }
 
 /// How the simulated fence devices behave.
@@ -247,6 +250,7 @@ impl Scenario {
             witness: nodes % 2 == 0,
             witness_outages: Vec::new(),
             fencing: None,
+            drift_ppm: vec![0; nodes],
             scripts: Scripts {
                 longest: Duration::from_millis(rng.random_range(2..=60)),
                 restore_fails: if rng.random_ratio(1, 3) { 0.0 } else { 0.02 },
@@ -387,6 +391,24 @@ impl Scenario {
                 timeout: Duration::from_secs(3),
             });
         }
+        // Clock rates, from a stream of their own: on most seeds every
+        // node's clock is off by up to 1% either way, on some by exactly
+        // 1% (the worst the drift margin allows for), half fast, half slow.
+        let mut crng = ChaCha8Rng::seed_from_u64(seed ^ 0xc10c_d41f);
+        let extreme = crng.random_ratio(1, 4);
+        scenario.drift_ppm = (0..nodes)
+            .map(|_| {
+                if extreme {
+                    if crng.random_bool(0.5) {
+                        10_000
+                    } else {
+                        -10_000
+                    }
+                } else {
+                    crng.random_range(-10_000..=10_000)
+                }
+            })
+            .collect();
         scenario.quiet = Duration::from_secs(12) + scenario.detection() * 2;
         scenario
     }

@@ -489,7 +489,7 @@ impl World<'_> {
     /// Starts node `index`'s daemon: a new incarnation, a new endpoint,
     /// a brain from its disk.
     fn boot(&mut self, index: usize) -> Result<(), Violation> {
-        let now = self.now;
+        let now = self.local(index);
         let node = &mut self.nodes[index];
         node.incarnation += 1;
         node.port = AdminPort::new(8);
@@ -532,6 +532,32 @@ impl World<'_> {
         let inc = self.nodes[index].incarnation;
         self.log(|| format!("node {} starts (incarnation {inc})", index + 1));
         self.pump(index)
+    }
+
+    /// Node `index`'s clock at the true instant `at`: each node's
+    /// monotonic clock runs at its own rate ([`Scenario::drift_ppm`]).
+    fn local_at(&self, index: usize, at: Instant) -> Instant {
+        let ppm = i128::from(self.sc.drift_ppm.get(index).copied().unwrap_or(0));
+        let us = i128::from(at.as_micros());
+        Instant::from_micros(u64::try_from(us + us * ppm / 1_000_000).unwrap_or(0))
+    }
+
+    /// Node `index`'s clock now.
+    fn local(&self, index: usize) -> Instant {
+        self.local_at(index, self.now)
+    }
+
+    /// The first true instant at which node `index`'s clock reads `local`.
+    fn global_at(&self, index: usize, local: Instant) -> Instant {
+        let ppm = i128::from(self.sc.drift_ppm.get(index).copied().unwrap_or(0));
+        let us = i128::from(local.as_micros()) * 1_000_000;
+        let rate = 1_000_000 + ppm;
+        let mut at =
+            Instant::from_micros(u64::try_from((us + rate - 1) / rate).unwrap_or(u64::MAX));
+        while self.local_at(index, at) < local {
+            at = at + Duration::from_micros(1);
+        }
+        at
     }
 
     /// Node `index`'s daemon is gone.
@@ -634,7 +660,7 @@ impl World<'_> {
         .into_iter()
         .flatten()
         .min();
-        for node in &self.nodes {
+        for (index, node) in self.nodes.iter().enumerate() {
             let times = [
                 node.stalled_until,
                 node.restart_at,
@@ -642,10 +668,14 @@ impl World<'_> {
                 node.watchdog,
             ];
             let running = node.brain.is_some() && node.stalled_until.is_none();
+            // The node's timers are on its own clock.
             let timers = if running {
                 [
-                    node.timeout,
-                    node.brain.as_ref().and_then(Brain::poll_timeout),
+                    node.timeout.map(|at| self.global_at(index, at)),
+                    node.brain
+                        .as_ref()
+                        .and_then(Brain::poll_timeout)
+                        .map(|at| self.global_at(index, at)),
                 ]
             } else {
                 [None, None]
@@ -728,6 +758,7 @@ impl World<'_> {
         let (due, rest): (Vec<_>, Vec<_>) = self.from_witness.drain(..).partition(|r| r.0 <= now);
         self.from_witness = rest;
         for (_, index, incarnation, answer) in due {
+            let now = self.local(index);
             let node = &mut self.nodes[index];
             if node.incarnation != incarnation || node.stalled_until.is_some() {
                 continue;
@@ -742,6 +773,7 @@ impl World<'_> {
         let (due, rest): (Vec<_>, Vec<_>) = self.fences.drain(..).partition(|f| f.due <= now);
         self.fences = rest;
         for run in due {
+            let now = self.local(run.by);
             if let FenceStep::Acts { works } = run.step {
                 if works {
                     self.reset(run.target, "fence device");
@@ -805,7 +837,8 @@ impl World<'_> {
             }
         }
         // Timers.
-        for (node, touched) in self.nodes.iter_mut().zip(touched.iter_mut()) {
+        let locals: Vec<Instant> = (0..self.sc.nodes).map(|i| self.local(i)).collect();
+        for ((node, touched), now) in self.nodes.iter_mut().zip(touched.iter_mut()).zip(locals) {
             if node.stalled_until.is_some() {
                 continue;
             }
@@ -831,7 +864,7 @@ impl World<'_> {
     }
 
     fn frame(&mut self, to: usize, at: PathRef, mut bytes: Vec<u8>) -> Result<(), Violation> {
-        let now = self.now;
+        let now = self.local(to);
         let Some(endpoint) = self.nodes[to].endpoint.as_mut() else {
             return Ok(());
         };
@@ -857,7 +890,7 @@ impl World<'_> {
             self.frame(index, at, bytes)?;
         }
         let finished = std::mem::take(&mut self.nodes[index].finished);
-        let now = self.now;
+        let now = self.local(index);
         if let Some(brain) = self.nodes[index].brain.as_mut() {
             for (job, ok, summary) in finished {
                 brain.handle(now, Input::ScriptDone { job, ok, summary });
@@ -875,7 +908,10 @@ impl World<'_> {
     /// Carries out what node `index`'s brain, admin port and endpoint ask,
     /// until they are quiet.
     fn pump(&mut self, index: usize) -> Result<(), Violation> {
-        let now = self.now;
+        // The node's own clock for its endpoint and brain; true time for
+        // the network and the checks.
+        let now = self.local(index);
+        let true_now = self.now;
         let mut buf = [0u8; MAX_ENCODED_LEN];
         for _ in 0..10_000 {
             let mut progressed = false;
@@ -887,8 +923,13 @@ impl World<'_> {
                 };
                 match brain.fence_deadline() {
                     // Fed only while the lease lasts: a stale deadline
-                    // stands.
-                    Some(at) if at > now => node.watchdog = Some(at),
+                    // stands. The watchdog counts on the node's clock.
+                    Some(at) if at > now => {
+                        let ppm = i128::from(self.sc.drift_ppm.get(index).copied().unwrap_or(0));
+                        let left = i128::from(at.saturating_since(now).as_micros());
+                        let real = u64::try_from(left * 1_000_000 / (1_000_000 + ppm)).unwrap_or(0);
+                        node.watchdog = Some(true_now + Duration::from_micros(real));
+                    }
                     Some(_) => {}
                     None => node.watchdog = None,
                 }
@@ -917,10 +958,10 @@ impl World<'_> {
             while let Some(t) = endpoint.poll_transmit(now, &mut buf) {
                 let peer = index_of(t.path.node.0);
                 let link = &self.sc.paths(index, peer)[usize::from(t.path.path.0)];
-                let faults = now < Instant::ZERO + self.sc.faulty;
+                let faults = true_now < Instant::ZERO + self.sc.faulty;
                 let bytes = buf[..t.len].to_vec();
                 self.net.send(
-                    now,
+                    true_now,
                     link,
                     Hop {
                         from: index,
@@ -928,7 +969,7 @@ impl World<'_> {
                         path: t.path.path.0,
                     },
                     &bytes,
-                    faults || !link.cuts.is_empty() && link.is_cut(now),
+                    faults || !link.cuts.is_empty() && link.is_cut(true_now),
                 );
             }
             let renew = Duration::from_micros(LEASE.as_micros() / 10);
@@ -959,7 +1000,8 @@ impl World<'_> {
                 | Event::NodeDown { node: peer }
                 | Event::NodeRestarted { node: peer, .. } = event
                 {
-                    self.stable_since.insert(pair(index, index_of(peer.0)), now);
+                    self.stable_since
+                        .insert(pair(index, index_of(peer.0)), true_now);
                 }
                 if let Some(change) = self.nodes[index].port.event(event) {
                     inputs.push(Input::Membership(change));
@@ -1032,8 +1074,9 @@ impl World<'_> {
             }
             Output::AskWitness { view } => {
                 if self.witness.is_some() && !self.sc.witness_down(self.now) {
+                    let sent = self.local(index);
                     self.to_witness
-                        .push((self.now + WITNESS_DELAY, index, view, self.now));
+                        .push((self.now + WITNESS_DELAY, index, view, sent));
                 }
                 Ok(())
             }
@@ -1231,7 +1274,8 @@ impl World<'_> {
             node.finished.push((run.job, ok, summary));
             return Ok(());
         }
-        let now = self.now;
+        let now = self.local_at(run.node, self.now);
+        let node = &mut self.nodes[run.node];
         if let Some(brain) = node.brain.as_mut() {
             brain.handle(
                 now,
@@ -1488,7 +1532,7 @@ impl World<'_> {
                 }
             }
             Fault::Stop { node, down_for } => {
-                let now = self.now;
+                let now = self.local(node);
                 if self.nodes[node].stalled_until.is_none() && self.nodes[node].exited_at.is_none()
                 {
                     if let Some(brain) = self.nodes[node].brain.as_mut() {
@@ -1577,7 +1621,7 @@ impl World<'_> {
         let id = RequestId(self.next_request);
         self.next_request += 1;
         self.nodes[index].requests.insert(id, admin);
-        let now = self.now;
+        let now = self.local(index);
         let text = format!("{request:?}");
         self.log(|| format!("node {} is asked {text}", index + 1));
         if let Some(brain) = self.nodes[index].brain.as_mut() {
