@@ -555,7 +555,7 @@ impl World<'_> {
         let mut at =
             Instant::from_micros(u64::try_from((us + rate - 1) / rate).unwrap_or(u64::MAX));
         while self.local_at(index, at) < local {
-            at = at + Duration::from_micros(1);
+            at += Duration::from_micros(1);
         }
         at
     }
