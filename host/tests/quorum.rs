@@ -398,3 +398,80 @@ fn the_watchdog_is_fed_while_the_hierarchy_runs_and_disarmed_once_it_stopped() {
     );
     eprintln!("watchdog: {} feeds, then disarmed", written.len() - 1);
 }
+
+#[test]
+fn freeze_keeps_what_runs_without_quorum_until_the_watchdog_would_reset_it() {
+    // no_quorum = "freeze": node 1, cut off, keeps web running and starts
+    // nothing; it feeds its watchdog only up to its lease's end and never
+    // disarms it while web runs, so a real device resets the machine by
+    // then (here a file records the feeds; the application runs on, which
+    // is freeze's documented risk without a watchdog).
+    let mut cluster =
+        heartline::demo::local_cluster::LocalCluster::new(std::path::Path::new(common::BIN), 3, 1)
+            .unwrap();
+    let device = cluster.dir().join("watchdog-1");
+    std::fs::write(&device, b"").unwrap();
+    cluster
+        .add_config(&QUORUM.replace("enabled = true", "enabled = true\nno_quorum = \"freeze\""))
+        .unwrap();
+    cluster
+        .add_config_for(
+            1,
+            &format!(
+                "watchdog = \"{}\"\nwatchdog_timeout = \"500ms\"\n",
+                device.display()
+            ),
+        )
+        .unwrap();
+    let site = Site::from_cluster(cluster);
+    let nodes = [1, 2, 3];
+    let apps = hierarchy(&site, &nodes, None);
+    wait_for(Duration::from_secs(10), "quorum on every node", || {
+        nodes.iter().all(|&n| quorate(&site, n) == Some(true))
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", site.logs()));
+    site.ok(1, &["in-service", WEB]);
+    wait_for(Duration::from_secs(10), "web on node 1, fed", || {
+        running_on(&apps, &nodes) == [1] && std::fs::read(&device).unwrap().len() >= 3
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", site.logs()));
+    site.cluster.link(1, 2, 0).unwrap().relay.block();
+    site.cluster.link(1, 3, 0).unwrap().relay.block();
+    let cut = Instant::now();
+    wait_for(Duration::from_secs(10), "node 1 without quorum", || {
+        quorate(&site, 1) == Some(false)
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", site.logs()));
+    assert!(apps[0].running(), "freeze keeps web running on node 1");
+    let refused = site.refused(1, &["standby", "3"]);
+    assert!(refused.contains("no quorum"), "{refused}");
+    let log = std::fs::read_to_string(site.cluster.log_path(1)).unwrap_or_default();
+    assert!(log.contains("no_quorum = freeze"), "{log}");
+    // The majority starts web once node 1's lease ended; by then node 1
+    // stopped feeding its watchdog.
+    wait_for(Duration::from_secs(10), "web on node 2", || {
+        apps[1].running()
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", site.logs()));
+    let fed = std::fs::read(&device).unwrap();
+    let since = cut.elapsed();
+    // Feeds would reset a real device 500 ms after the last: none came
+    // for well over that.
+    let quiet_until = Instant::now() + Duration::from_millis(1_200);
+    while Instant::now() < quiet_until {
+        assert_eq!(
+            std::fs::read(&device).unwrap().len(),
+            fed.len(),
+            "node 1 fed its watchdog after its lease ended"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        fed.iter().all(|b| *b == 0),
+        "never disarmed while web ran: {fed:?}"
+    );
+    eprintln!(
+        "freeze: node 1 kept web without quorum, fed its watchdog {} times and stopped before node 2 started web {since:?} after the cut",
+        fed.len()
+    );
+}
