@@ -12,6 +12,13 @@
 //! hosts on its two ports, the key it shares with them and its timings, and
 //! keeps them in RAM until it is reset. After that it takes provisioning
 //! only under the same key; a different key needs the dongle reset.
+//!
+//! It is also the cluster's quorum witness, when its hosts ask: their vote
+//! requests come as event reports ([`crate::witness::request_event`]) and
+//! are answered by the same [`Witness`] as `heartline witness` runs,
+//! remembering its two hosts. And it is a fence device: a host holding its
+//! vote without the other may have the other reset ([`fence_request`]);
+//! the dongle holds the reset line for its pulse, then confirms.
 
 use heapless::Deque;
 
@@ -24,6 +31,7 @@ use crate::wire::{
     self, CAP_RELAY, CAP_WATCHDOG, DONGLE_SECRET_LEN, EncodeError, EventCode, FrameReader, Header,
     Key, Kind, MAX_ENCODED_LEN, Message, NodeKind, Provision, WireError,
 };
+use crate::witness::{self, Witness, WitnessConfig};
 
 /// Serial ports on a dongle; port `p`'s host is the other port's "beyond".
 pub const PORTS: usize = 2;
@@ -88,6 +96,44 @@ pub enum Note {
         /// The host.
         host: NodeId,
     },
+    /// The witness vote moved: to the partition of these hosts (empty:
+    /// none holds it).
+    VoteHolder {
+        /// The hosts holding it.
+        holder: witness::NodeSet,
+    },
+    /// A host asked for the other's reset: done (the line is pulsed, and
+    /// confirmed at the pulse's end) or refused.
+    Fence {
+        /// The host that asked.
+        by: NodeId,
+        /// The host to reset.
+        host: NodeId,
+        /// Whether the reset line is pulsed.
+        done: bool,
+    },
+}
+
+/// A request that the dongle reset `target`, numbered `number` (echoed in
+/// the answer).
+#[must_use]
+pub fn fence_request(number: u16, target: NodeId) -> RemoteEvent {
+    RemoteEvent {
+        code: EventCode::FenceRequest,
+        subject: target,
+        detail: u32::from(number),
+    }
+}
+
+/// A fence answer: the request's number, the host, whether it was reset.
+#[must_use]
+pub fn parse_fence_answer(event: &RemoteEvent) -> Option<(u16, NodeId, bool)> {
+    let done = match event.code {
+        EventCode::FenceDone => true,
+        EventCode::FenceRefused => false,
+        _ => return None,
+    };
+    Some(((event.detail & 0xFFFF) as u16, event.subject, done))
 }
 
 /// Why a provisioning frame was not taken.
@@ -244,12 +290,127 @@ struct Provisioned {
     /// (sender, its run, frame sequence) of the last provisioning taken on
     /// each port: an older one is a replay.
     last: [Option<(NodeId, Incarnation, u64)>; PORTS],
+    /// The witness, once a host asked for its vote.
+    witness: Option<Witness<PORTS>>,
+    /// Per port: the confirmation owed, at the end of its reset pulse, to
+    /// the host that asked for it, and the number of its request.
+    fenced: [Option<(NodeId, u16)>; PORTS],
+}
+
+impl Provisioned {
+    /// Restarts the node with new `settings` (from `by` on `port`). Never
+    /// inlined: the first provisioning's frame holds a whole endpoint while
+    /// it is built, which this path must not add to its own depth.
+    #[inline(never)]
+    fn restart(
+        &mut self,
+        now: Instant,
+        port: usize,
+        by: NodeId,
+        settings: Settings,
+        incarnation: Incarnation,
+    ) -> Result<Note, Refusal> {
+        match settings.apply(now, incarnation, &mut self.endpoint) {
+            Ok(()) => {
+                self.settings = settings;
+                Ok(Note::Reprovisioned {
+                    port,
+                    by,
+                    incarnation,
+                })
+            }
+            Err(refusal) => {
+                // The settings in force were valid: the node restarts with
+                // them.
+                let _ = self.settings.apply(now, incarnation, &mut self.endpoint);
+                Err(refusal)
+            }
+        }
+    }
+
+    /// A host's vote request: answered by the witness (made with the lease
+    /// the request names, settling over the host path's detection time +
+    /// 0.5 s). The new holder, when it changed.
+    #[inline(never)]
+    fn vote(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        event: &RemoteEvent,
+    ) -> Option<witness::NodeSet> {
+        let (_, view, lease) = witness::parse_request(event)?;
+        self.settings.port_of(from)?;
+        let config = WitnessConfig {
+            lease,
+            margin: witness::default_margin(lease),
+            settle: self.settings.path.down_after() + Duration::from_millis(500),
+        };
+        let w = self.witness.get_or_insert_with(|| Witness::new(config));
+        if w.config() != config {
+            w.set_config(config);
+        }
+        let before = w.holder(now).unwrap_or(witness::NodeSet::EMPTY);
+        let answer = w.request(now, from.0, view);
+        // A full queue drops the answer: the host asks again.
+        let _ = self
+            .endpoint
+            .send_event(from, witness::answer_event(event, answer));
+        (answer.holder != before).then_some(answer.holder)
+    }
+}
+
+impl Provisioned {
+    /// A host's fence request: the other host's reset line is pulsed if the
+    /// asker's side holds the witness vote without it and a pulse is
+    /// configured (confirmed at the pulse's end); otherwise refused at once.
+    #[inline(never)]
+    fn fence(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        event: &RemoteEvent,
+        resets: &mut [Option<Instant>; PORTS],
+    ) -> Option<Note> {
+        if event.code != EventCode::FenceRequest {
+            return None;
+        }
+        let target = event.subject;
+        let holder = self.witness.as_ref().and_then(|w| w.holder(now));
+        let port = self.settings.port_of(target);
+        let allowed = match (self.settings.reset_pulse, port, holder) {
+            (Some(pulse), Some(port), Some(holder))
+                if target != from
+                    && self.settings.port_of(from).is_some()
+                    && holder.contains(from.0)
+                    && !holder.contains(target.0) =>
+            {
+                Some((port, pulse))
+            }
+            _ => None,
+        };
+        if let Some((port, pulse)) = allowed {
+            resets[port] = Some(now + pulse);
+            self.fenced[port] = Some((from, (event.detail & 0xFFFF) as u16));
+        } else {
+            let refused = RemoteEvent {
+                code: EventCode::FenceRefused,
+                subject: target,
+                detail: event.detail,
+            };
+            let _ = self.endpoint.send_event(from, refused);
+        }
+        Some(Note::Fence {
+            by: from,
+            host: target,
+            done: allowed.is_some(),
+        })
+    }
 }
 
 /// Notes waiting for the caller, and how many did not fit.
 #[derive(Debug)]
 struct Notes {
-    queue: Deque<Note, 8>,
+    queue: Deque<Note, 4>,
     dropped: u32,
 }
 
@@ -351,9 +512,23 @@ impl Dongle {
             p.endpoint.handle_timeout(now);
         }
         self.state.drain_events(now);
-        for until in &mut self.state.resets {
+        for (port, until) in self.state.resets.iter_mut().enumerate() {
             if until.is_some_and(|at| now >= at) {
                 *until = None;
+                // A fence asked for: confirmed now the pulse is over.
+                if let Some(p) = &mut self.state.provisioned {
+                    let host = p.settings.hosts.get(port).copied().flatten();
+                    if let (Some((to, number)), Some(host)) =
+                        (p.fenced.get_mut(port).and_then(Option::take), host)
+                    {
+                        let answer = RemoteEvent {
+                            code: EventCode::FenceDone,
+                            subject: host,
+                            detail: u32::from(number),
+                        };
+                        let _ = p.endpoint.send_event(to, answer);
+                    }
+                }
             }
         }
     }
@@ -538,6 +713,8 @@ impl State {
                     settings,
                     endpoint: DongleEndpoint::new(config).map_err(Refusal::Invalid)?,
                     last,
+                    witness: None,
+                    fenced: [None; PORTS],
                 });
                 settings.add_hosts(now, &mut p.endpoint).inspect_err(|_| {
                     self.provisioned = None;
@@ -555,22 +732,7 @@ impl State {
                 if settings == p.settings {
                     return;
                 }
-                match settings.apply(now, incarnation, &mut p.endpoint) {
-                    Ok(()) => {
-                        p.settings = settings;
-                        Ok(Note::Reprovisioned {
-                            port,
-                            by,
-                            incarnation,
-                        })
-                    }
-                    Err(refusal) => {
-                        // The settings in force were valid: the node
-                        // restarts with them.
-                        let _ = p.settings.apply(now, incarnation, &mut p.endpoint);
-                        Err(refusal)
-                    }
-                }
+                p.restart(now, port, by, settings, incarnation)
             }
         };
         self.notes.push(match result {
@@ -580,7 +742,10 @@ impl State {
     }
 
     /// Acts on what the endpoint saw: trips pulse the reset output and are
-    /// reported to the other host, as are re-arms.
+    /// reported to the other host, as are re-arms; vote and fence requests
+    /// are answered. Never inlined, so its temporaries are not on the stack
+    /// while a frame is verified (the deepest path).
+    #[inline(never)]
     fn drain_events(&mut self, now: Instant) {
         let Some(p) = &mut self.provisioned else {
             return;
@@ -609,6 +774,15 @@ impl State {
                     Note::Rearmed { host: node },
                     Some((EventCode::WatchdogRearmed, node, 0)),
                 ),
+                Event::Remote { from, event } => {
+                    if let Some(holder) = p.vote(now, from, &event) {
+                        self.notes.push(Note::VoteHolder { holder });
+                    }
+                    if let Some(note) = p.fence(now, from, &event, &mut self.resets) {
+                        self.notes.push(note);
+                    }
+                    continue;
+                }
                 _ => continue,
             };
             if let Some((code, subject, detail)) = report {

@@ -330,6 +330,28 @@ impl fmt::Display for Event {
                         event.detail
                     )
                 }
+                EventCode::VoteRequest => write!(
+                    f,
+                    "{from} asks for the witness vote (request {:#010x})",
+                    event.detail
+                ),
+                EventCode::VoteGranted | EventCode::VoteRefused => write!(
+                    f,
+                    "{from} {} the witness vote (request {:#010x})",
+                    if event.code == EventCode::VoteGranted {
+                        "grants"
+                    } else {
+                        "refuses"
+                    },
+                    event.detail
+                ),
+                EventCode::FenceRequest => {
+                    write!(f, "{from} asks for a reset of {}", event.subject)
+                }
+                EventCode::FenceDone => write!(f, "{from} reset {}", event.subject),
+                EventCode::FenceRefused => {
+                    write!(f, "{from} refused to reset {}", event.subject)
+                }
                 EventCode::Other(code) => write!(
                     f,
                     "{from} reports event {code} about {} (detail {})",

@@ -26,9 +26,18 @@
 //! sides have different views from the holder's, so the side not chosen
 //! stops counting the vote as soon as it notices the break.
 //!
-//! Nodes are named by ids 1 to 64 ([`NodeSet`] is a bitmap).
+//! Nodes are named by ids 1 to 64 ([`NodeSet`] is a bitmap). The witness
+//! remembers the last request of up to `N` nodes (64 for `heartline
+//! witness`; the dongle's two hosts on the dongle).
+//!
+//! **Over a dongle's serial line** the questions and answers are event
+//! reports, the only messages its reliable channel carries: see
+//! [`request_event`] and [`answer_event`].
 
+use crate::endpoint::RemoteEvent;
+use crate::ids::NodeId;
 use crate::time::{Duration, Instant};
+use crate::wire::EventCode;
 
 /// A set of node ids 1 to 64.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -121,6 +130,13 @@ impl NodeSet {
     }
 }
 
+/// The drift margin for `lease`: 2% of it (clocks whose rates differ by up
+/// to 1% each way) plus 10 ms for scheduling.
+#[must_use]
+pub const fn default_margin(lease: Duration) -> Duration {
+    Duration::from_micros(lease.as_micros() / 50 + 10_000)
+}
+
 /// The witness's timing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -156,23 +172,35 @@ struct Grant {
     last: Instant,
 }
 
-/// One cluster's witness.
+/// One cluster's witness, remembering up to `N` nodes' last requests (a
+/// node beyond them takes the slot of the one heard longest ago).
 #[derive(Clone, Debug)]
-pub struct Witness {
+pub struct Witness<const N: usize = 64> {
     config: WitnessConfig,
-    seen: [Option<Seen>; 64],
+    seen: [Option<(u16, Seen)>; N],
     grant: Option<Grant>,
 }
 
-impl Witness {
+impl<const N: usize> Witness<N> {
     /// A witness that has granted nothing.
     #[must_use]
-    pub fn new(config: WitnessConfig) -> Witness {
+    pub const fn new(config: WitnessConfig) -> Witness<N> {
         Witness {
             config,
-            seen: [None; 64],
+            seen: [None; N],
             grant: None,
         }
+    }
+
+    /// Its timing.
+    #[must_use]
+    pub const fn config(&self) -> WitnessConfig {
+        self.config
+    }
+
+    /// New timing (the grant and what it heard stay).
+    pub fn set_config(&mut self, config: WitnessConfig) {
+        self.config = config;
     }
 
     /// The partition holding the vote at `now`, if its grant is alive.
@@ -189,7 +217,7 @@ impl Witness {
         if !NodeSet::fits(node) || !view.contains(node) {
             return self.answer(now, false);
         }
-        self.seen[usize::from(node - 1)] = Some(Seen { heard: now, view });
+        self.remember(node, Seen { heard: now, view });
         let granted = match self.holder(now) {
             Some(holder) if view.includes(holder) => true,
             Some(holder) if holder.includes(view) => self.broke_toward(now, holder, view),
@@ -212,8 +240,24 @@ impl Witness {
         }
     }
 
+    /// Keeps `node`'s request: in its slot, else a free one, else the one
+    /// heard longest ago.
+    fn remember(&mut self, node: u16, seen: Seen) {
+        let slot = self
+            .seen
+            .iter()
+            .position(|s| matches!(s, Some((n, _)) if *n == node))
+            .or_else(|| self.seen.iter().position(Option::is_none))
+            .or_else(|| {
+                (0..N).min_by_key(|&i| self.seen[i].map_or(Instant::ZERO, |(_, s)| s.heard))
+            });
+        if let Some(slot) = slot.and_then(|i| self.seen.get_mut(i)) {
+            *slot = Some((node, seen));
+        }
+    }
+
     fn recent(&self, now: Instant, node: u16) -> Option<NodeSet> {
-        let seen = self.seen.get(usize::from(node.checked_sub(1)?))?.as_ref()?;
+        let (_, seen) = self.seen.iter().flatten().find(|(n, _)| *n == node)?;
         (now.saturating_since(seen.heard) < self.config.settle).then_some(seen.view)
     }
 
@@ -234,13 +278,82 @@ impl Witness {
 
     /// The best view among the nodes heard lately.
     fn best_recent(&self, now: Instant) -> Option<NodeSet> {
-        (1..=64u16)
-            .filter_map(|n| self.recent(now, n))
+        self.seen
+            .iter()
+            .flatten()
+            .filter(|(_, s)| now.saturating_since(s.heard) < self.config.settle)
+            .map(|(_, s)| s.view)
             .fold(None, |best: Option<NodeSet>, v| match best {
                 Some(b) if !v.better_than(b) => Some(b),
                 _ => Some(v),
             })
     }
+}
+
+/// Ids a vote over a dongle can name: 1 to 16 (a view is 16 bits).
+pub const EVENT_IDS: u16 = 16;
+
+/// A vote request as an event report to the dongle: `subject` carries the
+/// asker's lease in units of 10 ms (the dongle is not told it otherwise),
+/// `detail` the request's number (high 16 bits, echoed back) and its view
+/// (low 16 bits, bit `n − 1` for node `n`). `None` if the view names a
+/// node above [`EVENT_IDS`] or the lease is longer than 655 s.
+#[must_use]
+pub fn request_event(number: u16, view: NodeSet, lease: Duration) -> Option<RemoteEvent> {
+    let bits = u16::try_from(view.0).ok()?;
+    let lease = u16::try_from(lease.as_millis().div_ceil(10)).ok()?;
+    Some(RemoteEvent {
+        code: EventCode::VoteRequest,
+        subject: NodeId(lease),
+        detail: (u32::from(number) << 16) | u32::from(bits),
+    })
+}
+
+/// A vote request read from an event report: its number, view and lease.
+#[must_use]
+pub fn parse_request(event: &RemoteEvent) -> Option<(u16, NodeSet, Duration)> {
+    if event.code != EventCode::VoteRequest {
+        return None;
+    }
+    let lease = Duration::from_millis(u64::from(event.subject.0) * 10);
+    Some((
+        (event.detail >> 16) as u16,
+        NodeSet(u64::from(event.detail & 0xFFFF)),
+        lease,
+    ))
+}
+
+/// The answer to `request` as an event report: granted or refused, the
+/// request's `detail` echoed, `subject` the holder's nodes (bits as in a
+/// view).
+#[must_use]
+pub fn answer_event(request: &RemoteEvent, answer: Answer) -> RemoteEvent {
+    RemoteEvent {
+        code: if answer.granted {
+            EventCode::VoteGranted
+        } else {
+            EventCode::VoteRefused
+        },
+        subject: NodeId((answer.holder.0 & 0xFFFF) as u16),
+        detail: request.detail,
+    }
+}
+
+/// An answer read from an event report: the request's number and view,
+/// whether it was granted, and the holder.
+#[must_use]
+pub fn parse_answer(event: &RemoteEvent) -> Option<(u16, NodeSet, bool, NodeSet)> {
+    let granted = match event.code {
+        EventCode::VoteGranted => true,
+        EventCode::VoteRefused => false,
+        _ => return None,
+    };
+    Some((
+        (event.detail >> 16) as u16,
+        NodeSet(u64::from(event.detail & 0xFFFF)),
+        granted,
+        NodeSet(u64::from(event.subject.0)),
+    ))
 }
 
 #[cfg(test)]
@@ -250,7 +363,7 @@ mod tests {
     const LEASE: Duration = Duration::from_millis(2_000);
 
     fn witness() -> Witness {
-        Witness::new(WitnessConfig {
+        Witness::<64>::new(WitnessConfig {
             lease: LEASE,
             margin: Duration::from_millis(50),
             settle: Duration::from_millis(1_000),
@@ -365,5 +478,66 @@ mod tests {
         assert!(!w.request(ms(0), 1, set(&[2])).granted);
         assert!(!w.request(ms(0), 70, set(&[1])).granted);
         assert_eq!(w.holder(ms(0)), None);
+    }
+}
+
+#[cfg(test)]
+mod event_tests {
+    use super::*;
+
+    #[test]
+    fn votes_travel_as_event_reports_and_come_back_matched() {
+        let view = NodeSet::of([1, 2]);
+        let request = request_event(7, view, Duration::from_millis(4_605)).unwrap();
+        assert_eq!(
+            parse_request(&request),
+            Some((7, view, Duration::from_millis(4_610)))
+        );
+        let answer = answer_event(
+            &request,
+            Answer {
+                granted: true,
+                holder: view,
+            },
+        );
+        assert_eq!(parse_answer(&answer), Some((7, view, true, view)));
+        assert_eq!(parse_request(&answer), None);
+        assert_eq!(
+            request_event(1, NodeSet::of([17]), Duration::from_secs(1)),
+            None
+        );
+        assert_eq!(request_event(1, view, Duration::from_secs(700)), None);
+    }
+
+    #[test]
+    fn two_slots_serve_two_hosts_and_a_third_takes_the_oldest() {
+        let cfg = WitnessConfig {
+            lease: Duration::from_secs(2),
+            margin: default_margin(Duration::from_secs(2)),
+            settle: Duration::from_secs(1),
+        };
+        assert_eq!(cfg.margin, Duration::from_millis(50));
+        let mut w = Witness::<2>::new(cfg);
+        let both = NodeSet::of([1, 2]);
+        assert!(w.request(Instant::from_millis(0), 1, both).granted);
+        assert!(w.request(Instant::from_millis(10), 2, both).granted);
+        // The split goes to node 1 once node 2 spoke for its side.
+        assert!(
+            !w.request(Instant::from_millis(500), 2, NodeSet::of([2]))
+                .granted
+        );
+        assert!(
+            w.request(Instant::from_millis(510), 1, NodeSet::of([1]))
+                .granted
+        );
+        // A stranger in a full table replaces the oldest and changes nothing.
+        assert!(
+            !w.request(Instant::from_millis(600), 3, NodeSet::of([3]))
+                .granted
+        );
+        assert!(
+            w.request(Instant::from_millis(700), 1, NodeSet::of([1]))
+                .granted
+        );
     }
 }

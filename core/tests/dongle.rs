@@ -474,3 +474,100 @@ fn garbage_on_either_port_never_panics_and_leaves_the_dongle_working() {
     assert!((0..2).all(|p| bench.sees(p, DONGLE) == NodeState::Up));
     assert!((0..2).all(|p| bench.sees(p, HOSTS[1 - p]) == NodeState::Up));
 }
+
+impl Bench {
+    /// Host `port` asks the dongle for its witness vote for `view`; the
+    /// answer (granted, holder) once it arrives.
+    fn ask_vote(&mut self, port: usize, number: u16, view: &[u16]) -> (bool, Vec<u16>) {
+        use heartline_core::witness::{NodeSet, parse_answer, request_event};
+        let set = NodeSet::of(view.iter().copied());
+        let request = request_event(number, set, Duration::from_secs(2)).unwrap();
+        self.hosts[port].send_event(DONGLE, request).unwrap();
+        let seen = self.events[port].len();
+        let mut answer = None;
+        self.run_until(Duration::from_secs(1), |b| {
+            answer = b.events[port][seen..].iter().find_map(|e| match e {
+                Event::Remote { from, event } if *from == DONGLE => {
+                    parse_answer(event).filter(|(n, v, _, _)| *n == number && *v == set)
+                }
+                _ => None,
+            });
+            answer.is_some()
+        });
+        let (_, _, granted, holder) = answer.unwrap();
+        (granted, holder.iter().collect())
+    }
+}
+
+#[test]
+fn the_dongle_is_the_witness_its_hosts_ask_over_their_serial_lines() {
+    let mut bench = provisioned();
+    assert_eq!(bench.ask_vote(0, 1, &[1, 2]), (true, vec![1, 2]));
+    assert_eq!(bench.ask_vote(1, 1, &[1, 2]), (true, vec![1, 2]));
+    assert!(
+        bench
+            .notes
+            .iter()
+            .any(|n| matches!(n, Note::VoteHolder { holder } if holder.0 == 0b11))
+    );
+    // The hosts' network splits (their serial lines to the dongle stay):
+    // host 2 asks for itself first, then host 1; the lower id gets it.
+    assert!(!bench.ask_vote(1, 2, &[2]).0, "host 1 not heard yet");
+    assert_eq!(bench.ask_vote(0, 2, &[1]), (true, vec![1]));
+    assert_eq!(bench.ask_vote(1, 3, &[2]), (false, vec![1]));
+    // Host 1 and its line die: once host 1 is silent past the settle time
+    // and its grant past the lease and margin, host 2 gets the vote.
+    bench.alive[0] = false;
+    bench.run_for(Duration::from_millis(2_100));
+    assert_eq!(bench.ask_vote(1, 4, &[2]), (true, vec![2]));
+    // Sticky: host 1 returning alone does not take it back.
+    bench.alive[0] = true;
+    bench.run_for(Duration::from_millis(500));
+    assert_eq!(bench.ask_vote(0, 5, &[1]), (false, vec![2]));
+    assert_eq!(bench.ask_vote(1, 5, &[2]), (true, vec![2]));
+}
+
+impl Bench {
+    /// Host `port` asks the dongle to reset `target`; whether it was
+    /// done, and how long the answer took.
+    fn ask_fence(&mut self, port: usize, number: u16, target: NodeId) -> (bool, Duration) {
+        use heartline_core::dongle::{fence_request, parse_fence_answer};
+        self.hosts[port]
+            .send_event(DONGLE, fence_request(number, target))
+            .unwrap();
+        let seen = self.events[port].len();
+        let mut answer = None;
+        let took = self.run_until(Duration::from_secs(2), |b| {
+            answer = b.events[port][seen..].iter().find_map(|e| match e {
+                Event::Remote { from, event } if *from == DONGLE => {
+                    parse_fence_answer(event).filter(|(n, t, _)| *n == number && *t == target)
+                }
+                _ => None,
+            });
+            answer.is_some()
+        });
+        (answer.unwrap().2, took)
+    }
+}
+
+#[test]
+fn the_dongle_resets_a_host_only_for_the_side_holding_its_vote_and_confirms_after_the_pulse() {
+    let mut bench = provisioned();
+    bench.ask_vote(0, 1, &[1, 2]);
+    bench.ask_vote(1, 1, &[1, 2]);
+    // Both hosts hold the vote together: neither may reset the other.
+    assert!(!bench.ask_fence(0, 1, HOSTS[1]).0);
+    assert!(!bench.dongle.reset_asserted(1));
+    // Split: host 1 gets the vote; host 2 may not reset it.
+    bench.ask_vote(1, 2, &[2]);
+    assert!(bench.ask_vote(0, 2, &[1]).0);
+    assert!(!bench.ask_fence(1, 2, HOSTS[0]).0);
+    assert!(!bench.dongle.reset_asserted(0));
+    // Host 1 may reset host 2: the line is held for the pulse, then the
+    // dongle confirms.
+    let (done, took) = bench.ask_fence(0, 3, HOSTS[1]);
+    assert!(done);
+    assert!(took >= PULSE, "confirmed after the pulse: {took:?}");
+    assert!(bench.notes.iter().any(|n| matches!(n, Note::Fence { by, host, done: true } if *by == HOSTS[0] && *host == HOSTS[1])));
+    assert!(!bench.ask_fence(0, 4, HOSTS[0]).0, "not itself");
+}

@@ -39,6 +39,27 @@ pub fn note(note: &Note) {
         Note::Rearmed { host } => {
             defmt::info!("watchdog re-armed: host {=u16} heard again", host.0);
         }
+        Note::Fence { by, host, done } => {
+            if done {
+                defmt::warn!(
+                    "fencing: host {=u16} asked for a reset of host {=u16}: reset line pulsed",
+                    by.0,
+                    host.0
+                );
+            } else {
+                defmt::warn!(
+                    "fencing: host {=u16} asked for a reset of host {=u16}: refused (it does not hold the witness vote without it, or no reset pulse is configured)",
+                    by.0,
+                    host.0
+                );
+            }
+        }
+        Note::VoteHolder { holder } => {
+            defmt::info!(
+                "witness vote held by hosts {=u64:b} (bit n-1: host n)",
+                holder.0
+            );
+        }
     }
 }
 

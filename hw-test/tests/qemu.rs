@@ -54,7 +54,7 @@ impl Host {
         wait_for(Duration::from_secs(10), "the control socket", || {
             ask_blocking(&socket, Request::Status).is_ok()
         })
-        .unwrap();
+        .unwrap_or_else(|e| panic!("{e}; the host's log:\n{}", self.log()));
     }
 
     fn kill(&mut self) {
@@ -132,15 +132,26 @@ impl Drop for Drain {
     }
 }
 
-/// Hosts 1 and 2, each on its own dongle port, with two paths between
-/// them: 0, TCP through `tcp` (host 2 listens at `listen`); 1, serial
-/// through the dongle's relay.
+/// What the hosts of [`setup`] are configured for.
+enum Role {
+    /// Two paths between the hosts: 0, TCP; 1, serial through the
+    /// dongle's relay.
+    Relay,
+    /// The dongle is the quorum witness (and watchdog); the hosts have only
+    /// their TCP path to each other, so cutting it splits them while both
+    /// still reach the dongle; recovery kits in `kits`.
+    Witness { kits: PathBuf },
+}
+
+/// Hosts 1 and 2, each on its own dongle port, with a TCP path between
+/// them through `tcp` (host 2 listens at `listen`), configured for `role`.
 fn setup(
     dir: &Path,
     binary: &Path,
     ports: &[PathBuf; 2],
     listen: SocketAddr,
     tcp: &Relay,
+    role: &Role,
 ) -> [Host; 2] {
     let key = dir.join("cluster.key");
     std::fs::write(&key, SECRET).unwrap();
@@ -153,11 +164,27 @@ fn setup(
         let other = 3 - node;
         let port = &ports[usize::from(node - 1)];
         let remote = if node == 1 { tcp.addr } else { listen };
+        let (witness, relayed, sections) = match role {
+            Role::Relay => (
+                "",
+                format!("  [[peers.paths]]\n  kind = \"serial\"\n  device = \"{}\"\n", port.display()),
+                String::new(),
+            ),
+            Role::Witness { kits } => (
+                "witness = true\n",
+                String::new(),
+                format!(
+                    "[resources]\nkits = [\"{}\"]\n[quorum]\nenabled = true\nlease = \"3s\"\nstop_bound = \"1s\"\n\
+                     [[fence]]\nname = \"dongle-1\"\nnode = 1\nagent = \"dongle\"\ntimeout = \"2s\"\n\
+                     [[fence]]\nname = \"dongle-2\"\nnode = 2\nagent = \"dongle\"\ntimeout = \"2s\"\n",
+                    kits.display()
+                ),
+            ),
+        };
         let text = format!(
-            "[cluster]\nname = \"qemu\"\nid = {CLUSTER}\nkey_file = \"cluster.key\"\n[node]\nid = {node}\nname = \"host{node}\"\ncontrol_socket = \"host{node}.sock\"\nstate_dir = \"host{node}.state\"\n\
-             [[peers]]\nid = {DONGLE}\nkind = \"dongle\"\nwatchdog = \"2s\"\nreset_pulse = \"200ms\"\n  [[peers.paths]]\n  kind = \"serial\"\n  device = \"{port}\"\n\
-             [[peers]]\nid = {other}\n  [[peers.paths]]\n  kind = \"tcp\"\n  local = \"{listen}\"\n  remote = \"{remote}\"\n\
-               [[peers.paths]]\n  kind = \"serial\"\n  device = \"{port}\"\n",
+            "[cluster]\nname = \"qemu\"\nid = {CLUSTER}\nkey_file = \"cluster.key\"\n[node]\nid = {node}\nname = \"host{node}\"\ncontrol_socket = \"host{node}.sock\"\nstate_dir = \"host{node}.state\"\n{sections}\
+             [[peers]]\nid = {DONGLE}\nkind = \"dongle\"\nwatchdog = \"2s\"\nreset_pulse = \"200ms\"\n{witness}  [[peers.paths]]\n  kind = \"serial\"\n  device = \"{port}\"\n\
+             [[peers]]\nid = {other}\n  [[peers.paths]]\n  kind = \"tcp\"\n  local = \"{listen}\"\n  remote = \"{remote}\"\n{relayed}",
             port = port.display()
         );
         let config = dir.join(format!("host{node}.toml"));
@@ -236,17 +263,10 @@ fn the_dongle_is_a_node_to_both_hosts_and_reports_a_dead_host() {
     );
     drop(hosts);
 
-    let peak = qemu
-        .log
-        .lines()
-        .iter()
-        .filter_map(|l| {
-            let (_, rest) = l.split_once("stack high-water mark ")?;
-            rest.split_whitespace().next()?.parse::<usize>().ok()
-        })
-        .max()
-        .unwrap_or_default();
-    eprintln!("dongle: peak stack over the run {peak} bytes");
+    eprintln!(
+        "dongle: peak stack over the run {} bytes",
+        peak_stack(&qemu.log)
+    );
     eprintln!(
         "the dongle's whole log:\n  {}",
         qemu.log.lines().join("\n  ")
@@ -381,7 +401,7 @@ fn check_dongle(
         .local_addr()
         .unwrap();
     let tcp = Relay::start(listen).unwrap();
-    let [mut a, mut b] = setup(dir, binary, ports, listen, &tcp);
+    let [mut a, mut b] = setup(dir, binary, ports, listen, &tcp, &Role::Relay);
     a.start();
     b.start();
     wait_for(
@@ -530,4 +550,306 @@ fn check_dongle(
             .unwrap();
     }
     [a, b]
+}
+
+/// The dongle's stack high-water mark, from its log.
+fn peak_stack(log: &DongleLog) -> usize {
+    log.lines()
+        .iter()
+        .filter_map(|l| {
+            let (_, rest) = l.split_once("stack high-water mark ")?;
+            rest.split_whitespace().next()?.parse::<usize>().ok()
+        })
+        .max()
+        .unwrap_or_default()
+}
+
+/// Runs the CLI against `host`; its output, which must be a success.
+fn cli(binary: &Path, host: &Host, args: &[&str]) -> String {
+    let out = Command::new(binary)
+        .arg("--socket")
+        .arg(&host.socket)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "heartline {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Whether `host`'s brain holds quorum, and counts the dongle's vote.
+fn quorum(host: &Host) -> Option<(bool, Option<bool>)> {
+    match ask_blocking(&host.socket, Request::Resources) {
+        Ok(Response::Resources(report)) => report.quorum.map(|q| (q.quorate, q.witness)),
+        _ => None,
+    }
+}
+
+#[test]
+fn the_dongle_is_the_witness_a_cut_between_its_hosts_leaves_one_side_running() {
+    use heartline::demo::sample_app::{SampleApp, copy_kit};
+    let image = firmware_image();
+    let Some(binary) = heartline_binary() else {
+        eprintln!("SKIPPED: the heartline binary is not built (cargo build -p heartline)");
+        return;
+    };
+    if !image.exists() || !qemu_installed() {
+        eprintln!(
+            "SKIPPED: needs the firmware image ({}) and qemu-system-arm (./test.sh provides both)",
+            image.display()
+        );
+        return;
+    }
+    let qemu = Qemu::start(&image).unwrap();
+    qemu.log
+        .wait_for(BOOT_LINE, Duration::from_secs(10))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kits = dir.path().join("kits");
+    copy_kit(
+        &kits,
+        "gen/app",
+        "description = \"Generic Application, checked often\"\nquick_check_interval = \"200ms\"\n",
+    )
+    .unwrap();
+    let listen = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let tcp = Relay::start(listen).unwrap();
+    let mut hosts = setup(
+        dir.path(),
+        &binary,
+        &qemu.ports,
+        listen,
+        &tcp,
+        &Role::Witness { kits },
+    );
+    hosts[0].start();
+    hosts[1].start();
+    let ready = wait_for(
+        Duration::from_secs(20),
+        "both hosts up, quorate, counting the dongle's vote",
+        || {
+            hosts[0].sees(2, "up")
+                && hosts[1].sees(1, "up")
+                && hosts.iter().all(|h| quorum(h) == Some((true, Some(true))))
+        },
+    );
+    if let Err(e) = ready {
+        panic!(
+            "{e}: {:?} {:?}\nhost 1:\n{}\nthe dongle's log:\n  {}",
+            quorum(&hosts[0]),
+            quorum(&hosts[1]),
+            hosts[0].log(),
+            qemu.log.lines().join("\n  ")
+        );
+    }
+    let events = dir.path().join("events");
+    let apps: Vec<SampleApp> = [1u16, 2]
+        .iter()
+        .map(|&n| SampleApp::write(dir.path(), n, "web", &events, "exec sleep 100000").unwrap())
+        .collect();
+    for app in &apps {
+        let args = app.create_args(app.node);
+        cli(
+            &binary,
+            &hosts[0],
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+    }
+    cli(
+        &binary,
+        &hosts[0],
+        &[
+            "eqv",
+            "create",
+            "--tag",
+            "web",
+            "--other-node",
+            "2",
+            "--other-tag",
+            "web",
+        ],
+    );
+    cli(&binary, &hosts[0], &["in-service", "web"]);
+    let running = |apps: &[SampleApp]| -> Vec<u16> {
+        apps.iter()
+            .filter(|a| a.running())
+            .map(|a| a.node)
+            .collect()
+    };
+    wait_for(Duration::from_secs(10), "web on host 1", || {
+        running(&apps) == [1]
+    })
+    .unwrap();
+
+    // The harness is the reset wiring: when the dongle asserts a host's
+    // reset line, that host's machine (its daemon and application) dies.
+    let resets_seen = |port: usize| {
+        qemu.log
+            .lines()
+            .iter()
+            .filter(|l| l.contains(&format!("reset output of the host on UART{port} asserted")))
+            .count()
+    };
+
+    // The hosts' network is cut; both still reach the dongle. Host 1 (the
+    // lower id) gets the dongle's vote and keeps web; host 2 never starts
+    // it, and host 1 has the dongle reset it. Sampled every 2 ms.
+    let before = resets_seen(1);
+    tcp.block();
+    let cut = std::time::Instant::now();
+    let mut split = None;
+    let mut reset = None;
+    while cut.elapsed() < Duration::from_secs(10) {
+        let now = running(&apps);
+        assert!(
+            now.len() <= 1,
+            "web on both hosts {:?} after the cut",
+            cut.elapsed()
+        );
+        assert_eq!(
+            now,
+            [1],
+            "web left host 1 {:?} after the cut\n{}",
+            cut.elapsed(),
+            hosts[0].log()
+        );
+        if split.is_none()
+            && quorum(&hosts[0]) == Some((true, Some(true)))
+            && quorum(&hosts[1]).is_none_or(|q| !q.0)
+        {
+            split = Some(cut.elapsed());
+        }
+        if reset.is_none() && resets_seen(1) > before {
+            reset = Some(cut.elapsed());
+            hosts[1].kill();
+            apps[1].kill();
+        }
+        if split.is_some() && reset.is_some() && cut.elapsed() > Duration::from_secs(4) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let (Some(split), Some(reset)) = (split, reset) else {
+        panic!(
+            "split {split:?}, reset {reset:?}: host 1 {:?}, host 2 {:?}\n{}\nthe dongle's log:\n  {}",
+            quorum(&hosts[0]),
+            quorum(&hosts[1]),
+            hosts[0].log(),
+            qemu.log.lines().join("\n  ")
+        );
+    };
+    eprintln!(
+        "dongle witness: cut between the hosts; host 1 quorate with the dongle's vote, host 2 without quorum {split:?} after, reset by the dongle at host 1's request {reset:?} after; web stayed on host 1"
+    );
+    hosts[0].wait_log(
+        "node 2 FENCED: dongle-2 (level 1) confirmed",
+        Duration::from_secs(2),
+    );
+
+    // Healed, host 2 booted again: both quorate, web where it was.
+    tcp.restore();
+    hosts[1].start();
+    wait_for(Duration::from_secs(20), "both quorate again", || {
+        hosts.iter().all(|h| quorum(h) == Some((true, Some(true))))
+    })
+    .unwrap();
+    assert_eq!(running(&apps), [1]);
+
+    // Web on host 2, the network cut again: host 1 gets the vote, has the
+    // dongle reset host 2, and once the dongle confirmed (at its pulse's
+    // end) runs web, before host 2's lease (3 s) would have ended.
+    cli(&binary, &hosts[0], &["switchover", "web", "--to", "2"]);
+    wait_for(Duration::from_secs(10), "web on host 2", || {
+        running(&apps) == [2]
+    })
+    .unwrap();
+    let before = resets_seen(1);
+    tcp.block();
+    let cut = std::time::Instant::now();
+    let mut reset = None;
+    let taken = loop {
+        let now = running(&apps);
+        assert!(
+            now.len() <= 1,
+            "web on both hosts {:?} after the cut",
+            cut.elapsed()
+        );
+        if reset.is_none() && resets_seen(1) > before {
+            reset = Some(cut.elapsed());
+            hosts[1].kill();
+            apps[1].kill();
+        }
+        if now == [1] {
+            break cut.elapsed();
+        }
+        assert!(
+            cut.elapsed() < Duration::from_secs(15),
+            "web not back on host 1\n{}\nthe dongle's log:\n  {}",
+            hosts[0].log(),
+            qemu.log.lines().join("\n  ")
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    eprintln!(
+        "dongle fence: cut with web on host 2; the dongle's reset line for host 2 {reset:?} after the cut, host 1 ran web {taken:?} after (lease 3 s)"
+    );
+    assert!(reset.is_some(), "the dongle never reset host 2");
+    assert!(
+        taken < Duration::from_millis(2_900),
+        "taken over only at host 2's lease end: {taken:?}"
+    );
+    tcp.restore();
+    hosts[1].start();
+    wait_for(Duration::from_secs(20), "both quorate again", || {
+        hosts.iter().all(|h| quorum(h) == Some((true, Some(true))))
+    })
+    .unwrap();
+    assert_eq!(running(&apps), [1]);
+
+    // Host 1's machine dies: its daemon and application, so its serial
+    // line and its network fall silent. Host 2 gets the vote once host 1's
+    // grant ran out, and runs web.
+    hosts[0].kill();
+    apps[0].kill();
+    let lost = std::time::Instant::now();
+    let _drain = Drain::start(&qemu.ports[0]);
+    wait_for(Duration::from_secs(20), "web on host 2", || {
+        running(&apps) == [2]
+    })
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}: host 2 {:?}\n{}\nthe dongle's log:\n  {}",
+            quorum(&hosts[1]),
+            hosts[1].log(),
+            qemu.log.lines().join("\n  ")
+        )
+    });
+    eprintln!(
+        "dongle witness: host 1 lost, host 2 ran web {:?} later (lease 3 s)",
+        lost.elapsed()
+    );
+    assert_eq!(quorum(&hosts[1]), Some((true, Some(true))));
+    let holders: Vec<String> = qemu
+        .log
+        .lines()
+        .into_iter()
+        .filter(|l| l.contains("witness vote held by hosts"))
+        .collect();
+    eprintln!("the dongle's vote: {holders:?}");
+    eprintln!(
+        "dongle: peak stack over the witness run {} bytes",
+        peak_stack(&qemu.log)
+    );
+    assert!(holders.len() >= 3, "{holders:?}");
+    assert!(
+        !qemu.log.lines().iter().any(|l| l.contains("panic")),
+        "the dongle panicked"
+    );
 }

@@ -116,12 +116,7 @@ impl QuorumConfig {
     }
 }
 
-/// The drift margin for `lease`: 2% of it (clocks whose rates differ by up
-/// to 1% each way) plus 10 ms for scheduling.
-#[must_use]
-pub fn default_margin(lease: Duration) -> Duration {
-    Duration::from_micros(lease.as_micros() / 50) + Duration::from_millis(10)
-}
+pub use heartline_core::witness::default_margin;
 
 /// What a node without quorum does with what runs on it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -149,6 +144,11 @@ pub(super) struct QuorumState {
     witness: Option<(BTreeSet<u16>, Instant)>,
     /// When the witness was last asked, and for which view.
     asked: Option<(Instant, BTreeSet<u16>)>,
+    /// The latest end of a lease this node earned from its peers' echoes
+    /// alone while it held quorum: a promise its peers keep (none counts
+    /// it expired before then), so what runs here may run on until then,
+    /// less the stop bound, after quorum is lost.
+    held: Option<Instant>,
 }
 
 /// Quorum as this node sees it, for `status`.
@@ -269,6 +269,11 @@ impl Brain {
     /// up peers that echoed it since held a majority, plus the lease.
     /// `None` without a lease (or with quorum not configured).
     pub(super) fn lease_end(&self) -> Option<Instant> {
+        self.lease_end_with(true)
+    }
+
+    /// As [`Brain::lease_end`], counting the witness's vote or not.
+    fn lease_end_with(&self, witness: bool) -> Option<Instant> {
         let q = self.cfg.quorum.as_ref()?;
         let mut votes = q.votes_of(self.cfg.node);
         if q.is_majority(votes) {
@@ -286,7 +291,7 @@ impl Brain {
             .quorum
             .witness
             .as_ref()
-            .filter(|_| self.witness_counts())
+            .filter(|_| witness && self.witness_counts())
         {
             heard.push((*at, 1));
         }
@@ -298,6 +303,20 @@ impl Brain {
             }
         }
         None
+    }
+
+    /// Whether what runs here may run on without quorum: the lease it
+    /// earned from its peers' echoes while it held quorum leaves time to
+    /// stop before it ends. (A lease earned with the witness's vote does
+    /// not count: a side of a broken holder may get that vote before the
+    /// grant would have run out.)
+    fn may_run_on(&self) -> bool {
+        let Some(q) = self.cfg.quorum.as_ref() else {
+            return true;
+        };
+        self.quorum
+            .held
+            .is_some_and(|end| self.now + q.stop_bound < end)
     }
 
     /// Whether this node may run and start hierarchies: quorum is not
@@ -405,7 +424,13 @@ impl Brain {
         if !self.may_run_anything() {
             return None;
         }
-        Some(self.lease_end().unwrap_or(self.now))
+        Some(
+            self.lease_end()
+                .into_iter()
+                .chain(self.quorum.held)
+                .max()
+                .unwrap_or(self.now),
+        )
     }
 
     /// Quorum as this node sees it (`None`: not configured).
@@ -447,6 +472,11 @@ impl Brain {
         }
         let has = self.has_quorum();
         self.quorum.ever |= has;
+        if has {
+            if let Some(end) = self.lease_end_with(false) {
+                self.quorum.held = Some(self.quorum.held.map_or(end, |h| h.max(end)));
+            }
+        }
         if has != self.quorum.had {
             self.quorum.had = has;
             self.dirty = true;
@@ -465,10 +495,18 @@ impl Brain {
                     ),
                 );
             } else {
-                let what = match q.no_quorum {
-                    NoQuorum::Stop => "stopping every hierarchy here",
-                    NoQuorum::Freeze => {
-                        "keeping what runs (no_quorum = freeze) until the lease ends, starting nothing"
+                let run_on = self
+                    .quorum
+                    .held
+                    .filter(|_| self.may_run_on())
+                    .map(|end| end.saturating_since(self.now + q.stop_bound));
+                let what = match (q.no_quorum, run_on) {
+                    (NoQuorum::Stop, None) => "stopping every hierarchy here".to_string(),
+                    (NoQuorum::Stop, Some(left)) => format!(
+                        "what runs here runs on for {left} (its lease, less the stop bound) in case quorum returns, then stops"
+                    ),
+                    (NoQuorum::Freeze, _) => {
+                        "keeping what runs (no_quorum = freeze) until the lease ends, starting nothing".to_string()
                     }
                 };
                 self.notice(
@@ -484,7 +522,12 @@ impl Brain {
         // while it was down) is given a lease's time to find its quorum
         // before it stops them.
         let grace = !self.quorum.ever && self.now < self.started + q.lease;
-        if !has && !grace && q.no_quorum == NoQuorum::Stop && !self.model.maintenance {
+        if !has
+            && !grace
+            && !self.may_run_on()
+            && q.no_quorum == NoQuorum::Stop
+            && !self.model.maintenance
+        {
             self.stop_everything_here("this node has no quorum");
         }
     }
@@ -506,6 +549,14 @@ impl Brain {
             })
             .filter(|at| *at > self.now);
         let grace = (!self.quorum.ever).then_some(self.started + q.lease);
+        let run_on = self
+            .quorum
+            .held
+            .filter(|_| !self.quorum.had)
+            .map(|end| {
+                Instant::from_micros(end.as_micros().saturating_sub(q.stop_bound.as_micros()))
+            })
+            .filter(|at| *at > self.now);
         let ask = q.witness.then(|| {
             let every = Duration::from_micros(q.lease.as_micros() / 8);
             self.quorum
@@ -515,6 +566,7 @@ impl Brain {
         });
         lease
             .into_iter()
+            .chain(run_on)
             .chain(ask)
             .chain(peers)
             .chain(grace.filter(|at| *at > self.now))

@@ -1198,7 +1198,7 @@ fn started_at(c: &Cluster, node: u16, tag: &str) -> bool {
 }
 
 #[test]
-fn a_minority_stops_at_once_and_the_majority_takes_over_after_the_lease() {
+fn a_minority_runs_on_until_its_lease_less_the_stop_bound_and_the_majority_takes_over_after() {
     let mut c = Cluster::quorate(3, LEASE);
     c.extend("db", &[1, 2, 3]);
     in_service(&mut c, 1, "db");
@@ -1212,12 +1212,18 @@ fn a_minority_stops_at_once_and_the_majority_takes_over_after_the_lease() {
     c.cut(1, 2);
     c.cut(1, 3);
     c.advance(Duration::from_millis(100));
+    assert!(c.noticed("QUORUM LOST"));
+    assert!(c.noticed("runs on for"), "{:#?}", c.notices);
+    // Its peers count it expired only after its lease: it may run on
+    // (quorum may come back) until the lease less the stop bound (here a
+    // quarter of it).
+    assert_eq!(c.running("db"), [1], "{:#?}", c.notices);
+    c.run_until(cut + Duration::from_micros(LEASE.as_micros() * 3 / 4) + SCRIPT * 2);
     assert!(
         c.running("db").is_empty(),
-        "node 1 lost quorum and stopped db: {:#?}",
+        "node 1 stopped db by its lease less the stop bound: {:#?}",
         c.notices
     );
-    assert!(c.noticed("QUORUM LOST"));
     // The majority waits for node 1's lease, then takes over.
     c.run_until(cut + LEASE);
     assert!(!started_at(&c, 2, "db"), "not before node 1's lease ends");
@@ -1605,5 +1611,36 @@ fn a_clean_stop_and_a_minority_partition_fence_nobody() {
     c.cut(2, 3);
     c.advance(Duration::from_secs(3));
     assert!(c.fenced.is_empty(), "{:?}", c.fenced);
+    c.assert_never_twice();
+}
+
+#[test]
+fn a_split_leaves_the_hierarchy_running_on_the_witness_side_without_a_restart() {
+    let mut c = Cluster::witnessed(2, LEASE);
+    c.extend("db", &[1, 2]);
+    in_service(&mut c, 1, "db");
+    let stops = |c: &Cluster| {
+        c.notices
+            .iter()
+            .filter(|(n, _, t)| *n == 1 && t.contains("stopping every hierarchy"))
+            .count()
+    };
+    let before = stops(&c);
+    c.cut(1, 2);
+    for _ in 0..40 {
+        c.advance(Duration::from_millis(100));
+        assert_eq!(c.running("db"), [1], "{:#?}", c.notices);
+    }
+    assert_eq!(stops(&c), before, "{:#?}", c.notices);
+    // Node 1 was without quorum until the witness heard node 2's side.
+    assert!(
+        c.notices
+            .iter()
+            .any(|(n, _, t)| *n == 1 && t.contains("QUORUM LOST") && t.contains("runs on for")),
+        "{:#?}",
+        c.notices
+    );
+    assert!(c.brains[&1].quorum().unwrap().quorate);
+    assert!(!c.brains[&2].quorum().unwrap().quorate);
     c.assert_never_twice();
 }

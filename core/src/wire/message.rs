@@ -115,6 +115,23 @@ pub enum EventCode {
     MailboxFull,
     /// A full mailbox on the subject has room again; `detail` is the mailbox.
     MailboxReady,
+    /// A host asks the dongle for its witness vote (see
+    /// `witness::request_event`).
+    VoteRequest,
+    /// The dongle grants its witness vote to the request in `detail`.
+    VoteGranted,
+    /// The dongle refuses its witness vote to the request in `detail`.
+    VoteRefused,
+    /// A host asks the dongle to reset the host `subject` (fencing);
+    /// `detail` is the request's number.
+    FenceRequest,
+    /// The dongle held `subject`'s reset line for its pulse (request
+    /// `detail`).
+    FenceDone,
+    /// The dongle refused to reset `subject` (request `detail`): the asker
+    /// does not hold its witness vote without `subject`, the subject is not
+    /// a host on its ports, or it has no reset pulse configured.
+    FenceRefused,
     /// A code introduced after this build.
     Other(u16),
 }
@@ -126,6 +143,12 @@ impl From<u16> for EventCode {
             2 => EventCode::WatchdogRearmed,
             3 => EventCode::MailboxFull,
             4 => EventCode::MailboxReady,
+            5 => EventCode::VoteRequest,
+            6 => EventCode::VoteGranted,
+            7 => EventCode::VoteRefused,
+            8 => EventCode::FenceRequest,
+            9 => EventCode::FenceDone,
+            10 => EventCode::FenceRefused,
             other => EventCode::Other(other),
         }
     }
@@ -138,6 +161,12 @@ impl From<EventCode> for u16 {
             EventCode::WatchdogRearmed => 2,
             EventCode::MailboxFull => 3,
             EventCode::MailboxReady => 4,
+            EventCode::VoteRequest => 5,
+            EventCode::VoteGranted => 6,
+            EventCode::VoteRefused => 7,
+            EventCode::FenceRequest => 8,
+            EventCode::FenceDone => 9,
+            EventCode::FenceRefused => 10,
             EventCode::Other(other) => other,
         }
     }

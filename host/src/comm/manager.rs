@@ -80,6 +80,13 @@ struct Manager {
     provisioner: Provisioner,
     /// Hosts each dongle reports its watchdog tripped on, until re-armed.
     trips: BTreeMap<u16, BTreeSet<u16>>,
+    /// A dongle witness: the last vote request's number, and the recent
+    /// requests' numbers with when each was sent.
+    vote_number: u16,
+    vote_requests: std::collections::VecDeque<(u16, TokioInstant)>,
+    /// Fence requests to the dongle waiting for its answer, by number.
+    fence_number: u16,
+    fences: HashMap<u16, tokio::sync::oneshot::Sender<Result<bool, String>>>,
     /// The admin channel between the nodes' brains.
     admin: AdminPort,
     /// Membership and admin messages for the resource brain, in order.
@@ -193,6 +200,10 @@ pub fn start(
         endpoint,
         provisioner: Provisioner::new(&config),
         trips: BTreeMap::new(),
+        vote_number: 0,
+        vote_requests: std::collections::VecDeque::new(),
+        fence_number: 0,
+        fences: HashMap::new(),
         admin: AdminPort::new(WINDOW),
         to_brain,
         idle_waiters: Vec::new(),
@@ -375,6 +386,7 @@ impl Manager {
                 )));
             }
             Command::AskWitness { view, sent } => self.ask_witness(&view, sent),
+            Command::DongleFence { target, reply } => self.dongle_fence(target, reply),
             Command::Send {
                 node,
                 mailbox,
@@ -543,6 +555,19 @@ impl Manager {
                         .remove(&remote.subject.0);
                     info!("{event}");
                 }
+                EventCode::VoteGranted | EventCode::VoteRefused if Some(from) == self.witness() => {
+                    self.dongle_vote(&remote);
+                }
+                EventCode::FenceDone | EventCode::FenceRefused => {
+                    warn!("{event}");
+                    if let Some((number, _, done)) =
+                        heartline_core::dongle::parse_fence_answer(&remote)
+                    {
+                        if let Some(reply) = self.fences.remove(&number) {
+                            let _ = reply.send(Ok(done));
+                        }
+                    }
+                }
                 _ => info!("{event}"),
             },
             Event::NodeDown { node } | Event::NodeRestarted { node, .. } => {
@@ -672,6 +697,30 @@ impl Manager {
         if !self.endpoint.can_talk(witness) {
             return;
         }
+        if self.is_dongle(witness) {
+            // Over the serial line, as an event report: the request's number
+            // finds when it was sent.
+            self.vote_number = self.vote_number.wrapping_add(1);
+            let number = self.vote_number;
+            let lease = self
+                .config
+                .quorum
+                .as_ref()
+                .map_or(std::time::Duration::ZERO, |q| q.lease);
+            let set = heartline_core::witness::NodeSet::of(view.iter().copied());
+            let Some(event) = heartline_core::witness::request_event(number, set, lease.into())
+            else {
+                return;
+            };
+            if self.vote_requests.len() >= 16 {
+                self.vote_requests.pop_front();
+            }
+            self.vote_requests.push_back((number, sent));
+            if let Err(e) = self.endpoint.send_event(witness, event) {
+                tracing::debug!("cannot ask the dongle for its vote: {e}");
+            }
+            return;
+        }
         let request = super::witness::VoteRequest {
             version: super::witness::VERSION,
             view: view.iter().copied().collect(),
@@ -685,6 +734,50 @@ impl Manager {
         {
             tracing::debug!("cannot ask the witness: {e}");
         }
+    }
+
+    /// Asks the dongle that is the witness to reset `target`.
+    fn dongle_fence(
+        &mut self,
+        target: u16,
+        reply: tokio::sync::oneshot::Sender<Result<bool, String>>,
+    ) {
+        let Some(dongle) = self.witness().filter(|w| self.is_dongle(*w)) else {
+            let _ = reply.send(Err("no dongle is this cluster's witness".into()));
+            return;
+        };
+        if !self.endpoint.can_talk(dongle) {
+            let _ = reply.send(Err(format!("the dongle ({dongle}) is not reachable")));
+            return;
+        }
+        self.fence_number = self.fence_number.wrapping_add(1);
+        let number = self.fence_number;
+        // Requests nobody waits for any more (timed out) are forgotten.
+        self.fences.retain(|_, r| !r.is_closed());
+        let event = heartline_core::dongle::fence_request(number, NodeId(target));
+        match self.endpoint.send_event(dongle, event) {
+            Ok(_) => {
+                self.fences.insert(number, reply);
+            }
+            Err(e) => {
+                let _ = reply.send(Err(format!("cannot ask the dongle: {e}")));
+            }
+        }
+    }
+
+    /// A dongle's answer, matched to the request it answers.
+    fn dongle_vote(&mut self, event: &heartline_core::RemoteEvent) {
+        let Some((number, view, granted, _)) = heartline_core::witness::parse_answer(event) else {
+            return;
+        };
+        let Some(&(_, sent)) = self.vote_requests.iter().find(|(n, _)| *n == number) else {
+            return;
+        };
+        let _ = self.to_brain.send(ToBrain::Witness {
+            view: view.iter().collect(),
+            sent,
+            granted,
+        });
     }
 
     /// An answer from the witness, for the brain.

@@ -37,6 +37,15 @@ pub enum Command {
         /// When the brain asked.
         sent: tokio::time::Instant,
     },
+    /// Ask the dongle (the witness) to reset the host `target`: `Ok(true)`
+    /// once it held the reset line for its pulse, `Ok(false)` if it
+    /// refused, `Err` if it cannot be asked.
+    DongleFence {
+        /// The host to reset.
+        target: u16,
+        /// The answer.
+        reply: tokio::sync::oneshot::Sender<Result<bool, String>>,
+    },
     /// Nodes, paths and counters.
     Status {
         /// The answer.

@@ -60,7 +60,8 @@ pub struct FenceDevice {
     pub node: u16,
     /// Its level for that node (from 1).
     pub level: u32,
-    /// The agent: a path, or a name looked for in [`AGENT_DIRS`].
+    /// The agent: a path, or a name looked for in [`AGENT_DIRS`], or
+    /// [`DONGLE_AGENT`].
     pub agent: String,
     /// How long a run may take before it is killed (and fails).
     pub timeout: StdDuration,
@@ -68,6 +69,10 @@ pub struct FenceDevice {
     /// input after `action=`.
     pub params: Vec<(String, String)>,
 }
+
+/// The agent name of the dongle's reset output: no program, the daemon
+/// asks the dongle (the cluster's witness) over its serial line.
+pub const DONGLE_AGENT: &str = "dongle";
 
 /// Where an agent named without a path is looked for, in order (ClusterLabs
 /// packages put theirs in `/usr/sbin`).
@@ -84,6 +89,9 @@ impl FenceDevice {
     /// [`AGENT_DIRS`] that holds it (`None`: found nowhere).
     #[must_use]
     pub fn program(&self) -> Option<PathBuf> {
+        if self.agent == DONGLE_AGENT {
+            return None;
+        }
         if self.agent.contains('/') {
             return Some(PathBuf::from(&self.agent));
         }
@@ -150,6 +158,7 @@ impl Checker<'_> {
         devices: &[RawFence],
         nodes: &[u16],
         quorum: bool,
+        dongle_hosts: &[u16],
     ) -> Result<Option<FencingSpec>, ConfigError> {
         if devices.is_empty() {
             if let Some(raw) = raw {
@@ -244,12 +253,20 @@ impl Checker<'_> {
             }
             let agent = d.agent.get_ref();
             let base = agent.rsplit('/').next().unwrap_or(agent);
-            if !base.starts_with("fence_") && !agent.contains('/') {
+            if agent == DONGLE_AGENT && !dongle_hosts.contains(&node) {
+                return Err(self.error(
+                    &d.agent,
+                    &format!("{field}.agent"),
+                    format!("no dongle here can reset node {node}"),
+                    "the dongle resets a host on its ports, as the cluster's witness (witness = true) with reset_pulse set",
+                ));
+            }
+            if agent != DONGLE_AGENT && !base.starts_with("fence_") && !agent.contains('/') {
                 return Err(self.error(
                     &d.agent,
                     &format!("{field}.agent"),
                     format!("`{agent}` is not a fence agent's name"),
-                    "name a ClusterLabs agent such as \"fence_ipmilan\", or give a path",
+                    "name a ClusterLabs agent such as \"fence_ipmilan\", give a path, or \"dongle\" for the dongle's reset output",
                 ));
             }
             let timeout = match &d.timeout {

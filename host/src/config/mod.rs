@@ -138,6 +138,8 @@ struct RawPeer {
     reset_pulse: Option<Spanned<String>>,
     /// A host's votes for quorum (1 unless given).
     votes: Option<Spanned<u32>>,
+    /// A dongle that is also the quorum witness.
+    witness: Option<Spanned<bool>>,
     paths: Spanned<Vec<RawPath>>,
 }
 
@@ -498,6 +500,24 @@ impl Checker<'_> {
             );
         }
         let witness = peers.iter().find(|p| p.witness).map(|p| p.id.0);
+        let dongle_witness = peers.iter().any(|p| p.witness && p.dongle.is_some());
+        if dongle_witness {
+            let hosts = votes.len();
+            let big = votes
+                .keys()
+                .find(|n| **n > heartline_core::witness::EVENT_IDS);
+            if hosts != 2 || big.is_some() {
+                return Err(self.error(
+                    raw,
+                    "quorum",
+                    format!(
+                        "a dongle is the witness of a 2-node cluster with ids 1 to 16; this one has {hosts} nodes{}",
+                        big.map(|b| format!(", node {b} among them")).unwrap_or_default()
+                    ),
+                    "use heartline witness (kind = \"witness\") for other clusters",
+                ));
+            }
+        }
         if witness.is_some() {
             if let Some(big) = votes
                 .keys()
@@ -766,8 +786,16 @@ impl Checker<'_> {
                     "a dongle has two ports: this node on one, one other host on the other",
                 ));
             }
+            // A dongle that is the witness sits between the cluster's two
+            // hosts: without a relayed path it still names the other one, so
+            // both hosts give it the same settings.
+            let hosts: Vec<NodeId> = peers.iter().filter(|p| p.is_host()).map(|p| p.id).collect();
+            let other = beyond
+                .first()
+                .copied()
+                .or_else(|| (peers[d].witness && hosts.len() == 1).then(|| hosts[0]));
             if let Some(dongle) = &mut peers[d].dongle {
-                dongle.other_host = beyond.first().copied();
+                dongle.other_host = other;
             }
         }
         Ok(())
@@ -980,9 +1008,28 @@ impl Config {
                 specs.push(PathSpec { transport, timing });
             }
             let dongle = checker.dongle(peer, &specs, &field)?;
-            let witness = peer.kind.as_ref().is_some_and(|k| k.get_ref() == "witness");
+            let mut witness = peer.kind.as_ref().is_some_and(|k| k.get_ref() == "witness");
             if witness {
                 checker.witness_peer(peer, &specs, &field, peers.iter().any(|p| p.witness))?;
+            }
+            if let Some(w) = &peer.witness {
+                if dongle.is_none() {
+                    return Err(checker.error(
+                        w,
+                        &format!("{field}.witness"),
+                        "only a dongle is made the witness this way",
+                        "for heartline witness, give the peer kind = \"witness\"",
+                    ));
+                }
+                if *w.get_ref() && peers.iter().any(|p| p.witness) {
+                    return Err(checker.error(
+                        w,
+                        &format!("{field}.witness"),
+                        "a second witness",
+                        "a cluster has one witness",
+                    ));
+                }
+                witness = *w.get_ref();
             }
             peers.push(PeerSpec {
                 id,
@@ -1046,8 +1093,23 @@ impl Config {
         let hosts: Vec<u16> = std::iter::once(node.0)
             .chain(peers.iter().filter(|p| p.is_host()).map(|p| p.id.0))
             .collect();
-        let fencing =
-            checker.fencing(raw.fencing.as_ref(), &raw.fence, &hosts, quorum.is_some())?;
+        // A dongle that is the witness sits between the cluster's two
+        // hosts (checked with [quorum]): it can reset either.
+        let resetting_dongle = peers
+            .iter()
+            .any(|p| p.witness && p.dongle.as_ref().is_some_and(|d| d.reset_pulse.is_some()));
+        let dongle_hosts: Vec<u16> = if resetting_dongle {
+            hosts.clone()
+        } else {
+            Vec::new()
+        };
+        let fencing = checker.fencing(
+            raw.fencing.as_ref(),
+            &raw.fence,
+            &hosts,
+            quorum.is_some(),
+            &dongle_hosts,
+        )?;
         Ok(Config {
             cluster_name: cluster.name.get_ref().clone(),
             cluster: ClusterId(*cluster.id.get_ref()),

@@ -66,6 +66,57 @@ pub async fn fence(device: &FenceDevice, action: FenceAction) -> FenceRun {
     run(device, action.as_str()).await
 }
 
+/// Fences with the dongle's reset output: the communication manager asks
+/// the dongle (the cluster's witness) to reset the device's node; the
+/// dongle does only for the side holding its vote without that node, and
+/// confirms once it held the reset line for its pulse.
+pub async fn dongle(
+    device: &FenceDevice,
+    commands: &tokio::sync::mpsc::Sender<crate::comm::Command>,
+) -> FenceRun {
+    let started = std::time::Instant::now();
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let asked = commands
+        .send(crate::comm::Command::DongleFence {
+            target: device.node,
+            reply,
+        })
+        .await;
+    let outcome = if asked.is_err() {
+        Err("the communication manager is gone".to_string())
+    } else {
+        match tokio::time::timeout(device.timeout, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err("the communication manager dropped the request".into()),
+            Err(_) => Err(format!(
+                "no answer from the dongle within {}",
+                humantime::format_duration(device.timeout)
+            )),
+        }
+    };
+    let took = started.elapsed().as_millis();
+    match outcome {
+        Ok(true) => FenceRun {
+            confirmed: true,
+            summary: format!(
+                "the dongle held node {}'s reset line for its pulse ({took} ms)",
+                device.node
+            ),
+        },
+        Ok(false) => FenceRun {
+            confirmed: false,
+            summary: format!(
+                "the dongle refused to reset node {}: this node's side does not hold its witness vote without it, or the dongle has no reset_pulse",
+                device.node
+            ),
+        },
+        Err(why) => FenceRun {
+            confirmed: false,
+            summary: why,
+        },
+    }
+}
+
 /// One line: the outcome, and on a failure the agent's last line of output
 /// that says something.
 fn summarise(agent: &str, run: &ScriptRun) -> String {

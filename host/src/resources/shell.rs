@@ -166,7 +166,8 @@ pub fn start(
         .map(crate::config::FencingSpec::brain_config);
     let fencing = config.fencing.clone();
     for device in config.fencing.iter().flat_map(|f| &f.devices) {
-        if device.program().is_none_or(|p| !p.is_file()) {
+        let dongle = device.agent == crate::config::fencing::DONGLE_AGENT;
+        if !dongle && device.program().is_none_or(|p| !p.is_file()) {
             warn!(
                 "fence device {} (node {}, level {}): agent {} not found; fencing node {} through it will fail until it is installed (Debian and Ubuntu: apt install fence-agents)",
                 device.name, device.node, device.level, device.agent, device.node
@@ -516,8 +517,13 @@ impl Shell {
             let _ = inputs.send(ShellInput::Fenced { id, run });
             return;
         };
+        let commands = self.comm.commands.clone();
         tokio::spawn(async move {
-            let run = super::fence::fence(&device, action).await;
+            let run = if device.agent == crate::config::fencing::DONGLE_AGENT {
+                super::fence::dongle(&device, &commands).await
+            } else {
+                super::fence::fence(&device, action).await
+            };
             if run.confirmed {
                 warn!(node, device = %device.name, "{}", run.summary);
             } else {
