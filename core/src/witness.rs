@@ -10,7 +10,8 @@
 //!   members keep asking with the same view): *sticky*, so a node that
 //!   returns on its own does not pull the resources back;
 //! - to a partition that grew from the holder (every holder member is in
-//!   it: nodes joined);
+//!   it: nodes joined), asked for by a member of the holder (a newcomer's
+//!   word alone is not enough: at a heal one side may see the other first);
 //! - when the holder broke apart (its members now report smaller views),
 //!   once every former member has reported its new side or fallen silent,
 //!   to the side with more nodes, else the one with the lowest node id;
@@ -219,7 +220,16 @@ impl<const N: usize> Witness<N> {
         }
         self.remember(node, Seen { heard: now, view });
         let granted = match self.holder(now) {
-            Some(holder) if view.includes(holder) => true,
+            // The holder, or a partition grown from it on the word of a
+            // member of the holder (or once every member reported the
+            // grown view): a node that sees the holder's nodes before they
+            // see it, as at a heal, does not take the vote from under them.
+            Some(holder) if view.includes(holder) => {
+                holder.contains(node)
+                    || holder
+                        .iter()
+                        .all(|m| self.recent(now, m).is_some_and(|v| v.includes(view)))
+            }
             Some(holder) if holder.includes(view) => self.broke_toward(now, holder, view),
             Some(_) => false,
             None => self.best_recent(now) == Some(view),
@@ -455,8 +465,11 @@ mod tests {
             assert!(!w.request(ms(t), 1, set(&[1])).granted);
             assert!(w.request(ms(t + 50), 2, set(&[2])).granted);
         }
-        // Rejoined: the grown partition has it at once.
-        assert!(w.request(ms(10_000), 1, set(&[1, 2])).granted);
+        // Rejoined: node 1 sees node 2 first; its word alone does not move
+        // the vote, node 2's does, at once.
+        assert!(!w.request(ms(10_000), 1, set(&[1, 2])).granted);
+        assert!(w.request(ms(10_010), 2, set(&[1, 2])).granted);
+        assert!(w.request(ms(10_020), 1, set(&[1, 2])).granted);
     }
 
     #[test]

@@ -14,43 +14,11 @@ use heartline::control::client::ask_blocking;
 use heartline::control::{Request, Response};
 use heartline::demo::local_cluster::wait_for;
 
+mod common;
+
+use common::netns::{cannot_run, must, must_in, run};
+
 const BIN: &str = env!("CARGO_BIN_EXE_heartline");
-
-fn run(args: &[&str]) -> bool {
-    Command::new(args[0])
-        .args(&args[1..])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-fn must(args: &[&str]) {
-    assert!(run(args), "failed: {}", args.join(" "));
-}
-
-/// Runs `args` inside namespace `ns`, which must succeed.
-fn must_in(ns: &str, args: &[&str]) {
-    let mut all = vec!["ip", "netns", "exec", ns];
-    all.extend_from_slice(args);
-    must(&all);
-}
-
-/// Why these tests cannot run here, if they cannot.
-fn cannot_run() -> Option<String> {
-    if !run(&["id", "-u"])
-        || String::from_utf8_lossy(&Command::new("id").arg("-u").output().unwrap().stdout).trim()
-            != "0"
-    {
-        return Some("not root".into());
-    }
-    for tool in ["ip", "iptables"] {
-        if !run(&["sh", "-c", &format!("command -v {tool}")]) {
-            return Some(format!("{tool} is not installed (./test.sh installs it)"));
-        }
-    }
-    None
-}
 
 /// Two namespaces, two veth links, two daemons; all removed on drop.
 struct Testbed {

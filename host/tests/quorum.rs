@@ -254,6 +254,19 @@ fn two_nodes_and_a_witness_split_run_it_on_one_side_and_never_both() {
     let moved = moved.unwrap_or_else(|| panic!("never moved\n{}\n{}", site.logs(), witness.log()));
     eprintln!("witness: after the cut, web ran on node 1 (the witness's side) {moved:?} later");
     assert_eq!(quorate(&site, 2), Some(false));
+    // The partition lasts: node 1 keeps the witness's vote and web.
+    let until = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < until {
+        assert_eq!(
+            running_on(&apps, &nodes),
+            [1],
+            "web left node 1 in a lasting partition\n{}\n{}",
+            site.logs(),
+            witness.log()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(quorate(&site, 1), Some(true));
     // Heal: it stays on node 1.
     link.relay.restore();
     wait_for(Duration::from_secs(10), "both quorate again", || {

@@ -6,6 +6,8 @@
 #![allow(dead_code)] // each test file uses part of it
 #![allow(clippy::unwrap_used)] // a test that cannot set up should panic
 
+pub mod netns;
+
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -1,0 +1,451 @@
+//! Two daemons and a `heartline witness`, each in a network namespace of
+//! its own on one bridge, and a client in a fourth that probes the
+//! protected service on both nodes' addresses every 2 ms. The network
+//! between the nodes is cut (iptables in node 1's namespace; both still
+//! reach the witness and the client): the service moves to the witness's
+//! side and never answers from both; after the heal it stays; with the
+//! witness killed and then node 1's machine, node 2 alone starts nothing.
+//! The test creates and removes its namespaces; without root, `ip`,
+//! `iptables`, `socat` or `python3` it says it was skipped.
+
+#![allow(clippy::unwrap_used)] // a test that cannot set up should panic
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::netns::{cannot_run, must, must_in, run};
+use heartline::control::client::ask_blocking;
+use heartline::control::{Request, Response};
+use heartline::demo::local_cluster::wait_for;
+use heartline::demo::sample_app::{SampleApp, copy_kit};
+
+const BIN: &str = env!("CARGO_BIN_EXE_heartline");
+const NET: &str = "10.78.0";
+const WITNESS: u16 = 100;
+
+/// A client probing `NET.1:8080` and `NET.2:8080` every 2 ms: a line at
+/// every change of who answers, and `BOTH` whenever both did in one round.
+const PROBER: &str = r#"
+import socket, sys, time
+addrs = [(sys.argv[2] + ".1", 8080), (sys.argv[2] + ".2", 8080)]
+out = open(sys.argv[1], "w", buffering=1)
+last = None
+while True:
+    up = []
+    for i, a in enumerate(addrs):
+        s = socket.socket()
+        s.settimeout(0.05)
+        try:
+            s.connect(a)
+            up.append(str(i + 1))
+        except Exception:
+            pass
+        finally:
+            s.close()
+    t = time.monotonic()
+    if len(up) > 1:
+        out.write("BOTH %.3f\n" % t)
+    if up != last:
+        out.write("%.3f %s\n" % (t, ",".join(up) or "none"))
+        last = up
+    time.sleep(0.002)
+"#;
+
+/// The namespaces (a bridge, nodes 1 and 2, the witness, the client), the
+/// processes in them; all removed on drop.
+struct Lab {
+    tag: String,
+    dir: tempfile::TempDir,
+    daemons: [Option<Child>; 2],
+    others: Vec<Child>,
+}
+
+impl Lab {
+    fn ns(&self, name: &str) -> String {
+        format!("hq{}{name}", self.tag)
+    }
+
+    fn new() -> Lab {
+        let tag = format!("{}", std::process::id() % 100_000);
+        let lab = Lab {
+            tag,
+            dir: tempfile::tempdir().unwrap(),
+            daemons: [None, None],
+            others: Vec::new(),
+        };
+        let hub = lab.ns("b");
+        must(&["ip", "netns", "add", &hub]);
+        must_in(&hub, &["ip", "link", "add", "br0", "type", "bridge"]);
+        must_in(&hub, &["ip", "link", "set", "br0", "up"]);
+        for (name, host) in [("n1", 1), ("n2", 2), ("w", 9), ("c", 50)] {
+            let ns = lab.ns(name);
+            let dev = format!("hq{}{name}", lab.tag);
+            let end = format!("{dev}h");
+            must(&["ip", "netns", "add", &ns]);
+            must_in(&ns, &["ip", "link", "set", "lo", "up"]);
+            must(&[
+                "ip", "link", "add", &dev, "type", "veth", "peer", "name", &end,
+            ]);
+            must(&["ip", "link", "set", &dev, "netns", &ns]);
+            must(&["ip", "link", "set", &end, "netns", &hub]);
+            must_in(&hub, &["ip", "link", "set", &end, "master", "br0"]);
+            must_in(&hub, &["ip", "link", "set", &end, "up"]);
+            must_in(
+                &ns,
+                &[
+                    "ip",
+                    "addr",
+                    "add",
+                    &format!("{NET}.{host}/24"),
+                    "dev",
+                    &dev,
+                ],
+            );
+            must_in(&ns, &["ip", "link", "set", &dev, "up"]);
+        }
+        lab
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn spawn_in(&self, ns: &str, args: &[&str], log: &str) -> Child {
+        Command::new("ip")
+            .args(["netns", "exec", &self.ns(ns)])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.path(log)).unwrap())
+            .spawn()
+            .unwrap()
+    }
+
+    fn start(&mut self, node: u16) {
+        let config = self.path(&format!("n{node}.toml")).display().to_string();
+        let child = self.spawn_in(
+            &format!("n{node}"),
+            &[BIN, "daemon", "--config", &config],
+            &format!("n{node}.log"),
+        );
+        self.daemons[usize::from(node - 1)] = Some(child);
+    }
+
+    fn kill(&mut self, node: u16) {
+        if let Some(mut child) = self.daemons[usize::from(node - 1)].take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    fn socket(&self, node: u16) -> PathBuf {
+        self.path(&format!("n{node}.sock"))
+    }
+
+    fn cli(&self, node: u16, args: &[&str]) -> String {
+        let out = Command::new(BIN)
+            .arg("--socket")
+            .arg(self.socket(node))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "heartline {args:?} on node {node}: {}{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.logs()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// (quorate, the witness's vote counted) as node `node`'s brain says.
+    fn quorum(&self, node: u16) -> Option<(bool, Option<bool>)> {
+        match ask_blocking(&self.socket(node), Request::Resources) {
+            Ok(Response::Resources(report)) => report.quorum.map(|q| (q.quorate, q.witness)),
+            _ => None,
+        }
+    }
+
+    /// Cuts (or heals) the network between the nodes, in node 1's
+    /// namespace: both still reach the witness and the client.
+    fn cut(&self, cut: bool) {
+        let ns = self.ns("n1");
+        if cut {
+            must_in(
+                &ns,
+                &[
+                    "iptables",
+                    "-A",
+                    "INPUT",
+                    "-s",
+                    &format!("{NET}.2"),
+                    "-j",
+                    "DROP",
+                ],
+            );
+            must_in(
+                &ns,
+                &[
+                    "iptables",
+                    "-A",
+                    "OUTPUT",
+                    "-d",
+                    &format!("{NET}.2"),
+                    "-j",
+                    "DROP",
+                ],
+            );
+        } else {
+            must_in(&ns, &["iptables", "-F"]);
+        }
+    }
+
+    fn probes(&self) -> String {
+        std::fs::read_to_string(self.path("probe.log")).unwrap_or_default()
+    }
+
+    fn logs(&self) -> String {
+        ["n1.log", "n2.log", "witness.log"]
+            .iter()
+            .map(|l| {
+                format!(
+                    "--- {l}\n{}",
+                    std::fs::read_to_string(self.path(l)).unwrap_or_default()
+                )
+            })
+            .collect()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for child in self.daemons.iter_mut().flatten().chain(&mut self.others) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // Applications the daemons started, and anything left in the
+        // namespaces.
+        let _ = Command::new("pkill")
+            .args(["-9", "-f", &self.dir.path().display().to_string()])
+            .status();
+        for name in ["n1", "n2", "w", "c", "b"] {
+            run(&["ip", "netns", "del", &self.ns(name)]);
+        }
+    }
+}
+
+fn write_configs(lab: &Lab, kits: &Path) {
+    let status = Command::new(BIN)
+        .arg("keygen")
+        .arg(lab.path("cluster.key"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut witness_nodes = String::new();
+    for node in [1u16, 2] {
+        let peer = 3 - node;
+        let port = 7500 + node;
+        let text = format!(
+            "[cluster]\nname = \"nq\"\nid = 6\nkey_file = \"cluster.key\"\n[node]\nid = {node}\nname = \"n{node}\"\ncontrol_socket = \"n{node}.sock\"\nstate_dir = \"n{node}.state\"\n\
+             [resources]\nkits = [\"{}\"]\n[quorum]\nenabled = true\nlease = \"2s\"\nstop_bound = \"1s\"\n\
+             [[peers]]\nid = {peer}\n  [[peers.paths]]\n  kind = \"tcp\"\n  local = \"{NET}.{node}:7400\"\n  remote = \"{NET}.{peer}:7400\"\n\
+             [[peers]]\nid = {WITNESS}\nname = \"witness\"\nkind = \"witness\"\n  [[peers.paths]]\n  kind = \"tcp\"\n  local = \"{NET}.{node}:{port}\"\n  remote = \"{NET}.9:{port}\"\n",
+            kits.display()
+        );
+        std::fs::write(lab.path(&format!("n{node}.toml")), text).unwrap();
+        witness_nodes.push_str(&format!(
+            "  [[clusters.nodes]]\n  id = {node}\n  local = \"{NET}.9:{port}\"\n  remote = \"{NET}.{node}:{port}\"\n"
+        ));
+    }
+    std::fs::write(
+        lab.path("witness.toml"),
+        format!(
+            "[witness]\nid = {WITNESS}\nname = \"witness\"\nstate_dir = \"witness.state\"\n\n[[clusters]]\nname = \"nq\"\nid = 6\nkey_file = \"cluster.key\"\nlease = \"2s\"\n{witness_nodes}"
+        ),
+    )
+    .unwrap();
+}
+
+#[test]
+fn two_nodes_and_a_witness_in_namespaces_a_cut_never_has_both_answer() {
+    if let Some(why) = cannot_run() {
+        eprintln!("SKIPPED: network namespace quorum test: {why}");
+        return;
+    }
+    for tool in ["socat", "python3"] {
+        if !run(&["sh", "-c", &format!("command -v {tool}")]) {
+            eprintln!("SKIPPED: network namespace quorum test: {tool} is not installed");
+            return;
+        }
+    }
+    let mut lab = Lab::new();
+    let kits = lab.path("kits");
+    copy_kit(
+        &kits,
+        "gen/app",
+        "description = \"Generic Application, checked often\"\nquick_check_interval = \"200ms\"\n",
+    )
+    .unwrap();
+    write_configs(&lab, &kits);
+    let witness_config = lab.path("witness.toml").display().to_string();
+    let witness = lab.spawn_in(
+        "w",
+        &[BIN, "witness", "--config", &witness_config],
+        "witness.log",
+    );
+    lab.others.push(witness);
+    lab.start(1);
+    lab.start(2);
+    wait_for(
+        Duration::from_secs(20),
+        "both nodes quorate with the witness",
+        || {
+            [1, 2]
+                .iter()
+                .all(|&n| lab.quorum(n) == Some((true, Some(true))))
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", lab.logs()));
+
+    let events = lab.path("events");
+    let apps: Vec<SampleApp> = [1u16, 2]
+        .iter()
+        .map(|&n| {
+            let command = format!(
+                "exec socat TCP-LISTEN:8080,bind={NET}.{n},reuseaddr,fork SYSTEM:'echo ok'"
+            );
+            SampleApp::write(lab.dir.path(), n, "web", &events, &command).unwrap()
+        })
+        .collect();
+    for app in &apps {
+        let args = app.create_args(app.node);
+        lab.cli(1, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+    lab.cli(
+        1,
+        &[
+            "eqv",
+            "create",
+            "--tag",
+            "web",
+            "--other-node",
+            "2",
+            "--other-tag",
+            "web",
+        ],
+    );
+    lab.cli(2, &["in-service", "web"]);
+    let running = |apps: &[SampleApp]| -> Vec<u16> {
+        apps.iter()
+            .filter(|a| a.running())
+            .map(|a| a.node)
+            .collect()
+    };
+    wait_for(Duration::from_secs(10), "web on node 2", || {
+        running(&apps) == [2]
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", lab.logs()));
+
+    let probe = lab.path("probe.log").display().to_string();
+    let prober = lab.spawn_in("c", &["python3", "-c", PROBER, &probe, NET], "prober.err");
+    lab.others.push(prober);
+    wait_for(
+        Duration::from_secs(10),
+        "the client reaching node 2",
+        || {
+            lab.probes()
+                .lines()
+                .last()
+                .is_some_and(|l| l.ends_with(" 2"))
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}: {}", lab.probes()));
+
+    // The cut: the witness's vote goes to node 1 (the lower id); node 2
+    // stops web within its lease, node 1 starts it after node 2's lease.
+    lab.cut(true);
+    let cut = Instant::now();
+    wait_for(
+        Duration::from_secs(20),
+        "web answering from node 1 only",
+        || {
+            running(&apps) == [1]
+                && lab
+                    .probes()
+                    .lines()
+                    .last()
+                    .is_some_and(|l| l.ends_with(" 1"))
+        },
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}: {:?}\n{}\n{}",
+            running(&apps),
+            lab.probes(),
+            lab.logs()
+        )
+    });
+    let moved = cut.elapsed();
+    assert_eq!(lab.quorum(2).map(|q| q.0), Some(false));
+    // The partition lasts: node 1 keeps the witness's vote and web.
+    let until = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < until {
+        assert_eq!(
+            running(&apps),
+            [1],
+            "web left node 1 in a lasting partition\n{}\n{}",
+            lab.probes(),
+            lab.logs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // Healed: web stays on node 1.
+    lab.cut(false);
+    wait_for(Duration::from_secs(10), "both quorate again", || {
+        [1, 2]
+            .iter()
+            .all(|&n| lab.quorum(n) == Some((true, Some(true))))
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", lab.logs()));
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        assert_eq!(
+            running(&apps),
+            [1],
+            "after the heal\n{}\n{}",
+            lab.probes(),
+            lab.logs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // The witness dies, then node 1's machine: node 2 alone holds 1 of 3
+    // votes and starts nothing.
+    let mut witness = lab.others.remove(0);
+    witness.kill().unwrap();
+    witness.wait().unwrap();
+    lab.kill(1);
+    apps[0].kill();
+    let alone = Instant::now();
+    while alone.elapsed() < Duration::from_secs(6) {
+        assert!(
+            running(&apps).is_empty(),
+            "node 2 started web without quorum\n{}",
+            lab.logs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(lab.quorum(2).map(|q| q.0), Some(false));
+
+    let probes = lab.probes();
+    assert!(!probes.contains("BOTH"), "both answered:\n{probes}");
+    let changes: Vec<&str> = probes.lines().collect();
+    eprintln!(
+        "netns witness: after the cut web answered from node 1 {moved:?} later; the client saw: {changes:?}"
+    );
+}
