@@ -34,10 +34,24 @@ const QUORUM_FAST: &str = "\n[quorum]\nenabled = true\nstop_bound = \"500ms\"\n"
 /// lease of 4.5 s.
 const QUORUM_DEFAULT: &str = "\n[quorum]\nenabled = true\n";
 
-/// kill -9 of the daemon and application of the node running the
-/// hierarchy, `trials` times, on `nodes` nodes configured with `extra`:
-/// the time until another node runs it.
+/// How the node running the hierarchy is lost.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Loss {
+    /// kill -9 of its daemon and application.
+    Kill,
+    /// Its links to every other node cut (its daemon must stop the
+    /// application itself).
+    Cut,
+}
+
+/// The node running the hierarchy is lost (`loss`), `trials` times, on
+/// `nodes` nodes configured with `extra`: the time until another node runs
+/// it.
 fn failover(trials: usize, nodes: u16, extra: &str, what: &str) {
+    failover_by(Loss::Kill, trials, nodes, extra, what);
+}
+
+fn failover_by(loss: Loss, trials: usize, nodes: u16, extra: &str, what: &str) {
     let mut site = Site::start(nodes, extra, "1s");
     let apps: Vec<SampleApp> = (1..=nodes).map(|n| site.app(n)).collect();
     for (i, app) in apps.iter().enumerate() {
@@ -79,9 +93,15 @@ fn failover(trials: usize, nodes: u16, extra: &str, what: &str) {
             },
         )
         .unwrap();
-        site.cluster.kill(owner);
         let killed = Instant::now();
-        apps[usize::from(owner - 1)].kill();
+        if loss == Loss::Kill {
+            site.cluster.kill(owner);
+            apps[usize::from(owner - 1)].kill();
+        } else {
+            for &n in &others {
+                site.cluster.link(owner, n, 0).unwrap().relay.block();
+            }
+        }
         let next = loop {
             if let Some(&n) = others.iter().find(|&&n| apps[usize::from(n - 1)].running()) {
                 break n;
@@ -93,7 +113,17 @@ fn failover(trials: usize, nodes: u16, extra: &str, what: &str) {
             std::thread::sleep(Duration::from_millis(1));
         };
         failovers.push(killed.elapsed());
-        site.cluster.start(owner).unwrap();
+        if loss == Loss::Kill {
+            site.cluster.start(owner).unwrap();
+        } else {
+            assert!(
+                !apps[usize::from(owner - 1)].running(),
+                "{what}: the cut-off node still runs it"
+            );
+            for &n in &others {
+                site.cluster.link(owner, n, 0).unwrap().relay.restore();
+            }
+        }
         wait_for(
             Duration::from_secs(20),
             "the killed node back, leaving the application where it is",
@@ -254,6 +284,22 @@ fn main() {
             )
         })
         .collect();
+    // Link loss: the owner cut off from both others stops the application
+    // itself within its lease; the others start it after the lease.
+    failover_by(
+        Loss::Cut,
+        trials,
+        3,
+        &format!("{FAST}{QUORUM_FAST}"),
+        "failover with quorum after link loss, 3 nodes (20 ms x 5 heartbeats, lease 1.6 s: stop bound 0.5 s)",
+    );
+    failover_by(
+        Loss::Cut,
+        trials,
+        3,
+        QUORUM_DEFAULT,
+        "failover with quorum after link loss, 3 nodes (default 100 ms x 5 heartbeats, lease 4.5 s: stop bound 3 s)",
+    );
     failover(
         trials,
         3,
