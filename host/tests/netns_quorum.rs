@@ -431,6 +431,10 @@ fn two_nodes_and_a_witness_in_namespaces_a_cut_never_has_both_answer() {
     witness.wait().unwrap();
     lab.kill(1);
     apps[0].kill();
+    wait_for(Duration::from_secs(5), "node 1's application gone", || {
+        !apps[0].running()
+    })
+    .unwrap();
     let alone = Instant::now();
     while alone.elapsed() < Duration::from_secs(6) {
         assert!(

@@ -132,13 +132,19 @@ impl SampleApp {
         read_instant(&self.stopped_file)
     }
 
-    /// Kills its process with SIGKILL, if it runs.
+    /// Kills its process with SIGKILL, if it runs, and returns once it is
+    /// gone (or a zombie), at most 2 s later: a signal is delivered
+    /// asynchronously, and a caller checking at once could see it alive.
     pub fn kill(&self) {
         if let Some(pid) = self.pid() {
             let _ = std::process::Command::new("kill")
                 .arg("-9")
                 .arg(pid.to_string())
                 .status();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+            while self.running() && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
         }
     }
 
