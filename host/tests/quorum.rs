@@ -358,17 +358,23 @@ fn fast_profile_kills_in_turn_are_each_taken_over() {
     }
 }
 
-#[test]
-fn the_watchdog_is_fed_while_the_hierarchy_runs_and_disarmed_once_it_stopped() {
-    // A regular file stands in for /dev/watchdog: it records the feeds
-    // (NUL bytes) and the magic close (`V`); a real device would reset the
-    // machine if the feeds stopped while something ran.
+/// Three quorate nodes configured with `quorum`, web on each; node 1's
+/// watchdog device is a regular file (it records the feeds, NUL bytes, and
+/// the magic close, `V`), returned with the site once every node holds
+/// quorum.
+fn watched_trio(
+    quorum: &str,
+) -> (
+    Site,
+    Vec<heartline::demo::sample_app::SampleApp>,
+    std::path::PathBuf,
+) {
     let mut cluster =
         heartline::demo::local_cluster::LocalCluster::new(std::path::Path::new(common::BIN), 3, 1)
             .unwrap();
     let device = cluster.dir().join("watchdog-1");
     std::fs::write(&device, b"").unwrap();
-    cluster.add_config(QUORUM).unwrap();
+    cluster.add_config(quorum).unwrap();
     cluster
         .add_config_for(
             1,
@@ -385,6 +391,16 @@ fn the_watchdog_is_fed_while_the_hierarchy_runs_and_disarmed_once_it_stopped() {
         nodes.iter().all(|&n| quorate(&site, n) == Some(true))
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", site.logs()));
+    (site, apps, device)
+}
+
+#[test]
+fn the_watchdog_is_fed_while_the_hierarchy_runs_and_disarmed_once_it_stopped() {
+    // A regular file stands in for /dev/watchdog: it records the feeds
+    // (NUL bytes) and the magic close (`V`); a real device would reset the
+    // machine if the feeds stopped while something ran.
+    let (site, apps, device) = watched_trio(QUORUM);
+    let nodes = [1, 2, 3];
     assert!(
         std::fs::read(&device).unwrap().is_empty(),
         "nothing runs: never armed"
@@ -419,30 +435,9 @@ fn freeze_keeps_what_runs_without_quorum_until_the_watchdog_would_reset_it() {
     // disarms it while web runs, so a real device resets the machine by
     // then (here a file records the feeds; the application runs on, which
     // is freeze's documented risk without a watchdog).
-    let mut cluster =
-        heartline::demo::local_cluster::LocalCluster::new(std::path::Path::new(common::BIN), 3, 1)
-            .unwrap();
-    let device = cluster.dir().join("watchdog-1");
-    std::fs::write(&device, b"").unwrap();
-    cluster
-        .add_config(&QUORUM.replace("enabled = true", "enabled = true\nno_quorum = \"freeze\""))
-        .unwrap();
-    cluster
-        .add_config_for(
-            1,
-            &format!(
-                "watchdog = \"{}\"\nwatchdog_timeout = \"500ms\"\n",
-                device.display()
-            ),
-        )
-        .unwrap();
-    let site = Site::from_cluster(cluster);
+    let (site, apps, device) =
+        watched_trio(&QUORUM.replace("enabled = true", "enabled = true\nno_quorum = \"freeze\""));
     let nodes = [1, 2, 3];
-    let apps = hierarchy(&site, &nodes, None);
-    wait_for(Duration::from_secs(10), "quorum on every node", || {
-        nodes.iter().all(|&n| quorate(&site, n) == Some(true))
-    })
-    .unwrap_or_else(|e| panic!("{e}\n{}", site.logs()));
     site.ok(1, &["in-service", WEB]);
     wait_for(Duration::from_secs(10), "web on node 1, fed", || {
         running_on(&apps, &nodes) == [1] && std::fs::read(&device).unwrap().len() >= 3
