@@ -190,6 +190,10 @@ pub struct QuorumReport {
     /// Whether the witness's vote counts here (`None`: no witness).
     #[serde(default)]
     pub witness: Option<bool>,
+    /// It refused to start: this peer announced these expected votes
+    /// first (the `[quorum]` sections differ).
+    #[serde(default)]
+    pub refused: Option<(u16, u32)>,
 }
 
 /// A lost node being fenced, as this node sees it.

@@ -7,7 +7,8 @@
 //! a cut between the nodes leaves the hierarchy on the witness's side
 //! only; without the witness a lone survivor starts nothing. A node killed
 //! with its application is taken over once its lease ends, also in turn
-//! with the fast heartbeat profile.
+//! with the fast heartbeat profile. A node whose `[quorum]` section gives
+//! other expected votes refuses to start and says why.
 
 #![allow(clippy::unwrap_used)] // a test that cannot set up should panic
 
@@ -133,6 +134,43 @@ fn a_bad_quorum_section_is_refused_with_its_line() {
         stderr.contains("quorum.lease") && stderr.contains("too short"),
         "{stderr}"
     );
+}
+
+#[test]
+fn a_node_whose_expected_votes_disagree_refuses_to_start() {
+    let mut cluster =
+        heartline::demo::local_cluster::LocalCluster::new(std::path::Path::new(common::BIN), 3, 1)
+            .unwrap();
+    cluster.add_config(QUORUM).unwrap();
+    cluster.add_config_for(3, "expected_votes = 5\n").unwrap();
+    let site = Site::from_cluster(cluster);
+    let refused = || {
+        site.report(3)
+            .and_then(|r| r.quorum)
+            .and_then(|q| q.refused)
+    };
+    wait_for(
+        Duration::from_secs(10),
+        "quorum on nodes 1 and 2, node 3 refused",
+        || {
+            quorate(&site, 1) == Some(true)
+                && quorate(&site, 2) == Some(true)
+                && refused().is_some()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", site.logs()));
+    let (by, theirs) = refused().unwrap();
+    assert!([1, 2].contains(&by) && theirs == 3, "{by} {theirs}");
+    assert_eq!(quorate(&site, 3), Some(false));
+    let status = site.ok(3, &["status"]);
+    assert!(
+        status.contains("REFUSED TO START") && status.contains("this node's configuration 5"),
+        "{status}"
+    );
+    let log = std::fs::read_to_string(site.cluster.log_path(3)).unwrap_or_default();
+    assert!(log.contains("REFUSED TO START"), "{log}");
+    let log = std::fs::read_to_string(site.cluster.log_path(1)).unwrap_or_default();
+    assert!(log.contains("node 3 expects 5 votes, this node 3"), "{log}");
 }
 
 /// A `heartline witness` process for a local cluster, killed on drop.

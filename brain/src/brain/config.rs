@@ -147,6 +147,12 @@ impl Brain {
         if self.has_quorum() {
             return None;
         }
+        if let Some((node, theirs)) = self.quorum.refused {
+            return Some(format!(
+                "no quorum: this node refused to start (node {node} announces {theirs} expected votes, this node's configuration {}); configuration changes are refused until the [quorum] sections agree and it is restarted (status and reads still work)",
+                q.expected
+            ));
+        }
         let votes = self.quorum().map_or(0, |s| s.votes);
         Some(format!(
             "no quorum: this partition holds {votes} of {} expected votes (more than half are needed); configuration changes are refused until it has quorum (status and reads still work)",

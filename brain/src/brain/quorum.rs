@@ -29,6 +29,14 @@
 //! heard it last decides. A node never seen since this one started counts
 //! from the start.
 //!
+//! **Configured apart.** Peers count only when they announce the same
+//! expected votes. A node that hears a peer (with quorum on) announce other
+//! expected votes before it held quorum with a peer that agrees refuses to
+//! start: it holds no quorum and starts nothing until it is restarted, so a
+//! node whose configuration makes it a majority of its own never runs
+//! anything the others may run. A node that held quorum with agreeing peers
+//! only ignores the one configured apart.
+//!
 //! **Wait for all.** At a cold start nothing is started until this node has
 //! seen every node of the cluster once, or joins a partition in which a
 //! node has.
@@ -140,6 +148,14 @@ pub(super) struct QuorumState {
     pub(super) had: bool,
     /// Whether it had quorum since it started.
     ever: bool,
+    /// Whether it had quorum with a peer up whose configuration agrees
+    /// (the same expected votes) since it started.
+    agreed: bool,
+    /// A peer (with quorum on) that announced other expected votes before
+    /// this node held quorum with one that agrees, and what it announced:
+    /// this node then refuses to start (no quorum, nothing started) until
+    /// it is restarted.
+    pub(super) refused: Option<(u16, u32)>,
     /// The witness's latest grant: to which view, for a request sent when.
     witness: Option<(BTreeSet<u16>, Instant)>,
     /// When the witness was last asked, and for which view.
@@ -165,6 +181,9 @@ pub struct QuorumStatus {
     /// Whether it still waits to see every node once before starting
     /// anything.
     pub waiting_for_all: bool,
+    /// It refused to start: this peer announced these expected votes
+    /// before this node held quorum with a peer that agrees.
+    pub refused: Option<(u16, u32)>,
     /// Whether the witness's vote counts here now (`None`: no witness).
     pub witness: Option<bool>,
 }
@@ -345,6 +364,9 @@ impl Brain {
     /// `Some(ZERO)`: no lease).
     fn quorum_until(&self) -> Option<Instant> {
         let q = self.cfg.quorum.as_ref()?;
+        if self.quorum.refused.is_some() {
+            return Some(Instant::ZERO);
+        }
         Some(self.lease_end().map_or(Instant::ZERO, |end| {
             Instant::from_micros(end.as_micros().saturating_sub(q.stop_bound.as_micros()))
         }))
@@ -448,6 +470,7 @@ impl Brain {
             lease_until,
             waiting_for_all: q.wait_for_all && !self.seen_all(),
             witness,
+            refused: self.quorum.refused,
         })
     }
 
@@ -456,7 +479,30 @@ impl Brain {
         let Some(q) = self.cfg.quorum.clone() else {
             return;
         };
+        let agreeing = self
+            .members
+            .up
+            .values()
+            .any(|p| p.synced && p.flags.expected_votes == q.expected);
+        self.quorum.agreed |= self.quorum.had && agreeing;
         if let Some((node, theirs)) = self.disagreement() {
+            if theirs != 0 && !self.quorum.agreed && self.quorum.refused.is_none() {
+                // Which of the two is configured apart cannot be told
+                // here: a node that never held quorum with a peer that
+                // agrees must not count itself into one.
+                self.quorum.refused = Some((node, theirs));
+                self.quorum.held = None;
+            }
+        }
+        if let Some((node, theirs)) = self.quorum.refused {
+            self.note_once(
+                Level::Error,
+                format!(
+                    "REFUSED TO START: node {node} announces {theirs} expected votes, this node's configuration {}: the [quorum] sections differ; this node holds no quorum and starts nothing until it is restarted with a configuration that agrees",
+                    q.expected
+                ),
+            );
+        } else if let Some((node, theirs)) = self.disagreement() {
             let text = if theirs == 0 {
                 format!(
                     "node {node} runs with quorum off, this node with {} expected votes: the [quorum] sections differ; its votes do not count here until they agree",
@@ -576,6 +622,12 @@ impl Brain {
     /// Why the coordinator may not start anything, for notices.
     pub(super) fn why_no_start(&self) -> Option<String> {
         let q = self.cfg.quorum.as_ref()?;
+        if let Some((node, theirs)) = self.quorum.refused {
+            return Some(format!(
+                "this node refused to start: node {node} announces {theirs} expected votes, this node's configuration {}",
+                q.expected
+            ));
+        }
         if !self.has_quorum() {
             return Some(format!(
                 "this partition has no quorum (it holds {} of {} expected votes, or its lease was not renewed)",

@@ -980,6 +980,7 @@ impl Brain {
                     .map(|end| end.saturating_since(self.now).as_millis()),
                 waiting_for_all: q.waiting_for_all,
                 witness: q.witness,
+                refused: q.refused,
             }),
             fencing: self
                 .fencing()

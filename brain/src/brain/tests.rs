@@ -1398,16 +1398,16 @@ fn a_node_that_disagrees_on_expected_votes_counts_alone() {
         c.notices
     );
     assert!(
-        c.noticed("node 1 expects 3 votes, this node 5"),
+        c.noticed(
+            "REFUSED TO START: node 1 announces 3 expected votes, this node's configuration 5"
+        ),
         "{:#?}",
         c.notices
     );
     assert_eq!(c.running("db"), [1], "nodes 1 and 2 agree: a majority of 3");
     assert!(c.brains[&1].quorum().unwrap().quorate);
-    assert!(
-        !c.brains[&3].quorum().unwrap().quorate,
-        "node 3 counts only itself"
-    );
+    let q = c.brains[&3].quorum().unwrap();
+    assert!(!q.quorate && q.refused == Some((1, 3)), "{q:?}");
     // Nodes 1 and 2 are lost: node 3 must not take over.
     c.crash(1, true);
     c.crash(2, true);
@@ -1421,6 +1421,48 @@ fn a_node_that_disagrees_on_expected_votes_counts_alone() {
     c.restart(3);
     c.settle();
     assert_eq!(c.running("db"), [1], "{:#?}", c.notices);
+    c.assert_never_twice();
+}
+
+#[test]
+fn a_node_configured_as_a_majority_of_its_own_refuses_to_start() {
+    let mut c = Cluster::quorate(3, LEASE);
+    c.extend("db", &[1, 2, 3]);
+    in_service(&mut c, 1, "db");
+    // Node 3 restarts with a configuration in which its vote alone is a
+    // majority: without the refusal it would hold quorum whatever it
+    // hears, and take db over once nodes 1 and 2 are lost.
+    c.expected.insert(3, 1);
+    c.crash(3, true);
+    c.restart(3);
+    c.settle();
+    let q = c.brains[&3].quorum().unwrap();
+    assert!(!q.quorate && q.refused.is_some(), "{q:?}");
+    // Node 1's daemon dies (db runs on there until its watchdog), and
+    // node 2 goes: node 3 never starts db, however long it waits.
+    c.crash(1, false);
+    c.crash(2, true);
+    c.advance(Duration::from_secs(30));
+    assert!(!c.brains[&3].quorum().unwrap().quorate);
+    assert!(!c.running("db").contains(&3), "{:#?}", c.notices);
+    c.assert_never_twice();
+}
+
+#[test]
+fn a_node_that_held_quorum_with_agreeing_peers_only_ignores_one_configured_apart() {
+    let mut c = Cluster::quorate(3, LEASE);
+    c.extend("db", &[1, 2, 3]);
+    in_service(&mut c, 1, "db");
+    c.expected.insert(3, 5);
+    c.crash(3, true);
+    c.restart(3);
+    c.settle();
+    for n in [1, 2] {
+        let q = c.brains[&n].quorum().unwrap();
+        assert!(q.quorate && q.refused.is_none(), "node {n}: {q:?}");
+    }
+    assert!(c.noticed("node 3 expects 5 votes, this node 3"));
+    assert_eq!(c.running("db"), [1]);
     c.assert_never_twice();
 }
 

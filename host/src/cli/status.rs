@@ -133,6 +133,14 @@ fn render_resources(out: &mut String, r: &NodeReport) {
                 }
             );
         }
+        Some(q) if q.refused.is_some() => {
+            let (node, theirs) = q.refused.unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "*** REFUSED TO START: node {node} announces {theirs} expected votes, this node's configuration {}: make the [quorum] sections (and votes) agree on every node, then restart this one; it starts nothing until then ***",
+                q.expected
+            );
+        }
         Some(q) => {
             let _ = writeln!(
                 out,
