@@ -203,13 +203,10 @@ impl Settings {
         self.hosts.iter().position(|&h| h == Some(host))
     }
 
-    fn endpoint_config(
-        &self,
-        incarnation: Incarnation,
-    ) -> Result<EndpointConfig<'static>, Refusal> {
-        // Cannot fail: the secret is 32 bytes, twice the shortest key.
-        let key = Key::new(&self.secret).map_err(|_| Refusal::Frame(WireError::Malformed))?;
-        Ok(EndpointConfig {
+    /// The endpoint configuration these settings make, for run
+    /// `incarnation`, with their `key`.
+    fn endpoint_config(&self, incarnation: Incarnation, key: Key) -> EndpointConfig<'static> {
+        EndpointConfig {
             cluster: self.cluster,
             node: self.node,
             incarnation,
@@ -217,9 +214,11 @@ impl Settings {
             kind: NodeKind::Dongle,
             capabilities: CAP_WATCHDOG | CAP_RELAY,
             key,
-        })
+        }
     }
 
+    /// Adds the hosts as peers. Never inlined, as [`Settings::reset`].
+    #[inline(never)]
     fn add_hosts(&self, now: Instant, endpoint: &mut DongleEndpoint) -> Result<(), Refusal> {
         for host in self.hosts.into_iter().flatten() {
             let peer = PeerConfig {
@@ -235,17 +234,33 @@ impl Settings {
 
     /// Restarts `endpoint` in place as the node these settings make: the
     /// endpoint is the dongle's largest object, and a copy of it on the
-    /// stack would double the dongle's RAM.
+    /// stack would double the dongle's RAM. In two calls, so the stack
+    /// never holds the key's preparation and a new peer at once.
     fn apply(
         &self,
         now: Instant,
         incarnation: Incarnation,
         endpoint: &mut DongleEndpoint,
     ) -> Result<(), Refusal> {
-        endpoint
-            .reset(self.endpoint_config(incarnation)?)
-            .map_err(Refusal::Invalid)?;
+        self.reset(incarnation, endpoint)?;
         self.add_hosts(now, endpoint)
+    }
+
+    /// Makes `endpoint` the node these settings make, with no peers yet,
+    /// keeping its key: settings are taken only under the key the dongle
+    /// holds, so the key made of them is the same, and preparing it again
+    /// would cost stack and time for nothing. Never inlined: the
+    /// configuration is on the stack only while it runs.
+    #[inline(never)]
+    fn reset(
+        &self,
+        incarnation: Incarnation,
+        endpoint: &mut DongleEndpoint,
+    ) -> Result<(), Refusal> {
+        let key = endpoint.key().clone();
+        endpoint
+            .reset(self.endpoint_config(incarnation, key))
+            .map_err(Refusal::Invalid)
     }
 }
 
@@ -298,21 +313,81 @@ struct Provisioned {
 }
 
 impl Provisioned {
-    /// Restarts the node with new `settings` (from `by` on `port`). Never
-    /// inlined: the first provisioning's frame holds a whole endpoint while
-    /// it is built, which this path must not add to its own depth.
-    #[inline(never)]
-    fn restart(
-        &mut self,
+    /// The dongle's first provisioning: the node `pending` makes, put in
+    /// `slot`. Its key is prepared, the endpoint built in `slot` and the
+    /// hosts added by three calls in turn, so the stack holds one of them
+    /// at a time. Inlined in `State::apply_pending`, whose frame holds the
+    /// key meanwhile: a frame of its own would add to the depth of all
+    /// three.
+    #[inline(always)]
+    fn first(
+        slot: &mut Option<Provisioned>,
         now: Instant,
-        port: usize,
-        by: NodeId,
-        settings: Settings,
-        incarnation: Incarnation,
+        pending: &Pending,
     ) -> Result<Note, Refusal> {
+        let Pending {
+            port,
+            sender,
+            ref settings,
+            incarnation,
+        } = *pending;
+        let Ok(key) = Key::new(&settings.secret) else {
+            // Cannot happen: the secret is 32 bytes, twice the shortest key.
+            return Err(Refusal::Frame(WireError::Malformed));
+        };
+        let p = Provisioned::install(slot, key, pending)?;
+        settings.add_hosts(now, &mut p.endpoint).inspect_err(|_| {
+            *slot = None;
+        })?;
+        Ok(Note::Provisioned {
+            port,
+            by: sender.0,
+            cluster: settings.cluster,
+            node: settings.node,
+            incarnation,
+        })
+    }
+
+    /// Builds the node `pending` makes, under `key`, in `slot`, where it
+    /// will live: an endpoint built whole on the stack and then moved
+    /// would nearly double the dongle's RAM. (The compiler still assembles
+    /// parts of it in this frame, which is why it is a call of its own.)
+    #[inline(never)]
+    fn install<'a>(
+        slot: &'a mut Option<Provisioned>,
+        key: Key,
+        pending: &Pending,
+    ) -> Result<&'a mut Provisioned, Refusal> {
+        let config = pending.settings.endpoint_config(pending.incarnation, key);
+        let name = DongleEndpoint::checked_name(&config).map_err(Refusal::Invalid)?;
+        let mut last = [None; PORTS];
+        last[pending.port] = Some(pending.sender);
+        Ok(slot.get_or_insert_with(|| Provisioned {
+            settings: pending.settings,
+            endpoint: DongleEndpoint::with_name(config, name),
+            last,
+            witness: None,
+            fenced: [None; PORTS],
+        }))
+    }
+
+    /// Restarts the node with the new settings of `pending`, in place.
+    /// Never inlined, so its frame and the first provisioning's never
+    /// stack up (see `State::apply_pending`).
+    #[inline(never)]
+    fn restart(&mut self, now: Instant, pending: &Pending) -> Result<Note, Refusal> {
+        let Pending {
+            port,
+            sender: (by, ..),
+            ref settings,
+            incarnation,
+        } = *pending;
+        // `State::provision` takes new settings only under the key in force,
+        // which `Settings::reset` therefore keeps.
+        debug_assert!(same_secret(&self.settings.secret, &settings.secret));
         match settings.apply(now, incarnation, &mut self.endpoint) {
             Ok(()) => {
-                self.settings = settings;
+                self.settings = *settings;
                 Ok(Note::Reprovisioned {
                     port,
                     by,
@@ -691,54 +766,34 @@ impl State {
 
     /// Applies a provisioning that passed its checks: the dongle becomes a
     /// node, or restarts as one with new settings. Never inlined, so the
-    /// stack holds its temporaries only while it runs.
+    /// stack holds the provisioning only while it runs; the two ways'
+    /// deeper parts are calls of their own, so they never stack up.
     #[inline(never)]
     fn apply_pending(&mut self, now: Instant) {
-        let Some(Pending {
-            port,
-            sender,
-            settings,
-            incarnation,
-        }) = self.pending.take()
-        else {
+        // Lent from `pending`, not taken: taking it would copy it.
+        let Some(pending) = &self.pending else {
             return;
         };
-        let (by, cluster, node) = (sender.0, settings.cluster, settings.node);
         let result = match &mut self.provisioned {
-            None => settings.endpoint_config(incarnation).and_then(|config| {
-                let mut last = [None; PORTS];
-                last[port] = Some(sender);
-                // Built where it will live; see `Settings::apply`.
-                let p = self.provisioned.insert(Provisioned {
-                    settings,
-                    endpoint: DongleEndpoint::new(config).map_err(Refusal::Invalid)?,
-                    last,
-                    witness: None,
-                    fenced: [None; PORTS],
-                });
-                settings.add_hosts(now, &mut p.endpoint).inspect_err(|_| {
-                    self.provisioned = None;
-                })?;
-                Ok(Note::Provisioned {
-                    port,
-                    by,
-                    cluster,
-                    node,
-                    incarnation,
-                })
-            }),
             Some(p) => {
-                p.last[port] = Some(sender);
-                if settings == p.settings {
-                    return;
+                p.last[pending.port] = Some(pending.sender);
+                if pending.settings == p.settings {
+                    None
+                } else {
+                    Some(p.restart(now, pending))
                 }
-                p.restart(now, port, by, settings, incarnation)
             }
+            None => Some(Provisioned::first(&mut self.provisioned, now, pending)),
         };
-        self.notes.push(match result {
-            Ok(note) => note,
-            Err(reason) => Note::Refused { port, reason },
-        });
+        match result {
+            Some(Ok(note)) => self.notes.push(note),
+            Some(Err(reason)) => self.notes.push(Note::Refused {
+                port: pending.port,
+                reason,
+            }),
+            None => {}
+        }
+        self.pending = None;
     }
 
     /// Acts on what the endpoint saw: trips pulse the reset output and are
@@ -803,5 +858,96 @@ impl State {
             }
             self.notes.push(note);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CLUSTER: ClusterId = ClusterId(7);
+    const DONGLE: NodeId = NodeId(100);
+    const SECRET: [u8; DONGLE_SECRET_LEN] = [0x5A; DONGLE_SECRET_LEN];
+
+    /// Feeds the dongle, on `port`, a provisioning from `host` naming
+    /// `other` (0: no one) with a `watchdog_ms` watchdog.
+    fn provision(dongle: &mut Dongle, port: usize, host: u16, other: u16, watchdog_ms: u32) {
+        let header = Header {
+            kind: Kind::Provision,
+            path: PathId(0),
+            cluster: CLUSTER,
+            src: NodeId(host),
+            dst: DONGLE,
+            src_incarnation: Incarnation(1),
+            dst_incarnation: Incarnation::UNKNOWN,
+            seq: u64::from(watchdog_ms) + 1,
+        };
+        let body = Provision {
+            incarnation: 1_000,
+            other_host: NodeId(other),
+            secret: &SECRET,
+            interval_ms: 50,
+            misses: 4,
+            rise: 2,
+            watchdog_ms,
+            reset_pulse_ms: 200,
+        };
+        let mut out = [0u8; MAX_ENCODED_LEN];
+        let len = encode_provision(&header, &body, &mut out).unwrap();
+        dongle.handle_bytes(Instant::ZERO, port, &out[..len], |_, _| {});
+    }
+
+    #[test]
+    fn new_settings_restart_the_node_in_place_under_the_key_in_force() {
+        let mut dongle = Dongle::new();
+        provision(&mut dongle, 0, 1, 0, 0);
+        assert!(matches!(
+            dongle.poll_note(),
+            Some(Note::Provisioned {
+                incarnation: Incarnation(1_000),
+                ..
+            })
+        ));
+        assert_eq!([dongle.host(0), dongle.host(1)], [Some(NodeId(1)), None]);
+
+        // The other host names the first: both are served, by a new run.
+        provision(&mut dongle, 1, 2, 1, 0);
+        assert_eq!(
+            dongle.poll_note(),
+            Some(Note::Reprovisioned {
+                port: 1,
+                by: NodeId(2),
+                incarnation: Incarnation(1_001),
+            })
+        );
+        // A watchdog from the first: another run.
+        provision(&mut dongle, 0, 1, 2, 600);
+        assert_eq!(
+            dongle.poll_note(),
+            Some(Note::Reprovisioned {
+                port: 0,
+                by: NodeId(1),
+                incarnation: Incarnation(1_002),
+            })
+        );
+        assert_eq!(dongle.poll_note(), None);
+        assert_eq!(
+            [dongle.host(0), dongle.host(1)],
+            [Some(NodeId(1)), Some(NodeId(2))]
+        );
+        let endpoint = dongle.endpoint().unwrap();
+        assert!(endpoint.peers().eq([NodeId(1), NodeId(2)]));
+        assert_eq!(endpoint.incarnation(), Incarnation(1_002));
+
+        // What it sends each host is tagged with the secret it was given.
+        let key = Key::new(&SECRET).unwrap();
+        let mut buf = [0u8; MAX_ENCODED_LEN];
+        let mut to = [false; PORTS];
+        while let Some((port, len)) = dongle.poll_transmit(Instant::ZERO, &mut buf) {
+            let (header, _) = wire::decode(&mut buf[..len - 1], &key, CLUSTER).unwrap();
+            assert_eq!(header.src_incarnation, Incarnation(1_002));
+            to[port] = true;
+        }
+        assert_eq!(to, [true; PORTS]);
     }
 }

@@ -575,7 +575,15 @@ impl<
     /// An endpoint with no peers yet.
     pub fn new(config: EndpointConfig<'_>) -> Result<Self, ConfigError> {
         let name = Self::checked_name(&config)?;
-        Ok(Endpoint {
+        Ok(Self::with_name(config, name))
+    }
+
+    /// [`Endpoint::new`] once `name` is [`Endpoint::checked_name`]'s, so
+    /// infallible: a caller that puts the endpoint in place (the dongle)
+    /// builds it there rather than in a `Result` on its stack.
+    #[inline(always)]
+    pub(crate) fn with_name(config: EndpointConfig<'_>, name: String<MAX_NAME_LEN>) -> Self {
+        Endpoint {
             cluster: config.cluster,
             node: config.node,
             incarnation: config.incarnation,
@@ -597,7 +605,7 @@ impl<
             heartbeat_cursor: 0,
             next_send: NEVER,
             acks_pending: false,
-        })
+        }
     }
 
     /// Makes this endpoint what [`Endpoint::new`] would make of `config`,
@@ -628,7 +636,9 @@ impl<
         Ok(())
     }
 
-    fn checked_name(config: &EndpointConfig<'_>) -> Result<String<MAX_NAME_LEN>, ConfigError> {
+    pub(crate) fn checked_name(
+        config: &EndpointConfig<'_>,
+    ) -> Result<String<MAX_NAME_LEN>, ConfigError> {
         if !config.node.is_valid() {
             return Err(ConfigError::InvalidNode(config.node));
         }
@@ -1138,6 +1148,11 @@ impl<
     #[must_use]
     pub fn incarnation(&self) -> Incarnation {
         self.incarnation
+    }
+
+    /// The key this node's frames are tagged with.
+    pub(crate) fn key(&self) -> &Key {
+        &self.key
     }
 
     /// The configured peers, in the order they were added.

@@ -271,9 +271,21 @@ fn watch_arrivals(
 
 /// `count` heartbeat frames from `src` to `dst` under `key`, back to back.
 fn heartbeats(src: NodeId, dst: NodeId, key: &Key, cluster: ClusterId, count: usize) -> Vec<u8> {
+    numbered_heartbeats(src, dst, key, cluster, 1..=count as u64)
+}
+
+/// Heartbeat frames from `src` to `dst` under `key`, back to back, one for
+/// each sequence number in `seqs`.
+fn numbered_heartbeats(
+    src: NodeId,
+    dst: NodeId,
+    key: &Key,
+    cluster: ClusterId,
+    seqs: std::ops::RangeInclusive<u64>,
+) -> Vec<u8> {
     let mut stream = Vec::new();
     let mut out = [0u8; MAX_ENCODED_LEN];
-    for seq in 1..=count as u64 {
+    for seq in seqs {
         let header = Header {
             kind: Kind::Heartbeat,
             path: PathId(0),
@@ -470,7 +482,9 @@ pub fn measure_relay(
 
 static PROVISION_SEQ: AtomicU64 = AtomicU64::new(1);
 
-/// A provisioning the harness sends as host 1 on the dongle's port A.
+/// The cluster and dongle the harness provisions: as host 1 on the
+/// dongle's port A for [`measure_relay`], as any host with
+/// [`ProvisionAs::frame_from`].
 #[derive(Debug, Clone)]
 pub struct ProvisionAs {
     /// The cluster.
@@ -481,11 +495,68 @@ pub struct ProvisionAs {
     pub dongle: u16,
 }
 
+/// Who sends a provisioning and the settings it gives the dongle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProvisionFrom {
+    /// The sending host.
+    pub host: u16,
+    /// The host on the dongle's other port; 0 names none.
+    pub other_host: u16,
+    /// Heartbeat interval, in milliseconds.
+    pub interval_ms: u32,
+    /// The watchdog time; 0: no watchdog.
+    pub watchdog_ms: u32,
+    /// The reset pulse; 0: none.
+    pub reset_pulse_ms: u32,
+}
+
+impl ProvisionFrom {
+    /// Host 1 naming host 2, heartbeats every 100 ms, no watchdog: what
+    /// [`measure_relay`] sends.
+    pub const RELAY: ProvisionFrom = ProvisionFrom {
+        host: 1,
+        other_host: 2,
+        interval_ms: 100,
+        watchdog_ms: 0,
+        reset_pulse_ms: 0,
+    };
+}
+
 impl ProvisionAs {
     fn frame(&self) -> Result<Vec<u8>, String> {
+        self.frame_from(&ProvisionFrom::RELAY)
+    }
+
+    /// Heartbeats from `host` to the dongle under the secret it is
+    /// provisioned with, one for each sequence number in `seqs` (which must
+    /// grow from one call to the next, or the dongle takes them for
+    /// replays).
+    pub fn heartbeats_from(
+        &self,
+        host: u16,
+        seqs: std::ops::RangeInclusive<u64>,
+    ) -> Result<Vec<u8>, String> {
+        let (cluster, secret) = self.dongle_secret()?;
+        let key = Key::new(&secret).map_err(|e| e.to_string())?;
+        Ok(numbered_heartbeats(
+            NodeId(host),
+            NodeId(self.dongle),
+            &key,
+            cluster,
+            seqs,
+        ))
+    }
+
+    fn dongle_secret(&self) -> Result<(ClusterId, [u8; wire::DONGLE_SECRET_LEN]), String> {
         let key = Key::new(&self.cluster_secret).map_err(|e| e.to_string())?;
         let cluster = ClusterId(self.cluster);
-        let secret = dongle_secret(&key, cluster, NodeId(self.dongle));
+        Ok((cluster, dongle_secret(&key, cluster, NodeId(self.dongle))))
+    }
+
+    /// A provision frame from `from.host` with `from`'s settings, fresh
+    /// (never a replay of an earlier one).
+    pub fn frame_from(&self, from: &ProvisionFrom) -> Result<Vec<u8>, String> {
+        let (cluster, secret) = self.dongle_secret()?;
         // Later than any run a host daemon gave it: the clock, plus a margin.
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -494,7 +565,7 @@ impl ProvisionAs {
             kind: Kind::Provision,
             path: PathId(0),
             cluster,
-            src: NodeId(1),
+            src: NodeId(from.host),
             dst: NodeId(self.dongle),
             src_incarnation: Incarnation(now.saturating_add(1_000)),
             dst_incarnation: Incarnation::UNKNOWN,
@@ -503,16 +574,137 @@ impl ProvisionAs {
         };
         let body = Provision {
             incarnation: now.saturating_add(1_000),
-            other_host: NodeId(2),
+            other_host: NodeId(from.other_host),
             secret: &secret,
-            interval_ms: 100,
+            interval_ms: from.interval_ms,
             misses: 5,
             rise: 2,
-            watchdog_ms: 0,
-            reset_pulse_ms: 0,
+            watchdog_ms: from.watchdog_ms,
+            reset_pulse_ms: from.reset_pulse_ms,
         };
         let mut out = [0u8; MAX_ENCODED_LEN];
         let len = encode_provision(&header, &body, &mut out).map_err(|e| e.to_string())?;
         Ok(out[..len].to_vec())
     }
+}
+
+/// The dongle's two lines, opened raw, with everything the dongle sends
+/// on them read and dropped (as hosts would read it), so that neither pty
+/// pushes back on it. Closed on drop.
+pub struct Lines {
+    writers: Vec<Box<dyn serialport::SerialPort>>,
+    stop: Arc<AtomicBool>,
+    drains: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Lines {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lines")
+            .field("lines", &self.writers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Lines {
+    /// Opens `ports` at `baud` and starts draining them.
+    pub fn open(ports: &[PathBuf; 2], baud: u32) -> Result<Lines, String> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut writers = Vec::new();
+        let mut drains = Vec::new();
+        for port in ports {
+            let line = open_line(port, baud)?;
+            let mut reader = line
+                .try_clone()
+                .map_err(|e| format!("cannot share {}: {e}", port.display()))?;
+            let stop = stop.clone();
+            drains.push(std::thread::spawn(move || {
+                let mut buf = [0u8; 1024];
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = reader.read(&mut buf);
+                }
+            }));
+            writers.push(line);
+        }
+        Ok(Lines {
+            writers,
+            stop,
+            drains,
+        })
+    }
+
+    /// Writes `bytes` to the dongle's port `port`.
+    pub fn write(&mut self, port: usize, bytes: &[u8]) -> Result<(), String> {
+        let line = self
+            .writers
+            .get_mut(port)
+            .ok_or_else(|| format!("no port {port}"))?;
+        line.write_all(bytes)
+            .map_err(|e| format!("writing to port {port}: {e}"))
+    }
+}
+
+impl Drop for Lines {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for drain in self.drains.drain(..) {
+            let _ = drain.join();
+        }
+    }
+}
+
+/// The size in bytes of each allocated section of a 32-bit little-endian
+/// ELF image (the firmware's), by name: `.text`, `.data`, `.bss`, ...
+pub fn elf_sections(image: &Path) -> Result<Vec<(String, u64)>, String> {
+    let elf = std::fs::read(image).map_err(|e| format!("cannot read {}: {e}", image.display()))?;
+    let bad = || format!("{} is not a 32-bit little-endian ELF file", image.display());
+    if elf.get(..6) != Some(&[0x7F, b'E', b'L', b'F', 1, 1][..]) {
+        return Err(bad());
+    }
+    let u16_at = |at: usize| -> Result<usize, String> {
+        let b = elf.get(at..at + 2).ok_or_else(bad)?;
+        Ok(usize::from(u16::from_le_bytes([b[0], b[1]])))
+    };
+    let u32_at = |at: usize| -> Result<usize, String> {
+        let b = elf.get(at..at + 4).ok_or_else(bad)?;
+        usize::try_from(u32::from_le_bytes([b[0], b[1], b[2], b[3]])).map_err(|_| bad())
+    };
+    let (shoff, shentsize, shnum, shstrndx) =
+        (u32_at(0x20)?, u16_at(0x2E)?, u16_at(0x30)?, u16_at(0x32)?);
+    let header = |index: usize| shoff + index * shentsize;
+    let names = u32_at(header(shstrndx) + 0x10)?;
+    let mut sections = Vec::new();
+    for index in 0..shnum {
+        let at = header(index);
+        const SHF_ALLOC: usize = 0x2;
+        if u32_at(at + 0x08)? & SHF_ALLOC == 0 {
+            continue;
+        }
+        let name_at = names + u32_at(at)?;
+        let name = elf
+            .get(name_at..)
+            .and_then(|rest| rest.split(|&b| b == 0).next())
+            .ok_or_else(bad)?;
+        let size = u32_at(at + 0x14)?;
+        sections.push((String::from_utf8_lossy(name).into_owned(), size as u64));
+    }
+    Ok(sections)
+}
+
+/// The dongle's RAM budget: its statics (`.bss`, `.data`) and its stack
+/// together, the RAM of a small board.
+pub const RAM_BUDGET: usize = 8 * 1024;
+
+/// What the dongle must leave free of [`RAM_BUDGET`] at its peak.
+pub const RAM_HEADROOM: usize = 256;
+
+/// The statics of `image` in RAM: its `.bss` and `.data` sizes.
+pub fn static_ram(image: &Path) -> Result<(usize, usize), String> {
+    let sections = elf_sections(image)?;
+    let size = |name: &str| {
+        sections
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or(0, |&(_, size)| usize::try_from(size).unwrap_or(usize::MAX))
+    };
+    Ok((size(".bss"), size(".data")))
 }
