@@ -17,8 +17,8 @@ use heartline::control::{Request, Response};
 use heartline::demo::local_cluster::wait_for;
 use heartline::demo::relay::Relay;
 use heartline_hw_test::{
-    BOOT_LINE, DongleLog, Feed, ProvisionAs, Qemu, check_loopback, firmware_image,
-    heartline_binary, measure_relay,
+    BOOT_LINE, DongleLog, Feed, Lines, ProvisionAs, ProvisionFrom, Qemu, RAM_BUDGET, RAM_HEADROOM,
+    check_loopback, firmware_image, heartline_binary, measure_relay, static_ram,
 };
 
 /// The test cluster's secret: the hosts provision the dongle with a key
@@ -137,10 +137,12 @@ enum Role {
     /// Two paths between the hosts: 0, TCP; 1, serial through the
     /// dongle's relay.
     Relay,
-    /// The dongle is the quorum witness (and watchdog); the hosts have only
-    /// their TCP path to each other, so cutting it splits them while both
-    /// still reach the dongle; recovery kits in `kits`.
-    Witness { kits: PathBuf },
+    /// The dongle is the quorum witness and each host's self-fence (its
+    /// watchdog 1 s, reset pulse 200 ms: within half the 3 s lease), and
+    /// with `fence` their fence device; the hosts have only their TCP path
+    /// to each other, so cutting it splits them while both still reach the
+    /// dongle; recovery kits in `kits`.
+    Witness { kits: PathBuf, fence: bool },
 }
 
 /// Hosts 1 and 2, each on its own dongle port, with a TCP path between
@@ -164,26 +166,32 @@ fn setup(
         let other = 3 - node;
         let port = &ports[usize::from(node - 1)];
         let remote = if node == 1 { tcp.addr } else { listen };
-        let (witness, relayed, sections) = match role {
+        let (witness, watchdog, relayed, sections) = match role {
             Role::Relay => (
                 "",
+                "2s",
                 format!("  [[peers.paths]]\n  kind = \"serial\"\n  device = \"{}\"\n", port.display()),
                 String::new(),
             ),
-            Role::Witness { kits } => (
+            Role::Witness { kits, fence } => (
                 "witness = true\n",
+                "1s",
                 String::new(),
                 format!(
-                    "[resources]\nkits = [\"{}\"]\n[quorum]\nenabled = true\nlease = \"3s\"\nstop_bound = \"1s\"\n\
-                     [[fence]]\nname = \"dongle-1\"\nnode = 1\nagent = \"dongle\"\ntimeout = \"2s\"\n\
-                     [[fence]]\nname = \"dongle-2\"\nnode = 2\nagent = \"dongle\"\ntimeout = \"2s\"\n",
-                    kits.display()
+                    "[resources]\nkits = [\"{}\"]\n[quorum]\nenabled = true\nlease = \"3s\"\nstop_bound = \"1s\"\n{}",
+                    kits.display(),
+                    if *fence {
+                        "[[fence]]\nname = \"dongle-1\"\nnode = 1\nagent = \"dongle\"\ntimeout = \"2s\"\n\
+                         [[fence]]\nname = \"dongle-2\"\nnode = 2\nagent = \"dongle\"\ntimeout = \"2s\"\n"
+                    } else {
+                        ""
+                    }
                 ),
             ),
         };
         let text = format!(
             "[cluster]\nname = \"qemu\"\nid = {CLUSTER}\nkey_file = \"cluster.key\"\n[node]\nid = {node}\nname = \"host{node}\"\ncontrol_socket = \"host{node}.sock\"\nstate_dir = \"host{node}.state\"\n{sections}\
-             [[peers]]\nid = {DONGLE}\nkind = \"dongle\"\nwatchdog = \"2s\"\nreset_pulse = \"200ms\"\n{witness}  [[peers.paths]]\n  kind = \"serial\"\n  device = \"{port}\"\n\
+             [[peers]]\nid = {DONGLE}\nkind = \"dongle\"\nwatchdog = \"{watchdog}\"\nreset_pulse = \"200ms\"\n{witness}  [[peers.paths]]\n  kind = \"serial\"\n  device = \"{port}\"\n\
              [[peers]]\nid = {other}\n  [[peers.paths]]\n  kind = \"tcp\"\n  local = \"{listen}\"\n  remote = \"{remote}\"\n{relayed}",
             port = port.display()
         );
@@ -263,10 +271,7 @@ fn the_dongle_is_a_node_to_both_hosts_and_reports_a_dead_host() {
     );
     drop(hosts);
 
-    eprintln!(
-        "dongle: peak stack over the run {} bytes",
-        peak_stack(&qemu.log)
-    );
+    check_ram(&image, &qemu.log, "the run");
     eprintln!(
         "the dongle's whole log:\n  {}",
         qemu.log.lines().join("\n  ")
@@ -298,6 +303,151 @@ fn the_dongle_relays_frames_between_its_ports() {
     let run = measure_relay(&qemu.ports, 115_200, &provisioning(), 500, Feed::AtLineRate).unwrap();
     eprintln!("relay, QEMU, fed at the rate of a 115200-baud line: {run}");
     assert_eq!(run.intact, run.sent, "every frame relayed intact");
+    check_ram(&image, &qemu.log, "the relay runs");
+}
+
+/// Provisionings with new settings restart the dongle's node in place:
+/// host 1 naming no other host, then host 2 naming host 1, then a
+/// watchdog, which trips when the hosts' heartbeats stop and re-arms when
+/// they resume, then other timings; and the first provisioning after a
+/// board reset. All of it within the dongle's RAM budget.
+#[test]
+fn reprovisioning_with_new_settings_stays_within_the_ram_budget() {
+    let image = firmware_image();
+    if !image.exists() || !qemu_installed() {
+        eprintln!(
+            "SKIPPED: needs the firmware image ({}) and qemu-system-arm (./test.sh provides both)",
+            image.display()
+        );
+        return;
+    }
+    let qemu = Qemu::start(&image).unwrap();
+    qemu.log
+        .wait_for(BOOT_LINE, Duration::from_secs(10))
+        .unwrap();
+    let mut lines = Lines::open(&qemu.ports, 115_200).unwrap();
+    let cluster = provisioning();
+    let count = |text: &str| qemu.log.lines().iter().filter(|l| l.contains(text)).count();
+    let wait_count = |text: &str, n: usize| {
+        wait_for(Duration::from_secs(5), text, || count(text) >= n).unwrap_or_else(|e| {
+            panic!(
+                "{e} ({n} times); the dongle's log:\n  {}",
+                qemu.log.lines().join("\n  ")
+            )
+        });
+    };
+    let restarted = "new settings from host";
+    let mut provision = |port: usize, from: ProvisionFrom| {
+        lines
+            .write(port, &cluster.frame_from(&from).unwrap())
+            .unwrap();
+    };
+    let lonely = ProvisionFrom {
+        host: 1,
+        other_host: 0,
+        interval_ms: 100,
+        watchdog_ms: 0,
+        reset_pulse_ms: 0,
+    };
+    // The stack's high-water mark after each step, as the dongle logs it
+    // (its check runs once a second).
+    let peak_after = |step: &str| {
+        std::thread::sleep(Duration::from_millis(1_200));
+        eprintln!(
+            "dongle: stack high-water mark after {step}: {} bytes",
+            peak_stack(&qemu.log)
+        );
+    };
+    peak_after("booting");
+    provision(0, lonely);
+    wait_count("provisioned by host 1 on UART0", 1);
+    peak_after("a first provisioning naming no other host");
+    provision(
+        1,
+        ProvisionFrom {
+            host: 2,
+            other_host: 1,
+            ..lonely
+        },
+    );
+    wait_count(restarted, 1);
+    peak_after("new settings: the other host named");
+    let watched = ProvisionFrom {
+        other_host: 2,
+        watchdog_ms: 600,
+        reset_pulse_ms: 100,
+        ..lonely
+    };
+    provision(0, watched);
+    wait_count(restarted, 2);
+    peak_after("new settings: a watchdog");
+
+    // Both hosts heartbeat for a second, fall silent until the watchdog
+    // trips for both and pulses their reset lines, then heartbeat again.
+    let mut seq = 0;
+    let mut beat = |lines: &mut Lines, rounds: u64| {
+        for _ in 0..rounds {
+            seq += 1;
+            for (port, host) in [(0, 1), (1, 2)] {
+                let beats = cluster.heartbeats_from(host, seq..=seq).unwrap();
+                lines.write(port, &beats).unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    beat(&mut lines, 10);
+    wait_count("host 1 up", 1);
+    wait_count("host 2 up", 1);
+    wait_count("watchdog tripped for host 1", 1);
+    wait_count("watchdog tripped for host 2", 1);
+    wait_count("reset output of the host on UART0 released", 1);
+    wait_count("reset output of the host on UART1 released", 1);
+    beat(&mut lines, 10);
+    wait_count("watchdog re-armed: host 1", 1);
+    wait_count("watchdog re-armed: host 2", 1);
+    peak_after("heartbeats, trips, reset pulses and re-arms");
+
+    // Other timings from host 2, then the same again: only the first
+    // restarts the node.
+    let timings = ProvisionFrom {
+        host: 2,
+        other_host: 1,
+        interval_ms: 150,
+        watchdog_ms: 800,
+        reset_pulse_ms: 100,
+    };
+    lines
+        .write(1, &cluster.frame_from(&timings).unwrap())
+        .unwrap();
+    wait_count(restarted, 3);
+    lines
+        .write(1, &cluster.frame_from(&timings).unwrap())
+        .unwrap();
+    beat(&mut lines, 5);
+    assert_eq!(count(restarted), 3, "settings it already had restarted it");
+    check_ram(&image, &qemu.log, "re-provisionings with new settings");
+
+    // A board reset forgets it all; the first provisioning after it names
+    // no other host either.
+    qemu.reset().unwrap();
+    wait_for(Duration::from_secs(10), "the dongle to boot again", || {
+        qemu.boots() == 2
+    })
+    .unwrap();
+    lines
+        .write(0, &cluster.frame_from(&lonely).unwrap())
+        .unwrap();
+    wait_count("provisioned by host 1 on UART0", 2);
+    check_ram(&image, &qemu.log, "re-provisionings and a board reset");
+    eprintln!(
+        "the dongle's whole log:\n  {}",
+        qemu.log.lines().join("\n  ")
+    );
+    assert!(
+        !qemu.log.lines().iter().any(|l| l.contains("panic")),
+        "the dongle panicked"
+    );
+    assert_eq!(qemu.boots(), 2, "the dongle booted only when reset");
 }
 
 fn provisioning() -> ProvisionAs {
@@ -552,6 +702,27 @@ fn check_dongle(
     [a, b]
 }
 
+/// The dongle's RAM at its peak over `run`: its statics (from the image)
+/// and the deepest its stack went (from its log), checked against the
+/// budget and the headroom it must leave. Waits first for the dongle's
+/// next stack check (once a second), so the run's last steps are counted.
+fn check_ram(image: &Path, log: &DongleLog, run: &str) {
+    std::thread::sleep(Duration::from_millis(1_500));
+    let (bss, data) = static_ram(image).unwrap();
+    let stack = peak_stack(log);
+    let total = bss + data + stack;
+    eprintln!(
+        "dongle RAM over {run}: .bss {bss} + .data {data} + peak stack {stack} = {total} bytes of {RAM_BUDGET}, {} free",
+        RAM_BUDGET.saturating_sub(total)
+    );
+    assert!(stack > 0, "the dongle logged no stack high-water mark");
+    assert!(
+        total + RAM_HEADROOM <= RAM_BUDGET,
+        "the dongle's RAM over {run}, {total} bytes, leaves less than {RAM_HEADROOM} of {RAM_BUDGET} free; its log:\n  {}",
+        log.lines().join("\n  ")
+    );
+}
+
 /// The dongle's stack high-water mark, from its log.
 fn peak_stack(log: &DongleLog) -> usize {
     log.lines()
@@ -589,104 +760,288 @@ fn quorum(host: &Host) -> Option<(bool, Option<bool>)> {
     }
 }
 
+/// A serial cable between a host and one of the dongle's ports that the
+/// test can pull out and plug back: socat between QEMU's pty and a pty of
+/// its own at `link`, which the host's configuration names. Cut, the
+/// dongle's port is drained, as a dead host's cable would be.
+struct Cable {
+    link: PathBuf,
+    port: PathBuf,
+    socat: Option<Child>,
+    drain: Option<Drain>,
+}
+
+impl Cable {
+    fn connect(link: PathBuf, port: PathBuf) -> Cable {
+        let mut cable = Cable {
+            link,
+            port,
+            socat: None,
+            drain: None,
+        };
+        cable.mend();
+        cable
+    }
+
+    fn mend(&mut self) {
+        self.drain = None;
+        let socat = Command::new("socat")
+            .arg(format!("pty,raw,echo=0,link={}", self.link.display()))
+            .arg(format!("{},raw,echo=0", self.port.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.socat = Some(socat);
+        let link = self.link.clone();
+        wait_for(Duration::from_secs(5), "socat's pty", || link.exists()).unwrap();
+    }
+
+    fn cut(&mut self) {
+        if let Some(mut socat) = self.socat.take() {
+            let _ = socat.kill();
+            let _ = socat.wait();
+        }
+        self.drain = Some(Drain::start(&self.port));
+    }
+}
+
+impl Drop for Cable {
+    fn drop(&mut self) {
+        if let Some(mut socat) = self.socat.take() {
+            let _ = socat.kill();
+            let _ = socat.wait();
+        }
+    }
+}
+
+/// Two hosts with the dongle as their quorum witness (and, with `fence`,
+/// their fence device), host 2 on its port through a [`Cable`], the TCP
+/// path between them through a relay, web's instances on both and in
+/// service on host 1.
+struct WitnessPair {
+    hosts: [Host; 2],
+    apps: Vec<heartline::demo::sample_app::SampleApp>,
+    cable: Cable,
+    tcp: Relay,
+    binary: PathBuf,
+    image: PathBuf,
+    qemu: Qemu,
+    _dir: tempfile::TempDir,
+}
+
+impl WitnessPair {
+    /// `None` (and says why) without the firmware image, QEMU, socat or the
+    /// heartline binary.
+    fn start(fence: bool) -> Option<WitnessPair> {
+        use heartline::demo::sample_app::{SampleApp, copy_kit};
+        let image = firmware_image();
+        let Some(binary) = heartline_binary() else {
+            eprintln!("SKIPPED: the heartline binary is not built (cargo build -p heartline)");
+            return None;
+        };
+        let socat = Command::new("socat").arg("-V").output().is_ok();
+        if !image.exists() || !qemu_installed() || !socat {
+            eprintln!(
+                "SKIPPED: needs the firmware image ({}), qemu-system-arm and socat (./test.sh provides them)",
+                image.display()
+            );
+            return None;
+        }
+        let qemu = Qemu::start(&image).unwrap();
+        qemu.log
+            .wait_for(BOOT_LINE, Duration::from_secs(10))
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let kits = dir.path().join("kits");
+        copy_kit(
+            &kits,
+            "gen/app",
+            "description = \"Generic Application, checked often\"\nquick_check_interval = \"200ms\"\n",
+        )
+        .unwrap();
+        let listen = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let tcp = Relay::start(listen).unwrap();
+        let cable = Cable::connect(dir.path().join("host2-line"), qemu.ports[1].clone());
+        let ports = [qemu.ports[0].clone(), cable.link.clone()];
+        let mut hosts = setup(
+            dir.path(),
+            &binary,
+            &ports,
+            listen,
+            &tcp,
+            &Role::Witness { kits, fence },
+        );
+        hosts[0].start();
+        hosts[1].start();
+        let events = dir.path().join("events");
+        let apps: Vec<SampleApp> = [1u16, 2]
+            .iter()
+            .map(|&n| SampleApp::write(dir.path(), n, "web", &events, "exec sleep 100000").unwrap())
+            .collect();
+        let pair = WitnessPair {
+            hosts,
+            apps,
+            cable,
+            tcp,
+            binary,
+            image,
+            qemu,
+            _dir: dir,
+        };
+        pair.wait_quorate();
+        for app in &pair.apps {
+            let args = app.create_args(app.node);
+            pair.cli(0, &args.iter().map(String::as_str).collect::<Vec<_>>());
+        }
+        pair.cli(
+            0,
+            &[
+                "eqv",
+                "create",
+                "--tag",
+                "web",
+                "--other-node",
+                "2",
+                "--other-tag",
+                "web",
+            ],
+        );
+        pair.cli(0, &["in-service", "web"]);
+        wait_for(Duration::from_secs(10), "web on host 1", || {
+            pair.running() == [1]
+        })
+        .unwrap();
+        Some(pair)
+    }
+
+    fn cli(&self, host: usize, args: &[&str]) -> String {
+        cli(&self.binary, &self.hosts[host], args)
+    }
+
+    /// The hosts web runs on.
+    fn running(&self) -> Vec<u16> {
+        self.apps
+            .iter()
+            .filter(|a| a.running())
+            .map(|a| a.node)
+            .collect()
+    }
+
+    /// Times the dongle asserted the reset line of the host on `port`.
+    fn resets_seen(&self, port: usize) -> usize {
+        self.qemu
+            .log
+            .lines()
+            .iter()
+            .filter(|l| l.contains(&format!("reset output of the host on UART{port} asserted")))
+            .count()
+    }
+
+    /// The dongle's log, for a failure's message.
+    fn dongle_log(&self) -> String {
+        self.qemu.log.lines().join("\n  ")
+    }
+
+    /// Waits until both hosts see each other and hold quorum with the
+    /// dongle's vote.
+    fn wait_quorate(&self) {
+        let ready = wait_for(
+            Duration::from_secs(20),
+            "both hosts up, quorate, counting the dongle's vote",
+            || {
+                self.hosts[0].sees(2, "up")
+                    && self.hosts[1].sees(1, "up")
+                    && self
+                        .hosts
+                        .iter()
+                        .all(|h| quorum(h) == Some((true, Some(true))))
+            },
+        );
+        if let Err(e) = ready {
+            panic!(
+                "{e}: {:?} {:?}\nhost 1:\n{}\nhost 2:\n{}\nthe dongle's log:\n  {}",
+                quorum(&self.hosts[0]),
+                quorum(&self.hosts[1]),
+                self.hosts[0].log(),
+                self.hosts[1].log(),
+                self.dongle_log()
+            );
+        }
+    }
+
+    /// Host 2's machine back (booted again: its daemon started) after a
+    /// fault was repaired: both quorate, web still on host 1 only.
+    fn heal(&mut self) {
+        self.hosts[1].start();
+        self.wait_quorate();
+        assert_eq!(self.running(), [1]);
+    }
+
+    /// Web moved to host 2, then `fault`: samples every 2 ms until web runs
+    /// on host 1, never on both; when the dongle pulses host 2's reset line
+    /// the harness, as the reset wiring, ends host 2's machine (its daemon
+    /// and web). When (after the fault) host 2 was reset, and when host 1
+    /// ran web.
+    fn fail_over_from_host_2(
+        &mut self,
+        fault: impl FnOnce(&mut WitnessPair),
+    ) -> (Option<Duration>, Duration) {
+        self.cli(0, &["switchover", "web", "--to", "2"]);
+        wait_for(Duration::from_secs(10), "web on host 2", || {
+            self.running() == [2]
+        })
+        .unwrap();
+        let before = self.resets_seen(1);
+        fault(self);
+        let at = std::time::Instant::now();
+        let mut reset = None;
+        loop {
+            let now = self.running();
+            assert!(
+                now.len() <= 1,
+                "web on both hosts {:?} after the fault\nhost 2:\n{}",
+                at.elapsed(),
+                self.hosts[1].log()
+            );
+            if reset.is_none() && self.resets_seen(1) > before {
+                reset = Some(at.elapsed());
+                self.hosts[1].kill();
+                self.apps[1].kill();
+            }
+            if now == [1] {
+                return (reset, at.elapsed());
+            }
+            assert!(
+                at.elapsed() < Duration::from_secs(20),
+                "web not on host 1 {:?} after the fault\nhost 1:\n{}\nhost 2:\n{}\nthe dongle's log:\n  {}",
+                at.elapsed(),
+                self.hosts[0].log(),
+                self.hosts[1].log(),
+                self.dongle_log()
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
 #[test]
 fn the_dongle_is_the_witness_a_cut_between_its_hosts_leaves_one_side_running() {
-    use heartline::demo::sample_app::{SampleApp, copy_kit};
-    let image = firmware_image();
-    let Some(binary) = heartline_binary() else {
-        eprintln!("SKIPPED: the heartline binary is not built (cargo build -p heartline)");
+    let Some(mut pair) = WitnessPair::start(true) else {
         return;
     };
-    if !image.exists() || !qemu_installed() {
-        eprintln!(
-            "SKIPPED: needs the firmware image ({}) and qemu-system-arm (./test.sh provides both)",
-            image.display()
-        );
-        return;
-    }
-    let qemu = Qemu::start(&image).unwrap();
-    qemu.log
-        .wait_for(BOOT_LINE, Duration::from_secs(10))
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let kits = dir.path().join("kits");
-    copy_kit(
-        &kits,
-        "gen/app",
-        "description = \"Generic Application, checked often\"\nquick_check_interval = \"200ms\"\n",
-    )
-    .unwrap();
-    let listen = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let tcp = Relay::start(listen).unwrap();
-    let mut hosts = setup(
-        dir.path(),
-        &binary,
-        &qemu.ports,
-        listen,
-        &tcp,
-        &Role::Witness { kits },
-    );
-    hosts[0].start();
-    hosts[1].start();
-    let ready = wait_for(
-        Duration::from_secs(20),
-        "both hosts up, quorate, counting the dongle's vote",
-        || {
-            hosts[0].sees(2, "up")
-                && hosts[1].sees(1, "up")
-                && hosts.iter().all(|h| quorum(h) == Some((true, Some(true))))
-        },
-    );
-    if let Err(e) = ready {
-        panic!(
-            "{e}: {:?} {:?}\nhost 1:\n{}\nthe dongle's log:\n  {}",
-            quorum(&hosts[0]),
-            quorum(&hosts[1]),
-            hosts[0].log(),
-            qemu.log.lines().join("\n  ")
-        );
-    }
-    let events = dir.path().join("events");
-    let apps: Vec<SampleApp> = [1u16, 2]
-        .iter()
-        .map(|&n| SampleApp::write(dir.path(), n, "web", &events, "exec sleep 100000").unwrap())
-        .collect();
-    for app in &apps {
-        let args = app.create_args(app.node);
-        cli(
-            &binary,
-            &hosts[0],
-            &args.iter().map(String::as_str).collect::<Vec<_>>(),
-        );
-    }
-    cli(
-        &binary,
-        &hosts[0],
-        &[
-            "eqv",
-            "create",
-            "--tag",
-            "web",
-            "--other-node",
-            "2",
-            "--other-tag",
-            "web",
-        ],
-    );
-    cli(&binary, &hosts[0], &["in-service", "web"]);
-    let running = |apps: &[SampleApp]| -> Vec<u16> {
+    let (hosts, apps, tcp, qemu) = (&mut pair.hosts, &pair.apps, &pair.tcp, &pair.qemu);
+    let running = |apps: &[heartline::demo::sample_app::SampleApp]| -> Vec<u16> {
         apps.iter()
             .filter(|a| a.running())
             .map(|a| a.node)
             .collect()
     };
-    wait_for(Duration::from_secs(10), "web on host 1", || {
-        running(&apps) == [1]
-    })
-    .unwrap();
+    let binary = pair.binary.clone();
+    let image = pair.image.clone();
 
     // The harness is the reset wiring: when the dongle asserts a host's
     // reset line, that host's machine (its daemon and application) dies.
@@ -707,7 +1062,7 @@ fn the_dongle_is_the_witness_a_cut_between_its_hosts_leaves_one_side_running() {
     let mut split = None;
     let mut reset = None;
     while cut.elapsed() < Duration::from_secs(10) {
-        let now = running(&apps);
+        let now = running(apps);
         assert!(
             now.len() <= 1,
             "web on both hosts {:?} after the cut",
@@ -760,14 +1115,14 @@ fn the_dongle_is_the_witness_a_cut_between_its_hosts_leaves_one_side_running() {
         hosts.iter().all(|h| quorum(h) == Some((true, Some(true))))
     })
     .unwrap();
-    assert_eq!(running(&apps), [1]);
+    assert_eq!(running(apps), [1]);
 
     // Web on host 2, the network cut again: host 1 gets the vote, has the
     // dongle reset host 2, and once the dongle confirmed (at its pulse's
     // end) runs web, before host 2's lease (3 s) would have ended.
     cli(&binary, &hosts[0], &["switchover", "web", "--to", "2"]);
     wait_for(Duration::from_secs(10), "web on host 2", || {
-        running(&apps) == [2]
+        running(apps) == [2]
     })
     .unwrap();
     let before = resets_seen(1);
@@ -775,7 +1130,7 @@ fn the_dongle_is_the_witness_a_cut_between_its_hosts_leaves_one_side_running() {
     let cut = std::time::Instant::now();
     let mut reset = None;
     let taken = loop {
-        let now = running(&apps);
+        let now = running(apps);
         assert!(
             now.len() <= 1,
             "web on both hosts {:?} after the cut",
@@ -811,7 +1166,7 @@ fn the_dongle_is_the_witness_a_cut_between_its_hosts_leaves_one_side_running() {
         hosts.iter().all(|h| quorum(h) == Some((true, Some(true))))
     })
     .unwrap();
-    assert_eq!(running(&apps), [1]);
+    assert_eq!(running(apps), [1]);
 
     // Host 1's machine dies: its daemon and application, so its serial
     // line and its network fall silent. Host 2 gets the vote once host 1's
@@ -821,7 +1176,7 @@ fn the_dongle_is_the_witness_a_cut_between_its_hosts_leaves_one_side_running() {
     let lost = std::time::Instant::now();
     let _drain = Drain::start(&qemu.ports[0]);
     wait_for(Duration::from_secs(20), "web on host 2", || {
-        running(&apps) == [2]
+        running(apps) == [2]
     })
     .unwrap_or_else(|e| {
         panic!(
@@ -843,13 +1198,70 @@ fn the_dongle_is_the_witness_a_cut_between_its_hosts_leaves_one_side_running() {
         .filter(|l| l.contains("witness vote held by hosts"))
         .collect();
     eprintln!("the dongle's vote: {holders:?}");
-    eprintln!(
-        "dongle: peak stack over the witness run {} bytes",
-        peak_stack(&qemu.log)
-    );
+    check_ram(&image, &qemu.log, "the witness run");
     assert!(holders.len() >= 3, "{holders:?}");
     assert!(
         !qemu.log.lines().iter().any(|l| l.contains("panic")),
         "the dongle panicked"
     );
+}
+
+/// No fence device: the dongle's watchdog is each host's self-fence (no
+/// watchdog device here). Host 2's stop hangs when a cut costs it quorum:
+/// its daemon stops sending the dongle frames once one could keep it alive
+/// past its lease, and the dongle resets it before host 1 takes over.
+/// Host 2 cut off from everything (serial line and network): the dongle
+/// resets it and host 1 runs web. Host 2's daemon stalled (SIGSTOP) with web
+/// running: the same.
+#[test]
+fn the_dongle_is_the_self_fence_of_a_host_that_cannot_stop_or_is_cut_off() {
+    let Some(mut pair) = WitnessPair::start(false) else {
+        return;
+    };
+
+    // 1. Host 2's stop hangs; the network is cut.
+    let stop = pair.apps[1].stop.clone();
+    let original = std::fs::read_to_string(&stop).unwrap();
+    let (reset, taken) = pair.fail_over_from_host_2(|pair| {
+        std::fs::write(&stop, "#!/bin/sh\nexec sleep 100000\n").unwrap();
+        pair.tcp.block();
+    });
+    let log = pair.hosts[1].log();
+    assert!(log.contains("SELF-FENCE"), "{log}");
+    let reset = reset.unwrap_or_else(|| panic!("the dongle never reset host 2\n{log}"));
+    assert!(reset < taken, "reset {reset:?}, taken {taken:?}");
+    eprintln!(
+        "dongle self-fence: host 2's stop hung after a cut; its daemon starved the dongle, which reset it {reset:?} after the cut; host 1 ran web {taken:?} after (lease 3 s)"
+    );
+    std::fs::write(&stop, original).unwrap();
+    pair.tcp.restore();
+    pair.heal();
+
+    // 2. Host 2 cut off from everything: its serial line and the network.
+    let (reset, taken) = pair.fail_over_from_host_2(|pair| {
+        pair.cable.cut();
+        pair.tcp.block();
+    });
+    let reset = reset.unwrap_or_else(|| panic!("the dongle never reset host 2"));
+    eprintln!(
+        "dongle: host 2's serial line and network cut; the dongle reset it {reset:?} after, host 1 ran web {taken:?} after (lease 3 s)"
+    );
+    pair.cable.mend();
+    pair.tcp.restore();
+    pair.heal();
+
+    // 3. Host 2's daemon stalls with web running.
+    let (reset, taken) = pair.fail_over_from_host_2(|pair| {
+        let pid = pair.hosts[1].child.as_ref().unwrap().id();
+        Command::new("kill")
+            .args(["-STOP", &pid.to_string()])
+            .status()
+            .unwrap();
+    });
+    let reset = reset.unwrap_or_else(|| panic!("the dongle never reset host 2"));
+    assert!(reset < taken, "reset {reset:?}, taken {taken:?}");
+    eprintln!(
+        "dongle: host 2's daemon stopped (SIGSTOP) with web running; the dongle reset it {reset:?} after, host 1 ran web {taken:?} after (lease 3 s)"
+    );
+    check_ram(&pair.image, &pair.qemu.log, "the self-fence run");
 }

@@ -154,6 +154,12 @@ fn render_resources(out: &mut String, r: &NodeReport) {
                 }
             );
         }
+        None if r.members.len() > 1 => {
+            let _ = writeln!(
+                out,
+                "quorum: off ([quorum] not enabled): a network partition can run a hierarchy on both sides"
+            );
+        }
         None => {}
     }
     for f in &r.fencing {

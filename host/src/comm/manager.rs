@@ -95,6 +95,13 @@ struct Manager {
     idle_waiters: Vec<oneshot::Sender<()>>,
     /// Per host peer: the echo last told the brain (with quorum on).
     echoes: HashMap<u16, Instant>,
+    /// A dongle as this node's self-fence: it, and how long this node may
+    /// live after the last frame it heard (its watchdog + reset pulse).
+    self_fence: Option<(NodeId, Duration)>,
+    /// The resource brain's fence deadline (see [`Handle::fence_deadline`]).
+    fence_deadline: tokio::sync::watch::Receiver<Option<TokioInstant>>,
+    /// Whether the self-fence dongle is being starved.
+    starving: bool,
 }
 
 /// How far a peer's echo must advance before the brain is told again.
@@ -196,7 +203,19 @@ pub fn start(
     }
     info!(cluster = %config.cluster_name, node = config.node.0, name = %config.name, incarnation = incarnation.0,
         peers = config.peers.len(), "communication manager started");
+    let (fence_deadline, fence_deadline_rx) = tokio::sync::watch::channel(None);
+    let self_fence = config
+        .quorum
+        .as_ref()
+        .and_then(|q| q.self_fence.as_ref())
+        .and_then(|f| match f {
+            crate::config::SelfFence::Dongle { node, within } => Some((*node, *within)),
+            crate::config::SelfFence::Device { .. } => None,
+        });
     let manager = Manager {
+        self_fence,
+        fence_deadline: fence_deadline_rx,
+        starving: false,
         endpoint,
         provisioner: Provisioner::new(&config),
         trips: BTreeMap::new(),
@@ -244,6 +263,7 @@ pub fn start(
             commands,
             events,
             started,
+            fence_deadline: std::sync::Arc::new(fence_deadline),
         },
         brain_rx,
     ))
@@ -450,14 +470,39 @@ impl Manager {
                 let incarnation = endpoint.peer(dongle).and_then(|p| p.incarnation);
                 (endpoint.can_talk(dongle), incarnation)
             });
+        let starved = self.starved_dongle();
         for (path, frame) in provisions {
+            if Some(path.node) == starved {
+                continue;
+            }
             if let Some(handle) = self.paths.get(&path) {
                 // A full line loses it; another follows in a second.
                 let _ = handle.frames.try_send(ToPath::Frame(frame));
             }
         }
+        self.transmit(now, starved);
+        while let Some(event) = self.endpoint.poll_event() {
+            self.on_event(event);
+        }
+        self.publish_echoes();
+        self.deliver();
+        // Deliveries free the admin window: what waited goes out now.
+        self.flush_admin();
+        self.transmit(now, starved);
+        if self.admin.pending() == 0 {
+            for waiter in self.idle_waiters.drain(..) {
+                let _ = waiter.send(());
+            }
+        }
+    }
+
+    /// Hands the endpoint's frames to their paths, but none to `starved`.
+    fn transmit(&mut self, now: Instant, starved: Option<NodeId>) {
         let mut buf = [0u8; MAX_ENCODED_LEN];
         while let Some(transmit) = self.endpoint.poll_transmit(now, &mut buf) {
+            if Some(transmit.path.node) == starved {
+                continue;
+            }
             if let Some(handle) = self.paths.get(&transmit.path) {
                 // A full or disconnected path loses this frame: heartbeats
                 // are repeated and messages retransmitted by the protocol.
@@ -466,25 +511,40 @@ impl Manager {
                     .try_send(ToPath::Frame(buf[..transmit.len].to_vec()));
             }
         }
-        while let Some(event) = self.endpoint.poll_event() {
-            self.on_event(event);
-        }
-        self.publish_echoes();
-        self.deliver();
-        // Deliveries free the admin window: what waited goes out now.
-        self.flush_admin();
-        while let Some(transmit) = self.endpoint.poll_transmit(now, &mut buf) {
-            if let Some(handle) = self.paths.get(&transmit.path) {
-                let _ = handle
-                    .frames
-                    .try_send(ToPath::Frame(buf[..transmit.len].to_vec()));
+    }
+
+    /// The self-fence dongle, if a frame to it now could keep this node
+    /// alive past its fence deadline: it is sent nothing then, so its
+    /// watchdog trips and resets this node by its lease's end. A deadline
+    /// the resource manager stopped renewing (stalled, or dead) starves it
+    /// too. Says so when that starts and ends.
+    fn starved_dongle(&mut self) -> Option<NodeId> {
+        let (dongle, within) = self.self_fence?;
+        let deadline = *self.fence_deadline.borrow();
+        let starve = deadline.is_some_and(|deadline| {
+            !crate::sys::watchdog::may_feed(std::time::Instant::now(), within, deadline.into_std())
+        });
+        if starve != self.starving {
+            self.starving = starve;
+            let text = if starve {
+                format!(
+                    "SELF-FENCE: this node's lease ends within dongle {dongle}'s watchdog and reset pulse ({} ms) while something may still run here; the dongle is sent nothing more and resets this node unless the lease is renewed or what runs stops",
+                    within.as_millis()
+                )
+            } else {
+                format!("self-fence: dongle {dongle} is fed again")
+            };
+            if starve {
+                warn!("{text}");
+            } else {
+                info!("{text}");
             }
+            let _ = self.events.send(EventLine {
+                at_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                text,
+            });
         }
-        if self.admin.pending() == 0 {
-            for waiter in self.idle_waiters.drain(..) {
-                let _ = waiter.send(());
-            }
-        }
+        starve.then_some(dongle)
     }
 
     /// Hands queued admin fragments to the endpoint.

@@ -146,6 +146,11 @@ pub struct Handle {
     pub events: broadcast::Sender<EventLine>,
     /// When the daemon started: event times count from it.
     pub started: tokio::time::Instant,
+    /// The instant by which this node must have stopped what it runs or be
+    /// reset (the resource brain's fence deadline; `None`: nothing may run
+    /// here). With a dongle as the self-fence, the manager sends the dongle
+    /// nothing that would keep this node alive past it.
+    pub fence_deadline: std::sync::Arc<tokio::sync::watch::Sender<Option<tokio::time::Instant>>>,
 }
 
 impl Handle {

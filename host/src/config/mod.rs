@@ -308,9 +308,47 @@ pub struct QuorumSpec {
     /// The fastest path's `interval × misses`: a peer declared down was
     /// heard last at least this long before.
     pub detect_floor: StdDuration,
-    /// The watchdog device and its timeout, fed up to the lease's end
-    /// while anything may run here.
-    pub watchdog: Option<(PathBuf, StdDuration)>,
+    /// What resets this node by its lease's end if what it runs has not
+    /// stopped (`None`: nothing; its daemon's death is then covered only
+    /// by fence devices).
+    pub self_fence: Option<SelfFence>,
+}
+
+/// What resets a node whose lease ended while anything still ran there, or
+/// whose daemon died or stalled: the daemon keeps it from firing only until
+/// its lease's end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SelfFence {
+    /// The Linux watchdog device (`quorum.watchdog`) and its timeout: fed
+    /// while a feed cannot outlive the lease.
+    Device {
+        /// The device.
+        path: PathBuf,
+        /// Its timeout.
+        timeout: StdDuration,
+    },
+    /// A dongle's watchdog over this node, when no device is configured:
+    /// the daemon sends the dongle nothing once a frame could keep the
+    /// node alive past its lease, so the dongle's watchdog trips and pulses
+    /// this node's reset line by then.
+    Dongle {
+        /// The dongle.
+        node: NodeId,
+        /// The dongle's watchdog plus its reset pulse: how long the node
+        /// may live after the last frame the dongle heard from it.
+        within: StdDuration,
+    },
+}
+
+impl SelfFence {
+    /// How long the node may live after the last feed.
+    #[must_use]
+    pub fn within(&self) -> StdDuration {
+        match self {
+            SelfFence::Device { timeout, .. } => *timeout,
+            SelfFence::Dongle { within, .. } => *within,
+        }
+    }
 }
 
 /// Default `quorum.stop_bound`.
@@ -468,6 +506,44 @@ impl Checker<'_> {
         Ok(())
     }
 
+    /// Without a watchdog device, the first dongle that resets the hosts it
+    /// watches (a `reset_pulse`) is this node's self-fence, if its watchdog
+    /// and pulse fit in half the lease (as a device's timeout must).
+    fn dongle_self_fence(
+        &self,
+        raw_peers: &[RawPeer],
+        peers: &[PeerSpec],
+        lease: StdDuration,
+    ) -> Result<Option<SelfFence>, ConfigError> {
+        let found = raw_peers
+            .iter()
+            .zip(peers)
+            .enumerate()
+            .find_map(|(i, (raw, peer))| {
+                let dongle = peer.dongle?;
+                Some((i, raw, peer.id, dongle.watchdog?, dongle.reset_pulse?))
+            });
+        let Some((i, raw, node, watchdog, pulse)) = found else {
+            return Ok(None);
+        };
+        let within = watchdog + pulse;
+        if within * 2 > lease {
+            let at = raw.watchdog.as_ref().or(raw.reset_pulse.as_ref());
+            return Err(ConfigError {
+                file: self.file.to_path_buf(),
+                line: at.map(|a| self.line_of(a.span().start)),
+                field: format!("peers[{i}].watchdog"),
+                problem: format!(
+                    "dongle {node} is this node's self-fence (no quorum.watchdog), and its watchdog plus reset pulse ({}) is more than half the lease ({})",
+                    humantime::format_duration(within),
+                    humantime::format_duration(lease)
+                ),
+                hint: "a healthy node must feed it well within its lease: shorten the dongle's watchdog, lengthen quorum.lease, or name a watchdog device".into(),
+            });
+        }
+        Ok(Some(SelfFence::Dongle { node, within }))
+    }
+
     /// The `[quorum]` section, if enabled.
     fn quorum(
         &self,
@@ -622,12 +698,15 @@ impl Checker<'_> {
                         hint: "a healthy node must feed it well within its lease: shorten it or lengthen the lease".into(),
                     });
                 }
-                Some((PathBuf::from(device.get_ref()), timeout))
+                Some(SelfFence::Device {
+                    path: PathBuf::from(device.get_ref()),
+                    timeout,
+                })
             }
-            None => None,
+            None => self.dongle_self_fence(raw_peers, peers, lease)?,
         };
         Ok(Some(QuorumSpec {
-            watchdog,
+            self_fence: watchdog,
             witness,
             votes,
             expected,
@@ -1478,6 +1557,53 @@ name = "bravo"
         assert_eq!(e.field, "quorum.stop_bound");
         let e = error(&with("votes = 0").replace("[[peers]]", "[[peers]]\nvotes = 0"));
         assert!(e.problem.contains("no node has a vote"), "{e}");
+    }
+
+    #[test]
+    fn a_dongle_that_resets_is_the_self_fence_without_a_watchdog_device() {
+        let quorate =
+            |text: String| text.replacen("[[peers]]", "[quorum]\nenabled = true\n\n[[peers]]", 1);
+        let config = Fixture::new()
+            .parse(&quorate(with_dongle("reset_pulse = \"200ms\"\n")))
+            .unwrap();
+        assert_eq!(
+            config.quorum.unwrap().self_fence,
+            Some(SelfFence::Dongle {
+                node: NodeId(100),
+                within: StdDuration::from_millis(2_200)
+            })
+        );
+        let config = Fixture::new().parse(&quorate(with_dongle(""))).unwrap();
+        assert_eq!(
+            config.quorum.unwrap().self_fence,
+            None,
+            "a dongle without a reset pulse resets nobody"
+        );
+        let device = with_dongle("reset_pulse = \"200ms\"\n").replacen(
+            "[[peers]]",
+            "[quorum]\nenabled = true\nwatchdog = \"/dev/watchdog\"\n\n[[peers]]",
+            1,
+        );
+        assert!(matches!(
+            Fixture::new()
+                .parse(&device)
+                .unwrap()
+                .quorum
+                .unwrap()
+                .self_fence,
+            Some(SelfFence::Device { .. })
+        ));
+        let e = Fixture::new()
+            .parse(&quorate(with_dongle(
+                "watchdog = \"3s\"\nreset_pulse = \"200ms\"\n",
+            )))
+            .unwrap_err();
+        assert_eq!(e.field, "peers[1].watchdog");
+        assert!(e.line.is_some(), "{e}");
+        assert!(
+            e.problem.contains("self-fence") && e.problem.contains("more than half the lease"),
+            "{e}"
+        );
     }
 
     const FENCE: &str = r#"

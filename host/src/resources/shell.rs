@@ -139,8 +139,31 @@ pub fn start(
     let watchdog = config
         .quorum
         .as_ref()
-        .and_then(|q| q.watchdog.as_ref())
-        .map(|(path, timeout)| crate::sys::watchdog::Watchdog::new(path, *timeout));
+        .and_then(|q| q.self_fence.as_ref())
+        .and_then(|f| match f {
+            crate::config::SelfFence::Device { path, timeout } => {
+                Some(crate::sys::watchdog::Watchdog::new(path, *timeout))
+            }
+            crate::config::SelfFence::Dongle { .. } => None,
+        });
+    match config.quorum.as_ref().map(|q| &q.self_fence) {
+        Some(Some(crate::config::SelfFence::Device { path, timeout })) => info!(
+            "self-fence: the watchdog device {} ({} ms), fed until this node's lease ends while anything may run here",
+            path.display(),
+            timeout.as_millis()
+        ),
+        Some(Some(crate::config::SelfFence::Dongle { node, within })) => info!(
+            "self-fence: dongle {node}'s watchdog (with its reset pulse, {} ms), sent frames until this node's lease ends while anything may run here",
+            within.as_millis()
+        ),
+        Some(None) => warn!(
+            "quorum without a self-fence (no quorum.watchdog, no dongle with a reset_pulse): if this daemon dies or stalls while applications run, only a fence device keeps them from running twice"
+        ),
+        None if cfg.nodes.len() > 1 => warn!(
+            "quorum is off ([quorum] not enabled): a network partition, or a daemon that dies while its applications run, can leave a hierarchy running on two nodes; enable it with three nodes or a witness (README: Quorum and leases)"
+        ),
+        None => {}
+    }
     cfg.quorum = config.quorum.as_ref().map(|q| {
         let lease = q.lease.into();
         heartline_brain::QuorumConfig {
@@ -237,6 +260,7 @@ impl Shell {
         mut from_comm: mpsc::UnboundedReceiver<ToBrain>,
     ) {
         self.carry_out().await;
+        self.publish_fence_deadline();
         loop {
             let tend = self
                 .watchdog
@@ -269,7 +293,22 @@ impl Shell {
             }
             self.carry_out().await;
             self.tend_watchdog();
+            self.publish_fence_deadline();
         }
+    }
+
+    /// Tells the communication manager the brain's fence deadline, for a
+    /// dongle that is this node's self-fence.
+    fn publish_fence_deadline(&self) {
+        let deadline = self
+            .brain
+            .fence_deadline()
+            .map(|at| self.started + Duration::from_micros(at.as_micros()));
+        self.comm.fence_deadline.send_if_modified(|d| {
+            let changed = *d != deadline;
+            *d = deadline;
+            changed
+        });
     }
 
     /// Feeds the watchdog device up to the brain's fence deadline, or

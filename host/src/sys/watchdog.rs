@@ -71,7 +71,7 @@ impl Watchdog {
             }
             return Ok(Tended::Disarmed);
         };
-        if now + self.timeout > deadline {
+        if !may_feed(now, self.timeout, deadline) {
             return Ok(Tended::Starved);
         }
         if self.file.is_none() {
@@ -93,6 +93,14 @@ impl Watchdog {
         self.fed = Some(now);
         Ok(Tended::Fed)
     }
+}
+
+/// Whether a feed at `now`, which keeps the machine alive `within` more,
+/// lets it live no later than `deadline`: the one rule of every self-fence
+/// (this device, and a dongle's watchdog fed by the daemon's frames).
+#[must_use]
+pub fn may_feed(now: Instant, within: Duration, deadline: Instant) -> bool {
+    now + within <= deadline
 }
 
 /// The device's own timeout, from sysfs (`/sys/class/watchdog/NAME/timeout`),
