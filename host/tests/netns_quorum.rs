@@ -5,6 +5,8 @@
 //! reach the witness and the client): the service moves to the witness's
 //! side and never answers from both; after the heal it stays; with the
 //! witness killed and then node 1's machine, node 2 alone starts nothing.
+//! Three daemons without a witness, partitioned 2|1: the single node stops
+//! the service within its lease, the pair starts it after, never both.
 //! The test creates and removes its namespaces; without root, `ip`,
 //! `iptables`, `socat` or `python3` it says it was skipped.
 
@@ -26,21 +28,23 @@ const BIN: &str = env!("CARGO_BIN_EXE_heartline");
 const NET: &str = "10.78.0";
 const WITNESS: u16 = 100;
 
-/// A client probing `NET.1:8080` and `NET.2:8080` every 2 ms: a line at
-/// every change of who answers, and `BOTH` whenever both did in one round.
+/// A client probing port 8080 of `NET.N` for each node N given every 2 ms:
+/// a line at every change of who answers, and `BOTH` whenever more than
+/// one did in one round.
 const PROBER: &str = r#"
 import socket, sys, time
-addrs = [(sys.argv[2] + ".1", 8080), (sys.argv[2] + ".2", 8080)]
+hosts = sys.argv[3:]
+addrs = [(sys.argv[2] + "." + h, 8080) for h in hosts]
 out = open(sys.argv[1], "w", buffering=1)
 last = None
 while True:
     up = []
-    for i, a in enumerate(addrs):
+    for h, a in zip(hosts, addrs):
         s = socket.socket()
         s.settimeout(0.05)
         try:
             s.connect(a)
-            up.append(str(i + 1))
+            up.append(h)
         except Exception:
             pass
         finally:
@@ -54,12 +58,14 @@ while True:
     time.sleep(0.002)
 "#;
 
-/// The namespaces (a bridge, nodes 1 and 2, the witness, the client), the
-/// processes in them; all removed on drop.
+/// The namespaces (a bridge, the nodes `n1`, `n2`, ..., the witness `w`
+/// if any, the client `c`), the processes in them; all removed on drop.
 struct Lab {
     tag: String,
     dir: tempfile::TempDir,
-    daemons: [Option<Child>; 2],
+    nodes: Vec<u16>,
+    witness: bool,
+    daemons: std::collections::BTreeMap<u16, Child>,
     others: Vec<Child>,
 }
 
@@ -68,19 +74,39 @@ impl Lab {
         format!("hq{}{name}", self.tag)
     }
 
-    fn new() -> Lab {
+    /// The namespaces' names: the bridge's last, so it goes last.
+    fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.nodes.iter().map(|n| format!("n{n}")).collect();
+        if self.witness {
+            names.push("w".into());
+        }
+        names.extend(["c".to_string(), "b".to_string()]);
+        names
+    }
+
+    /// Nodes `nodes` (at `NET.N`), a witness (at `NET.9`) if `witness`,
+    /// and the client (`NET.50`), on one bridge.
+    fn new(nodes: &[u16], witness: bool) -> Lab {
         let tag = format!("{}", std::process::id() % 100_000);
         let lab = Lab {
             tag,
             dir: tempfile::tempdir().unwrap(),
-            daemons: [None, None],
+            nodes: nodes.to_vec(),
+            witness,
+            daemons: std::collections::BTreeMap::new(),
             others: Vec::new(),
         };
         let hub = lab.ns("b");
         must(&["ip", "netns", "add", &hub]);
         must_in(&hub, &["ip", "link", "add", "br0", "type", "bridge"]);
         must_in(&hub, &["ip", "link", "set", "br0", "up"]);
-        for (name, host) in [("n1", 1), ("n2", 2), ("w", 9), ("c", 50)] {
+        let mut hosts: Vec<(String, u16)> = nodes.iter().map(|&n| (format!("n{n}"), n)).collect();
+        if witness {
+            hosts.push(("w".into(), 9));
+        }
+        hosts.push(("c".into(), 50));
+        for (name, host) in hosts {
+            let name = name.as_str();
             let ns = lab.ns(name);
             let dev = format!("hq{}{name}", lab.tag);
             let end = format!("{dev}h");
@@ -131,11 +157,11 @@ impl Lab {
             &[BIN, "daemon", "--config", &config],
             &format!("n{node}.log"),
         );
-        self.daemons[usize::from(node - 1)] = Some(child);
+        self.daemons.insert(node, child);
     }
 
     fn kill(&mut self, node: u16) {
-        if let Some(mut child) = self.daemons[usize::from(node - 1)].take() {
+        if let Some(mut child) = self.daemons.remove(&node) {
             child.kill().unwrap();
             child.wait().unwrap();
         }
@@ -170,38 +196,36 @@ impl Lab {
         }
     }
 
-    /// Cuts (or heals) the network between the nodes, in node 1's
-    /// namespace: both still reach the witness and the client.
-    fn cut(&self, cut: bool) {
-        let ns = self.ns("n1");
-        if cut {
+    /// Cuts the network between `node` and each of `from`, in `node`'s
+    /// namespace: it still reaches the witness and the client.
+    fn cut(&self, node: u16, from: &[u16]) {
+        let ns = self.ns(&format!("n{node}"));
+        for other in from {
+            let addr = format!("{NET}.{other}");
+            must_in(&ns, &["iptables", "-A", "INPUT", "-s", &addr, "-j", "DROP"]);
             must_in(
                 &ns,
-                &[
-                    "iptables",
-                    "-A",
-                    "INPUT",
-                    "-s",
-                    &format!("{NET}.2"),
-                    "-j",
-                    "DROP",
-                ],
+                &["iptables", "-A", "OUTPUT", "-d", &addr, "-j", "DROP"],
             );
-            must_in(
-                &ns,
-                &[
-                    "iptables",
-                    "-A",
-                    "OUTPUT",
-                    "-d",
-                    &format!("{NET}.2"),
-                    "-j",
-                    "DROP",
-                ],
-            );
-        } else {
-            must_in(&ns, &["iptables", "-F"]);
         }
+    }
+
+    /// Heals what [`Lab::cut`] cut at `node`.
+    fn heal(&self, node: u16) {
+        must_in(&self.ns(&format!("n{node}")), &["iptables", "-F"]);
+    }
+
+    /// Starts the client probing every node's service.
+    fn probe(&mut self) {
+        let probe = self.path("probe.log").display().to_string();
+        let mut args: Vec<String> = ["python3", "-c", PROBER, &probe, NET]
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        args.extend(self.nodes.iter().map(u16::to_string));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let prober = self.spawn_in("c", &args, "prober.err");
+        self.others.push(prober);
     }
 
     fn probes(&self) -> String {
@@ -209,12 +233,14 @@ impl Lab {
     }
 
     fn logs(&self) -> String {
-        ["n1.log", "n2.log", "witness.log"]
+        self.nodes
             .iter()
+            .map(|n| format!("n{n}.log"))
+            .chain(self.witness.then(|| "witness.log".to_string()))
             .map(|l| {
                 format!(
                     "--- {l}\n{}",
-                    std::fs::read_to_string(self.path(l)).unwrap_or_default()
+                    std::fs::read_to_string(self.path(&l)).unwrap_or_default()
                 )
             })
             .collect()
@@ -223,7 +249,7 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        for child in self.daemons.iter_mut().flatten().chain(&mut self.others) {
+        for child in self.daemons.values_mut().chain(&mut self.others) {
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -232,8 +258,8 @@ impl Drop for Lab {
         let _ = Command::new("pkill")
             .args(["-9", "-f", &self.dir.path().display().to_string()])
             .status();
-        for name in ["n1", "n2", "w", "c", "b"] {
-            run(&["ip", "netns", "del", &self.ns(name)]);
+        for name in self.names() {
+            run(&["ip", "netns", "del", &self.ns(&name)]);
         }
     }
 }
@@ -246,16 +272,27 @@ fn write_configs(lab: &Lab, kits: &Path) {
         .unwrap();
     assert!(status.success());
     let mut witness_nodes = String::new();
-    for node in [1u16, 2] {
-        let peer = 3 - node;
+    for &node in &lab.nodes {
         let port = 7500 + node;
-        let text = format!(
+        let mut text = format!(
             "[cluster]\nname = \"nq\"\nid = 6\nkey_file = \"cluster.key\"\n[node]\nid = {node}\nname = \"n{node}\"\ncontrol_socket = \"n{node}.sock\"\nstate_dir = \"n{node}.state\"\n\
-             [resources]\nkits = [\"{}\"]\n[quorum]\nenabled = true\nlease = \"2s\"\nstop_bound = \"1s\"\n\
-             [[peers]]\nid = {peer}\n  [[peers.paths]]\n  kind = \"tcp\"\n  local = \"{NET}.{node}:7400\"\n  remote = \"{NET}.{peer}:7400\"\n\
-             [[peers]]\nid = {WITNESS}\nname = \"witness\"\nkind = \"witness\"\n  [[peers.paths]]\n  kind = \"tcp\"\n  local = \"{NET}.{node}:{port}\"\n  remote = \"{NET}.9:{port}\"\n",
+             [resources]\nkits = [\"{}\"]\n[quorum]\nenabled = true\nlease = \"2s\"\nstop_bound = \"1s\"\n",
             kits.display()
         );
+        for &peer in lab.nodes.iter().filter(|&&p| p != node) {
+            // One TCP path per pair, on a port of the pair's own.
+            let port = 7400 + node.min(peer) * 10 + node.max(peer);
+            text.push_str(&format!(
+                "[[peers]]\nid = {peer}\n  [[peers.paths]]\n  kind = \"tcp\"\n  local = \"{NET}.{node}:{port}\"\n  remote = \"{NET}.{peer}:{port}\"\n"
+            ));
+        }
+        if !lab.witness {
+            std::fs::write(lab.path(&format!("n{node}.toml")), text).unwrap();
+            continue;
+        }
+        text.push_str(&format!(
+            "[[peers]]\nid = {WITNESS}\nname = \"witness\"\nkind = \"witness\"\n  [[peers.paths]]\n  kind = \"tcp\"\n  local = \"{NET}.{node}:{port}\"\n  remote = \"{NET}.9:{port}\"\n"
+        ));
         std::fs::write(lab.path(&format!("n{node}.toml")), text).unwrap();
         witness_nodes.push_str(&format!(
             "  [[clusters.nodes]]\n  id = {node}\n  local = \"{NET}.9:{port}\"\n  remote = \"{NET}.{node}:{port}\"\n"
@@ -282,7 +319,7 @@ fn two_nodes_and_a_witness_in_namespaces_a_cut_never_has_both_answer() {
             return;
         }
     }
-    let mut lab = Lab::new();
+    let mut lab = Lab::new(&[1, 2], true);
     let kits = lab.path("kits");
     copy_kit(
         &kits,
@@ -350,9 +387,7 @@ fn two_nodes_and_a_witness_in_namespaces_a_cut_never_has_both_answer() {
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", lab.logs()));
 
-    let probe = lab.path("probe.log").display().to_string();
-    let prober = lab.spawn_in("c", &["python3", "-c", PROBER, &probe, NET], "prober.err");
-    lab.others.push(prober);
+    lab.probe();
     wait_for(
         Duration::from_secs(10),
         "the client reaching node 2",
@@ -367,7 +402,7 @@ fn two_nodes_and_a_witness_in_namespaces_a_cut_never_has_both_answer() {
 
     // The cut: the witness's vote goes to node 1 (the lower id); node 2
     // stops web within its lease, node 1 starts it after node 2's lease.
-    lab.cut(true);
+    lab.cut(1, &[2]);
     let cut = Instant::now();
     wait_for(
         Duration::from_secs(20),
@@ -405,7 +440,7 @@ fn two_nodes_and_a_witness_in_namespaces_a_cut_never_has_both_answer() {
     }
 
     // Healed: web stays on node 1.
-    lab.cut(false);
+    lab.heal(1);
     wait_for(Duration::from_secs(10), "both quorate again", || {
         [1, 2]
             .iter()
@@ -451,5 +486,151 @@ fn two_nodes_and_a_witness_in_namespaces_a_cut_never_has_both_answer() {
     let changes: Vec<&str> = probes.lines().collect();
     eprintln!(
         "netns witness: after the cut web answered from node 1 {moved:?} later; the client saw: {changes:?}"
+    );
+}
+
+#[test]
+fn three_nodes_in_namespaces_partitioned_2_1_the_single_node_stops_before_the_pair_starts() {
+    if let Some(why) = cannot_run() {
+        eprintln!("SKIPPED: network namespace 2|1 partition test: {why}");
+        return;
+    }
+    for tool in ["socat", "python3"] {
+        if !run(&["sh", "-c", &format!("command -v {tool}")]) {
+            eprintln!("SKIPPED: network namespace 2|1 partition test: {tool} is not installed");
+            return;
+        }
+    }
+    let nodes = [1u16, 2, 3];
+    let mut lab = Lab::new(&nodes, false);
+    let kits = lab.path("kits");
+    copy_kit(
+        &kits,
+        "gen/app",
+        "description = \"Generic Application, checked often\"\nquick_check_interval = \"200ms\"\n",
+    )
+    .unwrap();
+    write_configs(&lab, &kits);
+    for n in nodes {
+        lab.start(n);
+    }
+    wait_for(Duration::from_secs(20), "every node quorate", || {
+        nodes.iter().all(|&n| lab.quorum(n).is_some_and(|q| q.0))
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", lab.logs()));
+    let events = lab.path("events");
+    let apps: Vec<SampleApp> = nodes
+        .iter()
+        .map(|&n| {
+            let command = format!(
+                "exec socat TCP-LISTEN:8080,bind={NET}.{n},reuseaddr,fork SYSTEM:'echo ok'"
+            );
+            SampleApp::write(lab.dir.path(), n, "web", &events, &command).unwrap()
+        })
+        .collect();
+    for app in &apps {
+        let args = app.create_args(app.node);
+        lab.cli(1, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+    for other in [2, 3] {
+        lab.cli(
+            1,
+            &[
+                "eqv",
+                "create",
+                "--tag",
+                "web",
+                "--other-node",
+                &other.to_string(),
+                "--other-tag",
+                "web",
+            ],
+        );
+    }
+    lab.cli(3, &["in-service", "web"]);
+    let running = |apps: &[SampleApp]| -> Vec<u16> {
+        apps.iter()
+            .filter(|a| a.running())
+            .map(|a| a.node)
+            .collect()
+    };
+    wait_for(Duration::from_secs(10), "web on node 3", || {
+        running(&apps) == [3]
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", lab.logs()));
+    lab.probe();
+    wait_for(
+        Duration::from_secs(10),
+        "the client reaching node 3",
+        || {
+            lab.probes()
+                .lines()
+                .last()
+                .is_some_and(|l| l.ends_with(" 3"))
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}: {}", lab.probes()));
+
+    // Node 3 cut off from the pair (the client still reaches every node):
+    // it stops web within its lease (2 s); the pair starts it after.
+    lab.cut(3, &[1, 2]);
+    let cut = Instant::now();
+    let mut stopped = None;
+    let started = loop {
+        let now = running(&apps);
+        assert!(
+            now.len() <= 1,
+            "web runs on {now:?} {:?} after the cut\n{}",
+            cut.elapsed(),
+            lab.logs()
+        );
+        if stopped.is_none() && !now.contains(&3) {
+            stopped = Some(cut.elapsed());
+        }
+        if now == [1] {
+            break cut.elapsed();
+        }
+        assert!(
+            cut.elapsed() < Duration::from_secs(20),
+            "web not on node 1: {now:?}\n{}\n{}",
+            lab.probes(),
+            lab.logs()
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    let stopped = stopped.unwrap();
+    assert!(
+        stopped < started,
+        "stopped {stopped:?}, started {started:?}"
+    );
+    assert!(
+        stopped < Duration::from_secs(2),
+        "node 3 ran web past its lease: stopped {stopped:?} after the cut"
+    );
+    wait_for(Duration::from_secs(5), "the client reaching node 1", || {
+        lab.probes()
+            .lines()
+            .last()
+            .is_some_and(|l| l.ends_with(" 1"))
+    })
+    .unwrap_or_else(|e| panic!("{e}: {}", lab.probes()));
+    assert_eq!(lab.quorum(3).map(|q| q.0), Some(false));
+
+    // Healed: node 3 rejoins, web stays on node 1.
+    lab.heal(3);
+    wait_for(Duration::from_secs(10), "node 3 quorate again", || {
+        lab.quorum(3).is_some_and(|q| q.0)
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", lab.logs()));
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        assert_eq!(running(&apps), [1], "after the heal\n{}", lab.logs());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let probes = lab.probes();
+    assert!(!probes.contains("BOTH"), "two answered:\n{probes}");
+    let changes: Vec<&str> = probes.lines().collect();
+    eprintln!(
+        "netns 2|1: node 3 cut off stopped web {stopped:?} after the cut, node 1 ran it {started:?} after (lease 2 s); the client saw: {changes:?}"
     );
 }
