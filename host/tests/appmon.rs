@@ -911,3 +911,142 @@ async fn next(seen: &mut tokio::sync::mpsc::UnboundedReceiver<&'static str>) -> 
         .unwrap()
         .unwrap()
 }
+
+/// Starts `sleep 1000` on `stream` as request `id`: the reply.
+async fn start_sleep(
+    stream: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    id: u32,
+) -> Result<heartline::appmon::proto::Reply, heartline::appmon::proto::Refusal> {
+    let start = ClientFrame {
+        version: VERSION,
+        id,
+        request: Request::Start(StartSpec {
+            argv: vec!["sleep".into(), "1000".into()],
+            env: Vec::new(),
+            cwd: None,
+            orphan_timeout_ms: 1_000,
+        }),
+    };
+    write_frame(stream, &start).await.unwrap();
+    match read_frame(stream, MAX_REPLY).await.unwrap().unwrap() {
+        ServerFrame::Reply { id: got, result } if got == id => result,
+        other => panic!("expected the reply to {id}, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn one_manager_gets_a_share_of_the_process_slots_not_all_of_them() {
+    let guest = guest(&["--max-processes", "8", "--max-per-manager", "3"]);
+    let mut greedy = authenticated(&guest).await;
+    for id in 1..=3 {
+        assert!(start_sleep(&mut greedy, id).await.is_ok());
+    }
+    let refusal = start_sleep(&mut greedy, 4).await.unwrap_err();
+    assert_eq!(refusal.kind, ErrorKind::TooManyProcesses);
+    assert!(
+        refusal
+            .message
+            .contains("this manager already has 3 processes here, its share of the appserver's 8 (--max-per-manager)"),
+        "{refusal}"
+    );
+    // Another manager still gets a slot.
+    let mut other = authenticated(&guest).await;
+    assert!(start_sleep(&mut other, 1).await.is_ok());
+}
+
+/// 5,000 idle plain TCP connections (no TLS) from another address while
+/// the appserver may hold 1,024 descriptors: it closes all but its share
+/// at once, and a real `appmgr` runs a command in well under its timeout.
+#[test]
+fn idle_strangers_cannot_keep_a_real_manager_out() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let guest = guest(&[]);
+    let pid = guest.pid().unwrap();
+    let limited = Command::new("prlimit")
+        .args(["--pid", &pid.to_string(), "--nofile=1024:1024"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !limited {
+        eprintln!("SKIPPED: prlimit (util-linux) cannot limit the appserver's descriptors");
+        return;
+    }
+    // This process needs 5,000 descriptors for the strangers.
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    if hard < 6_000 {
+        eprintln!("SKIPPED: this process may open only {hard} files");
+        return;
+    }
+    setrlimit(Resource::RLIMIT_NOFILE, hard.max(soft), hard).unwrap();
+    let target: std::net::SocketAddr = guest.address().parse().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let strangers: Vec<tokio::net::TcpStream> = runtime.block_on(async {
+        let mut held = Vec::new();
+        for _ in 0..5_000 {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+            if let Ok(Ok(stream)) =
+                tokio::time::timeout(Duration::from_secs(2), socket.connect(target)).await
+            {
+                held.push(stream);
+            }
+        }
+        held
+    });
+    let opened = strangers.len();
+    // All but one address's share of the handshakes (an eighth of the
+    // descriptors) are closed at once, not after the deadline (3 s).
+    let still_open = |strangers: &[tokio::net::TcpStream]| {
+        let mut buf = [0u8; 1];
+        strangers
+            .iter()
+            .filter(|s| {
+                matches!(s.try_read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+            })
+            .count()
+    };
+    let share = heartline::appmon::gate::Caps::for_limit(1024).per_source;
+    let closed_at_once = runtime.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let open = still_open(&strangers);
+            if open <= share || Instant::now() > deadline {
+                break open;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    assert!(
+        closed_at_once <= share,
+        "{closed_at_once} of {opened} strangers still open"
+    );
+    let before = Instant::now();
+    let output = guest.appmgr(&[], &["true"]).output().unwrap();
+    let took = before.elapsed();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    eprintln!(
+        "appserver limited to 1,024 descriptors, {opened} idle stranger connections opened: appmgr ran `true` in {took:?}"
+    );
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    // The log sums the strangers up rather than a line each.
+    guest
+        .wait_for_log(
+            "unauthenticated connections at once",
+            Duration::from_secs(15),
+        )
+        .unwrap();
+    let log = guest.log_text();
+    assert!(
+        log.len() < 200_000,
+        "{} bytes of log for {opened} strangers",
+        log.len()
+    );
+    drop(strangers);
+}

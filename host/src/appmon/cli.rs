@@ -57,6 +57,10 @@ pub struct AppserverArgs {
     /// Processes monitored at once, running or ended and not yet collected.
     #[arg(long, default_value_t = 1024)]
     max_processes: usize,
+    /// Of those, at most this many for one manager connection (default: a
+    /// quarter of --max-processes), so that one cannot take every slot.
+    #[arg(long, value_name = "N")]
+    max_per_manager: Option<usize>,
     /// Output bytes kept per process (older output is dropped).
     #[arg(long, default_value_t = 64 * 1024)]
     output_limit: usize,
@@ -215,8 +219,13 @@ pub fn appserver(args: AppserverArgs) -> ExitCode {
             );
         }
     };
+    let per_manager = args
+        .max_per_manager
+        .unwrap_or(args.max_processes / 4)
+        .clamp(1, args.max_processes);
     let limits = super::table::Limits {
         max_processes: args.max_processes,
+        per_manager,
         output_bytes: args.output_limit,
     };
     let runtime = match runtime(true) {
@@ -237,8 +246,9 @@ pub fn appserver(args: AppserverArgs) -> ExitCode {
             .local_addr()
             .map_or(args.listen.clone(), |a| a.to_string());
         tracing::info!(
-            "appserver listening on {address} (instance {instance:016x}, at most {} processes, {} output bytes kept each, managers trusted from {})",
+            "appserver listening on {address} (instance {instance:016x}, at most {} processes, {} per manager, {} output bytes kept each, managers trusted from {})",
             limits.max_processes,
+            limits.per_manager,
             limits.output_bytes,
             files.trust.display()
         );

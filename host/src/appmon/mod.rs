@@ -6,6 +6,8 @@
 //! such an application a cluster resource.
 
 pub mod cli;
+#[cfg(unix)]
+pub mod gate;
 pub mod manager;
 pub mod proto;
 #[cfg(unix)]

@@ -3,6 +3,9 @@
 //! handshake), serves each connection's requests against the process
 //! table, pushes exits to the connection managing the process, and
 //! stops orphans. One connection's garbage closes that connection only.
+//! Connections still in their handshake pass the [`Gate`]: a bounded
+//! number per address and in all, for a short time, so idle strangers
+//! cannot hold the descriptors real managers need.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -16,14 +19,16 @@ use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
+use super::gate::{Caps, Gate, Ticket};
 use super::proto::{
     ClientFrame, ErrorKind, FrameError, MAX_REQUEST, Refusal, Reply, Request, ServerFrame, VERSION,
     read_frame, write_frame,
 };
 use super::table::{Manager, STOP_GRACE, Table};
 
-/// How long a client has to finish the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client has to finish the TLS handshake: a manager on a slow
+/// link needs a few round trips; an idle stranger is cut off.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
 /// How often orphans are looked for.
 const REAP_EVERY: Duration = Duration::from_millis(500);
 /// How long connections get at shutdown to send what they have queued.
@@ -45,6 +50,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let acceptor = TlsAcceptor::from(tls);
+    let gate = Gate::default();
     let mut next_connection = 1u64;
     let mut connections = tokio::task::JoinSet::new();
     // Tells every connection to finish: send what is queued (the exits of
@@ -52,11 +58,15 @@ pub async fn serve(
     let (closing, closed) = watch::channel(false);
     let reaper = {
         let table = table.clone();
+        let gate = gate.clone();
         tokio::spawn(async move {
             let mut every = tokio::time::interval(REAP_EVERY);
             loop {
                 every.tick().await;
                 table.reap_orphans(Instant::now());
+                if let Some(summary) = gate.summary(Instant::now()) {
+                    tracing::warn!("{summary}");
+                }
             }
         })
     };
@@ -67,13 +77,20 @@ pub async fn serve(
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    // Over its share: closed now (counted for the summary).
+                    let Some(ticket) = gate.admit(peer.ip(), handshake_caps()) else {
+                        drop(stream);
+                        continue;
+                    };
                     let connection = next_connection;
                     next_connection += 1;
                     let acceptor = acceptor.clone();
                     let table = table.clone();
                     let closed = closed.clone();
+                    let gate = gate.clone();
                     connections.spawn(async move {
-                        handshake_then_serve(acceptor, stream, peer, table, connection, closed).await;
+                        let pass = Pass { gate, ticket, peer, connection };
+                        handshake_then_serve(acceptor, stream, pass, table, closed).await;
                     });
                 }
                 Err(e) => {
@@ -96,25 +113,54 @@ pub async fn serve(
     }
 }
 
+/// The handshake caps for the descriptor limit in force now (it may be
+/// changed while the appserver runs, e.g. with prlimit).
+fn handshake_caps() -> Caps {
+    use nix::sys::resource::{Resource, getrlimit};
+    getrlimit(Resource::RLIMIT_NOFILE)
+        .map_or_else(|_| Caps::default(), |(soft, _)| Caps::for_limit(soft))
+}
+
+/// A connection through the gate: its ticket, held until its handshake
+/// ends.
+struct Pass {
+    gate: Gate,
+    ticket: Ticket,
+    peer: SocketAddr,
+    connection: u64,
+}
+
 async fn handshake_then_serve(
     acceptor: TlsAcceptor,
     stream: TcpStream,
-    peer: SocketAddr,
+    pass: Pass,
     table: Table,
-    connection: u64,
     closed: watch::Receiver<bool>,
 ) {
+    let Pass {
+        gate,
+        ticket,
+        peer,
+        connection,
+    } = pass;
     let _ = stream.set_nodelay(true);
-    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
+    drop(ticket);
+    // The first failures of each period get a line of their own; the
+    // gate sums up the rest.
+    let text = match handshake {
         Ok(Ok(stream)) => {
             tracing::debug!(%peer, connection, "manager connected");
             serve_connection(stream, peer, table, connection, closed).await;
+            return;
         }
-        Ok(Err(e)) => tracing::warn!(%peer, "refused a client: TLS handshake failed: {e}"),
-        Err(_) => tracing::warn!(
-            %peer,
-            "refused a client: no TLS handshake within {HANDSHAKE_TIMEOUT:?}"
-        ),
+        Ok(Err(e)) => format!("refused a client: TLS handshake failed: {e}"),
+        Err(_) => format!("refused a client: no TLS handshake within {HANDSHAKE_TIMEOUT:?}"),
+    };
+    if gate.failed() {
+        tracing::warn!(%peer, "{text}");
+    } else {
+        tracing::debug!(%peer, "{text}");
     }
 }
 

@@ -22,6 +22,8 @@ use crate::sys::process::{self, Group, Tail};
 pub struct Limits {
     /// Processes (running, or ended and not yet collected) at once.
     pub max_processes: usize,
+    /// Of those, at most this many managed by one connection.
+    pub per_manager: usize,
     /// Output bytes kept per process; older output is dropped.
     pub output_bytes: usize,
 }
@@ -30,6 +32,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_processes: 1024,
+            per_manager: 256,
             output_bytes: 64 * 1024,
         }
     }
@@ -158,6 +161,24 @@ impl Table {
             ));
         }
         let mut inner = self.lock();
+        let managed = inner
+            .entries
+            .values()
+            .filter(|e| {
+                e.manager
+                    .as_ref()
+                    .is_some_and(|m| m.connection == manager.connection)
+            })
+            .count();
+        if managed >= self.limits.per_manager {
+            return Err(refusal(
+                ErrorKind::TooManyProcesses,
+                format!(
+                    "this manager already has {managed} processes here, its share of the appserver's {} (--max-per-manager)",
+                    self.limits.max_processes
+                ),
+            ));
+        }
         if inner.entries.len() >= self.limits.max_processes {
             return Err(refusal(
                 ErrorKind::TooManyProcesses,
