@@ -252,3 +252,55 @@ fn twenty_percent_loss_on_one_link_causes_no_node_down_in_sixty_seconds() {
         bed.log(2)
     );
 }
+
+/// Drops everything arriving on both links at both ends (`on`), or stops
+/// doing so: a cut in the middle of both networks. Unlike a link set down,
+/// the connections' sockets stay as they are, and the kernel retransmits
+/// into the void with a growing backoff, as across a real outage.
+fn cut_both_links(bed: &Testbed, on: bool) {
+    for side in ['a', 'b'] {
+        for link in 0..2 {
+            must_in(
+                &bed.ns(side),
+                &[
+                    "iptables",
+                    if on { "-A" } else { "-D" },
+                    "INPUT",
+                    "-i",
+                    &bed.dev(side, link),
+                    "-j",
+                    "DROP",
+                ],
+            );
+        }
+    }
+}
+
+#[test]
+fn after_thirty_seconds_cut_off_the_nodes_rejoin_within_two_seconds() {
+    if !skip_unless_possible("network namespace long outage test") {
+        return;
+    }
+    let bed = Testbed::new("o");
+    bed.converge();
+    // Traffic in flight when the cut comes: the nodes keep heartbeating
+    // into it for the whole outage.
+    cut_both_links(&bed, true);
+    wait_for(Duration::from_secs(5), "the node down at both ends", || {
+        bed.view(1).0 == "down" && bed.view(2).0 == "down"
+    })
+    .unwrap();
+    std::thread::sleep(Duration::from_secs(30));
+    cut_both_links(&bed, false);
+    let healed = Instant::now();
+    wait_for(Duration::from_secs(10), "both nodes up again", || {
+        bed.view(1).0 == "up" && bed.view(2).0 == "up"
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}\n{}", bed.log(1), bed.log(2)));
+    let rejoined = healed.elapsed();
+    eprintln!("after 30 s cut off, the nodes rejoined in {rejoined:?}");
+    assert!(
+        rejoined < Duration::from_secs(2),
+        "rejoined only after {rejoined:?}"
+    );
+}

@@ -150,11 +150,12 @@ pub fn start(
                     } else {
                         Role::Dial
                     };
-                    tokio::spawn(transport::tcp::run_path(
+                    tokio::spawn(transport::tcp::run_path_with(
                         path,
                         role,
                         *local,
                         *remote,
+                        transport::tcp::Options::for_timing(&spec.timing),
                         rx,
                         inbound.clone(),
                     ));
@@ -643,7 +644,17 @@ impl Manager {
                     info!("{event}")
                 }
             }
-            Event::PathDown(_) | Event::WatchdogTripped { .. } => {
+            Event::PathDown(at) => {
+                warn!("{event}");
+                // A TCP path drops the connection that carried it and
+                // redials, rather than wait on the kernel's backoff.
+                if let Some(handle) = self.paths.get_mut(&at) {
+                    let _ = handle
+                        .frames
+                        .try_send(ToPath::Down(handle.confirmed.take()));
+                }
+            }
+            Event::WatchdogTripped { .. } => {
                 warn!("{event}")
             }
             _ => info!("{event}"),

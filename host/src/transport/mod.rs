@@ -16,7 +16,7 @@ use heartline_core::PathRef;
 use heartline_core::wire::{FrameReader, MAX_ENCODED_LEN};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::mpsc;
-use tracing::info;
+use tracing::debug;
 
 /// A write that cannot finish within this drops the connection.
 pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -37,6 +37,18 @@ pub enum ToPath {
     Frame(Vec<u8>),
     /// A frame from this connection was authentic: write to it from now on.
     Confirmed(u64),
+    /// The protocol declared the path down; the connection that last
+    /// carried it (if known) is closed, and a dialler redials at once.
+    Down(Option<u64>),
+}
+
+/// A connection's reader ended.
+#[derive(Debug)]
+pub(crate) struct Closed {
+    /// Which connection.
+    pub(crate) connection: u64,
+    /// Why, for the log ("closed by peer", "lost: ...").
+    pub(crate) why: String,
 }
 
 /// What a path hands the communication manager.
@@ -97,20 +109,23 @@ pub(crate) async fn read_frames(
     connection: u64,
     mut read: impl AsyncRead + Unpin,
     incoming: mpsc::Sender<Inbound>,
-    closed: mpsc::Sender<u64>,
+    closed: mpsc::Sender<Closed>,
 ) {
     let path = route.first();
+    // The caller logs the end of a connection that mattered (strangers'
+    // connections are only counted); here it is debug.
+    let why;
     let mut frames = FrameReader::<MAX_ENCODED_LEN>::new();
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         let n = match read.read(&mut buf).await {
             Ok(0) => {
-                info!(%path, connection, "connection closed by peer");
+                why = "closed by peer".to_string();
                 break;
             }
             Ok(n) => n,
             Err(e) => {
-                info!(%path, connection, "connection lost: {e}");
+                why = format!("lost: {e}");
                 break;
             }
         };
@@ -132,5 +147,6 @@ pub(crate) async fn read_frames(
             }
         }
     }
-    let _ = closed.send(connection).await;
+    debug!(%path, connection, "connection {why}");
+    let _ = closed.send(Closed { connection, why }).await;
 }

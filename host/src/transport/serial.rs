@@ -58,7 +58,12 @@ pub async fn run_path(
         let _ = write.write_all(&[0]).await;
         loop {
             tokio::select! {
-                _ = closed_rx.recv() => break,
+                closed = closed_rx.recv() => {
+                    if let Some(closed) = closed {
+                        info!(%path, %device, "serial device {}", closed.why);
+                    }
+                    break;
+                }
                 message = outgoing.recv() => match message {
                     Some(ToPath::Frame(frame)) => {
                         match tokio::time::timeout(WRITE_TIMEOUT, write.write_all(&frame)).await {
@@ -67,7 +72,7 @@ pub async fn run_path(
                             Err(_) => { warn!(%path, %device, "serial line stalled for {WRITE_TIMEOUT:?}"); break; }
                         }
                     }
-                    Some(ToPath::Confirmed(_)) => {}
+                    Some(ToPath::Confirmed(_) | ToPath::Down(_)) => {}
                     None => { reader.abort(); return; }
                 },
             }

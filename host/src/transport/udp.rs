@@ -53,7 +53,7 @@ pub async fn run_path(
                         debug!(%path, %remote, "send failed: {e}");
                     }
                 }
-                Some(ToPath::Confirmed(_)) => {}
+                Some(ToPath::Confirmed(_) | ToPath::Down(_)) => {}
                 None => return,
             },
         }
