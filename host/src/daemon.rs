@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::config::Config;
 use crate::control::remote::Remote;
 use crate::control::server::{self, Services};
-use crate::sys::{logging, system};
+use crate::sys::{logging, perms, system};
 use crate::{comm, resources};
 
 /// Why the daemon could not start or run.
@@ -27,12 +27,17 @@ pub enum Error {
     BadConfig(String),
     /// Anything else (the state directory, the control socket).
     Failed(String),
+    /// The configuration database is damaged, emptied or missing committed
+    /// changes: the message says how to recover it.
+    Database(String),
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::BadConfig(message) | Error::Failed(message) => f.write_str(message),
+            Error::BadConfig(message) | Error::Failed(message) | Error::Database(message) => {
+                f.write_str(message)
+            }
         }
     }
 }
@@ -52,6 +57,23 @@ pub async fn run(path: &Path) -> Result<(), Error> {
         Ok(()) => tracing::info!("memory locked"),
         Err(e) => tracing::warn!("memory not locked, paging may delay heartbeats: {e}"),
     }
+    // Before anything joins the cluster: a database that lost committed
+    // changes is refused, never started empty.
+    resources::lcd::guard::inspect(&config.database)
+        .map_err(|r| Error::Database(r.message(Some(path))))?;
+    match perms::raise_nofile() {
+        Ok((soft, hard)) if soft < hard => {
+            tracing::info!("open-files limit raised from {soft} to {hard}");
+        }
+        Ok((soft, _)) => tracing::info!("open-files limit {soft}"),
+        Err(e) => tracing::warn!("open-files limit not raised: {e}"),
+    }
+    // The state directory and the database are the daemon's alone,
+    // whatever the umask it was started with.
+    perms::private_dir(&config.state_dir, &["incarnation", "lcd.sqlite"]).map_err(Error::Failed)?;
+    if config.database.parent().is_none_or(Path::exists) {
+        perms::private_file(&config.database, true).map_err(Error::Failed)?;
+    }
     let incarnation =
         comm::incarnation::next_incarnation(&config.state_dir).map_err(Error::Failed)?;
     let socket = config.control_socket.clone();
@@ -59,13 +81,20 @@ pub async fn run(path: &Path) -> Result<(), Error> {
     let (forwards, forwarded) = mpsc::unbounded_channel();
     let resources = resources::start(&config, &comm, incarnation.0, to_brain, forwards)
         .map_err(Error::BadConfig)?;
+    // SQLite gives its -wal and -shm files the database's mode; ones left
+    // by an older release are tightened here.
+    for suffix in ["-wal", "-shm"] {
+        let mut path = config.database.clone().into_os_string();
+        path.push(suffix);
+        perms::private_file(Path::new(&path), false).map_err(Error::Failed)?;
+    }
     let services = Services {
         remote: Remote::new(config.node.0, &comm),
         comm: comm.clone(),
         resources: resources.clone(),
     };
     Remote::serve(services.clone(), forwarded);
-    server::serve(&socket, services)
+    server::serve(&socket, services, &config.control)
         .await
         .map_err(Error::Failed)?;
     tracing::info!(socket = %socket.display(), "control socket ready");

@@ -486,6 +486,35 @@ impl Brain {
         self.next_step(id);
     }
 
+    /// A step's script could not be started for want of resources: a
+    /// quickCheck is skipped (the hierarchy is not failed for it), any
+    /// other step is asked for again.
+    pub(super) fn on_script_not_run(&mut self, id: JobId, summary: &str) {
+        let Some(job) = self.local.jobs.get_mut(&id) else {
+            return;
+        };
+        let Some((tag, action)) = job.current.take() else {
+            return;
+        };
+        let check = job.kind == Kind::Check;
+        if !check {
+            job.steps.push_front((tag.clone(), action));
+        }
+        self.local
+            .last
+            .insert(tag.clone(), format!("{action} could not run: {summary}"));
+        let then = if check {
+            "not counted as a failure; checked again at the next interval"
+        } else {
+            "trying again"
+        };
+        self.notice(
+            Level::Error,
+            format!("{action} {tag} could not run ({summary}): {then}"),
+        );
+        self.next_step(id);
+    }
+
     /// A remove failed: the resource may still run.
     fn block(&mut self, tag: &str, line: &str) {
         self.set_state(tag, State::Blocked);

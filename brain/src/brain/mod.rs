@@ -192,6 +192,18 @@ pub enum Input {
         /// How it went, in a few words ("exited 0 in 12 ms").
         summary: String,
     },
+    /// A script asked for by [`Output::Run`] could not be started for
+    /// want of the node's resources (file descriptors, processes): nothing
+    /// ran, so nothing is known of the resource. A quickCheck is skipped
+    /// (not a failure: the next one runs at its interval); any other step
+    /// is asked for again. The shell reports this no faster than it can
+    /// usefully retry.
+    ScriptNotRun {
+        /// The run's job.
+        job: JobId,
+        /// Why, in one line.
+        summary: String,
+    },
     /// The daemon was asked to stop (SIGTERM): act on `on_stop`, then
     /// [`Output::Exit`].
     Shutdown,
@@ -440,6 +452,7 @@ impl Brain {
             Input::Message { from, msg } => self.on_message(from, msg),
             Input::Request { id, request } => self.on_request(id, request),
             Input::ScriptDone { job, ok, summary } => self.on_script_done(job, ok, &summary),
+            Input::ScriptNotRun { job, summary } => self.on_script_not_run(job, &summary),
             Input::Shutdown => self.on_shutdown(),
             Input::Heard { node, echoed } => self.on_heard(node, echoed),
             Input::Witness {

@@ -20,6 +20,8 @@ const SCRIPT: Duration = Duration::from_millis(10);
 enum Behaviour {
     Works,
     Fails,
+    /// Cannot be started: the node is out of descriptors.
+    Exhausted,
 }
 
 /// A pretend cluster.
@@ -460,6 +462,20 @@ impl Cluster {
                     .copied()
                     .unwrap_or(Behaviour::Works);
                 let key = (node, tag.clone());
+                if behaviour == Behaviour::Exhausted {
+                    if let Some(brain) = self.brains.get_mut(&node) {
+                        brain.handle(
+                            self.now,
+                            Input::ScriptNotRun {
+                                job,
+                                summary: "cannot run quickCheck: Too many open files (os error 24)"
+                                    .into(),
+                            },
+                        );
+                        self.drain(node);
+                    }
+                    continue;
+                }
                 let ok = match (action, behaviour) {
                     (_, Behaviour::Fails) => false,
                     (Action::Restore | Action::Recover, _) => {
@@ -808,6 +824,26 @@ fn a_flapping_application_is_recovered_max_failures_times_then_fails_over() {
     c.advance(Duration::from_millis(100));
     assert_eq!(c.state(1, 1, "db"), State::Osu);
     assert_eq!(c.running("db"), [2]);
+    c.assert_never_twice();
+}
+
+#[test]
+fn a_check_that_cannot_be_spawned_never_fails_a_hierarchy_over() {
+    let mut c = Cluster::new(2);
+    c.extend("db", &[1, 2]);
+    in_service(&mut c, 1, "db");
+    c.behaviour
+        .insert((1, "db".into(), Action::QuickCheck), Behaviour::Exhausted);
+    c.advance(Duration::from_secs(5));
+    assert_eq!(c.running("db"), [1], "{:#?}", c.notices);
+    assert_eq!(c.state(1, 1, "db"), State::Isp);
+    assert_eq!(c.state(2, 1, "db"), State::Isp);
+    assert!(c.noticed("quickCheck db could not run"), "{:#?}", c.notices);
+    // Once checks run again, a real failure is still caught.
+    c.behaviour.remove(&(1, "db".into(), Action::QuickCheck));
+    c.kill_app(1, "db");
+    c.advance(Duration::from_millis(400));
+    assert_eq!(c.running("db"), [1], "recovered in place");
     c.assert_never_twice();
 }
 

@@ -9,6 +9,7 @@
 //! run on their own (`appserver`, `appmgr`, the demo and its application)
 //! to their modules, and every other to [`run`].
 
+mod database;
 pub mod lcdi;
 pub mod status;
 
@@ -35,6 +36,10 @@ pub mod exit {
     pub const NO_DAEMON: u8 = 3;
     /// The timeout passed first.
     pub const TIMEOUT: u8 = 4;
+    /// The configuration database is damaged, emptied or missing committed
+    /// changes (the daemon refuses to start), or a backup to restore is
+    /// damaged: the message says how to recover.
+    pub const DATABASE: u8 = 5;
 }
 
 /// The command line.
@@ -200,6 +205,32 @@ pub enum Command {
     /// Take the coordinator's configuration, whatever this node holds (when
     /// `verify` says this node's differs).
     Resync,
+    /// Copy this node's configuration database to FILE (SQLite's online
+    /// backup: the daemon may run), checked with quick_check.
+    Backup {
+        /// The daemon's configuration file (it names the database).
+        #[arg(long)]
+        config: PathBuf,
+        /// Where to write the copy (replaced if it exists).
+        file: PathBuf,
+    },
+    /// Put the backup FILE in place of this node's configuration database,
+    /// with the daemon stopped; the replaced files are moved aside.
+    Restore {
+        /// The daemon's configuration file (it names the database).
+        #[arg(long)]
+        config: PathBuf,
+        /// A file written by `heartline backup`.
+        file: PathBuf,
+    },
+    /// Move this node's configuration database aside, with the daemon
+    /// stopped: it starts empty and takes the cluster's configuration when
+    /// it joins the other nodes.
+    DiscardDatabase {
+        /// The daemon's configuration file (it names the database).
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Run and watch commands for appmgr on cluster nodes, over mutual TLS
     /// (on the guest).
     Appserver(appmon::cli::AppserverArgs),
@@ -246,7 +277,7 @@ impl From<ClientError> for Failure {
     fn from(e: ClientError) -> Self {
         let code = match e {
             ClientError::NoDaemon(_) => exit::NO_DAEMON,
-            ClientError::Protocol(_) => exit::FAILED,
+            ClientError::Protocol(_) | ClientError::Denied(_) => exit::FAILED,
         };
         Failure::new(code, e.to_string())
     }
@@ -257,6 +288,7 @@ impl From<daemon::Error> for Failure {
         match e {
             daemon::Error::BadConfig(message) => Failure::new(exit::USAGE, message),
             daemon::Error::Failed(message) => Failure::new(exit::FAILED, message),
+            daemon::Error::Database(message) => Failure::new(exit::DATABASE, message),
         }
     }
 }
@@ -535,6 +567,9 @@ async fn execute(cli: Cli) -> Result<(), Failure> {
             change(&socket, on.wrap(Request::Maintenance { on: on_ })).await
         }
         Command::Resync => act(&socket, on.wrap(Request::Resync)).await,
+        Command::Backup { config, file } => database::backup(&config, &file),
+        Command::Restore { config, file } => database::restore(&config, &file).await,
+        Command::DiscardDatabase { config } => database::discard(&config).await,
         Command::CanTalk { node } => match client::ask(&socket, Request::CanTalk { node }).await? {
             Response::CanTalk { reachable: true } => Ok(()),
             Response::CanTalk { reachable: false } => Err(Failure::new(

@@ -68,6 +68,8 @@ struct RawConfig {
     timing: RawTiming,
     #[serde(default)]
     resources: RawResources,
+    #[serde(default)]
+    control: RawControl,
     quorum: Option<Spanned<RawQuorum>>,
     fencing: Option<Spanned<fencing::RawFencing>>,
     #[serde(default)]
@@ -98,6 +100,15 @@ struct RawResources {
     on_stop: Option<Spanned<String>>,
     failure_window: Option<Spanned<String>>,
     max_failures: Option<Spanned<u32>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawControl {
+    group: Option<Spanned<String>>,
+    admin_group: Option<Spanned<String>>,
+    max_connections: Option<Spanned<u32>>,
+    idle_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -268,6 +279,8 @@ pub struct Config {
     pub name: String,
     /// The CLI's Unix socket.
     pub control_socket: PathBuf,
+    /// Who may use the control socket, and how many at once.
+    pub control: ControlSpec,
     /// Where the daemon keeps its incarnation counter.
     pub state_dir: PathBuf,
     /// The configuration database file.
@@ -283,6 +296,43 @@ pub struct Config {
     pub fencing: Option<FencingSpec>,
     /// The peers.
     pub peers: Vec<PeerSpec>,
+}
+
+/// The `[control]` section, checked: who may use the control socket and
+/// how many clients it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlSpec {
+    /// The group whose members may use the control socket at all (read
+    /// requests: `status`, `watch`, listings): the socket's group (0660)
+    /// and its directory's (0750). If the system has no such group, only
+    /// root (and the daemon's user) may connect (socket 0600).
+    pub group: String,
+    /// The group whose members may also change things (root and the
+    /// daemon's user always may).
+    pub admin_group: String,
+    /// Most control connections open at once (`watch` and `rcv-msg`
+    /// included).
+    pub max_connections: usize,
+    /// How long a client may take to send its request.
+    pub idle_timeout: StdDuration,
+}
+
+/// The default `[control] group` and `admin_group`.
+pub const DEFAULT_CONTROL_GROUP: &str = "heartline";
+/// The default `[control] max_connections`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
+/// The default `[control] idle_timeout`.
+pub const DEFAULT_IDLE_TIMEOUT: StdDuration = StdDuration::from_secs(10);
+
+impl Default for ControlSpec {
+    fn default() -> Self {
+        ControlSpec {
+            group: DEFAULT_CONTROL_GROUP.into(),
+            admin_group: DEFAULT_CONTROL_GROUP.into(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+        }
+    }
 }
 
 /// The `[quorum]` section, checked: the same on every node.
@@ -387,18 +437,15 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/heartline";
 pub const DEFAULT_DATABASE: &str = "lcd.sqlite";
 
 /// Where recovery kits are looked for unless `resources.kits` says: the
-/// packaged kits, the administrator's, and the kits of this build's source
-/// tree when it is still there.
+/// packaged kits, then the administrator's (which override them). Never a
+/// build's source tree: a binary copied elsewhere must not run scripts
+/// from where it was built (the demo and the tests give their kits in
+/// `resources.kits`).
 pub fn default_kit_dirs() -> Vec<PathBuf> {
-    let built = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/kits"));
-    let mut dirs = vec![
+    vec![
         PathBuf::from("/usr/share/heartline/kits"),
         PathBuf::from("/etc/heartline/kits"),
-    ];
-    if built.is_dir() {
-        dirs.insert(0, built);
-    }
-    dirs
+    ]
 }
 
 /// Places mistakes in a TOML file: the configuration's, and the witness's.
@@ -719,6 +766,71 @@ impl Checker<'_> {
     }
 
     /// A duration, or where and why it is not one.
+    /// The `[control]` section.
+    fn control(&self, raw: &RawControl) -> Result<ControlSpec, ConfigError> {
+        let mut spec = ControlSpec::default();
+        let group = |value: &Spanned<String>, field: &str| -> Result<String, ConfigError> {
+            let name = value.get_ref();
+            let valid = !name.is_empty()
+                && name.len() <= 32
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+            if !valid {
+                return Err(self.error(
+                    value,
+                    field,
+                    format!("`{name}` is not a group name"),
+                    "use a group of /etc/group, like \"heartline\"",
+                ));
+            }
+            // A group named here must exist (the defaults may not: then
+            // only root uses the socket).
+            #[cfg(target_os = "linux")]
+            if crate::sys::perms::group(name).is_none() {
+                return Err(self.error(
+                    value,
+                    field,
+                    format!("there is no group `{name}` on this system"),
+                    format!("create it (`groupadd --system {name}`) or remove the line"),
+                ));
+            }
+            Ok(name.clone())
+        };
+        if let Some(g) = &raw.group {
+            spec.group = group(g, "control.group")?;
+            spec.admin_group = spec.group.clone();
+        }
+        if let Some(g) = &raw.admin_group {
+            spec.admin_group = group(g, "control.admin_group")?;
+        }
+        if let Some(max) = &raw.max_connections {
+            let n = *max.get_ref();
+            if !(8..=65_536).contains(&n) {
+                return Err(self.error(
+                    max,
+                    "control.max_connections",
+                    format!("{n} is out of range"),
+                    "give 8 to 65536 (default 256)",
+                ));
+            }
+            spec.max_connections = n as usize;
+        }
+        if let Some(idle) = &raw.idle_timeout {
+            let d = self.duration(idle, "control.idle_timeout")?;
+            if d < StdDuration::from_millis(100) || d > StdDuration::from_secs(3600) {
+                return Err(self.error(
+                    idle,
+                    "control.idle_timeout",
+                    format!("{} is out of range", humantime::format_duration(d)),
+                    "give 100ms to 1h (default 10s)",
+                ));
+            }
+            spec.idle_timeout = d;
+        }
+        Ok(spec)
+    }
+
     pub(crate) fn duration(
         &self,
         raw: &Spanned<String>,
@@ -1169,6 +1281,7 @@ impl Config {
                 ));
             }
         }
+        let control = checker.control(&raw.control)?;
         let hosts: Vec<u16> = std::iter::once(node.0)
             .chain(peers.iter().filter(|p| p.is_host()).map(|p| p.id.0))
             .collect();
@@ -1199,6 +1312,7 @@ impl Config {
                 || PathBuf::from(DEFAULT_CONTROL_SOCKET),
                 |s| relative(s.get_ref()),
             ),
+            control,
             state_dir,
             database,
             kits,
@@ -1523,6 +1637,47 @@ name = "bravo"
         assert_eq!(q.detect_floor, StdDuration::from_secs(1));
         assert_eq!(q.stop_bound, DEFAULT_STOP_BOUND);
         assert_eq!(q.lease, StdDuration::from_millis(1_600 + 3_000 + 1_000));
+    }
+
+    #[test]
+    fn control_settings_have_defaults_and_located_mistakes() {
+        let config = Fixture::new().parse(GOOD).unwrap();
+        assert_eq!(config.control, ControlSpec::default());
+        assert_eq!(config.control.group, "heartline");
+        assert_eq!(config.control.admin_group, "heartline");
+        assert_eq!(config.control.max_connections, 256);
+        let with =
+            |section: &str| GOOD.replace("[[peers]]", &format!("[control]\n{section}\n[[peers]]"));
+        // `root` is a group on every Linux system; a group alone makes the
+        // admin group the same.
+        let config = Fixture::new()
+            .parse(&with(
+                "group = \"root\"\nmax_connections = 64\nidle_timeout = \"2s\"",
+            ))
+            .unwrap();
+        assert_eq!(config.control.group, "root");
+        assert_eq!(config.control.admin_group, "root");
+        assert_eq!(config.control.max_connections, 64);
+        assert_eq!(config.control.idle_timeout, StdDuration::from_secs(2));
+        let e = error(&with("group = \"bad name\""));
+        assert_eq!((e.field.as_str(), e.line), ("control.group", Some(15)));
+        assert!(e.problem.contains("not a group name"), "{e}");
+        #[cfg(target_os = "linux")]
+        {
+            let e = error(&with("admin_group = \"no-such-group-hl\""));
+            assert_eq!(e.field, "control.admin_group");
+            assert!(
+                e.problem.contains("no group `no-such-group-hl`")
+                    && e.hint.contains("groupadd --system no-such-group-hl"),
+                "{e}"
+            );
+        }
+        let e = error(&with("max_connections = 2"));
+        assert_eq!(e.field, "control.max_connections");
+        let e = error(&with("idle_timeout = \"0s\""));
+        assert_eq!(e.field, "control.idle_timeout");
+        let e = error(&with("groups = \"x\""));
+        assert!(e.to_string().contains("groups"), "{e}");
     }
 
     #[test]

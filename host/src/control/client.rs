@@ -15,12 +15,16 @@ pub enum ClientError {
     NoDaemon(String),
     /// The connection broke or the answer made no sense.
     Protocol(String),
+    /// This user may not open the control socket.
+    Denied(String),
 }
 
 impl std::fmt::Display for ClientError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ClientError::NoDaemon(m) | ClientError::Protocol(m) => f.write_str(m),
+            ClientError::NoDaemon(m) | ClientError::Protocol(m) | ClientError::Denied(m) => {
+                f.write_str(m)
+            }
         }
     }
 }
@@ -47,8 +51,31 @@ pub fn response_of(line: &str) -> Result<Response, ClientError> {
 }
 
 fn no_daemon(socket: &Path, e: &std::io::Error) -> ClientError {
+    if e.kind() == std::io::ErrorKind::PermissionDenied {
+        return denied(socket);
+    }
     ClientError::NoDaemon(format!(
         "cannot reach the heartline daemon at {}: {e} (is it running? is --socket right?)",
+        socket.display()
+    ))
+}
+
+/// The socket's modes keep this user out: say who may use it.
+fn denied(socket: &Path) -> ClientError {
+    let group = socket
+        .parent()
+        .into_iter()
+        .chain(std::iter::once(socket))
+        .filter_map(crate::sys::perms::mode_of)
+        .map(|(_, _, gid)| gid)
+        .find(|&gid| gid != 0)
+        .and_then(crate::sys::perms::group_name);
+    let who = match group {
+        Some(group) => format!("root and the members of group `{group}`"),
+        None => "root".to_string(),
+    };
+    ClientError::Denied(format!(
+        "permission denied on {}: only {who} may use the heartline daemon's control socket",
         socket.display()
     ))
 }
@@ -57,13 +84,19 @@ fn no_daemon(socket: &Path, e: &std::io::Error) -> ClientError {
 pub fn ask_blocking(socket: &Path, request: Request) -> Result<Response, ClientError> {
     use std::io::{BufRead, Write};
     let (read, mut write) = ipc::connect_blocking(socket).map_err(|e| no_daemon(socket, &e))?;
-    write
-        .write_all(&request_line(request)?)
-        .map_err(|e| ClientError::Protocol(format!("cannot send the request: {e}")))?;
+    // A daemon that refuses the client says why and hangs up, perhaps
+    // before the request is written: its answer is read all the same.
+    let sent = write.write_all(&request_line(request)?);
     let mut line = String::new();
-    std::io::BufReader::new(read)
-        .read_line(&mut line)
-        .map_err(|e| ClientError::Protocol(format!("connection lost: {e}")))?;
+    let read = std::io::BufReader::new(read).read_line(&mut line);
+    if line.is_empty() {
+        if let Err(e) = sent {
+            return Err(ClientError::Protocol(format!(
+                "cannot send the request: {e}"
+            )));
+        }
+        read.map_err(|e| ClientError::Protocol(format!("connection lost: {e}")))?;
+    }
     response_of(&line)
 }
 
@@ -84,10 +117,9 @@ impl Connection {
         let (read, mut write) = ipc::connect(socket)
             .await
             .map_err(|e| no_daemon(socket, &e))?;
-        write
-            .write_all(&request_line(request)?)
-            .await
-            .map_err(|e| ClientError::Protocol(format!("cannot send the request: {e}")))?;
+        // A refusal may come before the request is written (see
+        // [`ask_blocking`]): a failed write leaves the answer to be read.
+        let _ = write.write_all(&request_line(request)?).await;
         Ok(Connection {
             lines: BufReader::new(read).lines(),
         })

@@ -7,6 +7,9 @@ use std::path::Path;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
+#[cfg(unix)]
+use crate::sys::perms;
+
 /// The reading half of a control connection.
 pub type Reader = Box<dyn AsyncRead + Unpin + Send>;
 /// The writing half of a control connection.
@@ -46,6 +49,17 @@ pub fn connect_blocking(
     }
 }
 
+/// Who is at the other end of a control connection, by the kernel's
+/// word (`SO_PEERCRED`); unknown on Windows, where the pipe's own security
+/// decides who may open it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    /// The client process's user id.
+    pub uid: u32,
+    /// Its group id.
+    pub gid: u32,
+}
+
 /// A listening control endpoint.
 #[derive(Debug)]
 pub struct Listener {
@@ -59,13 +73,18 @@ pub struct Listener {
 
 impl Listener {
     /// Listens at `path`, replacing a stale socket file but refusing to
-    /// steal one a running daemon answers on.
-    pub async fn bind(path: &Path) -> Result<Listener, String> {
+    /// steal one a running daemon answers on. On Unix the socket is mode
+    /// 0660 with group `gid`, or 0600 without one, whatever the umask; its
+    /// directory, when it is the daemon's own, 0750 with that group (see
+    /// [`perms::socket_dir`]).
+    pub async fn bind(path: &Path, gid: Option<u32>) -> Result<Listener, String> {
         #[cfg(unix)]
         {
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            match perms::socket_dir(path, gid)? {
+                perms::SocketDir::Own => {}
+                perms::SocketDir::Shared(dir) => tracing::warn!(
+                    "the control socket's directory {dir} is shared, so its mode is left as it is (the socket's own mode and the credential check protect it): a directory of its own, such as /run/heartline, is better"
+                ),
             }
             if path.exists() {
                 if connect(path).await.is_ok() {
@@ -78,10 +97,24 @@ impl Listener {
             }
             let inner = tokio::net::UnixListener::bind(path)
                 .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
+            // Connecting needs write permission on the socket. Every
+            // connection is checked by its credentials anyway, so the
+            // moment between bind and this is no opening.
+            match gid {
+                Some(gid) => {
+                    if let Err(e) = perms::set_mode(path, 0o660, Some(gid)) {
+                        // A daemon not run as root, outside the group.
+                        tracing::warn!("{e}: only the daemon's user may use the control socket");
+                        perms::set_mode(path, 0o600, None)?;
+                    }
+                }
+                None => perms::set_mode(path, 0o600, None)?,
+            }
             Ok(Listener { inner })
         }
         #[cfg(windows)]
         {
+            let _ = gid;
             let next = tokio::net::windows::named_pipe::ServerOptions::new()
                 .first_pipe_instance(true)
                 .create(path)
@@ -93,13 +126,17 @@ impl Listener {
         }
     }
 
-    /// The next client.
-    pub async fn accept(&mut self) -> io::Result<(Reader, Writer)> {
+    /// The next client, and who it is (`None` if the system cannot say).
+    pub async fn accept(&mut self) -> io::Result<(Reader, Writer, Option<Peer>)> {
         #[cfg(unix)]
         {
             let (stream, _) = self.inner.accept().await?;
+            let peer = stream.peer_cred().ok().map(|c| Peer {
+                uid: c.uid(),
+                gid: c.gid(),
+            });
             let (read, write) = stream.into_split();
-            Ok((Box::new(read), Box::new(write)))
+            Ok((Box::new(read), Box::new(write), peer))
         }
         #[cfg(windows)]
         {
@@ -107,7 +144,7 @@ impl Listener {
             let fresh = tokio::net::windows::named_pipe::ServerOptions::new().create(&self.path)?;
             let connected = std::mem::replace(&mut self.next, fresh);
             let (read, write) = tokio::io::split(connected);
-            Ok((Box::new(read), Box::new(write)))
+            Ok((Box::new(read), Box::new(write), None))
         }
     }
 }

@@ -7,6 +7,7 @@
 //! ([`server`]), the CLI's side ([`client`]), and the local transport under
 //! both, a Unix socket or a Windows named pipe ([`ipc`]).
 
+pub mod access;
 pub mod client;
 pub mod ipc;
 pub mod remote;

@@ -4,9 +4,11 @@
 //! this machine ([`local_cluster`]), a TCP relay that can cut a path
 //! ([`relay`]), a small application to protect ([`sample_app`], with the
 //! HTTP responder of the hidden `sample-http` command, which builds
-//! everywhere as that command always has), and a stand-in guest running a
-//! real appserver ([`local_guest`]).
+//! everywhere as that command always has), a stand-in guest running a
+//! real appserver ([`local_guest`]), and the shipped recovery kits built in
+//! ([`kits`]), which they install in their own directories.
 
+pub mod kits;
 #[cfg(unix)]
 pub mod local_cluster;
 #[cfg(unix)]

@@ -185,8 +185,9 @@ fn read_instant(path: &Path) -> Option<std::time::SystemTime> {
 }
 
 /// Gives every daemon of `cluster` (before they start) the kits shipped
-/// with this build named in `kits` (`app/type`), each with its manifest
-/// replaced (e.g. by a shorter check interval), in the cluster's directory.
+/// with this build named in `kits` (`app/type`), each with the settings of
+/// its manifest given (e.g. a shorter check interval; see [`copy_kit`]), in
+/// the cluster's directory, named in their `resources.kits`.
 #[cfg(unix)]
 pub fn install_kits(cluster: &LocalCluster, kits: &[(&str, &str)]) -> io::Result<()> {
     let dir = cluster.dir().join("kits");
@@ -202,28 +203,19 @@ pub fn install_kits(cluster: &LocalCluster, kits: &[(&str, &str)]) -> io::Result
     Ok(())
 }
 
-/// Copies the kit `kit` (`app/type`) shipped with this build into `kits`,
-/// with `manifest` as its manifest.
+/// Writes the kit `kit` (`app/type`) shipped with this build (built into
+/// it: [`super::kits`]) into `kits`, its manifest's settings replaced by
+/// those `manifest` sets (the others, such as the Generic Application's
+/// `user_scripts`, kept), with modes safe to run as root.
 pub fn copy_kit(kits: &Path, kit: &str, manifest: &str) -> io::Result<()> {
-    let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("kits").join(kit);
-    let to = kits.join(kit);
-    copy_tree(&from, &to)?;
-    std::fs::write(to.join("manifest.toml"), manifest)
-}
-
-/// Copies a directory's files and subdirectories, keeping the execute bits.
-fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
-    std::fs::create_dir_all(to)?;
-    for entry in std::fs::read_dir(from)? {
-        let entry = entry?;
-        let target = to.join(entry.file_name());
-        if entry.file_type()?.is_dir() {
-            copy_tree(&entry.path(), &target)?;
-        } else {
-            std::fs::copy(entry.path(), &target)?;
-        }
-    }
-    Ok(())
+    let invalid = |e: toml::de::Error| io::Error::new(io::ErrorKind::InvalidData, e.to_string());
+    let shipped = super::kits::text(&format!("{kit}/manifest.toml")).unwrap_or_default();
+    let mut merged: toml::Table = toml::from_str(shipped).map_err(invalid)?;
+    let changes: toml::Table = toml::from_str(manifest).map_err(invalid)?;
+    merged.extend(changes);
+    let merged = toml::to_string(&merged)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+    super::kits::write_kit(kits, kit, &merged)
 }
 
 /// Answers every connection to 127.0.0.1:`port` with `text` as an HTTP

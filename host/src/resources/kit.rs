@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::trust;
 use crate::config::locate;
 
 /// The manifest's file name inside a kit.
@@ -41,6 +42,11 @@ pub struct Manifest {
     /// Local recover attempts before the resource fails over; 0 fails over
     /// at once.
     pub recover_attempts: u32,
+    /// By action, the resource properties that name programs the action
+    /// runs (the Generic Application's restore runs `start`): each one a
+    /// resource sets is checked as the kit's own scripts are, before every
+    /// run of that action ([`Kit::refusals`]).
+    pub user_scripts: BTreeMap<Action, Vec<String>>,
 }
 
 impl Default for Manifest {
@@ -54,6 +60,7 @@ impl Default for Manifest {
             recover_timeout: Duration::from_secs(30),
             delete_timeout: Duration::from_secs(10),
             recover_attempts: 1,
+            user_scripts: BTreeMap::new(),
         }
     }
 }
@@ -116,6 +123,20 @@ impl Manifest {
         };
 
         let default = Manifest::default();
+        let mut user_scripts = BTreeMap::new();
+        if let Some(table) = &raw.user_scripts {
+            for (name, props) in table.get_ref() {
+                let Some(action) = Action::ALL.into_iter().find(|a| a.file_name() == name) else {
+                    return Err(error(
+                        Some(table.span()),
+                        format!(
+                            "user_scripts: `{name}` is not an action (restore, remove, quickCheck, recover, delete)"
+                        ),
+                    ));
+                };
+                user_scripts.insert(action, props.clone());
+            }
+        }
         let quick_check_interval = match &raw.quick_check_interval {
             None => default.quick_check_interval,
             Some(raw) => Some(duration(raw, "quick_check_interval")?).filter(|d| !d.is_zero()),
@@ -149,6 +170,7 @@ impl Manifest {
                 default.delete_timeout,
             )?,
             recover_attempts: raw.recover_attempts.unwrap_or(default.recover_attempts),
+            user_scripts,
         })
     }
 }
@@ -164,6 +186,7 @@ struct RawManifest {
     recover_timeout: Option<Spanned<String>>,
     delete_timeout: Option<Spanned<String>>,
     recover_attempts: Option<u32>,
+    user_scripts: Option<Spanned<BTreeMap<String, Vec<String>>>>,
 }
 
 /// The kit for one application and resource type.
@@ -185,10 +208,12 @@ impl Kit {
         self.dir.join(ACTIONS).join(action.file_name())
     }
 
-    /// Each action script that is missing or cannot be run, one line each,
-    /// naming the path and the fix. Empty when the kit is complete.
+    /// Each action script that is missing or cannot be run, and each file
+    /// or directory of the kit (or above it) that is not safe to run as
+    /// root ([`trust`]), one line each, naming the path and the fix. Empty
+    /// when the kit is complete and safe.
     pub fn problems(&self) -> Vec<String> {
-        let mut problems = Vec::new();
+        let mut problems = self.unsafe_files();
         for action in Action::ALL {
             let path = self.script(action);
             let shown = path.display();
@@ -224,6 +249,57 @@ impl Kit {
             }
         }
         problems
+    }
+
+    /// Each file or directory of the kit, or on the way to it, that is not
+    /// safe to run as root, one line each with the fix.
+    pub fn unsafe_files(&self) -> Vec<String> {
+        trust::check_tree(&self.dir)
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    /// Why `action` of this kit on a resource with properties `props` must
+    /// not run now, checked just before each run: the kit's files, and the
+    /// user scripts the manifest's `user_scripts` names for `action` that
+    /// `props` sets, each with every directory above it. Empty when it may
+    /// run.
+    pub fn refusals(&self, action: Action, props: &BTreeMap<String, String>) -> Vec<String> {
+        let mut refusals = self.unsafe_files();
+        refusals.extend(self.unsafe_user_scripts(&[action], props));
+        refusals
+    }
+
+    /// Each user script that `props` names for one of `actions` (by the
+    /// manifest's `user_scripts`) and that is not safe to run as root, one
+    /// line each with the fix.
+    pub fn unsafe_user_scripts(
+        &self,
+        actions: &[Action],
+        props: &BTreeMap<String, String>,
+    ) -> Vec<String> {
+        let mut names: Vec<&String> = actions
+            .iter()
+            .filter_map(|a| self.manifest.user_scripts.get(a))
+            .flatten()
+            .collect();
+        names.sort();
+        names.dedup();
+        let mut refusals = Vec::new();
+        for name in names {
+            let Some(value) = props.get(name).filter(|v| !v.is_empty()) else {
+                continue;
+            };
+            refusals.extend(trust::check(Path::new(value)).iter().map(|u| {
+                if u.path == Path::new(value) {
+                    format!("{name} script {u}")
+                } else {
+                    format!("{name} script {value}: {u}")
+                }
+            }));
+        }
+        refusals
     }
 }
 
@@ -442,7 +518,10 @@ mod tests {
              remove_timeout = \"45s\"\n\
              recover_timeout = \"20s\"\n\
              delete_timeout = \"500ms\"\n\
-             recover_attempts = 3\n",
+             recover_attempts = 3\n\
+             [user_scripts]\n\
+             restore = [\"start\"]\n\
+             recover = [\"stop\", \"start\"]\n",
         );
         let kits = Kits::load(&[root.path().to_path_buf()]).unwrap();
         let kit = kits.get("db", "pg").unwrap();
@@ -458,6 +537,16 @@ mod tests {
         assert_eq!(m.timeout(Action::Recover), Duration::from_secs(20));
         assert_eq!(m.timeout(Action::Delete), Duration::from_millis(500));
         assert_eq!(m.recover_attempts, 3);
+        assert_eq!(
+            m.user_scripts,
+            BTreeMap::from([
+                (Action::Restore, vec!["start".to_string()]),
+                (
+                    Action::Recover,
+                    vec!["stop".to_string(), "start".to_string()]
+                ),
+            ])
+        );
         assert_eq!(
             kit.script(Action::QuickCheck),
             dir.join("actions").join("quickCheck")
@@ -561,6 +650,11 @@ mod tests {
                 "must be more than 0s",
             ),
             ("description = \n", 1, ""),
+            (
+                "\n[user_scripts]\nstart = [\"start\"]\n",
+                2,
+                "user_scripts: `start` is not an action",
+            ),
         ];
         for (text, line, problem) in cases {
             let root = tempfile::tempdir().unwrap();
@@ -614,6 +708,106 @@ mod tests {
                 delete.display()
             )
         );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn an_unsafe_kit_has_problems_naming_the_path_and_the_fix() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = make_kit(root.path(), "gen", "app", "");
+        let restore = dir.join("actions/restore");
+        let kits = Kits::load(&[root.path().to_path_buf()]).unwrap();
+        let kit = kits.get("gen", "app").unwrap();
+        assert!(kit.problems().is_empty(), "{:?}", kit.problems());
+
+        chmod(&restore, 0o757);
+        chmod(&dir, 0o775);
+        let problems = kit.problems();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(
+            problems[0].starts_with(&format!(
+                "{} is writable by group (mode 0775)",
+                dir.display()
+            )) && problems[0].ends_with(&format!("(chmod go-w {})", dir.display())),
+            "{}",
+            problems[0]
+        );
+        assert!(
+            problems[1].contains(&format!(
+                "{} is writable by others (mode 0757)",
+                restore.display()
+            )) && problems[1].ends_with(&format!("(chmod go-w {})", restore.display())),
+            "{}",
+            problems[1]
+        );
+        assert_eq!(kit.refusals(Action::Remove, &BTreeMap::new()), problems);
+        // So is a helper the actions source, and the manifest.
+        chmod(&restore, 0o755);
+        chmod(&dir, 0o755);
+        let helper = dir.join("common.sh");
+        write(&helper, "x=1\n");
+        chmod(&helper, 0o666);
+        let problems = kit.problems();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains(&helper.display().to_string()));
+        chmod(&helper, 0o644);
+        chmod(&dir.join(MANIFEST), 0o646);
+        assert_eq!(kit.problems().len(), 1);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn refusals_check_the_user_scripts_the_manifest_names() {
+        let root = tempfile::tempdir().unwrap();
+        make_kit(
+            root.path(),
+            "gen",
+            "app",
+            "[user_scripts]\nrestore = [\"start\"]\nquickCheck = [\"check\"]\nrecover = [\"start\"]\n",
+        );
+        let kits = Kits::load(&[root.path().to_path_buf()]).unwrap();
+        let kit = kits.get("gen", "app").unwrap();
+        let work = tempfile::tempdir().unwrap();
+        let start = work.path().join("start");
+        write(&start, "#!/bin/sh\nexit 0\n");
+        chmod(&start, 0o755);
+        let other = work.path().join("other");
+        write(&other, "#!/bin/sh\nexit 0\n");
+        chmod(&other, 0o777);
+        let props: BTreeMap<String, String> = [
+            ("start".to_string(), start.display().to_string()),
+            // Not named by the manifest: not a script the kit runs.
+            ("other".to_string(), other.display().to_string()),
+            // Set but empty, or naming nothing: the kit says so itself.
+            ("check".to_string(), String::new()),
+        ]
+        .into();
+        assert_eq!(kit.refusals(Action::Restore, &props), Vec::<String>::new());
+
+        chmod(&start, 0o775);
+        let refusals = kit.refusals(Action::Restore, &props);
+        assert_eq!(refusals.len(), 1, "{refusals:?}");
+        assert_eq!(kit.refusals(Action::Recover, &props), refusals);
+        // Actions that do not run it are not refused.
+        assert!(kit.refusals(Action::QuickCheck, &props).is_empty());
+        assert!(kit.refusals(Action::Remove, &props).is_empty());
+        let shown = start.display();
+        assert!(
+            refusals[0].starts_with(&format!("start script {shown} is writable by group"))
+                && refusals[0].ends_with(&format!("(chmod go-w {shown})")),
+            "{}",
+            refusals[0]
+        );
+        chmod(&start, 0o755);
+        chmod(work.path(), 0o777);
+        let refusals = kit.refusals(Action::Restore, &props);
+        assert_eq!(refusals.len(), 1, "{refusals:?}");
+        assert!(
+            refusals[0].ends_with(&format!("(chmod go-w {})", work.path().display())),
+            "{}",
+            refusals[0]
+        );
+        chmod(work.path(), 0o700);
     }
 
     #[test]

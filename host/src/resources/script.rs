@@ -48,6 +48,10 @@ pub enum Outcome {
     TimedOut,
     /// It could not be started; the text is one line naming the path.
     CannotRun(String),
+    /// It could not be started for want of the node's resources (file
+    /// descriptors, processes, memory): nothing ran, and nothing is known
+    /// of the resource. The text is one line naming the path.
+    Exhausted(String),
 }
 
 impl fmt::Display for Outcome {
@@ -63,7 +67,7 @@ impl fmt::Display for Outcome {
             } => write!(f, "killed by signal {signal}"),
             Outcome::Failed { .. } => write!(f, "failed"),
             Outcome::TimedOut => write!(f, "timed out and was killed"),
-            Outcome::CannotRun(reason) => write!(f, "{reason}"),
+            Outcome::CannotRun(reason) | Outcome::Exhausted(reason) => write!(f, "{reason}"),
         }
     }
 }
@@ -106,7 +110,7 @@ impl fmt::Display for ScriptRun {
                 "timed out after {} and was killed",
                 Elapsed(self.elapsed)
             ),
-            Outcome::CannotRun(reason) => write!(f, "{reason}"),
+            Outcome::CannotRun(reason) | Outcome::Exhausted(reason) => write!(f, "{reason}"),
             outcome => write!(f, "{outcome} in {}", Elapsed(self.elapsed)),
         }
     }
@@ -169,7 +173,14 @@ pub async fn run_with_input(
             } else {
                 e.to_string()
             };
-            return ScriptRun::cannot_run(format!("cannot run {}: {reason}", script.display()));
+            let reason = format!("cannot run {}: {reason}", script.display());
+            if crate::sys::perms::exhausted(&e) {
+                return ScriptRun {
+                    outcome: Outcome::Exhausted(reason),
+                    ..ScriptRun::cannot_run(String::new())
+                };
+            }
+            return ScriptRun::cannot_run(reason);
         }
     };
     let group = child.id().map(Group::led_by);

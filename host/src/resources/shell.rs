@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use heartline_brain::api::{Answer, Request, RequestId};
 use heartline_brain::message::{AdminMessage, decode, encode};
-use heartline_brain::model::Resource;
+use heartline_brain::model::{Change, Resource};
 use heartline_brain::{Brain, BrainConfig, Input, JobId, Level, Output, Persist};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant as TokioInstant;
@@ -133,6 +133,31 @@ pub fn start(
     nodes.insert(node);
     let mut cfg = BrainConfig::new(node, incarnation, nodes);
     cfg.kits = kits.brain_info();
+    for (kind, kit) in &cfg.kits {
+        if !kit.problems.is_empty() {
+            error!(
+                "recovery kit {kind} cannot be used (fix it, then restart the daemon): {}",
+                kit.problems.join("; ")
+            );
+        }
+    }
+    for resource in stored
+        .model
+        .resources
+        .values()
+        .filter(|r| r.place.node == node)
+    {
+        if let Some(kit) = kits.get(&resource.app, &resource.rtype) {
+            let unsafe_scripts = kit.unsafe_user_scripts(&Action::ALL, &resource.props);
+            if !unsafe_scripts.is_empty() {
+                error!(
+                    "{}'s scripts will not be run until fixed: {}",
+                    resource.place.tag,
+                    unsafe_scripts.join("; ")
+                );
+            }
+        }
+    }
     cfg.on_stop = config.policy.on_stop;
     cfg.failure_window = config.policy.failure_window.into();
     cfg.max_failures = config.policy.max_failures;
@@ -346,10 +371,31 @@ impl Shell {
         let now = self.now();
         match input {
             ShellInput::Request { request, reply } => {
+                if let Some(why) = self.unsafe_scripts_named(&request) {
+                    let _ = reply.send(Answer::error(why));
+                    return;
+                }
                 let id = RequestId(self.next_request);
                 self.next_request += 1;
                 self.waiting.insert(id, reply);
                 self.brain.handle(now, Input::Request { id, request });
+            }
+            ShellInput::Script { job, run }
+                if matches!(run.outcome, script::Outcome::Exhausted(_)) =>
+            {
+                // Out of descriptors or processes: nothing ran, so nothing
+                // failed (the brain skips a check, retries anything else).
+                error!(
+                    "{run}: this node is out of file descriptors or processes; the script did not run and is not counted as failed (raise LimitNOFILE, or find what holds them: ls /proc/{}/fd | wc -l)",
+                    std::process::id()
+                );
+                self.brain.handle(
+                    now,
+                    Input::ScriptNotRun {
+                        job,
+                        summary: run.to_string(),
+                    },
+                );
             }
             ShellInput::Script { job, run } => {
                 let ok = run.succeeded();
@@ -381,6 +427,34 @@ impl Shell {
                 }
             }
         }
+    }
+
+    /// A resource created on this node, or a property set on one of its
+    /// resources, that names a user script not safe to run as root: why
+    /// it is refused (it would be refused before every run anyway).
+    fn unsafe_scripts_named(&self, request: &Request) -> Option<String> {
+        let Request::Change { change } = request else {
+            return None;
+        };
+        let (place, resource, props) = match change {
+            Change::CreateResource(r) => (&r.place, r, r.props.clone()),
+            Change::SetProp {
+                place,
+                name,
+                value: Some(value),
+            } => (
+                place,
+                self.brain.model().resources.get(place)?,
+                [(name.clone(), value.clone())].into(),
+            ),
+            _ => return None,
+        };
+        if place.node != self.brain.node() {
+            return None;
+        }
+        let kit = self.kits.get(&resource.app, &resource.rtype)?;
+        let found = kit.unsafe_user_scripts(&Action::ALL, &props);
+        (!found.is_empty()).then(|| format!("{place}: {}", found.join("; ")))
     }
 
     fn on_comm(&mut self, event: ToBrain) {
@@ -584,15 +658,40 @@ impl Shell {
             let _ = inputs.send(ShellInput::Script { job, run });
             return;
         };
+        // What runs as root is checked before every run: a file made
+        // unsafe since the kits were loaded is refused now.
+        let refusals = kit.refusals(action, &resource.props);
+        if !refusals.is_empty() {
+            let why = format!(
+                "refused to run {action} of {}: {}",
+                resource.place.tag,
+                refusals.join("; ")
+            );
+            error!("{why}");
+            let _ = inputs.send(ShellInput::Script {
+                job,
+                run: ScriptRun::cannot_run(why),
+            });
+            return;
+        }
         let path = kit.script(action);
         let timeout = kit.manifest.timeout(action);
         let env = script_env(&self.daemon_env, resource, action, event.unwrap_or(""));
         tokio::spawn(async move {
             let run = script::run(&path, &[], &env, timeout).await;
+            if matches!(run.outcome, script::Outcome::Exhausted(_)) {
+                // Reported after a pause: the brain asks for the step
+                // again, and descriptors take a moment to come back.
+                tokio::time::sleep(EXHAUSTED_PAUSE).await;
+            }
             let _ = inputs.send(ShellInput::Script { job, run });
         });
     }
 }
+
+/// How long a script that could not be started for want of descriptors
+/// waits before the brain hears of it (and asks again).
+const EXHAUSTED_PAUSE: Duration = Duration::from_secs(1);
 
 /// What every script sees of the daemon running it, so that a kit can run
 /// `heartline` commands against it and keep files of its own:

@@ -4,9 +4,11 @@
 //! real-time priority, systemd's notifications, shutdown signals
 //! ([`system`]); supervising child processes by process group, with the
 //! tails of their output ([`process`]); and feeding the watchdog device
-//! ([`watchdog`]).
+//! ([`watchdog`]); users, groups, private modes and the descriptor limit
+//! ([`perms`]).
 
 pub mod logging;
+pub mod perms;
 pub mod process;
 #[cfg(unix)]
 pub mod syslog;

@@ -8,6 +8,16 @@
 //! a change the caller was told about survives a kill -9 or a power cut),
 //! before anything that depends on it is done. The schema is versioned
 //! with `PRAGMA user_version` and migrated forward on open.
+//!
+//! The WAL is checkpointed once it holds [`CHECKPOINT_PAGES`] pages (and
+//! cut back to [`WAL_LIMIT`] bytes), so it stays small and the database
+//! file holds nearly everything. Every commit is counted, and the count
+//! written beside the database after it; at open the database is checked
+//! (`quick_check`) and its count compared with that record, and a
+//! database that is damaged, emptied or missing committed changes is
+//! refused with how to recover it ([`guard`]).
+
+pub mod guard;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -94,10 +104,23 @@ pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
 /// Journal entries kept.
 const JOURNAL: usize = 256;
 
+/// The WAL is checkpointed into the database (PASSIVE, by SQLite, after
+/// the commit that reaches it) once it holds this many pages.
+pub const CHECKPOINT_PAGES: i64 = 32;
+
+/// The WAL file is cut back to this many bytes when it restarts after a
+/// checkpoint.
+pub const WAL_LIMIT: i64 = 256 * 1024;
+
 /// The open database.
 #[derive(Debug)]
 pub struct Lcd {
     conn: Connection,
+    /// Transactions committed (`meta.commits`), written to the record
+    /// beside the database after each.
+    commits: u64,
+    /// Writes the record beside the database after each commit.
+    recorder: guard::Recorder,
 }
 
 fn storage(e: rusqlite::Error) -> LcdError {
@@ -106,8 +129,12 @@ fn storage(e: rusqlite::Error) -> LcdError {
 
 impl Lcd {
     /// Opens (creating if needed) the database at `path`, migrates it to
-    /// this build's schema and loads it.
+    /// this build's schema and loads it. Refused, writing nothing, if it
+    /// is damaged, missing or empty while its record says it held
+    /// commits, or older than its record ([`guard::inspect`]).
     pub fn open(path: &Path) -> Result<(Lcd, Stored), LcdError> {
+        let (summary, record) =
+            guard::inspect(path).map_err(|r| LcdError::Storage(r.to_string()))?;
         let mut conn = Connection::open(path).map_err(|e| {
             LcdError::Storage(format!(
                 "cannot open the configuration database {}: {e}",
@@ -120,8 +147,16 @@ impl Lcd {
             .map_err(storage)?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(storage)?;
+        conn.pragma_update(None, "wal_autocheckpoint", CHECKPOINT_PAGES)
+            .map_err(storage)?;
+        conn.pragma_update(None, "journal_size_limit", WAL_LIMIT)
+            .map_err(storage)?;
         let from = migrate(&mut conn, path)?;
-        let mut lcd = Lcd { conn };
+        let mut lcd = Lcd {
+            conn,
+            commits: summary.commits,
+            recorder: guard::Recorder::start(path),
+        };
         let mut stored = lcd.load()?;
         if from < 2 && from > 0 {
             // A database of the first schema: hierarchies that were in
@@ -145,7 +180,30 @@ impl Lcd {
             lcd.save(&persist, &stored.model)?;
             stored = lcd.load()?;
         }
+        let now = guard::Record {
+            commits: lcd.commits,
+            generation: stored.model.generation,
+        };
+        if record != Some(now) {
+            lcd.write_record(stored.model.generation);
+            lcd.flush_record();
+        }
         Ok((lcd, stored))
+    }
+
+    /// Has the record of the last commit written beside the database, by
+    /// its own thread (a failure is logged once: the record stays older,
+    /// which is safe).
+    fn write_record(&self, generation: u64) {
+        self.recorder.set(guard::Record {
+            commits: self.commits,
+            generation,
+        });
+    }
+
+    /// Waits until the record is written.
+    pub fn flush_record(&self) {
+        self.recorder.flush();
     }
 
     /// Writes what `persist` names, as it is in `model`, in one
@@ -258,6 +316,12 @@ impl Lcd {
             })
             .map_err(storage)?;
         }
+        let commits = self.commits.saturating_add(1);
+        tx.prepare_cached(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = ?2",
+        )
+        .and_then(|mut statement| statement.execute(params![guard::COMMITS, commits.to_string()]))
+        .map_err(storage)?;
         for text in &persist.discarded {
             tx.execute("INSERT INTO discarded (text) VALUES (?1)", params![text])
                 .map_err(storage)?;
@@ -269,7 +333,10 @@ impl Lcd {
             )
             .map_err(storage)?;
         }
-        tx.commit().map_err(storage)
+        tx.commit().map_err(storage)?;
+        self.commits = commits;
+        self.write_record(model.generation);
+        Ok(())
     }
 
     fn load(&self) -> Result<Stored, LcdError> {
@@ -658,6 +725,212 @@ mod tests {
         };
         assert_eq!(role("up"), Role::Started);
         assert_eq!(role("down"), Role::Stopped);
+    }
+
+    /// A database with `n` resources created one change at a time, still
+    /// open.
+    fn filled(path: &Path, n: usize) -> (Lcd, Model) {
+        let (mut lcd, stored) = Lcd::open(path).unwrap();
+        let mut model = stored.model;
+        for i in 0..n {
+            let mut r = resource(&format!("r{i}"));
+            r.info = "x".repeat(200);
+            change(&mut lcd, &mut model, &[Change::CreateResource(r)]);
+        }
+        lcd.flush_record();
+        (lcd, model)
+    }
+
+    fn wal(path: &Path) -> u64 {
+        std::fs::metadata(guard_sibling(path, "-wal")).map_or(0, |m| m.len())
+    }
+
+    fn guard_sibling(path: &Path, suffix: &str) -> std::path::PathBuf {
+        let mut name = path.file_name().unwrap().to_os_string();
+        name.push(suffix);
+        path.with_file_name(name)
+    }
+
+    #[test]
+    fn the_wal_stays_small_and_the_record_follows_every_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lcd.sqlite");
+        let (lcd, _) = filled(&path, 300);
+        let size = wal(&path);
+        let bound = u64::try_from(WAL_LIMIT).unwrap();
+        assert!(size <= bound, "the WAL is {size} bytes after 300 changes");
+        let record = guard::read_record(&path).unwrap().unwrap();
+        assert_eq!(record.commits, lcd.commits);
+        assert_eq!(record.commits, 300);
+        assert_eq!(record.generation, 300);
+        drop(lcd);
+        let (lcd, stored) = Lcd::open(&path).unwrap();
+        assert_eq!(stored.model.resources.len(), 300);
+        assert_eq!(lcd.commits, 300);
+    }
+
+    #[test]
+    fn a_database_that_lost_its_wal_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lcd.sqlite");
+        let (lcd, _) = filled(&path, 40);
+        assert!(wal(&path) > 0, "the last changes are in the WAL");
+        // What a kill -9 and a lost -wal leave: the database file alone.
+        let copy = dir.path().join("copy");
+        std::fs::create_dir(&copy).unwrap();
+        let lost = copy.join("lcd.sqlite");
+        std::fs::copy(&path, &lost).unwrap();
+        std::fs::copy(guard::record_path(&path), guard::record_path(&lost)).unwrap();
+        drop(lcd);
+        let before = std::fs::read(&lost).unwrap();
+        let e = Lcd::open(&lost).unwrap_err().to_string();
+        assert!(e.contains("missing committed changes"), "{e}");
+        assert!(e.contains("says 40"), "{e}");
+        assert!(e.contains("heartline restore"), "{e}");
+        assert!(e.contains("heartline discard-database"), "{e}");
+        // Nothing was written to it.
+        assert_eq!(std::fs::read(&lost).unwrap(), before);
+        assert_eq!(wal(&lost), 0);
+    }
+
+    #[test]
+    fn a_truncated_or_deleted_database_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lcd.sqlite");
+        drop(filled(&path, 3));
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        let e = Lcd::open(&path).unwrap_err().to_string();
+        assert!(e.contains("missing or empty"), "{e}");
+        assert!(e.contains("held 3 commits"), "{e}");
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+        std::fs::remove_file(&path).unwrap();
+        let e = Lcd::open(&path).unwrap_err().to_string();
+        assert!(e.contains("missing or empty"), "{e}");
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn a_damaged_page_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lcd.sqlite");
+        drop(filled(&path, 100));
+        assert_eq!(wal(&path), 0, "closed: everything is in the database");
+        let len = std::fs::metadata(&path).unwrap().len();
+        assert!(len >= 10 * 4096, "{len}");
+        // A page in the middle, its header overwritten.
+        let mut bytes = std::fs::read(&path).unwrap();
+        let page = usize::try_from(len / 4096 / 2).unwrap() * 4096;
+        bytes[page..page + 64].fill(0xA5);
+        std::fs::write(&path, bytes).unwrap();
+        let e = Lcd::open(&path).unwrap_err().to_string();
+        assert!(e.contains("is damaged"), "{e}");
+        assert!(e.contains("heartline restore"), "{e}");
+    }
+
+    #[test]
+    fn a_backup_restores_and_is_accepted_above_the_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lcd.sqlite");
+        let (lcd, model) = filled(&path, 20);
+        let file = dir.path().join("backup.sqlite");
+        // Online: the database is open and its WAL holds changes.
+        let summary = guard::backup(&path, &file).unwrap();
+        assert_eq!((summary.generation, summary.resources), (20, 20));
+        assert!(!guard_sibling(&file, "-wal").exists());
+        // More changes after the backup, then the database is lost.
+        let (mut lcd, mut later) = (lcd, model.clone());
+        change(
+            &mut lcd,
+            &mut later,
+            &[Change::CreateResource(resource("later"))],
+        );
+        drop(lcd);
+        std::fs::write(&path, b"").unwrap();
+        assert!(Lcd::open(&path).is_err());
+        let (restored, aside) = guard::restore(&path, &file).unwrap();
+        assert_eq!(restored.generation, 20);
+        assert!(restored.commits > 21, "{restored:?}");
+        assert!(aside.unwrap().join("lcd.sqlite").exists());
+        let (_, stored) = Lcd::open(&path).unwrap();
+        assert_eq!(stored.model, model);
+        // The backup itself is refused as a target, and a damaged one as a
+        // source.
+        assert!(guard::backup(&path, &path).is_err());
+        std::fs::write(&file, b"not a database at all, not even close").unwrap();
+        let e = guard::restore(&path, &file).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                guard::GuardError::Refused(guard::Refusal::BadBackup { .. })
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_discarded_database_starts_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lcd.sqlite");
+        drop(filled(&path, 5));
+        std::fs::write(&path, b"").unwrap();
+        assert!(Lcd::open(&path).is_err());
+        let aside = guard::discard(&path).unwrap().unwrap();
+        assert!(aside.join("lcd.sqlite.committed").exists());
+        let (lcd, stored) = Lcd::open(&path).unwrap();
+        assert!(stored.model.resources.is_empty());
+        assert_eq!(lcd.commits, 0);
+    }
+
+    /// The cost of the checkpoints and the record, printed:
+    /// `cargo test -p heartline --lib lcd::tests::cost -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "a measurement"]
+    fn cost() {
+        let n = 300;
+        let dir = tempfile::tempdir().unwrap();
+        let round = std::cell::Cell::new(0);
+        let timed = |name: &str, setup: &dyn Fn(&mut Lcd)| {
+            round.set(round.get() + 1);
+            let path = dir.path().join(format!("{name}-{}", round.get()));
+            let (mut lcd, stored) = Lcd::open(&path).unwrap();
+            setup(&mut lcd);
+            let mut model = stored.model;
+            let start = std::time::Instant::now();
+            for i in 0..n {
+                change(
+                    &mut lcd,
+                    &mut model,
+                    &[Change::CreateResource(resource(&format!("r{i}")))],
+                );
+            }
+            let t = start.elapsed();
+            println!(
+                "{name}: {n} saves in {t:?}, {:.0} per second; WAL {} bytes",
+                f64::from(n) / t.as_secs_f64(),
+                wal(&path)
+            );
+        };
+        for _ in 0..2 {
+            timed("now", &|_| {});
+            timed("no-record", &|lcd| {
+                lcd.recorder = guard::Recorder::start(Path::new("/nonexistent/dir/lcd"));
+            });
+            timed("default-checkpoint", &|lcd| {
+                lcd.conn
+                    .pragma_update(None, "wal_autocheckpoint", 1000)
+                    .unwrap();
+            });
+            timed("checkpoint-every-commit", &|lcd| {
+                lcd.conn
+                    .pragma_update(None, "wal_autocheckpoint", 1)
+                    .unwrap();
+            });
+        }
     }
 
     #[test]
