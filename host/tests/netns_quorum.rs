@@ -87,7 +87,10 @@ impl Lab {
     /// Nodes `nodes` (at `NET.N`), a witness (at `NET.9`) if `witness`,
     /// and the client (`NET.50`), on one bridge.
     fn new(nodes: &[u16], witness: bool) -> Lab {
-        let tag = format!("{}", std::process::id() % 100_000);
+        // Unique per lab: the tests of this file run at once in one process.
+        static LABS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let lab = LABS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let tag = format!("{}{lab}", std::process::id() % 10_000);
         let lab = Lab {
             tag,
             dir: tempfile::tempdir().unwrap(),
