@@ -401,6 +401,11 @@ impl SelfFence {
     }
 }
 
+/// Added to a dongle's watchdog and reset pulse when it is the self-fence:
+/// the last frame's way down the line, and the dongle's own tick, so the
+/// reset comes a little before the lease's end rather than just at it.
+pub const DONGLE_SLACK: StdDuration = StdDuration::from_millis(200);
+
 /// Default `quorum.stop_bound`.
 pub const DEFAULT_STOP_BOUND: StdDuration = StdDuration::from_secs(3);
 
@@ -555,7 +560,10 @@ impl Checker<'_> {
 
     /// Without a watchdog device, the first dongle that resets the hosts it
     /// watches (a `reset_pulse`) is this node's self-fence, if its watchdog
-    /// and pulse fit in half the lease (as a device's timeout must).
+    /// and pulse, with [`DONGLE_SLACK`], fit in three quarters of the
+    /// lease: a healthy node's lease is renewed at least every eighth of
+    /// it (the witness is asked that often), so it never starves the
+    /// dongle.
     fn dongle_self_fence(
         &self,
         raw_peers: &[RawPeer],
@@ -573,15 +581,15 @@ impl Checker<'_> {
         let Some((i, raw, node, watchdog, pulse)) = found else {
             return Ok(None);
         };
-        let within = watchdog + pulse;
-        if within * 2 > lease {
+        let within = watchdog + pulse + DONGLE_SLACK;
+        if within * 4 > lease * 3 {
             let at = raw.watchdog.as_ref().or(raw.reset_pulse.as_ref());
             return Err(ConfigError {
                 file: self.file.to_path_buf(),
                 line: at.map(|a| self.line_of(a.span().start)),
                 field: format!("peers[{i}].watchdog"),
                 problem: format!(
-                    "dongle {node} is this node's self-fence (no quorum.watchdog), and its watchdog plus reset pulse ({}) is more than half the lease ({})",
+                    "dongle {node} is this node's self-fence (no quorum.watchdog), and its watchdog plus reset pulse plus 200ms ({}) is more than three quarters of the lease ({})",
                     humantime::format_duration(within),
                     humantime::format_duration(lease)
                 ),
@@ -1725,7 +1733,7 @@ name = "bravo"
             config.quorum.unwrap().self_fence,
             Some(SelfFence::Dongle {
                 node: NodeId(100),
-                within: StdDuration::from_millis(2_200)
+                within: StdDuration::from_millis(2_400)
             })
         );
         let config = Fixture::new().parse(&quorate(with_dongle(""))).unwrap();
@@ -1750,13 +1758,13 @@ name = "bravo"
         ));
         let e = Fixture::new()
             .parse(&quorate(with_dongle(
-                "watchdog = \"3s\"\nreset_pulse = \"200ms\"\n",
+                "watchdog = \"4s\"\nreset_pulse = \"200ms\"\n",
             )))
             .unwrap_err();
         assert_eq!(e.field, "peers[1].watchdog");
         assert!(e.line.is_some(), "{e}");
         assert!(
-            e.problem.contains("self-fence") && e.problem.contains("more than half the lease"),
+            e.problem.contains("self-fence") && e.problem.contains("more than three quarters"),
             "{e}"
         );
     }
