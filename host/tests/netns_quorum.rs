@@ -267,6 +267,74 @@ impl Drop for Lab {
     }
 }
 
+/// The hosts whose instance of web runs.
+fn running(apps: &[SampleApp]) -> Vec<u16> {
+    apps.iter()
+        .filter(|a| a.running())
+        .map(|a| a.node)
+        .collect()
+}
+
+impl Lab {
+    /// Web on every node (a socat listener on the node's address, the
+    /// instances equivalent to node 1's), in service on `at`, and the
+    /// client probing it there.
+    fn web_on(&mut self, at: u16) -> Vec<SampleApp> {
+        let events = self.path("events");
+        let apps: Vec<SampleApp> = self
+            .nodes
+            .iter()
+            .map(|&n| {
+                let command = format!(
+                    "exec socat TCP-LISTEN:8080,bind={NET}.{n},reuseaddr,fork SYSTEM:'echo ok'"
+                );
+                SampleApp::write(self.dir.path(), n, "web", &events, &command).unwrap()
+            })
+            .collect();
+        for app in &apps {
+            let args = app.create_args(app.node);
+            self.cli(1, &args.iter().map(String::as_str).collect::<Vec<_>>());
+        }
+        for other in self.nodes.iter().filter(|&&n| n != 1) {
+            let other = other.to_string();
+            self.cli(
+                1,
+                &[
+                    "eqv",
+                    "create",
+                    "--tag",
+                    "web",
+                    "--other-node",
+                    &other,
+                    "--other-tag",
+                    "web",
+                ],
+            );
+        }
+        self.cli(at, &["in-service", "web"]);
+        wait_for(
+            Duration::from_secs(10),
+            &format!("web on node {at}"),
+            || running(&apps) == [at],
+        )
+        .unwrap_or_else(|e| panic!("{e}\n{}", self.logs()));
+        self.probe();
+        let tail = format!(" {at}");
+        wait_for(
+            Duration::from_secs(10),
+            &format!("the client reaching node {at}"),
+            || {
+                self.probes()
+                    .lines()
+                    .last()
+                    .is_some_and(|l| l.ends_with(&tail))
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e}: {}", self.probes()));
+        apps
+    }
+}
+
 fn write_configs(lab: &Lab, kits: &Path) {
     let status = Command::new(BIN)
         .arg("keygen")
@@ -351,57 +419,7 @@ fn two_nodes_and_a_witness_in_namespaces_a_cut_never_has_both_answer() {
     )
     .unwrap_or_else(|e| panic!("{e}\n{}", lab.logs()));
 
-    let events = lab.path("events");
-    let apps: Vec<SampleApp> = [1u16, 2]
-        .iter()
-        .map(|&n| {
-            let command = format!(
-                "exec socat TCP-LISTEN:8080,bind={NET}.{n},reuseaddr,fork SYSTEM:'echo ok'"
-            );
-            SampleApp::write(lab.dir.path(), n, "web", &events, &command).unwrap()
-        })
-        .collect();
-    for app in &apps {
-        let args = app.create_args(app.node);
-        lab.cli(1, &args.iter().map(String::as_str).collect::<Vec<_>>());
-    }
-    lab.cli(
-        1,
-        &[
-            "eqv",
-            "create",
-            "--tag",
-            "web",
-            "--other-node",
-            "2",
-            "--other-tag",
-            "web",
-        ],
-    );
-    lab.cli(2, &["in-service", "web"]);
-    let running = |apps: &[SampleApp]| -> Vec<u16> {
-        apps.iter()
-            .filter(|a| a.running())
-            .map(|a| a.node)
-            .collect()
-    };
-    wait_for(Duration::from_secs(10), "web on node 2", || {
-        running(&apps) == [2]
-    })
-    .unwrap_or_else(|e| panic!("{e}\n{}", lab.logs()));
-
-    lab.probe();
-    wait_for(
-        Duration::from_secs(10),
-        "the client reaching node 2",
-        || {
-            lab.probes()
-                .lines()
-                .last()
-                .is_some_and(|l| l.ends_with(" 2"))
-        },
-    )
-    .unwrap_or_else(|e| panic!("{e}: {}", lab.probes()));
+    let apps = lab.web_on(2);
 
     // The cut: the witness's vote goes to node 1 (the lower id); node 2
     // stops web within its lease, node 1 starts it after node 2's lease.
@@ -521,58 +539,7 @@ fn three_nodes_in_namespaces_partitioned_2_1_the_single_node_stops_before_the_pa
         nodes.iter().all(|&n| lab.quorum(n).is_some_and(|q| q.0))
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", lab.logs()));
-    let events = lab.path("events");
-    let apps: Vec<SampleApp> = nodes
-        .iter()
-        .map(|&n| {
-            let command = format!(
-                "exec socat TCP-LISTEN:8080,bind={NET}.{n},reuseaddr,fork SYSTEM:'echo ok'"
-            );
-            SampleApp::write(lab.dir.path(), n, "web", &events, &command).unwrap()
-        })
-        .collect();
-    for app in &apps {
-        let args = app.create_args(app.node);
-        lab.cli(1, &args.iter().map(String::as_str).collect::<Vec<_>>());
-    }
-    for other in [2, 3] {
-        lab.cli(
-            1,
-            &[
-                "eqv",
-                "create",
-                "--tag",
-                "web",
-                "--other-node",
-                &other.to_string(),
-                "--other-tag",
-                "web",
-            ],
-        );
-    }
-    lab.cli(3, &["in-service", "web"]);
-    let running = |apps: &[SampleApp]| -> Vec<u16> {
-        apps.iter()
-            .filter(|a| a.running())
-            .map(|a| a.node)
-            .collect()
-    };
-    wait_for(Duration::from_secs(10), "web on node 3", || {
-        running(&apps) == [3]
-    })
-    .unwrap_or_else(|e| panic!("{e}\n{}", lab.logs()));
-    lab.probe();
-    wait_for(
-        Duration::from_secs(10),
-        "the client reaching node 3",
-        || {
-            lab.probes()
-                .lines()
-                .last()
-                .is_some_and(|l| l.ends_with(" 3"))
-        },
-    )
-    .unwrap_or_else(|e| panic!("{e}: {}", lab.probes()));
+    let apps = lab.web_on(3);
 
     // Node 3 cut off from the pair (the client still reaches every node):
     // it stops web within its lease (2 s); the pair starts it after.
