@@ -194,6 +194,10 @@ pub struct QuorumReport {
     /// first (the `[quorum]` sections differ).
     #[serde(default)]
     pub refused: Option<(u16, u32)>,
+    /// This peer announced other expected votes, and the nodes heard so
+    /// far cannot tell which is configured apart: no quorum until they can.
+    #[serde(default)]
+    pub undecided: Option<(u16, u32)>,
 }
 
 /// A lost node being fenced, as this node sees it.

@@ -30,12 +30,17 @@
 //! from the start.
 //!
 //! **Configured apart.** Peers count only when they announce the same
-//! expected votes. A node that hears a peer (with quorum on) announce other
-//! expected votes before it held quorum with a peer that agrees refuses to
-//! start: it holds no quorum and starts nothing until it is restarted, so a
-//! node whose configuration makes it a majority of its own never runs
-//! anything the others may run. A node that held quorum with agreeing peers
-//! only ignores the one configured apart.
+//! expected votes. Which of two nodes that disagree is configured apart is
+//! judged from every node heard since this one started, whatever the order
+//! they were heard in: while the nodes that agree with this one (itself
+//! included) are not yet a majority of its expected votes and more than
+//! those that announced other votes, it is *undecided* and holds no quorum
+//! (a node whose configuration makes it a majority of its own must not
+//! count itself into one). Once they are, it trusts its configuration for
+//! good and only ignores the nodes configured apart. Once those that
+//! disagree hold at least as many votes as those that agree and those not
+//! yet heard together, it refuses to start: it holds no quorum and starts
+//! nothing until it is restarted. (Two nodes that disagree both refuse.)
 //!
 //! **Wait for all.** At a cold start nothing is started until this node has
 //! seen every node of the cluster once, or joins a partition in which a
@@ -148,13 +153,17 @@ pub(super) struct QuorumState {
     pub(super) had: bool,
     /// Whether it had quorum since it started.
     ever: bool,
-    /// Whether it had quorum with a peer up whose configuration agrees
-    /// (the same expected votes) since it started.
-    agreed: bool,
-    /// A peer (with quorum on) that announced other expected votes before
-    /// this node held quorum with one that agrees, and what it announced:
-    /// this node then refuses to start (no quorum, nothing started) until
-    /// it is restarted.
+    /// Per peer heard since this node started: the expected votes it
+    /// announced last (0: quorum off there).
+    announced: BTreeMap<u16, u32>,
+    /// Whether the nodes heard since it started that agree with its
+    /// expected votes were a majority of them and outnumbered those that
+    /// announced others: it trusts its configuration for good.
+    trusted: bool,
+    /// A peer (with quorum on) that announced other expected votes, and
+    /// what it announced, once those that disagree outnumber those that
+    /// agree and those not yet heard together: this node then refuses to
+    /// start (no quorum, nothing started) until it is restarted.
     pub(super) refused: Option<(u16, u32)>,
     /// The witness's latest grant: to which view, for a request sent when.
     witness: Option<(BTreeSet<u16>, Instant)>,
@@ -181,9 +190,12 @@ pub struct QuorumStatus {
     /// Whether it still waits to see every node once before starting
     /// anything.
     pub waiting_for_all: bool,
-    /// It refused to start: this peer announced these expected votes
-    /// before this node held quorum with a peer that agrees.
+    /// It refused to start: this peer announced these expected votes, and
+    /// the nodes that disagree with this one outnumber those that agree.
     pub refused: Option<(u16, u32)>,
+    /// This peer announced these expected votes, and the nodes heard so far
+    /// cannot tell which is configured apart: no quorum until they can.
+    pub undecided: Option<(u16, u32)>,
     /// Whether the witness's vote counts here now (`None`: no witness).
     pub witness: Option<bool>,
 }
@@ -359,12 +371,66 @@ impl Brain {
             .next()
     }
 
+    /// Records what the peers heard announce, and judges, once it can,
+    /// whether this node's expected votes or a peer's are configured apart
+    /// (see the module's documentation): from every node heard since this
+    /// one started, so that the order they were heard in does not matter.
+    fn judge_configuration(&mut self, q: &QuorumConfig) {
+        for (n, p) in &self.members.up {
+            if p.synced {
+                self.quorum.announced.insert(*n, p.flags.expected_votes);
+            }
+        }
+        if self.quorum.trusted || self.quorum.refused.is_some() {
+            return;
+        }
+        let own = self.cfg.node;
+        let (mut agree, mut apart, mut unheard) = (u64::from(q.votes_of(own)), 0u64, 0u64);
+        let mut first = None;
+        for n in self.cfg.nodes.iter().filter(|n| **n != own) {
+            let v = u64::from(q.votes_of(*n));
+            match self.quorum.announced.get(n) {
+                None => unheard += v,
+                Some(e) if *e == q.expected => agree += v,
+                Some(0) => {}
+                Some(e) => {
+                    apart += v;
+                    first.get_or_insert((*n, *e));
+                }
+            }
+        }
+        let Some(first) = first else {
+            return;
+        };
+        if agree * 2 > u64::from(q.expected) && agree > apart {
+            self.quorum.trusted = true;
+        } else if apart >= agree + unheard {
+            self.quorum.refused = Some(first);
+            self.quorum.held = None;
+        }
+    }
+
+    /// A peer heard since this node started that announced other expected
+    /// votes (quorum on), while the nodes heard cannot yet tell which is
+    /// configured apart: this node holds no quorum meanwhile.
+    fn undecided(&self) -> Option<(u16, u32)> {
+        let q = self.cfg.quorum.as_ref()?;
+        if self.quorum.trusted || self.quorum.refused.is_some() {
+            return None;
+        }
+        self.quorum
+            .announced
+            .iter()
+            .find(|(_, e)| **e != 0 && **e != q.expected)
+            .map(|(n, e)| (*n, *e))
+    }
+
     /// Until when this node holds quorum unless its lease is renewed: the
     /// lease's end less the stop bound (`None`: quorum not configured;
     /// `Some(ZERO)`: no lease).
     fn quorum_until(&self) -> Option<Instant> {
         let q = self.cfg.quorum.as_ref()?;
-        if self.quorum.refused.is_some() {
+        if self.quorum.refused.is_some() || self.undecided().is_some() {
             return Some(Instant::ZERO);
         }
         Some(self.lease_end().map_or(Instant::ZERO, |end| {
@@ -471,6 +537,7 @@ impl Brain {
             waiting_for_all: q.wait_for_all && !self.seen_all(),
             witness,
             refused: self.quorum.refused,
+            undecided: self.undecided(),
         })
     }
 
@@ -479,26 +546,20 @@ impl Brain {
         let Some(q) = self.cfg.quorum.clone() else {
             return;
         };
-        let agreeing = self
-            .members
-            .up
-            .values()
-            .any(|p| p.synced && p.flags.expected_votes == q.expected);
-        self.quorum.agreed |= self.quorum.had && agreeing;
-        if let Some((node, theirs)) = self.disagreement() {
-            if theirs != 0 && !self.quorum.agreed && self.quorum.refused.is_none() {
-                // Which of the two is configured apart cannot be told
-                // here: a node that never held quorum with a peer that
-                // agrees must not count itself into one.
-                self.quorum.refused = Some((node, theirs));
-                self.quorum.held = None;
-            }
-        }
+        self.judge_configuration(&q);
         if let Some((node, theirs)) = self.quorum.refused {
             self.note_once(
                 Level::Error,
                 format!(
                     "REFUSED TO START: node {node} announces {theirs} expected votes, this node's configuration {}: the [quorum] sections differ; this node holds no quorum and starts nothing until it is restarted with a configuration that agrees",
+                    q.expected
+                ),
+            );
+        } else if let Some((node, theirs)) = self.undecided() {
+            self.note_once(
+                Level::Error,
+                format!(
+                    "node {node} announces {theirs} expected votes, this node's configuration {}: the [quorum] sections differ; this node holds no quorum until the nodes heard tell which is configured apart (refused to start if it is this one)",
                     q.expected
                 ),
             );
@@ -625,6 +686,12 @@ impl Brain {
         if let Some((node, theirs)) = self.quorum.refused {
             return Some(format!(
                 "this node refused to start: node {node} announces {theirs} expected votes, this node's configuration {}",
+                q.expected
+            ));
+        }
+        if let Some((node, theirs)) = self.undecided() {
+            return Some(format!(
+                "node {node} announces {theirs} expected votes, this node's configuration {}: no quorum until the nodes heard tell which is configured apart",
                 q.expected
             ));
         }

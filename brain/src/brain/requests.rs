@@ -981,6 +981,7 @@ impl Brain {
                 waiting_for_all: q.waiting_for_all,
                 witness: q.witness,
                 refused: q.refused,
+                undecided: q.undecided,
             }),
             fencing: self
                 .fencing()

@@ -1502,6 +1502,81 @@ fn a_node_that_held_quorum_with_agreeing_peers_only_ignores_one_configured_apart
     c.assert_never_twice();
 }
 
+#[test]
+fn who_is_configured_apart_does_not_depend_on_the_order_nodes_are_heard_in() {
+    let mut c = Cluster::quorate(3, LEASE);
+    c.extend("db", &[1, 2, 3]);
+    in_service(&mut c, 1, "db");
+    for n in [1, 2, 3] {
+        c.crash(n, true);
+    }
+    // A cold start in which node 1 hears node 3, configured apart, before
+    // node 2: the two it has heard are one against one, which tells
+    // nothing yet.
+    c.expected.insert(3, 5);
+    c.restart(1);
+    c.restart(3);
+    c.settle();
+    let q = c.brains[&1].quorum().unwrap();
+    assert!(
+        !q.quorate && q.refused.is_none() && q.undecided == Some((3, 5)),
+        "{q:?}"
+    );
+    assert!(c.noticed("node 3 announces 5 expected votes, this node's configuration 3"));
+    let q = c.brains[&3].quorum().unwrap();
+    assert!(!q.quorate && q.refused.is_none(), "{q:?}");
+    // Node 2 agrees with node 1: two against one.
+    c.restart(2);
+    c.settle();
+    for n in [1, 2] {
+        let q = c.brains[&n].quorum().unwrap();
+        assert!(
+            q.quorate && q.refused.is_none() && q.undecided.is_none(),
+            "node {n}: {q:?}"
+        );
+    }
+    let q = c.brains[&3].quorum().unwrap();
+    assert!(!q.quorate && q.refused.is_some(), "{q:?}");
+    assert_eq!(c.running("db"), [1], "{:#?}", c.notices);
+    // Heard in the other order, the same judgment.
+    for n in [1, 2, 3] {
+        c.crash(n, true);
+    }
+    c.advance(Duration::from_secs(4));
+    c.restart(3);
+    c.restart(2);
+    c.restart(1);
+    c.settle();
+    for n in [1, 2] {
+        assert!(c.brains[&n].quorum().unwrap().quorate, "node {n}");
+    }
+    assert!(c.brains[&3].quorum().unwrap().refused.is_some());
+    c.assert_never_twice();
+}
+
+#[test]
+fn a_node_configured_as_a_majority_of_its_own_and_cut_off_while_undecided_starts_nothing() {
+    let mut c = Cluster::quorate(3, LEASE);
+    c.extend("db", &[3, 1, 2]);
+    in_service(&mut c, 3, "db");
+    // Node 2 is down; node 3 restarts with a configuration in which its
+    // vote alone is a majority and hears only node 1 (one against one)
+    // before it is cut off: it must not count itself into a quorum.
+    c.crash(2, true);
+    c.expected.insert(3, 1);
+    c.crash(3, true);
+    c.restart(3);
+    c.settle();
+    let q = c.brains[&3].quorum().unwrap();
+    assert!(!q.quorate && q.undecided == Some((1, 3)), "{q:?}");
+    c.cut(1, 3);
+    c.advance(Duration::from_secs(30));
+    let q = c.brains[&3].quorum().unwrap();
+    assert!(!q.quorate, "{q:?}");
+    assert!(!c.running("db").contains(&3), "{:#?}", c.notices);
+    c.assert_never_twice();
+}
+
 // The witness.
 
 #[test]

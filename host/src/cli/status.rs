@@ -141,6 +141,14 @@ fn render_resources(out: &mut String, r: &NodeReport) {
                 q.expected
             );
         }
+        Some(q) if q.undecided.is_some() => {
+            let (node, theirs) = q.undecided.unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "*** NO QUORUM: node {node} announces {theirs} expected votes, this node's configuration {}: the [quorum] sections differ, and the nodes heard so far do not tell which is configured apart; make them agree on every node ***",
+                q.expected
+            );
+        }
         Some(q) => {
             let _ = writeln!(
                 out,
