@@ -158,6 +158,19 @@ impl Link {
         self.inbound.remove(&node);
     }
 
+    /// This node took a new run: every peer's link starts over.
+    pub fn reset_all(&mut self) {
+        let nodes: Vec<u16> = self
+            .out
+            .keys()
+            .chain(self.inbound.keys())
+            .copied()
+            .collect();
+        for node in nodes {
+            self.reset(node);
+        }
+    }
+
     /// A fragment arrived from `from`.
     pub fn receive(&mut self, from: u16, fragment: &[u8]) -> Received {
         if fragment.len() < HEADER {

@@ -39,7 +39,7 @@ pub const VERSION: u64 = 2;
 
 /// A node's membership view: every node it sees up, itself included, with
 /// the incarnation (run) it sees.
-pub type View = BTreeMap<u16, u32>;
+pub type View = BTreeMap<u16, u64>;
 
 /// What an action is doing to a hierarchy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -110,6 +110,12 @@ impl AdminPort {
                     incarnation: new.0,
                 })
             }
+            Event::Reincarnated { new, .. } => {
+                // Every channel started over: what is half-sent is gone.
+                self.in_flight.clear();
+                self.link.reset_all();
+                Some(Membership::Reincarnated { incarnation: new.0 })
+            }
             _ => None,
         }
     }

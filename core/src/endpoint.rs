@@ -205,6 +205,9 @@ pub enum FailReason {
     NodeDown,
     /// The peer restarted; the old run may or may not have received it.
     PeerRestarted,
+    /// This node took a new incarnation ([`Event::Reincarnated`]); the
+    /// peer may or may not have received it.
+    Reincarnated,
 }
 
 /// An event report received from a peer.
@@ -243,9 +246,18 @@ pub enum Event {
     NodeRestarted {
         /// The peer.
         node: NodeId,
-        /// The run we knew.
-        old: Incarnation,
-        /// The run now heard.
+        /// The run now heard (larger than the one known; one incarnation
+        /// per event, so that the dongle's event queue stays small).
+        new: Incarnation,
+    },
+    /// A peer named a run of this node newer than this one (an earlier run
+    /// took its incarnation from a clock that was ahead, and the record of
+    /// it is lost): this node takes the next incarnation after it, and its
+    /// paths and channels start over as after a restart, so that the peers
+    /// that remember the earlier run stop dropping its frames as stale. The
+    /// caller records `new` where the next run's incarnation comes from.
+    Reincarnated {
+        /// The run it has now: one more than the run the peer named.
         new: Incarnation,
     },
     /// A message was acknowledged by its receiver.
@@ -290,6 +302,9 @@ impl fmt::Display for FailReason {
         f.write_str(match self {
             FailReason::NodeDown => "the node was declared down",
             FailReason::PeerRestarted => "the node restarted (delivery to its old run unknown)",
+            FailReason::Reincarnated => {
+                "this node took a new incarnation (delivery to the peer unknown)"
+            }
         })
     }
 }
@@ -302,9 +317,12 @@ impl fmt::Display for Event {
             Event::PathDown(p) => write!(f, "{p} down: silent for interval x misses"),
             Event::NodeUp { node, incarnation } => write!(f, "{node} up ({incarnation})"),
             Event::NodeDown { node } => write!(f, "{node} down: every path silent"),
-            Event::NodeRestarted { node, old, new } => {
-                write!(f, "{node} restarted: {old} -> {}", new.0)
-            }
+            Event::NodeRestarted { node, new } => write!(f, "{node} restarted ({new})"),
+            Event::Reincarnated { new } => write!(
+                f,
+                "this node takes {new}: a peer names a run of it, {}, newer than this one (an earlier run's clock was ahead and its record is lost)",
+                new.0.saturating_sub(1)
+            ),
             Event::Delivered { node, id } => write!(f, "{id} delivered to {node}"),
             Event::SendFailed { node, id, reason } => write!(f, "{id} to {node} failed: {reason}"),
             Event::Remote { from, event } => match event.code {
@@ -1019,7 +1037,7 @@ impl<
             }
             Some(old) if header.src_incarnation > old => {
                 let new = header.src_incarnation;
-                self.events.push(Event::NodeRestarted { node, old, new });
+                self.events.push(Event::NodeRestarted { node, new });
                 for path in &mut peer.paths {
                     path.peer_restarted();
                 }
@@ -1037,12 +1055,17 @@ impl<
             Some(_) => {}
             None => peer.incarnation = Some(header.src_incarnation),
         }
-        let path = &mut peer.paths[path_index(at.path)];
-        path.replay
+        peer.paths[path_index(at.path)]
+            .replay
             .accept(header.seq)
             .map_err(|_| RxError::Replayed)?;
 
         // Authentic and fresh from here on.
+        if header.dst_incarnation > self.incarnation {
+            self.reincarnate(Incarnation(header.dst_incarnation.0.saturating_add(1)));
+        }
+        let peer = &mut self.peers[index];
+        let path = &mut peer.paths[path_index(at.path)];
         peer.knows_us = header.dst_incarnation == self.incarnation;
         let heartbeat = match &message {
             Message::Hello(hello) => {
@@ -1086,6 +1109,27 @@ impl<
             self.next_send = sendable(peer).map_or(self.next_send, |at| at.min(self.next_send));
         }
         Ok(())
+    }
+
+    /// Takes the incarnation `new`, larger than a run of this node a peer
+    /// named: every peer's channel starts over (what was sent may or may
+    /// not have arrived) and no peer knows this run yet. The peers see a
+    /// restart.
+    fn reincarnate(&mut self, new: Incarnation) {
+        self.incarnation = new;
+        self.events.push(Event::Reincarnated { new });
+        for peer in &mut self.peers {
+            peer.knows_us = false;
+            let node = peer.node();
+            let events = &mut self.events;
+            peer.channel.peer_restarted(|id| {
+                events.push(Event::SendFailed {
+                    node,
+                    id,
+                    reason: FailReason::Reincarnated,
+                });
+            });
+        }
     }
 
     /// Hands a fresh data, event or ack message that arrived `at` to its

@@ -22,12 +22,16 @@ impl NodeId {
     }
 }
 
-/// One run of a node: it must be larger after every restart (the host uses a
-/// persisted counter or the wall clock, the dongle gets one when provisioned).
-/// Zero on the wire means "not known yet".
+/// One run of a node: it must be larger after every restart (the host takes
+/// the larger of a persisted counter plus one and the wall clock in seconds;
+/// the dongle gets one when provisioned). 64 bits, so that neither the
+/// counter nor a clock set far ahead can bring it near its end. A node that
+/// hears a peer name a run of it larger than its own (an earlier run's clock
+/// was ahead and its record is lost) takes the next one at once (see
+/// [`crate::Event::Reincarnated`]). Zero on the wire means "not known yet".
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct Incarnation(pub u32);
+pub struct Incarnation(pub u64);
 
 impl Incarnation {
     /// "Not known yet", as sent before a peer has been heard.

@@ -29,7 +29,7 @@ fn path_config() -> PathConfig {
 fn endpoint(
     node: NodeId,
     peer: NodeId,
-    incarnation: u32,
+    incarnation: u64,
     now: Instant,
     watchdog: Option<Duration>,
 ) -> Ep {
@@ -62,6 +62,8 @@ struct Pair {
     b_to_a: Vec<(PathRef, Vec<u8>)>,
     events_a: Vec<(Instant, Event)>,
     events_b: Vec<(Instant, Event)>,
+    /// Frames from B that A dropped as from an earlier run of B.
+    stale_at_a: u32,
 }
 
 impl Pair {
@@ -79,6 +81,7 @@ impl Pair {
             b_to_a: Vec::new(),
             events_a: Vec::new(),
             events_b: Vec::new(),
+            stale_at_a: 0,
         }
     }
 
@@ -107,9 +110,10 @@ impl Pair {
                 };
                 self.b_to_a.push((at, buf[..t.len - 1].to_vec()));
                 if !self.cut[usize::from(t.path.path.0)] {
-                    self.a
-                        .handle_frame(self.now, at, &mut buf[..t.len - 1])
-                        .unwrap();
+                    match self.a.handle_frame(self.now, at, &mut buf[..t.len - 1]) {
+                        Err(RxError::StaleIncarnation(_)) => self.stale_at_a += 1,
+                        other => other.unwrap(),
+                    }
                 }
             }
             self.drain_events();
@@ -156,6 +160,13 @@ impl Pair {
 
     fn a_saw(&self, wanted: &Event) -> Option<Instant> {
         self.events_a
+            .iter()
+            .find(|(_, e)| e == wanted)
+            .map(|(t, _)| *t)
+    }
+
+    fn b_saw(&self, wanted: &Event) -> Option<Instant> {
+        self.events_b
             .iter()
             .find(|(_, e)| e == wanted)
             .map(|(t, _)| *t)
@@ -246,7 +257,6 @@ fn a_restarted_peer_is_reported_with_its_new_incarnation() {
     assert!(
         pair.a_saw(&Event::NodeRestarted {
             node: B,
-            old: Incarnation(1),
             new: Incarnation(2)
         })
         .is_some()
@@ -256,6 +266,71 @@ fn a_restarted_peer_is_reported_with_its_new_incarnation() {
         "a quick restart is not a node failure"
     );
     assert_eq!(pair.a.peer(B).unwrap().incarnation, Some(Incarnation(2)));
+}
+
+#[test]
+fn a_restart_with_a_smaller_incarnation_takes_the_next_after_the_one_its_peer_remembers() {
+    // B's earlier run took its incarnation from a clock that was ahead; B
+    // restarts with a smaller one (its clock corrected, its record lost).
+    let mut pair = Pair::new();
+    pair.b = endpoint(B, A, 4_000_000_000_000, pair.now, None);
+    pair.run_for(Duration::from_millis(500));
+    assert_eq!(
+        pair.a.peer(B).unwrap().incarnation,
+        Some(Incarnation(4_000_000_000_000))
+    );
+    let restart = pair.now;
+    pair.b = endpoint(B, A, 1_800_000_000, pair.now, None);
+    pair.run_for(Duration::from_millis(500));
+    // A dropped the new run's first frames as stale, but its own name the
+    // run it remembers: B takes the next one.
+    assert!(pair.stale_at_a > 0);
+    let new = Incarnation(4_000_000_000_001);
+    let took = pair
+        .b_saw(&Event::Reincarnated { new })
+        .expect("B takes the next incarnation");
+    let seen = pair
+        .a_saw(&Event::NodeRestarted { node: B, new })
+        .expect("A sees B restarted");
+    // Within a heartbeat interval or two of the restart, not the earlier
+    // run's length.
+    assert!(took <= restart + INTERVAL * 2, "{took:?}");
+    assert!(seen <= restart + INTERVAL * 2, "{seen:?}");
+    assert!(pair.a_saw(&Event::NodeDown { node: B }).is_none());
+    assert_eq!(pair.b.incarnation(), new);
+    assert_eq!(pair.a.peer(B).unwrap().incarnation, Some(new));
+    assert_eq!(pair.a.peer(B).unwrap().state, NodeState::Up);
+    assert_eq!(pair.b.peer(A).unwrap().state, NodeState::Up);
+    // And the mailboxes work both ways.
+    let id = pair.b.send(A, 7, b"after").unwrap();
+    pair.a.send(B, 7, b"back").unwrap();
+    pair.run_for(Duration::from_millis(50));
+    assert!(pair.b_saw(&Event::Delivered { node: A, id }).is_some());
+    assert_eq!(pair.a.poll_message().unwrap().payload.as_slice(), b"after");
+    assert_eq!(pair.b.poll_message().unwrap().payload.as_slice(), b"back");
+    // Stale from here on: frames of the run that took the small number
+    // are dropped, and take nothing back.
+    let before = pair.stale_at_a;
+    pair.run_for(Duration::from_millis(500));
+    assert_eq!(pair.stale_at_a, before);
+    assert_eq!(pair.b.incarnation(), new);
+}
+
+#[test]
+fn incarnations_past_32_bits_are_carried_whole() {
+    let mut pair = Pair::new();
+    pair.b = endpoint(B, A, u64::from(u32::MAX), pair.now, None);
+    pair.run_for(Duration::from_millis(300));
+    pair.b = endpoint(B, A, u64::from(u32::MAX) + 1, pair.now, None);
+    pair.run_for(Duration::from_millis(300));
+    assert!(
+        pair.a_saw(&Event::NodeRestarted {
+            node: B,
+            new: Incarnation(u64::from(u32::MAX) + 1),
+        })
+        .is_some()
+    );
+    assert_eq!(pair.stale_at_a, 0);
 }
 
 #[test]

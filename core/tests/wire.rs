@@ -24,7 +24,7 @@ fn header() -> Header {
         cluster: CLUSTER,
         src: NodeId(3),
         dst: NodeId(4),
-        src_incarnation: Incarnation(9),
+        src_incarnation: Incarnation(0x1_0000_0009),
         dst_incarnation: Incarnation(0),
         seq: 77,
     }
@@ -80,15 +80,17 @@ fn edit_raw(frame: &[u8], edit: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
 fn heartbeat_frame_layout_matches_the_spec() {
     let frame = encode(&header(), &heartbeat(), &key());
     let raw = cobs::decode_vec(&frame[..frame.len() - 1]).unwrap();
-    assert_eq!(raw[0], 1, "version");
+    assert_eq!(raw[0], 2, "version");
     assert_eq!(raw[1], 2, "kind heartbeat");
     assert_eq!(raw[2], 1, "path");
     assert_eq!(&raw[4..8], &CLUSTER.0.to_le_bytes());
     assert_eq!(&raw[8..10], &3u16.to_le_bytes());
     assert_eq!(&raw[10..12], &4u16.to_le_bytes());
-    assert_eq!(&raw[20..28], &77u64.to_le_bytes());
+    assert_eq!(&raw[12..20], &0x1_0000_0009u64.to_le_bytes());
+    assert_eq!(&raw[20..28], &0u64.to_le_bytes());
+    assert_eq!(&raw[28..36], &77u64.to_le_bytes());
     // Body: three varints (1000 = 2 bytes, 900 = 2 bytes, 50 = 1 byte).
-    assert_eq!(raw.len(), 28 + 5 + 16 + 4);
+    assert_eq!(raw.len(), 36 + 5 + 16 + 4);
     assert!(
         !frame[..frame.len() - 1].contains(&0),
         "COBS leaves no zero inside a frame"
@@ -114,7 +116,7 @@ fn each_rejection_is_its_own_error() {
     );
 
     let mut raw = cobs::decode_vec(&good[..good.len() - 1]).unwrap();
-    raw[30] ^= 0x40; // one bit flipped in the body by line noise
+    raw[38] ^= 0x40; // one bit flipped in the body by line noise
     let mut noisy = cobs::encode_vec(&raw);
     noisy.push(0);
     assert_eq!(decode_one(noisy, &key, CLUSTER), Err(WireError::BadCrc));
@@ -135,10 +137,16 @@ fn each_rejection_is_its_own_error() {
         Err(WireError::Oversize)
     );
 
-    let future = edit_raw(&good, |raw| raw[0] = 2);
+    let future = edit_raw(&good, |raw| raw[0] = 3);
     assert_eq!(
         decode_one(future, &key, CLUSTER),
-        Err(WireError::UnknownVersion(2))
+        Err(WireError::UnknownVersion(3))
+    );
+    // Version 1 (32-bit incarnations) is not read as version 2.
+    let past = edit_raw(&good, |raw| raw[0] = 1);
+    assert_eq!(
+        decode_one(past, &key, CLUSTER),
+        Err(WireError::UnknownVersion(1))
     );
 
     let new_kind = edit_raw(&good, |raw| raw[1] = 42);
@@ -151,7 +159,7 @@ fn each_rejection_is_its_own_error() {
     let bad_body = edit_raw(&good, |raw| {
         raw[1] = 1;
         raw.truncate(raw.len() - 16);
-        raw.truncate(28);
+        raw.truncate(wire::HEADER_LEN);
         raw.push(200); // name length 200 with no bytes behind it
         let tag = key.tag(raw);
         raw.extend_from_slice(&tag);
@@ -251,7 +259,7 @@ enum OwnedMessage {
     Data(u32, u32, u16, Vec<u8>),
     Ack(u32),
     Event(u32, u32, u16, u16, u32),
-    Provision(u32, u16, [u8; 32], (u32, u32, u32, u32, u32)),
+    Provision(u64, u16, [u8; 32], (u32, u32, u32, u32, u32)),
 }
 
 impl OwnedMessage {
@@ -328,7 +336,7 @@ fn message_strategy() -> impl Strategy<Value = OwnedMessage> {
         )
             .prop_map(|(s, b, c, n, d)| OwnedMessage::Event(s, b, c, n, d)),
         (
-            any::<u32>(),
+            any::<u64>(),
             any::<u16>(),
             any::<[u8; 32]>(),
             any::<(u32, u32, u32, u32, u32)>()
@@ -342,8 +350,8 @@ fn header_strategy() -> impl Strategy<Value = Header> {
         any::<u8>(),
         1..=u16::MAX,
         1..=u16::MAX,
-        any::<u32>(),
-        any::<u32>(),
+        any::<u64>(),
+        any::<u64>(),
         any::<u64>(),
     )
         .prop_map(|(path, src, dst, si, di, seq)| Header {

@@ -11,7 +11,7 @@ pub fn note(note: &Note) {
             node,
             incarnation,
         } => defmt::info!(
-            "provisioned by host {=u16} on UART{=usize}: node {=u16} of cluster {=u32}, incarnation {=u32}",
+            "provisioned by host {=u16} on UART{=usize}: node {=u16} of cluster {=u32}, incarnation {=u64}",
             by.0,
             port,
             node.0,
@@ -23,7 +23,7 @@ pub fn note(note: &Note) {
             by,
             incarnation,
         } => defmt::info!(
-            "new settings from host {=u16} on UART{=usize}: restarted as incarnation {=u32}",
+            "new settings from host {=u16} on UART{=usize}: restarted as incarnation {=u64}",
             by.0,
             port,
             incarnation.0

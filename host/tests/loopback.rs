@@ -203,7 +203,7 @@ fn junk_and_forged_frames_are_counted_and_the_daemon_keeps_serving() {
             cluster: heartline_core::ClusterId(cluster_id),
             src: heartline_core::NodeId(1),
             dst: heartline_core::NodeId(2),
-            src_incarnation: heartline_core::Incarnation(u32::MAX),
+            src_incarnation: heartline_core::Incarnation(u64::MAX),
             dst_incarnation: heartline_core::Incarnation(0),
             seq: 1,
         };
@@ -331,4 +331,80 @@ fn a_full_mailbox_refuses_senders_clearly_and_loses_nothing() {
         || matches!(send(accepted), Response::Delivered),
     );
     assert_eq!(receive(), accepted);
+}
+
+/// Writes node `node`'s incarnation record, as an earlier run would have.
+fn record_incarnation(cluster: &LocalCluster, node: u16, value: u64) {
+    let dir = cluster
+        .dir()
+        .join(format!("{}.state", LocalCluster::name(node)));
+    std::fs::create_dir_all(&dir).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    std::fs::write(dir.join("incarnation"), format!("{value}\n")).unwrap();
+}
+
+/// Starts node `node` and waits until node 1 sees it up at `incarnation`:
+/// how long that took after its control socket was ready.
+fn start_and_see(cluster: &mut LocalCluster, node: u16, incarnation: u64) -> Duration {
+    cluster.start(node).unwrap();
+    let started = std::time::Instant::now();
+    wait_for(
+        CONVERGE,
+        &format!("node 1 to see node {node} up at incarnation {incarnation}"),
+        || cluster.view(1, node) == ("up".to_string(), Some(incarnation)),
+    );
+    started.elapsed()
+}
+
+#[test]
+fn incarnations_neither_saturate_nor_lock_a_node_out_after_a_clock_correction() {
+    let mut cluster = LocalCluster::new(Path::new(env!("CARGO_BIN_EXE_heartline")), 2, 1).unwrap();
+    // Where the 32-bit incarnation saturated: the next run is larger.
+    let saturated = u64::from(u32::MAX);
+    record_incarnation(&cluster, 2, saturated);
+    cluster.start_all().unwrap();
+    wait_for(CONVERGE, "every node up everywhere", || cluster.all_up());
+    assert_eq!(cluster.view(1, 2).1, Some(saturated + 1));
+    cluster.kill(2);
+    let took = start_and_see(&mut cluster, 2, saturated + 2);
+    eprintln!("restart past the old 32-bit end seen in {took:?}");
+
+    // A run whose clock was a century ahead, then a restart with the
+    // clock corrected and the record lost: node 1 remembers the larger
+    // run and drops the new one's frames as stale, until node 2 takes the
+    // next incarnation after it.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let ahead = now + 100 * 365 * 86_400;
+    cluster.kill(2);
+    record_incarnation(&cluster, 2, ahead - 1);
+    start_and_see(&mut cluster, 2, ahead);
+    cluster.kill(2);
+    let record = cluster.dir().join("bravo.state").join("incarnation");
+    std::fs::remove_file(&record).unwrap();
+    let took = start_and_see(&mut cluster, 2, ahead + 1);
+    eprintln!("restart with the clock corrected and the record lost seen in {took:?}");
+    let log = cluster.log(2);
+    assert!(
+        log.contains(&format!("takes incarnation {}", ahead + 1)),
+        "{log}"
+    );
+    assert!(cluster.log(1).contains("node 2 restarted"));
+    // Recorded: the next start takes the one after without asking.
+    let recorded: u64 = std::fs::read_to_string(&record)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(recorded, ahead + 1);
+    cluster.kill(2);
+    start_and_see(&mut cluster, 2, ahead + 2);
+    let log = cluster.log(2);
+    assert_eq!(log.matches("takes incarnation").count(), 1, "{log}");
 }

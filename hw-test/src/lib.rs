@@ -560,7 +560,7 @@ impl ProvisionAs {
         // Later than any run a host daemon gave it: the clock, plus a margin.
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX));
+            .map_or(1, |d| d.as_secs());
         let header = Header {
             kind: Kind::Provision,
             path: PathId(0),

@@ -80,7 +80,7 @@ impl Host {
     }
 
     /// The dongle's run, as this host last heard it.
-    fn dongle_incarnation(&self) -> Option<u32> {
+    fn dongle_incarnation(&self) -> Option<u64> {
         self.status()
             .and_then(|s| s.peers.into_iter().find(|p| p.node == DONGLE))
             .and_then(|p| p.incarnation)

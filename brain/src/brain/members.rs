@@ -20,7 +20,7 @@ use super::{Brain, BrainConfig, Membership};
 #[derive(Debug, Default)]
 pub(super) struct Peer {
     /// The run of it that is up.
-    pub(super) incarnation: u32,
+    pub(super) incarnation: u64,
     /// Whether its hello arrived since it came up.
     pub(super) synced: bool,
     /// What it last said of itself.
@@ -85,6 +85,18 @@ impl Brain {
             Membership::Up { node, .. }
             | Membership::Restarted { node, .. }
             | Membership::Down { node } => node,
+            Membership::Reincarnated { incarnation } => {
+                if incarnation != self.cfg.incarnation {
+                    self.cfg.incarnation = incarnation;
+                    // The peers see a restart: each is told who this node
+                    // is again.
+                    for sent in self.members.hello_to.values_mut() {
+                        *sent = false;
+                    }
+                    self.view_changed();
+                }
+                return;
+            }
         };
         if node == self.cfg.node || !self.cfg.nodes.contains(&node) {
             return;
@@ -97,8 +109,8 @@ impl Brain {
             // here: its node-up follows.
             Membership::Restarted { .. } if known.is_none() => return,
             Membership::Restarted { incarnation, .. } => Some(incarnation),
-            Membership::Down { .. } if known.is_none() => return,
-            Membership::Down { .. } => None,
+            Membership::Down { .. } | Membership::Reincarnated { .. } if known.is_none() => return,
+            Membership::Down { .. } | Membership::Reincarnated { .. } => None,
         };
         let mut leaving = false;
         if known.is_some() {

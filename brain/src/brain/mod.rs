@@ -60,7 +60,7 @@ pub struct BrainConfig {
     /// This node.
     pub node: u16,
     /// This run of it (the communication manager's incarnation).
-    pub incarnation: u32,
+    pub incarnation: u64,
     /// Every host node of the cluster, this one included.
     pub nodes: BTreeSet<u16>,
     /// The recovery kits installed here, by `app/type`.
@@ -95,7 +95,7 @@ pub struct BrainConfig {
 impl BrainConfig {
     /// A configuration with the defaults for everything but the node.
     #[must_use]
-    pub fn new(node: u16, incarnation: u32, nodes: BTreeSet<u16>) -> BrainConfig {
+    pub fn new(node: u16, incarnation: u64, nodes: BTreeSet<u16>) -> BrainConfig {
         BrainConfig {
             node,
             incarnation,
@@ -147,7 +147,7 @@ pub enum Membership {
         /// The peer.
         node: u16,
         /// Its run.
-        incarnation: u32,
+        incarnation: u64,
     },
     /// Every path to a peer is down.
     Down {
@@ -159,7 +159,13 @@ pub enum Membership {
         /// The peer.
         node: u16,
         /// Its new run.
-        incarnation: u32,
+        incarnation: u64,
+    },
+    /// This node took a new incarnation (a peer named an earlier run of it
+    /// with a larger one): the peers see it restarted.
+    Reincarnated {
+        /// Its run from now on.
+        incarnation: u64,
     },
 }
 

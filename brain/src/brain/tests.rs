@@ -29,7 +29,7 @@ struct Cluster {
     brains: BTreeMap<u16, Brain>,
     /// What each node's database holds (what a restart starts from).
     disks: BTreeMap<u16, Stored>,
-    incarnations: BTreeMap<u16, u32>,
+    incarnations: BTreeMap<u16, u64>,
     now: Instant,
     /// Applications running, by node and tag.
     apps: BTreeSet<(u16, String)>,
@@ -1415,6 +1415,41 @@ fn a_blocked_resource_on_a_fenced_node_no_longer_blocks() {
     c.advance(Duration::from_secs(5));
     assert!(c.resets.iter().any(|(n, _)| *n == 1), "{:?}", c.resets);
     assert_eq!(c.running("db"), [2], "{:#?}", c.notices);
+    c.assert_never_twice();
+}
+
+#[test]
+fn a_node_that_takes_a_new_incarnation_while_running_is_seen_restarted_and_keeps_its_hierarchy() {
+    let mut c = Cluster::quorate(3, LEASE);
+    c.extend("db", &[2, 1, 3]);
+    in_service(&mut c, 2, "db");
+    // Node 2's core heard a peer name a larger earlier run of it: it takes
+    // the next incarnation, and the peers see a restart.
+    let new = c.incarnations[&2] + 1_000;
+    c.incarnations.insert(2, new);
+    c.membership(2, Membership::Reincarnated { incarnation: new });
+    for peer in [1, 3] {
+        c.membership(
+            peer,
+            Membership::Restarted {
+                node: 2,
+                incarnation: new,
+            },
+        );
+    }
+    c.settle();
+    assert_eq!(c.running("db"), [2], "{:#?}", c.notices);
+    // The views agree again: the coordinator can move it.
+    let answer = c.ok(
+        1,
+        Request::Switchover {
+            tag: "db".into(),
+            to: 3,
+        },
+    );
+    assert!(!matches!(answer, Answer::Error { .. }), "{answer:?}");
+    c.settle();
+    assert_eq!(c.running("db"), [3], "{:#?}", c.notices);
     c.assert_never_twice();
 }
 

@@ -1,16 +1,16 @@
-//! The fixed 28-byte frame header: parsing and emitting (see the spec in
+//! The fixed 36-byte frame header: parsing and emitting (see the spec in
 //! [`crate::wire`]).
 
 use crate::ids::{ClusterId, Incarnation, NodeId, PathId};
 
 /// The protocol version this crate speaks.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// Bytes in the fixed header.
-pub const HEADER_LEN: usize = 28;
+pub const HEADER_LEN: usize = 36;
 /// Bytes in the trailing CRC-32.
 pub const CRC_LEN: usize = 4;
 
-/// The message kinds of version 1.
+/// The message kinds of version 2 (the same as version 1's).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[repr(u8)]
@@ -30,7 +30,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    /// The kind with this number, if version 1 knows it.
+    /// The kind with this number, if this version knows it.
     #[must_use]
     pub const fn from_u8(value: u8) -> Option<Kind> {
         Some(match value {
@@ -134,9 +134,9 @@ impl Header {
         out[4..8].copy_from_slice(&self.cluster.0.to_le_bytes());
         out[8..10].copy_from_slice(&self.src.0.to_le_bytes());
         out[10..12].copy_from_slice(&self.dst.0.to_le_bytes());
-        out[12..16].copy_from_slice(&self.src_incarnation.0.to_le_bytes());
-        out[16..20].copy_from_slice(&self.dst_incarnation.0.to_le_bytes());
-        out[20..28].copy_from_slice(&self.seq.to_le_bytes());
+        out[12..20].copy_from_slice(&self.src_incarnation.0.to_le_bytes());
+        out[20..28].copy_from_slice(&self.dst_incarnation.0.to_le_bytes());
+        out[28..36].copy_from_slice(&self.seq.to_le_bytes());
     }
 
     /// Reads a header whose version, cluster and kind have been checked.
@@ -147,12 +147,9 @@ impl Header {
             cluster: ClusterId(le32(bytes, 4)),
             src: NodeId(le16(bytes, 8)),
             dst: NodeId(le16(bytes, 10)),
-            src_incarnation: Incarnation(le32(bytes, 12)),
-            dst_incarnation: Incarnation(le32(bytes, 16)),
-            seq: u64::from_le_bytes([
-                bytes[20], bytes[21], bytes[22], bytes[23], bytes[24], bytes[25], bytes[26],
-                bytes[27],
-            ]),
+            src_incarnation: Incarnation(le64(bytes, 12)),
+            dst_incarnation: Incarnation(le64(bytes, 20)),
+            seq: le64(bytes, 28),
         }
     }
 }
@@ -163,4 +160,8 @@ pub(crate) fn le16(bytes: &[u8], at: usize) -> u16 {
 
 pub(crate) fn le32(bytes: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+}
+
+pub(crate) fn le64(bytes: &[u8], at: usize) -> u64 {
+    u64::from(le32(bytes, at)) | (u64::from(le32(bytes, at + 4)) << 32)
 }

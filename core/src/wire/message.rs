@@ -206,7 +206,7 @@ pub const DONGLE_SECRET_LEN: usize = 32;
 pub struct Provision<'a> {
     /// The dongle's run from now on: larger than any it had (the host's
     /// clock in seconds), since a dongle keeps no state across a reset.
-    pub incarnation: u32,
+    pub incarnation: u64,
     /// The host on the dongle's other port; 0 if none.
     pub other_host: NodeId,
     /// The key of every frame between the dongle and its hosts: exactly

@@ -1,4 +1,4 @@
-//! The heartline wire format, version 1.
+//! The heartline wire format, version 2.
 //!
 //! This doc comment is the specification. Every frame on every path (TCP
 //! stream, serial line, UDP datagram) has this shape; a peer that implements
@@ -18,19 +18,19 @@
 //!
 //! ```text
 //! offset size field            meaning
-//!      0    1 version          1 for this spec; see "Versions" below
+//!      0    1 version          2 for this spec; see "Versions" below
 //!      1    1 kind             what the body is: see "Kinds"
 //!      2    1 path             which path of the sender/receiver pair this frame was sent on
-//!      3    1 flags            reserved; version 1 senders write 0, receivers ignore it
+//!      3    1 flags            reserved; senders write 0, receivers ignore it
 //!      4    4 cluster id       u32 little-endian
 //!      8    2 source node      u16 LE, never 0
 //!     10    2 destination node u16 LE, never 0
-//!     12    4 src incarnation  u32 LE: the sender's current run; larger after every restart
-//!     16    4 dst incarnation  u32 LE: the receiver's run as the sender last heard it; 0 = unknown
-//!     20    8 sequence         u64 LE: per (sender run, path), starts at 1, +1 every frame
-//!     28    n body             postcard encoding of the kind's body (below)
-//!   28+n   16 tag              HMAC-SHA256(cluster key, bytes 0 .. 28+n), first 16 bytes
-//!   44+n    4 crc              CRC-32/ISO-HDLC (the Ethernet CRC) of bytes 0 .. 44+n, LE
+//!     12    8 src incarnation  u64 LE: the sender's current run; larger after every restart
+//!     20    8 dst incarnation  u64 LE: the receiver's run as the sender last heard it; 0 = unknown
+//!     28    8 sequence         u64 LE: per (sender run, path), starts at 1, +1 every frame
+//!     36    n body             postcard encoding of the kind's body (below)
+//!   36+n   16 tag              HMAC-SHA256(cluster key, bytes 0 .. 36+n), first 16 bytes
+//!   52+n    4 crc              CRC-32/ISO-HDLC (the Ethernet CRC) of bytes 0 .. 52+n, LE
 //! ```
 //!
 //! All multi-byte header fields are little-endian. The body uses postcard:
@@ -47,7 +47,7 @@
 //! | 3    | data      | seq: u32 channel sequence; base: u32, every sequence before it is settled at the sender; mailbox: u16; payload: bytes (≤ [`MAX_PAYLOAD`] = 512) |
 //! | 4    | ack       | cumulative: u32, every channel sequence up to and including it has been delivered (0 = none) |
 //! | 5    | event     | seq: u32 and base: u32 as in data; code: u16; subject: u16 node id; detail: u32 (codes: 1 watchdog tripped, detail = ms of silence; 2 watchdog re-armed; 3 mailbox full and 4 mailbox has room again, detail = mailbox) |
-//! | 6    | provision | incarnation: u32, the dongle's run from now on; other_host: u16 (0 = none); secret: 32 bytes; interval_ms: u32; misses: u32; rise: u32; watchdog_ms: u32 (0 = none); reset_pulse_ms: u32 (0 = never). See "Provisioning" |
+//! | 6    | provision | incarnation: u64, the dongle's run from now on; other_host: u16 (0 = none); secret: 32 bytes; interval_ms: u32; misses: u32; rise: u32; watchdog_ms: u32 (0 = none); reset_pulse_ms: u32 (0 = never). See "Provisioning" |
 //!
 //! Hello and heartbeat prove a path alive and carry round-trip timing: the
 //! sender of an echo measures `rtt = now - echo - echo_age` on its own clock.
@@ -96,9 +96,9 @@
 //! fails; each has its own error ([`WireError`]) and counter:
 //!
 //! 1. encoded length ≤ [`MAX_ENCODED_LEN`] (`Oversize`), COBS valid (`Framing`);
-//! 2. raw length ≥ 48, header plus tag plus crc (`Truncated`);
+//! 2. raw length ≥ 56, header plus tag plus crc (`Truncated`);
 //! 3. CRC-32 matches (`BadCrc`): line noise, not an attack;
-//! 4. version is 1 (`UnknownVersion`);
+//! 4. version is 2 (`UnknownVersion`);
 //! 5. cluster id is ours (`WrongCluster`);
 //! 6. kind is known (`UnknownKind`);
 //! 7. tag verifies under the cluster key (`BadTag`): a wrong key or a forgery;
@@ -107,11 +107,31 @@
 //! and then the endpoint checks the destination, the sender, the path, and the
 //! replay window (see [`crate::replay`]).
 //!
+//! # Incarnations
+//!
+//! A node's incarnation grows with every run, so a receiver tells a
+//! restarted node (a larger src incarnation: its paths and channel start
+//! over) from frames of an earlier run (smaller: `StaleIncarnation`,
+//! dropped). A host takes the larger of its recorded incarnation plus one
+//! and the Unix time in seconds; 64 bits leave both far from their end
+//! whatever the clock says. If a run took its incarnation from a clock that
+//! was ahead and its record is lost, the next run's is smaller, and peers
+//! that remember the earlier one drop its frames as stale; but their frames
+//! name that earlier run as the dst incarnation. A node that receives an
+//! authentic, fresh frame (after the replay check) whose dst incarnation is
+//! larger than its own therefore takes that value plus one as its
+//! incarnation at once, and starts its paths and channels over as a restart
+//! would: its peers accept it within a round trip.
+//!
 //! # Versions and extension
 //!
 //! Every version starts with the version byte and ends with a CRC-32 over all
 //! the bytes before it, so a receiver can always tell noise from a newer peer.
-//! Within version 1:
+//! Version 2 widened the two incarnations from 32 to 64 bits (version 1's
+//! were u32: a clock set past 2106, or a record at `u32::MAX`, left a
+//! restarted node unable to take a larger one); a version 1 frame is
+//! `UnknownVersion` to it, so every node, witness and dongle of a cluster
+//! runs the same version. Within a version:
 //! - a new message kind takes the next kind number; older receivers reject it
 //!   as `UnknownKind`, count it, and carry on;
 //! - a body may grow new fields at its end; receivers ignore trailing bytes
@@ -127,7 +147,7 @@
 //! one-time key on a repeated nonce and allow forgeries. The key's inner and
 //! outer pads are hashed once when the key is loaded, so each tag costs two
 //! SHA-256 compressions for any frame of up to 55 bytes before the tag (a
-//! heartbeat is 40), and one more per further 64 bytes. On a Cortex-M3 a
+//! heartbeat is 48), and one more per further 64 bytes. On a Cortex-M3 a
 //! compression is on the order of 4,000 to 5,000 cycles in portable Rust:
 //! about 0.2 ms per heartbeat at 50 MHz, against 6 ms to send the same frame at
 //! 115200 baud. On x86-64 with SHA extensions the full encode, tag, decode,

@@ -24,7 +24,7 @@ use heartline_core::{
 };
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant as TokioInstant;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::provision::{Provisioner, dongle_key};
 use super::report::{DongleReport, PathReport, PeerReport, StatusReport};
@@ -557,13 +557,14 @@ impl Manager {
 
     fn on_event(&mut self, event: Event) {
         if let Some(change) = self.admin.event(&event) {
-            let node = match event {
+            let to_brain = match event {
                 Event::NodeUp { node, .. }
                 | Event::NodeDown { node }
-                | Event::NodeRestarted { node, .. } => node,
-                _ => NodeId(0),
+                | Event::NodeRestarted { node, .. } => self.is_host(node),
+                Event::Reincarnated { .. } => true,
+                _ => false,
             };
-            if self.is_host(node) {
+            if to_brain {
                 // The brain gone (the daemon stopping) loses nothing that
                 // matters.
                 let _ = self.to_brain.send(ToBrain::Membership(change));
@@ -585,6 +586,10 @@ impl Manager {
                         FailReason::PeerRestarted => {
                             format!("node {} restarted; delivery unknown", node.0)
                         }
+                        FailReason::Reincarnated => format!(
+                            "this node took a new incarnation (a peer remembered a larger one); delivery to node {} unknown",
+                            node.0
+                        ),
                     };
                     let _ = waiting.reply.send(Err(why));
                 }
@@ -656,6 +661,15 @@ impl Manager {
             }
             Event::WatchdogTripped { .. } => {
                 warn!("{event}")
+            }
+            Event::Reincarnated { new, .. } => {
+                warn!("{event}");
+                // Once, right after a start: the write is small.
+                if let Err(e) = super::incarnation::record(&self.config.state_dir, new) {
+                    error!(
+                        "{e}: the next start may take a smaller incarnation again (and the next one from its peers, as this one did)"
+                    );
+                }
             }
             _ => info!("{event}"),
         }

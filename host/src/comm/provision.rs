@@ -157,8 +157,8 @@ impl Provisioner {
     }
 }
 
-fn unix_seconds() -> u32 {
+fn unix_seconds() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
+        .map_or(0, |d| d.as_secs())
 }

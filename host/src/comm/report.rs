@@ -16,7 +16,7 @@ pub struct StatusReport {
     /// This node's name.
     pub name: String,
     /// This node's incarnation.
-    pub incarnation: u32,
+    pub incarnation: u64,
     /// Milliseconds since the daemon started.
     pub uptime_ms: u64,
     /// Every peer.
@@ -35,7 +35,7 @@ pub struct PeerReport {
     /// `up`, `down` or `unknown`.
     pub state: String,
     /// Its incarnation, once heard.
-    pub incarnation: Option<u32>,
+    pub incarnation: Option<u64>,
     /// Messages queued to it, unacknowledged.
     pub queued: usize,
     /// Its paths.

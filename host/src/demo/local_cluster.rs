@@ -390,7 +390,7 @@ impl LocalCluster {
     }
 
     /// How `node` sees `peer`: its state and incarnation.
-    pub fn view(&self, node: u16, peer: u16) -> (String, Option<u32>) {
+    pub fn view(&self, node: u16, peer: u16) -> (String, Option<u64>) {
         self.status(node)
             .ok()
             .and_then(|s| s.peers.into_iter().find(|p| p.node == peer))

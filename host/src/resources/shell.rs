@@ -113,7 +113,7 @@ struct Shell {
 pub fn start(
     config: &Config,
     comm: &comm::Handle,
-    incarnation: u32,
+    incarnation: u64,
     from_comm: mpsc::UnboundedReceiver<ToBrain>,
     forwards: mpsc::UnboundedSender<(u16, AdminMessage)>,
 ) -> Result<Handle, String> {

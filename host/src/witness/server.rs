@@ -47,6 +47,8 @@ pub async fn run(file: WitnessFile) -> Result<(), String> {
 /// One cluster served.
 struct Served {
     name: String,
+    /// Where the incarnation is recorded.
+    state_dir: std::path::PathBuf,
     endpoint: Box<HostEndpoint>,
     witness: Witness,
     started: TokioInstant,
@@ -99,6 +101,7 @@ impl Served {
         let lease = heartline_core::Duration::from(cluster.lease);
         Ok(Served {
             name: cluster.name.clone(),
+            state_dir: file.state_dir.clone(),
             endpoint,
             witness: Witness::new(WitnessConfig {
                 lease,
@@ -164,11 +167,24 @@ impl Served {
     fn drain(&mut self) {
         let now = self.now();
         while let Some(event) = self.endpoint.poll_event() {
-            if matches!(
-                event,
-                Event::NodeUp { .. } | Event::NodeDown { .. } | Event::NodeRestarted { .. }
-            ) {
-                info!(cluster = %self.name, "{event}");
+            match event {
+                Event::NodeUp { .. } | Event::NodeDown { .. } | Event::NodeRestarted { .. } => {
+                    info!(cluster = %self.name, "{event}");
+                }
+                Event::PathDown(at) => {
+                    // The connection that carried it is dropped and
+                    // redialled, rather than left in the kernel's backoff.
+                    if let Some((frames, confirmed)) = self.paths.get_mut(&at) {
+                        let _ = frames.try_send(ToPath::Down(confirmed.take()));
+                    }
+                }
+                Event::Reincarnated { new, .. } => {
+                    warn!(cluster = %self.name, "{event}");
+                    if let Err(e) = crate::comm::incarnation::record(&self.state_dir, new) {
+                        warn!(cluster = %self.name, "{e}");
+                    }
+                }
+                _ => {}
             }
         }
         while let Some(message) = self.endpoint.poll_message() {

@@ -116,14 +116,22 @@ fn main() -> ExitCode {
 fn check_seeds(first: u64, count: u64) -> ExitCode {
     let started = WallClock::now();
     let mut failed = 0u64;
+    let (mut crashes, mut forgot, mut reincarnations) = (0, 0, 0);
     for seed in first..first.saturating_add(count) {
-        if let Err(violation) = sim::run(&Scenario::from_seed(seed)) {
-            eprintln!("FAILED: {violation}");
-            failed += 1;
+        match sim::run(&Scenario::from_seed(seed)) {
+            Ok(report) => {
+                crashes += report.crashes;
+                forgot += report.forgot;
+                reincarnations += report.reincarnations;
+            }
+            Err(violation) => {
+                eprintln!("FAILED: {violation}");
+                failed += 1;
+            }
         }
     }
     say!(
-        "{} passed, {failed} failed ({count} seeds from {first} in {:.2} s)",
+        "{} passed, {failed} failed ({count} seeds from {first} in {:.2} s); {crashes} crashes, {forgot} of them restarted with a smaller incarnation (record lost, clock behind), {reincarnations} reincarnations",
         count - failed,
         started.elapsed().as_secs_f64()
     );

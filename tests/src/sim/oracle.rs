@@ -103,7 +103,7 @@ pub(crate) struct Oracle {
     must_be_down_by: Vec<Vec<Option<Instant>>>,
     deadlines: BinaryHeap<Reverse<(Instant, usize, usize)>>,
     ledger: HashMap<(usize, usize), PairLedger>,
-    ids: HashMap<(usize, u32, MessageId), (usize, u64)>,
+    ids: HashMap<(usize, u64, MessageId), (usize, u64)>,
     pub(crate) tally: Tally,
 }
 
@@ -161,7 +161,7 @@ impl Oracle {
 
     /// `node` crashed: what it knew is gone, and its unsettled messages
     /// will never be settled.
-    pub(crate) fn crashed(&mut self, node: usize, incarnation: u32) {
+    pub(crate) fn crashed(&mut self, node: usize, incarnation: u64) {
         for subject in 0..self.nodes {
             self.last_accepted[node][subject].clear();
             self.must_be_down_by[node][subject] = None;
@@ -255,7 +255,7 @@ impl Oracle {
     pub(crate) fn sent(
         &mut self,
         src: usize,
-        incarnation: u32,
+        incarnation: u64,
         id: MessageId,
         dst: usize,
         counter: u64,
@@ -333,7 +333,7 @@ impl Oracle {
         &mut self,
         now: Instant,
         src: usize,
-        incarnation: u32,
+        incarnation: u64,
         id: MessageId,
     ) -> Result<(), Violation> {
         self.tally.delivered += 1;
@@ -362,7 +362,23 @@ impl Oracle {
         Ok(())
     }
 
-    pub(crate) fn failed(&mut self, src: usize, incarnation: u32, id: MessageId) {
+    /// `node` took the incarnation `new` in place of `old`: its messages
+    /// not yet settled are its new run's now (the core keeps the ones it
+    /// never sent, and fails the others).
+    pub(crate) fn renamed(&mut self, node: usize, old: u64, new: u64) {
+        let moved: Vec<_> = self
+            .ids
+            .iter()
+            .filter(|((src, inc, _), _)| *src == node && *inc == old)
+            .map(|(k, v)| (*k, *v))
+            .collect();
+        for ((src, _, id), value) in moved {
+            self.ids.remove(&(src, old, id));
+            self.ids.insert((src, new, id), value);
+        }
+    }
+
+    pub(crate) fn failed(&mut self, src: usize, incarnation: u64, id: MessageId) {
         self.tally.failed += 1;
         if let Some(&(dst, counter)) = self.ids.get(&(src, incarnation, id)) {
             self.ledger

@@ -39,6 +39,11 @@ pub struct Crash {
     pub at: Instant,
     /// How long it stays dead.
     pub restart_after: Duration,
+    /// It restarts with its incarnation's record lost and its clock behind
+    /// the one that gave the earlier run its number: with an incarnation
+    /// smaller than any it used, which peers that remember the earlier run
+    /// drop as stale until the core takes the next one after it.
+    pub forgets: bool,
 }
 
 /// A whole run.
@@ -130,6 +135,9 @@ impl Scenario {
             }
             scenario.links.push(pair);
         }
+        // Drawn apart, so that the rest of a seed's scenario stays as it was
+        // before restarts could forget.
+        let mut forgetting = ChaCha8Rng::seed_from_u64(seed ^ 0xf0_4e75);
         for node in 0..nodes {
             if rng.random_ratio(1, 4) {
                 let at = Instant::from_millis(rng.random_range(500..faulty.as_millis()));
@@ -138,6 +146,7 @@ impl Scenario {
                     node,
                     at,
                     restart_after,
+                    forgets: forgetting.random_ratio(1, 3),
                 });
             }
         }
@@ -238,6 +247,7 @@ impl Scenario {
                 node: 2,
                 at: Instant::from_millis(10_000),
                 restart_after: Duration::from_secs(3),
+                forgets: false,
             }],
             faulty: Duration::from_secs(16),
             heal: Duration::from_secs(4),

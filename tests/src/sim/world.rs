@@ -42,6 +42,11 @@ pub struct Report {
     pub path_downs: u64,
     /// NodeRestarted events seen.
     pub restarts_seen: u64,
+    /// Restarts that forgot their incarnation (and took a smaller one).
+    pub forgot: usize,
+    /// Reincarnated events: a node took the next incarnation after the one
+    /// a peer remembered.
+    pub reincarnations: u64,
     /// Node crashes played.
     pub crashes: usize,
     /// Bytes of one simulated endpoint, fixed at compile time.
@@ -67,8 +72,13 @@ impl fmt::Display for Report {
         )?;
         write!(
             f,
-            "  failures: {} paths down, {} node-down verdicts, {} crashes, {} restarts seen",
-            self.path_downs, t.node_downs, self.crashes, self.restarts_seen
+            "  failures: {} paths down, {} node-down verdicts, {} crashes ({} forgot their incarnation, {} reincarnations), {} restarts seen",
+            self.path_downs,
+            t.node_downs,
+            self.crashes,
+            self.forgot,
+            self.reincarnations,
+            self.restarts_seen
         )?;
         if let (Some(min), Some(max)) = (t.detection.iter().min(), t.detection.iter().max()) {
             let mean =
@@ -95,7 +105,9 @@ impl fmt::Display for Report {
 
 struct Node {
     endpoint: Option<Box<SimEndpoint>>,
-    incarnation: u32,
+    incarnation: u64,
+    /// The smallest incarnation it ran with.
+    lowest: u64,
     timeout: Option<Instant>,
     next_message: Instant,
     counters: Vec<u64>,
@@ -103,7 +115,8 @@ struct Node {
 
 enum Action {
     Crash(usize),
-    Restart(usize),
+    /// With `true`, it forgot its incarnation.
+    Restart(usize, bool),
 }
 
 struct World<'a> {
@@ -117,6 +130,7 @@ struct World<'a> {
     actions: Vec<(Instant, Action)>,
     path_downs: u64,
     restarts_seen: u64,
+    reincarnations: u64,
     steps: u64,
     trace: Option<&'a mut dyn FnMut(String)>,
 }
@@ -140,7 +154,10 @@ fn run_inner<'a>(
     let mut actions = Vec::new();
     for crash in &scenario.crashes {
         actions.push((crash.at, Action::Crash(crash.node)));
-        actions.push((crash.at + crash.restart_after, Action::Restart(crash.node)));
+        actions.push((
+            crash.at + crash.restart_after,
+            Action::Restart(crash.node, crash.forgets),
+        ));
     }
     // Latest first, so the next action pops off the end.
     actions.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
@@ -160,6 +177,7 @@ fn run_inner<'a>(
         actions,
         path_downs: 0,
         restarts_seen: 0,
+        reincarnations: 0,
         steps: 0,
         trace,
     };
@@ -167,12 +185,14 @@ fn run_inner<'a>(
         let first_message = world.next_message_time(Instant::ZERO);
         world.nodes.push(Node {
             endpoint: None,
-            incarnation: 0,
+            // Room below for restarts that forget.
+            incarnation: 1_000_000,
+            lowest: u64::MAX,
             timeout: None,
             next_message: first_message,
             counters: vec![0; scenario.nodes],
         });
-        world.start(index)?;
+        world.start(index, false)?;
     }
     world.run()?;
     Ok(Report {
@@ -185,6 +205,8 @@ fn run_inner<'a>(
         tally: world.oracle.tally.clone(),
         path_downs: world.path_downs,
         restarts_seen: world.restarts_seen,
+        forgot: scenario.crashes.iter().filter(|c| c.forgets).count(),
+        reincarnations: world.reincarnations,
         crashes: scenario.crashes.len(),
         endpoint_bytes: size_of::<SimEndpoint>(),
     })
@@ -217,10 +239,17 @@ impl World<'_> {
         after + Duration::from_micros(self.rng.random_range(0.0..2.0 * mean) as u64 + 1)
     }
 
-    /// Boots node `index` with a new incarnation.
-    fn start(&mut self, index: usize) -> Result<(), Violation> {
+    /// Boots node `index` with a new incarnation: the next one, or with
+    /// `forgot`, one smaller than any it ran with.
+    fn start(&mut self, index: usize, forgot: bool) -> Result<(), Violation> {
+        let below = self.nodes[index].lowest;
         let node = &mut self.nodes[index];
-        node.incarnation += 1;
+        node.incarnation = if forgot && below > 1 {
+            self.rng.random_range(1..below)
+        } else {
+            node.incarnation + 1
+        };
+        node.lowest = node.lowest.min(node.incarnation);
         let name = format!("sim-{}", index + 1);
         let config = EndpointConfig {
             cluster: CLUSTER,
@@ -324,12 +353,17 @@ impl World<'_> {
                         self.nodes[index].timeout = None;
                         self.oracle.crashed(index, self.nodes[index].incarnation);
                     }
-                    Action::Restart(index) => {
-                        self.start(index)?;
+                    Action::Restart(index, forgot) => {
+                        self.start(index, forgot)?;
                         self.log(format!(
-                            "node {} restarts as incarnation {}",
+                            "node {} restarts as incarnation {}{}",
                             index + 1,
-                            self.nodes[index].incarnation
+                            self.nodes[index].incarnation,
+                            if forgot {
+                                " (its record lost, its clock behind)"
+                            } else {
+                                ""
+                            }
                         ));
                     }
                 }
@@ -398,7 +432,6 @@ impl World<'_> {
     fn drain(&mut self, index: usize) -> Result<(), Violation> {
         let mut buf = [0u8; MAX_ENCODED_LEN];
         let faults = self.faults_on();
-        let incarnation = self.nodes[index].incarnation;
         let Some(endpoint) = self.nodes[index].endpoint.as_mut() else {
             return Ok(());
         };
@@ -430,6 +463,8 @@ impl World<'_> {
                 .received(self.now, index, from, &message.payload)?;
         }
         for event in events {
+            // The run it is in as of this event (a reincarnation renames it).
+            let incarnation = self.nodes[index].incarnation;
             self.observe(index, incarnation, event)?;
         }
         Ok(())
@@ -438,7 +473,7 @@ impl World<'_> {
     fn observe(
         &mut self,
         observer: usize,
-        incarnation: u32,
+        incarnation: u64,
         event: Event,
     ) -> Result<(), Violation> {
         match event {
@@ -452,15 +487,26 @@ impl World<'_> {
                     self.scenario.paths(observer, subject),
                 )?;
             }
-            Event::NodeRestarted { node, old, new } => {
+            Event::NodeRestarted { node, new } => {
                 self.restarts_seen += 1;
                 let current = self.nodes[usize::from(node.0) - 1].incarnation;
-                if !(old < new && new.0 <= current) {
+                if new.0 > current {
                     return Err(self.violation(format!(
-                        "node {} reported {node} restarted from {old} to {new}; it is at {current}",
+                        "node {} reported {node} restarted as {new}; it is at {current}",
                         observer + 1
                     )));
                 }
+            }
+            Event::Reincarnated { new } => {
+                self.reincarnations += 1;
+                if new.0 <= incarnation {
+                    return Err(self.violation(format!(
+                        "node {} reincarnated as {new} while at {incarnation}",
+                        observer + 1
+                    )));
+                }
+                self.nodes[observer].incarnation = new.0;
+                self.oracle.renamed(observer, incarnation, new.0);
             }
             Event::Delivered { id, .. } => {
                 self.oracle.delivered(self.now, observer, incarnation, id)?

@@ -141,7 +141,7 @@ struct Node {
     endpoint: Option<Box<SimEndpoint>>,
     brain: Option<Brain>,
     port: AdminPort,
-    incarnation: u32,
+    incarnation: u64,
     timeout: Option<Instant>,
     disk: Stored,
     stalled_until: Option<Instant>,
@@ -170,7 +170,7 @@ pub const STOP_BOUND: Duration = Duration::from_millis(700);
 struct ScriptRun {
     due: Instant,
     node: usize,
-    incarnation: u32,
+    incarnation: u64,
     job: JobId,
     action: Action,
     tag: String,
@@ -206,7 +206,7 @@ struct World<'a> {
     /// answers in flight.
     witness: Option<Witness>,
     to_witness: Vec<(Instant, usize, BTreeSet<u16>, Instant)>,
-    from_witness: Vec<(Instant, usize, u32, Input)>,
+    from_witness: Vec<(Instant, usize, u64, Input)>,
     /// Fence runs under way.
     fences: Vec<FenceRun>,
     /// The fence devices' luck, a stream of its own.
@@ -220,7 +220,7 @@ struct FenceRun {
     due: Instant,
     /// The node that asked, and its run.
     by: usize,
-    incarnation: u32,
+    incarnation: u64,
     id: FenceId,
     target: usize,
     step: FenceStep,
