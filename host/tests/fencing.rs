@@ -38,11 +38,11 @@ fn script(dir: &Path, name: &str, body: &str) -> String {
 fn site_with(fence: &str) -> (Site, Vec<heartline::demo::sample_app::SampleApp>) {
     let site = Site::start_with(3, &format!("{QUORUM}{fence}"));
     let nodes = [1, 2, 3];
-    let apps = hierarchy(&site, &nodes, None);
     wait_for(Duration::from_secs(10), "quorum on every node", || {
         nodes.iter().all(|&n| quorate(&site, n) == Some(true))
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", site.logs()));
+    let apps = hierarchy(&site, &nodes, None);
     site.ok(1, &["in-service", WEB]);
     wait_for(Duration::from_secs(10), "web on node 1", || {
         running_on(&apps, &nodes) == [1]

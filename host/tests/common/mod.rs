@@ -255,6 +255,17 @@ pub fn hierarchy(site: &Site, nodes: &[u16], command: Option<&dyn Fn(u16) -> Str
             None => site.app(n, WEB),
         })
         .collect();
+    // With quorum configured, changes wait for it: its lease is earned
+    // from the peers' echoes, a few heartbeats after every node is up.
+    wait_for(
+        Duration::from_secs(15),
+        "quorum where the hierarchy is made",
+        || {
+            site.report(first)
+                .is_some_and(|r| r.quorum.is_none_or(|q| q.quorate))
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", site.logs()));
     for app in &apps {
         site.create(first, app, app.node);
     }
