@@ -408,3 +408,34 @@ fn incarnations_neither_saturate_nor_lock_a_node_out_after_a_clock_correction() 
     let log = cluster.log(2);
     assert_eq!(log.matches("takes incarnation").count(), 1, "{log}");
 }
+
+/// A measurement, run by hand (`cargo test --release -p heartline --test
+/// loopback stall_bound -- --ignored --nocapture`): node 2 of two nodes
+/// with two paths at the default profile is stopped (SIGSTOP) for a given
+/// time, 10 times each, and node 1's NodeDowns are counted. The README's
+/// bound comes from it.
+#[test]
+#[ignore = "a measurement for the README, by hand"]
+fn stall_bound() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let cluster = cluster(2, 2);
+    let pid = Pid::from_raw(i32::try_from(cluster.pid(2).unwrap()).unwrap());
+    for stall_ms in [250u64, 300, 350, 380, 400, 420, 450, 500] {
+        let mut downs = 0;
+        for trial in 0..10u64 {
+            let before = cluster.log(1).matches("node 2 down").count();
+            // A different phase of the heartbeat cycle each time.
+            std::thread::sleep(Duration::from_millis(500 + trial * 13));
+            kill(pid, Signal::SIGSTOP).unwrap();
+            std::thread::sleep(Duration::from_millis(stall_ms));
+            kill(pid, Signal::SIGCONT).unwrap();
+            wait_for(CONVERGE, "node 2 up again", || cluster.view(1, 2).0 == "up");
+            std::thread::sleep(Duration::from_millis(300));
+            if cluster.log(1).matches("node 2 down").count() > before {
+                downs += 1;
+            }
+        }
+        eprintln!("stall {stall_ms} ms: declared down in {downs} of 10");
+    }
+}

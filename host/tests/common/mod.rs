@@ -59,7 +59,12 @@ impl Site {
             wait_for(Duration::from_secs(10), "every node up", || {
                 cluster.all_up()
             })
-            .unwrap();
+            .unwrap_or_else(|e| {
+                let logs: Vec<String> = (1..=nodes)
+                    .map(|n| format!("--- node {n}'s log:\n{}", cluster.log(n)))
+                    .collect();
+                panic!("{e}\n{}", logs.join("\n"))
+            });
         }
         Site {
             cluster,
