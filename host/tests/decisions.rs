@@ -90,8 +90,7 @@ fn http_get(port: u16) -> Option<String> {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
+    heartline::demo::local_cluster::listen_addr()
         .unwrap()
         .port()
 }

@@ -193,10 +193,9 @@ impl Drop for WitnessProcess {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
+    heartline::demo::local_cluster::listen_addr()
         .unwrap()
+        .port()
 }
 
 const WITNESS_ID: u16 = 100;

@@ -117,6 +117,34 @@ fn io(e: std::io::Error) -> String {
     e.to_string()
 }
 
+/// A loopback address with a port free now, for a daemon to listen on
+/// later: taken below the kernel's ephemeral range (so no outgoing
+/// connection or `bind(0)` elsewhere takes it in the meantime), from a
+/// counter of this process that starts at a place of its own, and checked
+/// free. A port picked with `bind(0)` and released could be handed to
+/// another cluster of the same process (tests run side by side) before the
+/// daemon bound it, and that path never came up.
+pub fn listen_addr() -> std::io::Result<SocketAddr> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const COUNT: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(97) % COUNT,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..COUNT {
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed) % COUNT;
+        let port = u16::try_from(FIRST + offset).unwrap_or(u16::MAX);
+        if let Ok(probe) = TcpListener::bind(("127.0.0.1", port)) {
+            return probe.local_addr();
+        }
+    }
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr())
+}
+
 impl LocalCluster {
     /// Writes a key and configs for `nodes` nodes (at most 8) with `paths`
     /// TCP paths between every pair; `program` is the heartline binary.
@@ -141,9 +169,7 @@ impl LocalCluster {
         for a in 1..=nodes {
             for b in a + 1..=nodes {
                 for index in 0..paths {
-                    let port = TcpListener::bind("127.0.0.1:0")
-                        .and_then(|l| l.local_addr())
-                        .map_err(io)?;
+                    let port = listen_addr().map_err(io)?;
                     let relay = Relay::start(port).map_err(io)?;
                     links.push(Link {
                         a,
