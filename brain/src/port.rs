@@ -112,6 +112,9 @@ impl AdminPort {
             }
             Event::Reincarnated { new, .. } => {
                 // Every channel started over: what is half-sent is gone.
+                // The core reports each message in flight as failed right
+                // after this event; with `in_flight` cleared those reports
+                // find nothing, so the links are reset once, here.
                 self.in_flight.clear();
                 self.link.reset_all();
                 Some(Membership::Reincarnated { incarnation: new.0 })

@@ -21,7 +21,7 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use common::{BIN, Site, WEB, hierarchy, running_on};
-use heartline::demo::local_cluster::{LocalCluster, wait_for};
+use heartline::demo::local_cluster::{LocalCluster, listen_addr, wait_for};
 use heartline::demo::sample_app::SampleApp as App;
 
 /// The node among `nodes` running `web`, when the cluster is quiet: the
@@ -87,12 +87,6 @@ fn http_get(port: u16) -> Option<String> {
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     response.split("\r\n\r\n").nth(1).map(str::to_string)
-}
-
-fn free_port() -> u16 {
-    heartline::demo::local_cluster::listen_addr()
-        .unwrap()
-        .port()
 }
 
 /// Replaces the script at `path` by `body`, at once (a rename: a run that
@@ -320,7 +314,7 @@ fn probe(port: u16, apps: &[App], done: &Arc<AtomicBool>, since: Instant) -> Vec
 fn sigterm_hands_the_hierarchy_over_and_it_never_answers_twice() {
     let mut site = Site::start(2);
     let nodes = [1, 2];
-    let port = free_port();
+    let port = listen_addr().unwrap().port();
     let serve = |n: u16| {
         format!(
             "exec {BIN} sample-http --port {port} --name {}",

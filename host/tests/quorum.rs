@@ -17,7 +17,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{Site, WEB, hierarchy, running_on};
-use heartline::demo::local_cluster::wait_for;
+use heartline::demo::local_cluster::{listen_addr, wait_for};
 
 /// A 2 s lease, stops bounded by 1 s: paths declare a peer down after
 /// 0.5 s (100 ms × 5), so a cut-off node has stopped by 2 s, and the
@@ -192,12 +192,6 @@ impl Drop for WitnessProcess {
     }
 }
 
-fn free_port() -> u16 {
-    heartline::demo::local_cluster::listen_addr()
-        .unwrap()
-        .port()
-}
-
 const WITNESS_ID: u16 = 100;
 
 /// Two daemons with quorum and a witness (id 100) on loopback: each node
@@ -210,7 +204,8 @@ fn witnessed_pair() -> (Site, WitnessProcess) {
     let dir = cluster.dir().to_path_buf();
     let mut nodes_text = String::new();
     for node in 1..=2u16 {
-        let (witness_end, node_end) = (free_port(), free_port());
+        let (witness_end, node_end) =
+            (listen_addr().unwrap().port(), listen_addr().unwrap().port());
         cluster
             .add_config_for(
                 node,

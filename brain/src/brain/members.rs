@@ -86,15 +86,7 @@ impl Brain {
             | Membership::Restarted { node, .. }
             | Membership::Down { node } => node,
             Membership::Reincarnated { incarnation } => {
-                if incarnation != self.cfg.incarnation {
-                    self.cfg.incarnation = incarnation;
-                    // The peers see a restart: each is told who this node
-                    // is again.
-                    for sent in self.members.hello_to.values_mut() {
-                        *sent = false;
-                    }
-                    self.view_changed();
-                }
+                self.reincarnated(incarnation);
                 return;
             }
         };
@@ -109,8 +101,10 @@ impl Brain {
             // here: its node-up follows.
             Membership::Restarted { .. } if known.is_none() => return,
             Membership::Restarted { incarnation, .. } => Some(incarnation),
-            Membership::Down { .. } | Membership::Reincarnated { .. } if known.is_none() => return,
-            Membership::Down { .. } | Membership::Reincarnated { .. } => None,
+            Membership::Down { .. } if known.is_none() => return,
+            Membership::Down { .. } => None,
+            // Handled above: this node's own run.
+            Membership::Reincarnated { .. } => return,
         };
         let mut leaving = false;
         if known.is_some() {
@@ -134,6 +128,20 @@ impl Brain {
                 },
             );
             self.members.hello_to.insert(node, false);
+        }
+        self.view_changed();
+    }
+
+    /// This node took a new incarnation (its peers remembered a larger
+    /// run of it): the peers see a restart, so each is told who this node
+    /// is again.
+    fn reincarnated(&mut self, incarnation: u64) {
+        if incarnation == self.cfg.incarnation {
+            return;
+        }
+        self.cfg.incarnation = incarnation;
+        for sent in self.members.hello_to.values_mut() {
+            *sent = false;
         }
         self.view_changed();
     }

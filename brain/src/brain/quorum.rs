@@ -357,18 +357,24 @@ impl Brain {
         self.quorum_until().is_none_or(|end| self.now < end)
     }
 
-    /// A peer whose configuration gives other expected votes than this
-    /// node's (or has quorum off), and what it gives: neither counts the
-    /// other's votes, so a node configured apart from the rest holds no
-    /// quorum with them.
-    fn disagreement(&self) -> Option<(u16, u32)> {
-        let q = self.cfg.quorum.as_ref()?;
-        self.members
-            .up
+    /// The peers heard since this node started whose last announced
+    /// expected votes differ from this node's (`0`: quorum off there).
+    fn announced_apart(&self) -> impl Iterator<Item = (u16, u32)> + '_ {
+        let own = self.cfg.quorum.as_ref().map(|q| q.expected);
+        self.quorum
+            .announced
             .iter()
-            .filter(|(_, p)| p.synced && p.flags.expected_votes != q.expected)
-            .map(|(n, p)| (*n, p.flags.expected_votes))
-            .next()
+            .filter(move |(_, e)| Some(**e) != own)
+            .map(|(n, e)| (*n, *e))
+    }
+
+    /// A peer up now whose configuration gives other expected votes than
+    /// this node's (or has quorum off), and what it gives: neither counts
+    /// the other's votes, so a node configured apart from the rest holds no
+    /// quorum with them. Current once [`Brain::judge_configuration`] ran.
+    fn disagreement(&self) -> Option<(u16, u32)> {
+        self.announced_apart()
+            .find(|(n, _)| self.members.up.get(n).is_some_and(|p| p.synced))
     }
 
     /// Records what the peers heard announce, and judges, once it can,
@@ -414,15 +420,11 @@ impl Brain {
     /// votes (quorum on), while the nodes heard cannot yet tell which is
     /// configured apart: this node holds no quorum meanwhile.
     fn undecided(&self) -> Option<(u16, u32)> {
-        let q = self.cfg.quorum.as_ref()?;
+        self.cfg.quorum.as_ref()?;
         if self.quorum.trusted || self.quorum.refused.is_some() {
             return None;
         }
-        self.quorum
-            .announced
-            .iter()
-            .find(|(_, e)| **e != 0 && **e != q.expected)
-            .map(|(n, e)| (*n, *e))
+        self.announced_apart().find(|(_, e)| *e != 0)
     }
 
     /// Until when this node holds quorum unless its lease is renewed: the
