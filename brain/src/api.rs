@@ -185,6 +185,11 @@ pub struct QuorumReport {
     pub quorate: bool,
     /// Milliseconds left on its lease, if it holds one.
     pub lease_left_ms: Option<u64>,
+    /// The configured lease, in milliseconds: how long the others wait
+    /// after losing this node before its hierarchies may start elsewhere
+    /// (without a fence device's confirmation).
+    #[serde(default)]
+    pub lease_ms: u64,
     /// Whether it waits to see every node once before starting anything.
     pub waiting_for_all: bool,
     /// Whether the witness's vote counts here (`None`: no witness).

@@ -272,6 +272,7 @@ fn the_demo_runs_on_defaults_and_exits_0() {
         "it answers \"hello from alpha\"",
         "recover restarted it on alpha",
         "\"hello from bravo\"",
+        "waited for alpha's quorum lease",
         "left it there",
         "in service: pid",
         "recover started it again",

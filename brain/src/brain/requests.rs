@@ -978,6 +978,7 @@ impl Brain {
                 lease_left_ms: q
                     .lease_until
                     .map(|end| end.saturating_since(self.now).as_millis()),
+                lease_ms: self.cfg.quorum.as_ref().map_or(0, |c| c.lease.as_millis()),
                 waiting_for_all: q.waiting_for_all,
                 witness: q.witness,
                 refused: q.refused,

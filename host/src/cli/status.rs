@@ -165,7 +165,7 @@ fn render_resources(out: &mut String, r: &NodeReport) {
         None if r.members.len() > 1 => {
             let _ = writeln!(
                 out,
-                "quorum: off ([quorum] not enabled): a network partition can run a hierarchy on both sides"
+                "quorum: off (two nodes without a witness, or [quorum] enabled = false): a network partition can run a hierarchy on both sides"
             );
         }
         None => {}

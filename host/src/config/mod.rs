@@ -401,6 +401,29 @@ impl SelfFence {
     }
 }
 
+/// Whether quorum is on when `[quorum] enabled` is not set: wherever it
+/// can work, that is when the cluster holds three votes or more (three
+/// nodes, or two and a witness). A 2-node cluster without a witness would
+/// never fail over with it (one node of two is no majority), so it is off
+/// there, and the daemon and `status` say what that risks.
+fn quorum_by_default(q: &RawQuorum, raw_peers: &[RawPeer], peers: &[PeerSpec]) -> bool {
+    let own = q.votes.as_ref().map_or(1, |v| *v.get_ref());
+    let others: u32 = raw_peers
+        .iter()
+        .zip(peers)
+        .map(|(raw, peer)| {
+            if peer.witness {
+                1
+            } else if peer.is_host() {
+                raw.votes.as_ref().map_or(1, |v| *v.get_ref())
+            } else {
+                0
+            }
+        })
+        .sum();
+    own.saturating_add(others) >= 3
+}
+
 /// Added to a dongle's watchdog and reset pulse when it is the self-fence:
 /// the last frame's way down the line, and the dongle's own tick, so the
 /// reset comes a little before the lease's end rather than just at it.
@@ -599,18 +622,39 @@ impl Checker<'_> {
         Ok(Some(SelfFence::Dongle { node, within }))
     }
 
-    /// The `[quorum]` section, if enabled.
+    /// The `[quorum]` section (`None`: absent), if quorum is on: as
+    /// `enabled` says, else wherever it can work (see [`quorum_by_default`]).
     fn quorum(
         &self,
-        raw: &Spanned<RawQuorum>,
+        section: Option<&Spanned<RawQuorum>>,
         node: u16,
         raw_peers: &[RawPeer],
         peers: &[PeerSpec],
     ) -> Result<Option<QuorumSpec>, ConfigError> {
-        let q = raw.get_ref();
-        if !q.enabled.as_ref().is_some_and(|e| *e.get_ref()) {
+        let absent = RawQuorum::default();
+        let q = section.map_or(&absent, Spanned::get_ref);
+        let on = match &q.enabled {
+            Some(e) => *e.get_ref(),
+            None => quorum_by_default(q, raw_peers, peers),
+        };
+        if !on {
             return Ok(None);
         }
+        // Where an error about the whole section points: the section, or
+        // (quorum on by default) the witness that turned it on, or the node.
+        let whole = |problem: String, hint: &str| match section {
+            Some(raw) => self.error(raw, "quorum", problem, hint),
+            None => match peers.iter().position(|p| p.witness) {
+                Some(w) => self.error(&raw_peers[w].id, &format!("peers[{w}].kind"), problem, hint),
+                None => ConfigError {
+                    file: self.file.to_path_buf(),
+                    line: None,
+                    field: "quorum".into(),
+                    problem,
+                    hint: hint.into(),
+                },
+            },
+        };
         let mut votes = std::collections::BTreeMap::new();
         votes.insert(node, q.votes.as_ref().map_or(1, |v| *v.get_ref()));
         for (raw_peer, peer) in raw_peers.iter().zip(peers) {
@@ -638,12 +682,11 @@ impl Checker<'_> {
                 .keys()
                 .find(|n| **n > heartline_core::witness::EVENT_IDS);
             if hosts != 2 || big.is_some() {
-                return Err(self.error(
-                    raw,
-                    "quorum",
+                return Err(whole(
                     format!(
                         "a dongle is the witness of a 2-node cluster with ids 1 to 16; this one has {hosts} nodes{}",
-                        big.map(|b| format!(", node {b} among them")).unwrap_or_default()
+                        big.map(|b| format!(", node {b} among them"))
+                            .unwrap_or_default()
                     ),
                     "use heartline witness (kind = \"witness\") for other clusters",
                 ));
@@ -654,9 +697,7 @@ impl Checker<'_> {
                 .keys()
                 .find(|n| !heartline_core::witness::NodeSet::fits(**n))
             {
-                return Err(self.error(
-                    raw,
-                    "quorum",
+                return Err(whole(
                     format!("node {big} has an id above 64, which a witness cannot name"),
                     "number the cluster's hosts from 1 to 64 to use a witness",
                 ));
@@ -664,10 +705,8 @@ impl Checker<'_> {
         }
         let total: u32 = votes.values().sum::<u32>() + u32::from(witness.is_some());
         if total == 0 {
-            return Err(self.error(
-                raw,
-                "quorum.votes",
-                "no node has a vote",
+            return Err(whole(
+                "no node has a vote".into(),
                 "give each node 1 vote (the default)",
             ));
         }
@@ -1275,17 +1314,19 @@ impl Config {
         if let Some(max) = &raw.resources.max_failures {
             policy.max_failures = *max.get_ref();
         }
-        let quorum = match &raw.quorum {
-            Some(q) => checker.quorum(q, *raw.node.id.get_ref(), &raw.peers, &peers)?,
-            None => None,
-        };
+        let quorum = checker.quorum(
+            raw.quorum.as_ref(),
+            *raw.node.id.get_ref(),
+            &raw.peers,
+            &peers,
+        )?;
         if quorum.is_none() {
             if let Some(w) = peers.iter().position(|p| p.witness) {
                 return Err(checker.error(
                     &raw.peers[w].id,
                     &format!("peers[{w}].kind"),
                     "a witness without quorum",
-                    "a witness only votes with [quorum] enabled = true",
+                    "a witness only votes with quorum on: remove [quorum] enabled = false",
                 ));
             }
         }
@@ -1628,7 +1669,42 @@ name = "bravo"
     }
 
     #[test]
-    fn quorum_is_off_unless_enabled_and_its_defaults_follow_the_paths() {
+    fn quorum_is_on_by_default_wherever_it_can_work() {
+        const CHARLIE: &str = "\n[[peers]]\nid = 3\nname = \"charlie\"\n  [[peers.paths]]\n  kind = \"tcp\"\n  local = \"10.0.0.1:7401\"\n  remote = \"10.0.0.3:7400\"\n";
+        const WITNESS: &str = "\n[[peers]]\nid = 100\nkind = \"witness\"\n  [[peers.paths]]\n  kind = \"tcp\"\n  local = \"10.0.0.1:7402\"\n  remote = \"10.0.0.9:7400\"\n";
+        let parse = |text: &str| Fixture::new().parse(text).unwrap().quorum;
+        // Two nodes: one of two is no majority, so quorum would never let
+        // the survivor take over; off (and said at start and in status).
+        assert_eq!(parse(GOOD), None);
+        // Three nodes, or two and a witness: on, with its defaults.
+        let three = parse(&format!("{GOOD}{CHARLIE}")).expect("on with three nodes");
+        assert_eq!(three.expected, 3);
+        assert!(three.wait_for_all);
+        assert_eq!(three.no_quorum, heartline_brain::NoQuorum::Stop);
+        let witnessed = parse(&format!("{GOOD}{WITNESS}")).expect("on with a witness");
+        assert_eq!((witnessed.expected, witnessed.witness), (3, Some(100)));
+        // Two nodes with three votes between them: on.
+        let weighted = GOOD.replace("name = \"bravo\"", "name = \"bravo\"\nvotes = 2");
+        assert_eq!(parse(&weighted).map(|q| q.expected), Some(3));
+        // Said off, off; a witness then has no vote to give.
+        let off =
+            |text: &str| text.replacen("[[peers]]", "[quorum]\nenabled = false\n\n[[peers]]", 1);
+        assert_eq!(parse(&off(&format!("{GOOD}{CHARLIE}"))), None);
+        let e = error(&off(&format!("{GOOD}{WITNESS}")));
+        assert_eq!(e.field, "peers[1].kind");
+        assert!(e.hint.contains("enabled = false"), "{e}");
+        // Other quorum settings without `enabled` follow the same rule.
+        let lease =
+            |text: &str| text.replacen("[[peers]]", "[quorum]\nlease = \"9s\"\n\n[[peers]]", 1);
+        assert_eq!(parse(&lease(GOOD)), None);
+        assert_eq!(
+            parse(&lease(&format!("{GOOD}{CHARLIE}"))).map(|q| q.lease),
+            Some(StdDuration::from_secs(9))
+        );
+    }
+
+    #[test]
+    fn enabled_quorum_takes_its_defaults_from_the_paths() {
         assert_eq!(Fixture::new().parse(GOOD).unwrap().quorum, None);
         let text = GOOD.replace(
             "[[peers]]",

@@ -80,6 +80,9 @@ pub struct LocalCluster {
     tail: String,
     /// Sections added to one node's configuration.
     tails: std::collections::BTreeMap<u16, String>,
+    /// Whether a node whose sections say nothing of `[quorum]` is given
+    /// `enabled = false` (see [`LocalCluster::default_quorum`]).
+    quorum_off: bool,
     children: Vec<Option<Child>>,
 }
 
@@ -189,12 +192,26 @@ impl LocalCluster {
             extra,
             tail: String::new(),
             tails: std::collections::BTreeMap::new(),
+            quorum_off: true,
             children: (0..nodes).map(|_| None).collect(),
         };
         for node in 1..=nodes {
             std::fs::write(cluster.config_path(node), cluster.config_text(node)).map_err(io)?;
         }
         Ok(cluster)
+    }
+
+    /// Lets the nodes run quorum as the daemon's default has it (on with
+    /// three nodes or more). Without this call, a node whose added sections
+    /// have no `[quorum]` table runs with quorum off: most tests are about
+    /// other things, and a lost node's lease would add seconds to each
+    /// of their failovers. Call it before starting the nodes.
+    pub fn default_quorum(&mut self) -> Result<(), String> {
+        self.quorum_off = false;
+        for node in 1..=self.nodes {
+            std::fs::write(self.config_path(node), self.config_text(node)).map_err(io)?;
+        }
+        Ok(())
     }
 
     /// Adds `sections` (TOML, e.g. a `[quorum]` table) to every node's
@@ -255,6 +272,9 @@ impl LocalCluster {
             self.tail,
             self.tails.get(&node).map_or("", String::as_str)
         );
+        if self.quorum_off && !text.contains("[quorum]") {
+            text.push_str("\n[quorum]\nenabled = false\n");
+        }
         for peer in (1..=self.nodes).filter(|&p| p != node) {
             text.push_str(&format!(
                 "\n[[peers]]\nid = {peer}\nname = \"{}\"\n",

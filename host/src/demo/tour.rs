@@ -3,7 +3,8 @@
 //! sends a mailbox message, kills a node (the others declare it down, and
 //! the detection time is measured), restarts it (the others see its new
 //! incarnation), protects an application (recovered in place, failed
-//! over), protects an application on a guest through its appserver
+//! over once the lost node's quorum lease ends: quorum is on by default
+//! with three nodes), protects an application on a guest through its appserver
 //! (recovered in place), and ends with a summary.
 
 use std::io::{BufRead, BufReader, Write};
@@ -62,6 +63,8 @@ pub fn run(program: &Path) -> Result<(), String> {
         }
     };
     let mut cluster = LocalCluster::with_extra_paths(program, 3, 2, lines)?;
+    // On the daemon's defaults: with three nodes, quorum is on.
+    cluster.default_quorum()?;
     say(format_args!(
         "Configs and logs (removed at the end): {}",
         cluster.dir().display()
@@ -185,7 +188,7 @@ pub fn run(program: &Path) -> Result<(), String> {
     say(format_args!(
         "Summary: one path cut without losing a node; a mailbox message delivered and acknowledged;\n\
          a crashed node detected in {detection:.0?}; its restart recognised by its new incarnation;\n\
-         a protected application recovered in place in {recovered:.0?} and failed over to another node in {failed_over:.0?};\n\
+         a protected application recovered in place in {recovered:.0?} and failed over to another node in {failed_over:.1?} (after alpha's lease);\n\
          an application on a guest, watched over mutual TLS, recovered in place in {guest_recovered:.0?}."
     ));
     Ok(())
@@ -215,6 +218,14 @@ fn protect(program: &Path, cluster: &mut LocalCluster) -> Result<(Duration, Dura
         })
         .collect::<Result<_, _>>()
         .map_err(|e| format!("cannot write the application's scripts: {e}"))?;
+    // Changes need quorum: its lease comes from the peers' echoes, a few
+    // heartbeats after charlie's restart.
+    wait_for(Duration::from_secs(15), "quorum on alpha", || {
+        matches!(
+            cluster.ask(ALPHA, Request::Resources),
+            Ok(Response::Resources(report)) if report.quorum.is_none_or(|q| q.quorate)
+        )
+    })?;
     for (app, priority) in apps.iter().zip([1, 2]) {
         admin(program, cluster, ALPHA, &app.create_args(priority))?;
     }
@@ -272,16 +283,28 @@ fn protect(program: &Path, cluster: &mut LocalCluster) -> Result<(Duration, Dura
     cluster.kill(ALPHA);
     let killed = Instant::now();
     apps[0].kill();
+    let lease = match cluster.ask(BRAVO, Request::Resources) {
+        Ok(Response::Resources(report)) => report.quorum.map(|q| q.lease_ms),
+        _ => None,
+    };
     wait_for(
-        Duration::from_secs(10),
+        Duration::from_secs(20),
         "bravo to take the application over",
         || http_get(port).is_some_and(|a| a.contains("bravo")),
     )?;
     let failed_over = killed.elapsed();
     say(format_args!(
-        "   bravo (next by priority) brought it in service: \"{}\" {failed_over:.0?} after the kill.",
+        "   bravo (next by priority) brought it in service: \"{}\" {failed_over:.1?} after the kill.",
         http_get(port).unwrap_or_default()
     ));
+    if let Some(lease) = lease {
+        say(format_args!(
+            "   It waited for alpha's quorum lease ({} ms) to run out: unheard, alpha might have run it until then.\n   \
+             A fence device ([[fence]]) confirming alpha is off ends the wait sooner; a watchdog device on alpha\n   \
+             ([quorum] watchdog) resets it by then if its daemon dies with the application running (the demo killed both).",
+            lease
+        ));
+    }
     cluster.start(ALPHA)?;
     let alpha_web = crate::resources::lcd::Place {
         node: ALPHA,
