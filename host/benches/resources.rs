@@ -151,12 +151,7 @@ impl Site {
         let work = tempfile::tempdir().unwrap();
         let manifest = format!("quick_check_interval = \"{check_every}\"\nrecover_attempts = 1\n");
         install_kits(&cluster, &[("gen/app", &manifest)]).unwrap();
-        for node in 1..=nodes {
-            let config = cluster.config_path(node);
-            let mut text = std::fs::read_to_string(&config).unwrap();
-            text.push_str(extra);
-            std::fs::write(&config, text).unwrap();
-        }
+        cluster.add_config(extra).unwrap();
         cluster.start_all().unwrap();
         wait_for(Duration::from_secs(10), "every node up", || {
             cluster.all_up()

@@ -115,14 +115,11 @@ fn a_cut_off_node_stops_within_its_lease_and_the_majority_takes_over_after() {
 
 #[test]
 fn a_bad_quorum_section_is_refused_with_its_line() {
-    let site = Site::start(1);
+    let mut site = Site::start(1);
     let path = site.cluster.config_path(1);
-    let text = std::fs::read_to_string(&path).unwrap();
-    std::fs::write(
-        &path,
-        format!("{text}\n[quorum]\nenabled = true\nlease = \"300ms\"\n"),
-    )
-    .unwrap();
+    site.cluster
+        .add_config("\n[quorum]\nenabled = true\nlease = \"300ms\"\n")
+        .unwrap();
     let out = std::process::Command::new(common::BIN)
         .arg("check-config")
         .arg(&path)
