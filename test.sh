@@ -14,9 +14,12 @@ done
 rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
 rustup component list --installed | grep -q '^clippy' || rustup component add clippy
 
-step "system packages: socat (serial path tests), iproute2 and iptables (network namespace tests), qemu-system-arm (dongle tests), MinGW (the Windows build), fence-agents, ipmitool and openipmi (fencing against a simulated BMC)"
+step "system packages: socat (serial path tests), iproute2 and iptables (network namespace tests), qemu-system-arm (dongle tests), qemu-system-x86, busybox-static and cpio (a real watchdog reset in a virtual machine), MinGW (the Windows build), fence-agents, ipmitool and openipmi (fencing against a simulated BMC)"
 missing=()
 command -v qemu-system-arm >/dev/null || missing+=(qemu-system-arm)
+command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86)
+[ -x /bin/busybox ] || missing+=(busybox-static)
+command -v cpio >/dev/null || missing+=(cpio)
 command -v socat >/dev/null || missing+=(socat)
 command -v ip >/dev/null || missing+=(iproute2)
 command -v iptables >/dev/null || missing+=(iptables)
@@ -40,6 +43,28 @@ if [ $((${#missing[@]} + ${#lean[@]})) -gt 0 ]; then
   else
     echo "not installed and cannot install (needs root and apt-get): ${missing[*]} ${lean[*]}; the tests that need them will say they were skipped"
   fi
+fi
+
+step "a Linux kernel for the watchdog test's virtual machine (Debian's cloud kernel, its softdog module), in target/vm"
+# Downloaded, not installed: only the kernel image and two modules are kept.
+vm=target/vm
+fetch_kernel() {
+  local package work
+  package=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null | awk '/Depends: linux-image-/ { print $2; exit }')
+  if [ -z "$package" ] && [ "$(id -u)" = 0 ]; then
+    apt-get update -qq
+    package=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null | awk '/Depends: linux-image-/ { print $2; exit }')
+  fi
+  [ -n "$package" ] || return 1
+  work=$(mktemp -d)
+  (cd "$work" && apt-get download -qq "$package" 2>/dev/null && dpkg-deb -x ./*.deb root) || { rm -rf "$work"; return 1; }
+  mkdir -p "$vm"
+  cp "$work"/root/boot/vmlinuz-* "$vm/vmlinuz"
+  find "$work/root/lib/modules" \( -name softdog.ko -o -name watchdog.ko \) -exec cp {} "$vm/" \;
+  rm -rf "$work"
+}
+if [ ! -s "$vm/vmlinuz" ] || [ ! -s "$vm/softdog.ko" ] || [ ! -s "$vm/watchdog.ko" ]; then
+  fetch_kernel || echo "cannot fetch linux-image-cloud-amd64 (needs apt); the watchdog VM test will say it was skipped"
 fi
 
 # Crates built on their own: the fuzz target (nightly) and the size probe (thumbv7m).
@@ -76,5 +101,5 @@ cargo clippy -p heartline --target x86_64-pc-windows-gnu --locked -- -D warnings
 step "fuzz target compiles"
 cargo check --manifest-path core/fuzz/Cargo.toml --locked
 
-step "tests: unit, property, endpoint, the resource brain's rules, simulators (400 protocol seeds, 1,000 resource seeds), daemons on loopback, serial, UDP, netns, resources, decisions and failover, quorum and leases, fencing (fence_ipmilan against ipmi_sim), network-namespace partitions with a witness, the admin channel, guest monitoring over TLS, the dongle under QEMU (witness and fence device too)"
+step "tests: unit, property, endpoint, the resource brain's rules, simulators (400 protocol seeds, 1,000 resource seeds), daemons on loopback, serial, UDP, netns, resources, decisions and failover, quorum and leases, fencing (fence_ipmilan against ipmi_sim), network-namespace partitions with a witness, the admin channel, guest monitoring over TLS, the dongle under QEMU (witness and fence device too), a real watchdog reset in a QEMU virtual machine"
 cargo test --workspace --locked

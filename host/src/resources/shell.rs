@@ -346,7 +346,16 @@ impl Shell {
             .brain
             .fence_deadline()
             .map(|at| (self.started + Duration::from_micros(at.as_micros())).into_std());
-        match watchdog.tend(std::time::Instant::now(), deadline) {
+        let was_armed = watchdog.armed();
+        let tended = watchdog.tend(std::time::Instant::now(), deadline);
+        match (was_armed, watchdog.armed()) {
+            (false, true) => info!(
+                "watchdog armed: something may run here, so the device is fed until this node's lease ends"
+            ),
+            (true, false) => info!("watchdog disarmed: nothing may run here"),
+            _ => {}
+        }
+        match tended {
             Ok(crate::sys::watchdog::Tended::Starved) => {
                 if self.watchdog_failure.is_none() {
                     let text = "the watchdog is no longer fed: this node's lease ends before another feed would; it resets unless what runs here stops or the lease is renewed".to_string();
