@@ -177,7 +177,8 @@ pub struct NodeReport {
 /// Quorum, for `status`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QuorumReport {
-    /// Votes of the nodes this node sees up, itself included.
+    /// Votes that count here: this node's and those of the peers up that
+    /// announced the same expected votes (the witness's too, when it counts).
     pub votes: u32,
     /// The cluster's expected votes.
     pub expected: u32,

@@ -56,10 +56,17 @@ impl Members {
             .collect()
     }
 
+    /// The lowest node up, leaving out a peer that announced other expected
+    /// votes than this node's (its `[quorum]` differs: it holds no quorum
+    /// with this node, so it must not decide for it). One misconfigured
+    /// node with the lowest id would otherwise leave the cluster without a
+    /// coordinator that may start anything.
     pub(super) fn coordinator(&self, cfg: &BrainConfig) -> u16 {
+        let expected = cfg.quorum.as_ref().map_or(0, |q| q.expected);
         self.up
-            .keys()
-            .copied()
+            .iter()
+            .filter(|(_, p)| !p.synced || p.flags.expected_votes == expected)
+            .map(|(n, _)| *n)
             .chain([cfg.node])
             .min()
             .unwrap_or(cfg.node)

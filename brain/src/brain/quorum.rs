@@ -179,7 +179,8 @@ pub(super) struct QuorumState {
 /// Quorum as this node sees it, for `status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QuorumStatus {
-    /// Votes of the nodes this node sees up, itself included.
+    /// Votes that count here: this node's and those of the peers up that
+    /// announced the same expected votes (the witness's too, when it counts).
     pub votes: u32,
     /// The cluster's expected votes.
     pub expected: u32,
@@ -528,7 +529,16 @@ impl Brain {
     pub fn quorum(&self) -> Option<QuorumStatus> {
         let q = self.cfg.quorum.as_ref()?;
         let witness = q.witness.then(|| self.witness_counts());
-        let votes = self.view().keys().map(|n| q.votes_of(*n)).sum::<u32>()
+        // The votes that count: this node's, and those of the peers up that
+        // said hello with the same expected votes (as the lease counts them).
+        let votes = q.votes_of(self.cfg.node)
+            + self
+                .members
+                .up
+                .iter()
+                .filter(|(_, p)| p.synced && p.flags.expected_votes == q.expected)
+                .map(|(n, _)| q.votes_of(*n))
+                .sum::<u32>()
             + u32::from(witness == Some(true));
         let lease_until = self.lease_end().filter(|end| self.now < *end);
         Some(QuorumStatus {

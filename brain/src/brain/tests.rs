@@ -1590,6 +1590,35 @@ fn who_is_configured_apart_does_not_depend_on_the_order_nodes_are_heard_in() {
 }
 
 #[test]
+fn a_node_configured_apart_with_the_lowest_id_does_not_keep_the_others_from_running() {
+    // Node 1 coordinates by its id, but its [quorum] differs: it refuses
+    // to start, and the others (a majority without it) must not wait on
+    // it: node 2 coordinates them, and db, on node 1 before, runs on one
+    // of them.
+    let mut c = Cluster::quorate(3, LEASE);
+    c.extend("db", &[1, 2, 3]);
+    in_service(&mut c, 1, "db");
+    for n in [1, 2, 3] {
+        c.crash(n, true);
+    }
+    c.advance(Duration::from_secs(4));
+    c.expected.insert(1, 5);
+    for n in [1, 2, 3] {
+        c.restart(n);
+    }
+    c.settle();
+    assert!(c.brains[&1].quorum().unwrap().refused.is_some());
+    for n in [2, 3] {
+        assert_eq!(c.brains[&n].coordinator(), 2, "node {n}");
+        assert!(c.brains[&n].quorum().unwrap().quorate, "node {n}");
+    }
+    c.advance(Duration::from_secs(5));
+    c.settle();
+    assert_eq!(c.running("db"), [2], "{:#?}", c.notices);
+    c.assert_never_twice();
+}
+
+#[test]
 fn a_node_configured_as_a_majority_of_its_own_and_cut_off_while_undecided_starts_nothing() {
     let mut c = Cluster::quorate(3, LEASE);
     c.extend("db", &[3, 1, 2]);

@@ -170,6 +170,7 @@ fn check_resource_seeds(first: u64, count: u64, quorum: bool) -> ExitCode {
     let mut total = resources::Report::default();
     // Takeovers in the seeds with fence devices.
     let mut fenced = Vec::new();
+    let mut apart = 0u64;
     for seed in first..first.saturating_add(count) {
         let mut scenario = resources::Scenario::from_seed(seed);
         scenario.quorum = quorum;
@@ -181,6 +182,7 @@ fn check_resource_seeds(first: u64, count: u64, quorum: bool) -> ExitCode {
                 if scenario.fencing.is_some() {
                     fenced.extend(report.takeovers.iter().copied());
                 }
+                apart += u64::from(scenario.quorum && scenario.apart.is_some());
                 total.steps += report.steps;
                 total.faults += report.faults;
                 total.split_brain.partition += report.split_brain.partition;
@@ -240,6 +242,11 @@ fn check_resource_seeds(first: u64, count: u64, quorum: bool) -> ExitCode {
         quantile(&fenced, 0.5),
         quantile(&fenced, 0.99)
     );
+    if quorum {
+        say!(
+            "  {apart} passing seeds with a node whose [quorum] is configured apart: it started nothing, the others ran without it"
+        );
+    }
     if failed == 0 {
         ExitCode::SUCCESS
     } else {

@@ -142,6 +142,12 @@ pub struct Scenario {
     /// Each node's clock rate, in parts per million off true time (within
     /// the ±1% the brain's drift margin allows for).
     pub drift_ppm: Vec<i32>,
+    /// A node whose `[quorum]` gives other expected votes than the rest's
+    /// (a misconfiguration), and the number it gives: it must never start
+    /// anything, and the others run without its vote. On a fifth of the
+    /// seeds of three nodes or more: one or two votes more than there are,
+    /// or a majority of its own (1).
+    pub apart: Option<(usize, u32)>,
 }
 
 /// How the simulated fence devices behave.
@@ -251,6 +257,7 @@ impl Scenario {
             witness_outages: Vec::new(),
             fencing: None,
             drift_ppm: vec![0; nodes],
+            apart: None,
             scripts: Scripts {
                 longest: Duration::from_millis(rng.random_range(2..=60)),
                 restore_fails: if rng.random_ratio(1, 3) { 0.0 } else { 0.02 },
@@ -331,13 +338,22 @@ impl Scenario {
             scenario.faults.push((at, fault));
         }
         // At the end of the faulty span: standby off everywhere, and every
-        // failure cleaned up, so that what should run can run.
+        // failure cleaned up, so that what should run can run. Asked of a
+        // node configured like the rest (see `apart` below, drawn from a
+        // stream of its own so that the other faults stay as they were).
+        let mut arng = ChaCha8Rng::seed_from_u64(seed ^ 0xa9a7_0ff5);
+        if nodes >= 3 && arng.random_ratio(1, 5) {
+            let total = u32::try_from(nodes).unwrap_or(u32::MAX) + u32::from(scenario.witness);
+            let expected = [total + 1, total + 2, 1][arng.random_range(0..3)];
+            scenario.apart = Some((arng.random_range(0..nodes), expected));
+        }
+        let tidier = usize::from(scenario.apart.is_some_and(|(n, _)| n == 0));
         let tidy = Instant::from_millis(last);
         for node in 0..nodes {
             scenario.faults.push((
                 tidy,
                 Fault::Admin {
-                    node: 0,
+                    node: tidier,
                     request: Admin::Standby(node, false),
                 },
             ));
@@ -345,7 +361,7 @@ impl Scenario {
         scenario.faults.push((
             tidy + Duration::from_millis(2_000),
             Fault::Admin {
-                node: 0,
+                node: tidier,
                 request: Admin::Cleanup,
             },
         ));
@@ -411,6 +427,12 @@ impl Scenario {
             .collect();
         scenario.quiet = Duration::from_secs(12) + scenario.detection() * 2;
         scenario
+    }
+
+    /// Whether node `index` is configured apart (see [`Scenario::apart`]).
+    #[must_use]
+    pub fn is_apart(&self, index: usize) -> bool {
+        self.quorum && self.apart.is_some_and(|(n, _)| n == index)
     }
 }
 

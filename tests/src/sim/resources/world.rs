@@ -468,6 +468,11 @@ impl World<'_> {
                 QuorumConfig::majority(&cfg.nodes, LEASE, STOP_BOUND)
             };
             quorum.detect_floor = self.sc.detection_floor();
+            if let Some((apart, expected)) = self.sc.apart
+                && apart == index
+            {
+                quorum.expected = expected;
+            }
             cfg.quorum = Some(quorum);
             if self.sc.fencing.is_some() {
                 let mut fencing = FenceConfig {
@@ -1183,6 +1188,13 @@ impl World<'_> {
         let Some(g) = self.group_of(tag) else {
             return Ok(());
         };
+        if self.sc.is_apart(index) {
+            return Err(self.violation(format!(
+                "{tag} started on node {}, whose [quorum] is configured apart (expected votes {:?}): it must refuse to start",
+                index + 1,
+                self.sc.apart.map(|(_, e)| e)
+            )));
+        }
         for other in self.runs_on(g) {
             if other == index {
                 continue;
@@ -1418,6 +1430,7 @@ impl World<'_> {
                 .filter(|&n| {
                     n != from
                         && self.alive(n)
+                        && !self.sc.is_apart(n)
                         && with_judge(n)
                         && !model.standby.contains(&node_id(n))
                         && !failed(n)
@@ -1662,20 +1675,29 @@ impl World<'_> {
             if blocked {
                 self.apps.remove(&(index, tag.clone()));
             }
-            let _ = self.ask(index, Request::Cleanup { tag, node: None }, Admin::Cleanup);
+            // A node configured apart refuses changes: asked of another.
+            let (at, node) = match self.tidier() {
+                Some(other) if self.sc.is_apart(index) => (other, Some(node_id(index))),
+                _ => (index, None),
+            };
+            let _ = self.ask(at, Request::Cleanup { tag, node }, Admin::Cleanup);
         }
-        if maintenance {
-            if let Some(index) = (0..self.sc.nodes).find(|&n| self.alive(n)) {
-                let _ = self.ask(index, Request::Maintenance { on: false }, Admin::Cleanup);
-            }
+        if maintenance && let Some(index) = self.tidier() {
+            let _ = self.ask(index, Request::Maintenance { on: false }, Admin::Cleanup);
         }
+    }
+
+    /// The node the tidying is asked of: the first alive and configured
+    /// like the rest.
+    fn tidier(&self) -> Option<usize> {
+        (0..self.sc.nodes).find(|&n| self.alive(n) && !self.sc.is_apart(n))
     }
 
     /// After the faults: standby off, maintenance off, failures cleaned up,
     /// again every two seconds while anything is left.
     fn tidy(&mut self) {
         self.tidy_next = None;
-        let Some(index) = (0..self.sc.nodes).find(|&n| self.alive(n)) else {
+        let Some(index) = self.tidier() else {
             self.tidy_next = Some(self.now + Duration::from_secs(2));
             return;
         };
@@ -1766,9 +1788,10 @@ impl World<'_> {
             }
             let blocked = states.iter().any(|(_, s)| *s == State::Blocked);
             let someone = spec.nodes.iter().any(|&n| {
-                !states
-                    .iter()
-                    .any(|(p, s)| p.node == node_id(n) && s.failed())
+                !self.sc.is_apart(n)
+                    && !states
+                        .iter()
+                        .any(|(p, s)| p.node == node_id(n) && s.failed())
             });
             match role {
                 Some(Role::Started) if !blocked && someone && running.is_empty() => {
