@@ -56,16 +56,22 @@ impl Members {
             .collect()
     }
 
-    /// The lowest node up, leaving out a peer that announced other expected
-    /// votes than this node's (its `[quorum]` differs: it holds no quorum
-    /// with this node, so it must not decide for it). One misconfigured
-    /// node with the lowest id would otherwise leave the cluster without a
-    /// coordinator that may start anything.
+    /// The lowest node up, leaving out a peer that runs quorum with other
+    /// expected votes than this node's (its `[quorum]` differs: it holds no
+    /// quorum with this node, so it must not decide for it). One
+    /// misconfigured node with the lowest id would otherwise leave the
+    /// cluster without a coordinator that may start anything. A node with
+    /// quorum off on either side is left in, as before (a cluster turning
+    /// quorum on node by node keeps one coordinator).
     pub(super) fn coordinator(&self, cfg: &BrainConfig) -> u16 {
         let expected = cfg.quorum.as_ref().map_or(0, |q| q.expected);
+        let apart = |p: &Peer| {
+            let theirs = p.flags.expected_votes;
+            p.synced && expected != 0 && theirs != 0 && theirs != expected
+        };
         self.up
             .iter()
-            .filter(|(_, p)| !p.synced || p.flags.expected_votes == expected)
+            .filter(|(_, p)| !apart(p))
             .map(|(n, _)| *n)
             .chain([cfg.node])
             .min()
