@@ -101,5 +101,5 @@ cargo clippy -p heartline --target x86_64-pc-windows-gnu --locked -- -D warnings
 step "fuzz target compiles"
 cargo check --manifest-path core/fuzz/Cargo.toml --locked
 
-step "tests: unit, property, endpoint, the resource brain's rules, simulators (400 protocol seeds, 1,000 resource seeds), daemons on loopback, serial, UDP, netns, resources, decisions and failover, quorum and leases, fencing (fence_ipmilan against ipmi_sim), network-namespace partitions with a witness, the admin channel, guest monitoring over TLS, the dongle under QEMU (witness and fence device too), a real watchdog reset in a QEMU virtual machine"
+step "tests: unit, property, endpoint, the resource brain's rules, simulators (400 protocol seeds, 1,000 resource seeds), daemons on loopback, serial, UDP, netns, resources, decisions and failover, quorum and leases, fencing (fence_ipmilan against ipmi_sim), network-namespace partitions with a witness, the IP kit in network namespaces, the admin channel, guest monitoring over TLS, the dongle under QEMU (witness and fence device too), a real watchdog reset in a QEMU virtual machine"
 cargo test --workspace --locked

@@ -15,6 +15,7 @@ const LAYERS: &[&str] = &[
     "transport",
     "comm",
     "witness",
+    "ip",
     "resources",
     "appmon",
     "control",

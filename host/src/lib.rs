@@ -11,6 +11,7 @@
 //! | [`transport`] | TCP, UDP and serial paths: bytes in and out |
 //! | [`comm`] | the communication manager: endpoint, mailboxes, status, dongles |
 //! | [`witness`] | `heartline witness`: a third machine's quorum vote for clusters |
+//! | `ip` (Linux) | the IP kit: virtual addresses through netlink, ARP and neighbour discovery |
 //! | [`resources`] | the resource manager, kits, scripts, the configuration database |
 //! | [`appmon`] | guest application monitoring: appserver, appmgr, TLS |
 //! | [`control`] | the CLI protocol, its server, its client, the socket or pipe |
@@ -31,6 +32,9 @@ pub mod transport;
 pub mod comm;
 
 pub mod witness;
+
+#[cfg(target_os = "linux")]
+pub mod ip;
 
 pub mod resources;
 

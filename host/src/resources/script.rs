@@ -91,6 +91,22 @@ impl ScriptRun {
         self.outcome == Outcome::Succeeded
     }
 
+    /// What the resource brain is told of the run: how it ended, and for
+    /// a run that failed, the last line of its output (usually the cause).
+    #[must_use]
+    pub fn summary(&self) -> String {
+        let last = self
+            .output
+            .lines()
+            .rev()
+            .map(str::trim)
+            .find(|l| !l.is_empty());
+        match last {
+            Some(line) if !self.succeeded() => format!("{self}: {line}"),
+            _ => self.to_string(),
+        }
+    }
+
     /// A run that never started, for `reason`.
     #[must_use]
     pub fn cannot_run(reason: String) -> ScriptRun {

@@ -133,6 +133,11 @@ pub fn start(
     nodes.insert(node);
     let mut cfg = BrainConfig::new(node, incarnation, nodes);
     cfg.kits = kits.brain_info();
+    #[cfg(target_os = "linux")]
+    {
+        let (name, info) = crate::ip::brain_info();
+        cfg.kits.insert(name, info);
+    }
     for (kind, kit) in &cfg.kits {
         if !kit.problems.is_empty() {
             error!(
@@ -413,7 +418,7 @@ impl Shell {
                     Input::ScriptDone {
                         job,
                         ok,
-                        summary: run.to_string(),
+                        summary: run.summary(),
                     },
                 );
             }
@@ -445,6 +450,9 @@ impl Shell {
         let Request::Change { change } = request else {
             return None;
         };
+        if let Some(refused) = self.bad_builtin_props(change) {
+            return Some(refused);
+        }
         let (place, resource, props) = match change {
             Change::CreateResource(r) => (&r.place, r, r.props.clone()),
             Change::SetProp {
@@ -464,6 +472,27 @@ impl Shell {
         let kit = self.kits.get(&resource.app, &resource.rtype)?;
         let found = kit.unsafe_user_scripts(&Action::ALL, &props);
         (!found.is_empty()).then(|| format!("{place}: {}", found.join("; ")))
+    }
+
+    /// A resource of a built-in kit (the IP kit) created, or given a
+    /// property, that its kit cannot use: why, in one line naming the
+    /// property (checked wherever the request arrives).
+    fn bad_builtin_props(&self, change: &Change) -> Option<String> {
+        let (place, resource, props) = match change {
+            Change::CreateResource(r) => (&r.place, r, r.props.clone()),
+            Change::SetProp { place, name, value } => {
+                let resource = self.brain.model().resources.get(place)?;
+                let mut props = resource.props.clone();
+                match value {
+                    Some(value) => props.insert(name.clone(), value.clone()),
+                    None => props.remove(name),
+                };
+                (place, resource, props)
+            }
+            _ => return None,
+        };
+        builtin_props_problem(&resource.app, &resource.rtype, &props)
+            .map(|e| format!("{place}: {e}"))
     }
 
     fn on_comm(&mut self, event: ToBrain) {
@@ -658,6 +687,18 @@ impl Shell {
     /// Runs one script of a job as a task; its end comes back as an input.
     fn run_script(&self, job: JobId, action: Action, resource: &Resource, event: Option<&str>) {
         let inputs = self.inputs.clone();
+        if is_builtin(&resource.app, &resource.rtype) {
+            let props = resource.props.clone();
+            let tag = resource.place.tag.clone();
+            tokio::spawn(async move {
+                let run = run_builtin(action, &props).await;
+                if run.succeeded() && action != Action::QuickCheck {
+                    info!("{action} {tag}: {}", run.output);
+                }
+                let _ = inputs.send(ShellInput::Script { job, run });
+            });
+            return;
+        }
         let Some(kit) = self.kits.get(&resource.app, &resource.rtype) else {
             let why = format!(
                 "cannot run {action}: no recovery kit {}/{} on this node",
@@ -695,6 +736,74 @@ impl Shell {
             }
             let _ = inputs.send(ShellInput::Script { job, run });
         });
+    }
+}
+
+/// Whether `app/rtype` is a kit built into the daemon (the IP kit).
+fn is_builtin(app: &str, rtype: &str) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        crate::ip::is_builtin(app, rtype)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        app == "ip" && rtype == "vip"
+    }
+}
+
+/// Why a built-in kit cannot use `props`, if it cannot.
+fn builtin_props_problem(
+    app: &str,
+    rtype: &str,
+    props: &std::collections::BTreeMap<String, String>,
+) -> Option<String> {
+    if !is_builtin(app, rtype) {
+        return None;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        crate::ip::vip::VipSpec::from_props(props).err()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = props;
+        Some("the IP kit (ip/vip) runs on Linux only".into())
+    }
+}
+
+/// How long a built-in kit's action may take: an address is added or
+/// removed in microseconds; a restore probes and announces for at most a
+/// few seconds (both bounded to 10 s by its properties).
+const BUILTIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Carries out `action` of a built-in kit, as a script run would end.
+async fn run_builtin(
+    action: Action,
+    props: &std::collections::BTreeMap<String, String>,
+) -> ScriptRun {
+    let started = std::time::Instant::now();
+    #[cfg(target_os = "linux")]
+    let done = tokio::time::timeout(BUILTIN_TIMEOUT, crate::ip::vip::act(action, props)).await;
+    #[cfg(not(target_os = "linux"))]
+    let done: Result<Result<String, String>, tokio::time::error::Elapsed> = {
+        let _ = (action, props, BUILTIN_TIMEOUT);
+        Ok(Err("the IP kit (ip/vip) runs on Linux only".into()))
+    };
+    let (outcome, output) = match done {
+        Ok(Ok(line)) => (script::Outcome::Succeeded, line),
+        Ok(Err(line)) => (
+            script::Outcome::Failed {
+                code: Some(1),
+                signal: None,
+            },
+            line,
+        ),
+        Err(_) => (script::Outcome::TimedOut, String::new()),
+    };
+    ScriptRun {
+        outcome,
+        output,
+        elapsed: started.elapsed(),
     }
 }
 

@@ -1,0 +1,184 @@
+//! The kernel's routing netlink, through `rtnetlink`: an interface's index,
+//! state and hardware address; finding, adding and deleting an address.
+
+use std::net::IpAddr;
+
+use futures_util::stream::TryStreamExt;
+use rtnetlink::packet_route::address::{
+    AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage,
+};
+use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+
+use super::vip::VipSpec;
+
+/// An interface, as the kernel reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    /// Its index.
+    pub index: u32,
+    /// Its name.
+    pub name: String,
+    /// Administratively up (`IFF_UP`).
+    pub up: bool,
+    /// Carrier present (`IFF_LOWER_UP`).
+    pub carrier: bool,
+    /// Its hardware address (empty if it has none).
+    pub mac: Vec<u8>,
+}
+
+impl Link {
+    fn from_message(message: &LinkMessage) -> Link {
+        let mut link = Link {
+            index: message.header.index,
+            name: String::new(),
+            up: message.header.flags.contains(LinkFlags::Up),
+            carrier: message.header.flags.contains(LinkFlags::LowerUp),
+            mac: Vec::new(),
+        };
+        for attribute in &message.attributes {
+            match attribute {
+                LinkAttribute::IfName(name) => link.name.clone_from(name),
+                LinkAttribute::Address(mac) => link.mac.clone_from(mac),
+                _ => {}
+            }
+        }
+        link
+    }
+}
+
+/// A connection to the kernel's routing netlink.
+pub struct Netlink {
+    handle: rtnetlink::Handle,
+}
+
+impl std::fmt::Debug for Netlink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Netlink")
+    }
+}
+
+/// One line for a netlink failure.
+fn failed(what: &str, e: &rtnetlink::Error) -> String {
+    match e {
+        rtnetlink::Error::NetlinkError(message) => {
+            format!("{what}: {}", message.to_io())
+        }
+        other => format!("{what}: {other}"),
+    }
+}
+
+/// Whether `e` is the kernel's "no such device".
+fn no_device(e: &rtnetlink::Error) -> bool {
+    matches!(e, rtnetlink::Error::NetlinkError(m) if m.raw_code() == -19)
+}
+
+/// Whether `e` is the kernel's "exists".
+fn exists(e: &rtnetlink::Error) -> bool {
+    matches!(e, rtnetlink::Error::NetlinkError(m) if m.raw_code() == -17)
+}
+
+impl Netlink {
+    /// Opens a socket; its connection runs as a task of the runtime.
+    pub fn connect() -> std::io::Result<Netlink> {
+        let (connection, handle, _) = rtnetlink::new_connection()?;
+        tokio::spawn(connection);
+        Ok(Netlink { handle })
+    }
+
+    /// The interface named `name`, if there is one.
+    pub async fn link(&self, name: &str) -> Result<Option<Link>, String> {
+        let mut links = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute();
+        match links.try_next().await {
+            Ok(found) => Ok(found.as_ref().map(Link::from_message)),
+            Err(e) if no_device(&e) => Ok(None),
+            Err(e) => Err(failed(&format!("cannot read interface {name}"), &e)),
+        }
+    }
+
+    /// The interface with index `index`, if there is one.
+    pub async fn link_by_index(&self, index: u32) -> Result<Option<Link>, String> {
+        let mut links = self.handle.link().get().match_index(index).execute();
+        match links.try_next().await {
+            Ok(found) => Ok(found.as_ref().map(Link::from_message)),
+            Err(e) if no_device(&e) => Ok(None),
+            Err(e) => Err(failed(&format!("cannot read interface {index}"), &e)),
+        }
+    }
+
+    /// The address `address/prefix` on interface `index`, if it is there.
+    pub async fn find_address(
+        &self,
+        index: u32,
+        address: IpAddr,
+        prefix: u8,
+    ) -> Result<Option<AddressMessage>, String> {
+        let mut addresses = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute();
+        loop {
+            match addresses.try_next().await {
+                Ok(Some(message)) => {
+                    let matches = message.header.index == index
+                        && message.header.prefix_len == prefix
+                        && message.attributes.iter().any(|a| {
+                            matches!(a, AddressAttribute::Local(ip) | AddressAttribute::Address(ip) if *ip == address)
+                        });
+                    if matches {
+                        return Ok(Some(message));
+                    }
+                }
+                Ok(None) => return Ok(None),
+                Err(e) => return Err(failed("cannot list addresses", &e)),
+            }
+        }
+    }
+
+    /// Adds the address of `spec` to interface `index` (with its label, and
+    /// for IPv6 without duplicate address detection unless asked); an
+    /// address already there is no error.
+    pub async fn add_address(&self, index: u32, spec: &VipSpec) -> Result<(), String> {
+        let mut request = self.handle.address().add(index, spec.address, spec.prefix);
+        let message = request.message_mut();
+        if let Some(label) = &spec.label {
+            message
+                .attributes
+                .push(AddressAttribute::Label(label.clone()));
+        }
+        if spec.address.is_ipv6() && !spec.dad {
+            message.header.flags |= AddressHeaderFlags::Nodad;
+            message
+                .attributes
+                .push(AddressAttribute::Flags(AddressFlags::Nodad));
+        }
+        match request.execute().await {
+            Ok(()) => Ok(()),
+            Err(e) if exists(&e) => Ok(()),
+            Err(e) => Err(failed(
+                &format!(
+                    "cannot add {}/{} to {}",
+                    spec.address, spec.prefix, spec.interface
+                ),
+                &e,
+            )),
+        }
+    }
+
+    /// Deletes an address found by [`Netlink::find_address`]; one gone
+    /// meanwhile is no error.
+    pub async fn delete_address(&self, message: AddressMessage) -> Result<(), String> {
+        match self.handle.address().del(message).execute().await {
+            Ok(()) => Ok(()),
+            // EADDRNOTAVAIL: deleted meanwhile.
+            Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code() == -99 => Ok(()),
+            Err(e) => Err(failed("cannot delete the address", &e)),
+        }
+    }
+}

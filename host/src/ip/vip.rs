@@ -1,0 +1,349 @@
+//! A virtual IP resource: its properties ([`VipSpec`]) and its actions.
+//!
+//! - **restore** (and **recover**, which adds a missing address again): the
+//!   interface must be up with carrier; an address already there is kept;
+//!   otherwise no other host may answer for it ([`super::probe`], bounded),
+//!   then it is added (IPv6 without waiting for duplicate address
+//!   detection unless `dad = true`) and announced `announce_count` times,
+//!   `announce_interval` apart.
+//! - **quickCheck**: the interface exists, is up with carrier, and holds
+//!   the address.
+//! - **remove**: the address is deleted if present: removing twice, or from
+//!   an interface that is gone, succeeds.
+//! - **delete**: nothing to clean up.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use super::{announce, netlink, probe};
+use heartline_brain::action::Action;
+
+/// A virtual address, from a resource's properties.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VipSpec {
+    /// The address (`address = "192.0.2.10/24"`).
+    pub address: IpAddr,
+    /// Its prefix length.
+    pub prefix: u8,
+    /// The interface it is added to (`interface`).
+    pub interface: String,
+    /// An IPv4 label (`label`, as `ip addr add ... label eth0:web`).
+    pub label: Option<String>,
+    /// Gratuitous ARPs or unsolicited neighbour advertisements sent after
+    /// a restore (`announce_count`, default 3; 0 for none).
+    pub announce_count: u32,
+    /// Between them (`announce_interval`, default 100 ms).
+    pub announce_interval: Duration,
+    /// How long a restore waits for another host to answer for the address
+    /// before it adds it (`probe_timeout`, default 100 ms; `0s`: no probe).
+    pub probe_timeout: Duration,
+    /// IPv6: wait for the kernel's duplicate address detection (`dad`,
+    /// default false: the probe stands in for it and the address serves at
+    /// once).
+    pub dad: bool,
+}
+
+/// The properties [`VipSpec`] reads, for error messages.
+pub const PROPERTIES: &str = "address (with /prefix), interface, and optionally label, announce_count, announce_interval, probe_timeout, dad";
+
+impl VipSpec {
+    /// Reads the properties; an error names the property and what to do.
+    pub fn from_props(props: &BTreeMap<String, String>) -> Result<VipSpec, String> {
+        for key in props.keys() {
+            if ![
+                "address",
+                "interface",
+                "label",
+                "announce_count",
+                "announce_interval",
+                "probe_timeout",
+                "dad",
+            ]
+            .contains(&key.as_str())
+            {
+                return Err(format!(
+                    "ip/vip has no property `{key}`: its properties are {PROPERTIES}"
+                ));
+            }
+        }
+        let text = props.get("address").ok_or_else(|| {
+            "ip/vip needs an address: --prop address=192.0.2.10/24 (or an IPv6 address/prefix)"
+                .to_string()
+        })?;
+        let (ip, prefix) = text.split_once('/').ok_or_else(|| {
+            format!("address `{text}` has no prefix length: write it as 192.0.2.10/24")
+        })?;
+        let address: IpAddr = ip
+            .parse()
+            .map_err(|_| format!("address `{text}`: `{ip}` is not an IPv4 or IPv6 address"))?;
+        let most = if address.is_ipv4() { 32 } else { 128 };
+        let prefix: u8 = prefix
+            .parse()
+            .ok()
+            .filter(|p| *p <= most)
+            .ok_or_else(|| format!("address `{text}`: the prefix must be 0 to {most}"))?;
+        if address.is_unspecified() || address.is_multicast() || address.is_loopback() {
+            return Err(format!(
+                "address `{text}` cannot be a virtual address (unspecified, multicast or loopback)"
+            ));
+        }
+        let interface = props
+            .get("interface")
+            .filter(|i| !i.is_empty())
+            .ok_or_else(|| "ip/vip needs an interface: --prop interface=eth0".to_string())?
+            .clone();
+        if interface.len() > 15 || interface.contains(['/', ' ']) {
+            return Err(format!(
+                "interface `{interface}` is not an interface name (at most 15 characters, no / or space)"
+            ));
+        }
+        let label = props.get("label").cloned();
+        if let Some(label) = &label {
+            if address.is_ipv6() {
+                return Err("label applies to IPv4 addresses only".into());
+            }
+            if label.len() > 15 || !label.starts_with(interface.as_str()) {
+                return Err(format!(
+                    "label `{label}` must start with the interface name ({interface}) and be at most 15 characters, as eth0:web"
+                ));
+            }
+        }
+        let count = |key: &str, default: u32| -> Result<u32, String> {
+            props.get(key).map_or(Ok(default), |v| {
+                v.parse()
+                    .ok()
+                    .filter(|n| *n <= 100)
+                    .ok_or_else(|| format!("{key} `{v}` is not a count from 0 to 100"))
+            })
+        };
+        let duration = |key: &str, default: Duration| -> Result<Duration, String> {
+            props.get(key).map_or(Ok(default), |v| {
+                humantime::parse_duration(v)
+                    .ok()
+                    .filter(|d| *d <= Duration::from_secs(10))
+                    .ok_or_else(|| format!("{key} `{v}` is not a duration up to 10s, as 100ms"))
+            })
+        };
+        let dad = match props.get("dad").map(String::as_str) {
+            None | Some("false") => false,
+            Some("true") if address.is_ipv6() => true,
+            Some("true") => return Err("dad applies to IPv6 addresses only".into()),
+            Some(other) => return Err(format!("dad `{other}` is not true or false")),
+        };
+        Ok(VipSpec {
+            address,
+            prefix,
+            interface,
+            label,
+            announce_count: count("announce_count", 3)?,
+            announce_interval: duration("announce_interval", Duration::from_millis(100))?,
+            probe_timeout: duration("probe_timeout", Duration::from_millis(100))?,
+            dad,
+        })
+    }
+
+    /// `192.0.2.10/24 on eth0`.
+    fn name(&self) -> String {
+        format!("{}/{} on {}", self.address, self.prefix, self.interface)
+    }
+}
+
+/// Carries out `action`: one line saying what was done, or why it failed.
+pub async fn act(action: Action, props: &BTreeMap<String, String>) -> Result<String, String> {
+    let spec = VipSpec::from_props(props)?;
+    let nl = netlink::Netlink::connect().map_err(|e| {
+        format!("cannot open a netlink socket: {e} (is this Linux, and the daemon root?)")
+    })?;
+    match action {
+        Action::Restore | Action::Recover => restore(&nl, &spec).await,
+        Action::Remove => remove(&nl, &spec).await,
+        Action::QuickCheck => check(&nl, &spec).await,
+        Action::Delete => Ok("nothing to clean up".into()),
+    }
+}
+
+async fn restore(nl: &netlink::Netlink, spec: &VipSpec) -> Result<String, String> {
+    let link = usable_link(nl, spec).await?;
+    let name = spec.name();
+    if nl
+        .find_address(link.index, spec.address, spec.prefix)
+        .await?
+        .is_some()
+    {
+        let announced = announce::announce(&link, spec).await;
+        return Ok(format!("{name} was already there; {announced}"));
+    }
+    if !spec.probe_timeout.is_zero() {
+        if let Some(holder) = probe::answered(&link, spec.address, spec.probe_timeout).await? {
+            return Err(format!(
+                "{} is answered for by {holder} on {}: another host holds it, so it was not added (take it off that host, or change the address)",
+                spec.address, spec.interface
+            ));
+        }
+    }
+    nl.add_address(link.index, spec).await?;
+    let announced = announce::announce(&link, spec).await;
+    Ok(format!("added {name}; {announced}"))
+}
+
+async fn remove(nl: &netlink::Netlink, spec: &VipSpec) -> Result<String, String> {
+    let name = spec.name();
+    let Some(link) = nl.link(&spec.interface).await? else {
+        return Ok(format!(
+            "{name}: no interface {}, nothing to remove",
+            spec.interface
+        ));
+    };
+    match nl
+        .find_address(link.index, spec.address, spec.prefix)
+        .await?
+    {
+        Some(found) => {
+            nl.delete_address(found).await?;
+            Ok(format!("removed {name}"))
+        }
+        None => Ok(format!("{name} was not there")),
+    }
+}
+
+async fn check(nl: &netlink::Netlink, spec: &VipSpec) -> Result<String, String> {
+    let link = usable_link(nl, spec).await?;
+    if nl
+        .find_address(link.index, spec.address, spec.prefix)
+        .await?
+        .is_none()
+    {
+        return Err(format!("{} is missing", spec.name()));
+    }
+    Ok(format!("{} present, link up with carrier", spec.name()))
+}
+
+/// The interface, if it exists, is up and has carrier.
+async fn usable_link(nl: &netlink::Netlink, spec: &VipSpec) -> Result<netlink::Link, String> {
+    let link = nl
+        .link(&spec.interface)
+        .await?
+        .ok_or_else(|| format!("no interface {} on this node", spec.interface))?;
+    if !link.up {
+        return Err(format!(
+            "{} is administratively down (ip link set {} up)",
+            spec.interface, spec.interface
+        ));
+    }
+    if !link.carrier {
+        return Err(format!(
+            "{} has no carrier (cable, switch port or peer interface down)",
+            spec.interface
+        ));
+    }
+    Ok(link)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn props(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn properties_are_read_with_defaults_and_clear_errors() {
+        let spec = VipSpec::from_props(&props(&[
+            ("address", "192.0.2.10/24"),
+            ("interface", "eth0"),
+            ("label", "eth0:web"),
+        ]))
+        .unwrap();
+        assert_eq!(spec.address, "192.0.2.10".parse::<IpAddr>().unwrap());
+        assert_eq!((spec.prefix, spec.announce_count, spec.dad), (24, 3, false));
+        assert_eq!(spec.announce_interval, Duration::from_millis(100));
+        assert_eq!(spec.probe_timeout, Duration::from_millis(100));
+        let v6 = VipSpec::from_props(&props(&[
+            ("address", "2001:db8::10/64"),
+            ("interface", "eth1"),
+            ("dad", "true"),
+            ("announce_count", "0"),
+            ("probe_timeout", "0s"),
+        ]))
+        .unwrap();
+        assert!(v6.dad && v6.announce_count == 0 && v6.probe_timeout.is_zero());
+        for (pairs, expect) in [
+            (&[("interface", "eth0")][..], "needs an address"),
+            (
+                &[("address", "192.0.2.10"), ("interface", "eth0")][..],
+                "no prefix",
+            ),
+            (
+                &[("address", "192.0.2.300/24"), ("interface", "eth0")][..],
+                "not an IPv4",
+            ),
+            (
+                &[("address", "192.0.2.10/33"), ("interface", "eth0")][..],
+                "0 to 32",
+            ),
+            (
+                &[("address", "127.0.0.9/8"), ("interface", "eth0")][..],
+                "loopback",
+            ),
+            (&[("address", "192.0.2.10/24")][..], "needs an interface"),
+            (
+                &[
+                    ("address", "192.0.2.10/24"),
+                    ("interface", "eth0"),
+                    ("label", "web"),
+                ][..],
+                "must start with the interface",
+            ),
+            (
+                &[
+                    ("address", "2001:db8::1/64"),
+                    ("interface", "eth0"),
+                    ("label", "eth0:x"),
+                ][..],
+                "IPv4 addresses only",
+            ),
+            (
+                &[
+                    ("address", "192.0.2.10/24"),
+                    ("interface", "eth0"),
+                    ("dad", "true"),
+                ][..],
+                "IPv6 addresses only",
+            ),
+            (
+                &[
+                    ("address", "192.0.2.10/24"),
+                    ("interface", "eth0"),
+                    ("announce_count", "x"),
+                ][..],
+                "not a count",
+            ),
+            (
+                &[
+                    ("address", "192.0.2.10/24"),
+                    ("interface", "eth0"),
+                    ("probe_timeout", "1h"),
+                ][..],
+                "up to 10s",
+            ),
+            (
+                &[
+                    ("address", "192.0.2.10/24"),
+                    ("interface", "eth0"),
+                    ("colour", "red"),
+                ][..],
+                "no property `colour`",
+            ),
+        ] {
+            let e = VipSpec::from_props(&props(pairs)).unwrap_err();
+            assert!(e.contains(expect), "{pairs:?}: {e}");
+        }
+    }
+}

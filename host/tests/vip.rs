@@ -1,0 +1,681 @@
+//! The IP kit (`ip/vip`) on real interfaces: two daemons and a client, each
+//! in a network namespace of its own, on one bridge (`10.79.0.0/24`, and
+//! `2001:db8:79::/64`), the two nodes also joined by a direct link of their
+//! own (`10.79.1.0/24`, a second heartbeat path). `ip -ts monitor
+//! address` runs in both nodes' namespaces for the whole test, so that
+//! every moment the address was on a node is known from the kernel's own
+//! notifications, and never both at once is checked over the whole run.
+//! The test creates and removes its namespaces; without root or `ip` it
+//! says it was skipped.
+
+#![allow(clippy::unwrap_used)] // a test that cannot set up should panic
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::netns::{cannot_run, must, must_in, run};
+use heartline::control::client::ask_blocking;
+use heartline::control::{Request, Response};
+use heartline::demo::local_cluster::wait_for;
+
+const BIN: &str = env!("CARGO_BIN_EXE_heartline");
+const NET: &str = "10.79.0";
+const VIP: &str = "10.79.0.100";
+const VIP6: &str = "2001:db8:79::100";
+
+/// The namespaces `b` (the bridge), `n1`, `n2` and `c` (the client), the
+/// daemons and monitors in them; all removed on drop.
+struct Lab {
+    tag: String,
+    dir: tempfile::TempDir,
+    daemons: Vec<(u16, Child)>,
+    monitors: Vec<Child>,
+}
+
+impl Lab {
+    fn ns(&self, name: &str) -> String {
+        format!("hv{}{name}", self.tag)
+    }
+
+    /// The interface of `host` on the bridge (`n1`, `n2` or `c`).
+    fn dev(&self, host: &str) -> String {
+        format!("hv{}{host}", self.tag)
+    }
+
+    fn new() -> Lab {
+        static LABS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let lab = LABS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let mut lab = Lab {
+            tag: format!("{}{lab}", std::process::id() % 10_000),
+            dir: tempfile::tempdir().unwrap(),
+            daemons: Vec::new(),
+            monitors: Vec::new(),
+        };
+        let hub = lab.ns("b");
+        must(&["ip", "netns", "add", &hub]);
+        must_in(&hub, &["ip", "link", "add", "br0", "type", "bridge"]);
+        must_in(&hub, &["ip", "link", "set", "br0", "up"]);
+        for (host, last) in [("n1", 1), ("n2", 2), ("c", 50)] {
+            let ns = lab.ns(host);
+            let dev = lab.dev(host);
+            let end = format!("{dev}h");
+            must(&["ip", "netns", "add", &ns]);
+            must_in(&ns, &["ip", "link", "set", "lo", "up"]);
+            must(&[
+                "ip", "link", "add", &dev, "type", "veth", "peer", "name", &end,
+            ]);
+            must(&["ip", "link", "set", &dev, "netns", &ns]);
+            must(&["ip", "link", "set", &end, "netns", &hub]);
+            must_in(&hub, &["ip", "link", "set", &end, "master", "br0"]);
+            must_in(&hub, &["ip", "link", "set", &end, "up"]);
+            must_in(
+                &ns,
+                &[
+                    "ip",
+                    "addr",
+                    "add",
+                    &format!("{NET}.{last}/24"),
+                    "dev",
+                    &dev,
+                ],
+            );
+            must_in(
+                &ns,
+                &[
+                    "ip",
+                    "addr",
+                    "add",
+                    &format!("2001:db8:79::{last}/64"),
+                    "dev",
+                    &dev,
+                    "nodad",
+                ],
+            );
+            must_in(&ns, &["ip", "link", "set", &dev, "up"]);
+        }
+        // The nodes' second path: a link of their own.
+        let (x1, x2) = (format!("hv{}x1", lab.tag), format!("hv{}x2", lab.tag));
+        must(&[
+            "ip", "link", "add", &x1, "type", "veth", "peer", "name", &x2,
+        ]);
+        for (dev, host, last) in [(&x1, "n1", 1), (&x2, "n2", 2)] {
+            let ns = lab.ns(host);
+            must(&["ip", "link", "set", dev, "netns", &ns]);
+            must_in(
+                &ns,
+                &[
+                    "ip",
+                    "addr",
+                    "add",
+                    &format!("10.79.1.{last}/24"),
+                    "dev",
+                    dev,
+                ],
+            );
+            must_in(&ns, &["ip", "link", "set", dev, "up"]);
+        }
+        lab.configure();
+        for node in [1u16, 2] {
+            let monitor = Command::new("ip")
+                .args(["netns", "exec", &lab.ns(&format!("n{node}"))])
+                .args(["ip", "-ts", "monitor", "address"])
+                .stdout(std::fs::File::create(lab.path(&format!("monitor{node}"))).unwrap())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            lab.monitors.push(monitor);
+        }
+        for node in [1, 2] {
+            lab.start(node);
+        }
+        wait_for(Duration::from_secs(20), "both nodes up", || {
+            lab.sees_up(1, 2) && lab.sees_up(2, 1)
+        })
+        .unwrap_or_else(|e| panic!("{e}\n{}", lab.logs()));
+        lab
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn configure(&self) {
+        assert!(
+            Command::new(BIN)
+                .arg("keygen")
+                .arg(self.path("cluster.key"))
+                .stdout(Stdio::null())
+                .status()
+                .unwrap()
+                .success()
+        );
+        for node in [1u16, 2] {
+            let peer = 3 - node;
+            let text = format!(
+                "[cluster]\nname = \"vip\"\nid = 7\nkey_file = \"cluster.key\"\n[node]\nid = {node}\nname = \"n{node}\"\ncontrol_socket = \"n{node}.sock\"\nstate_dir = \"n{node}.state\"\n\
+                 [timing]\ninterval = \"50ms\"\nmisses = 5\n\
+                 [[peers]]\nid = {peer}\n\
+                 \x20 [[peers.paths]]\n  kind = \"tcp\"\n  local = \"{NET}.{node}:7500\"\n  remote = \"{NET}.{peer}:7500\"\n\
+                 \x20 [[peers.paths]]\n  kind = \"tcp\"\n  local = \"10.79.1.{node}:7501\"\n  remote = \"10.79.1.{peer}:7501\"\n"
+            );
+            std::fs::write(self.path(&format!("n{node}.toml")), text).unwrap();
+        }
+    }
+
+    fn start(&mut self, node: u16) {
+        let config = self.path(&format!("n{node}.toml")).display().to_string();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns(&format!("n{node}"))])
+            .args([BIN, "daemon", "--config", &config])
+            .current_dir(self.dir.path())
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.path(&format!("n{node}.log"))).unwrap())
+            .spawn()
+            .unwrap();
+        self.daemons.push((node, child));
+    }
+
+    fn socket(&self, node: u16) -> PathBuf {
+        self.path(&format!("n{node}.sock"))
+    }
+
+    /// Whether `node` sees `peer` up.
+    fn sees_up(&self, node: u16, peer: u16) -> bool {
+        match ask_blocking(&self.socket(node), Request::Status) {
+            Ok(Response::Status(status)) => status
+                .comm
+                .peers
+                .iter()
+                .any(|p| p.node == peer && p.state == "up"),
+            _ => false,
+        }
+    }
+
+    /// The CLI on `node`, which must succeed.
+    fn cli(&self, node: u16, args: &[&str]) -> String {
+        let out = Command::new(BIN)
+            .arg("--socket")
+            .arg(self.socket(node))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "heartline {args:?} on node {node}: {}{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.logs()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The CLI on `node`, which must fail: its error.
+    fn cli_error(&self, node: u16, args: &[&str]) -> String {
+        let out = Command::new(BIN)
+            .arg("--socket")
+            .arg(self.socket(node))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "heartline {args:?} succeeded");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// Whether `host`'s bridge interface holds `address`.
+    fn holds(&self, host: &str, address: &str) -> bool {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.ns(host),
+                "ip",
+                "-o",
+                "addr",
+                "show",
+                "dev",
+                &self.dev(host),
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).contains(&format!(" {address}/"))
+    }
+
+    /// Where the address is: the nodes holding it.
+    fn where_is(&self, address: &str) -> Vec<u16> {
+        [1u16, 2]
+            .into_iter()
+            .filter(|n| self.holds(&format!("n{n}"), address))
+            .collect()
+    }
+
+    /// The client's neighbour entry for `address`: its hardware address.
+    fn client_neighbour(&self, address: &str) -> Option<String> {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.ns("c"),
+                "ip",
+                "neigh",
+                "show",
+                address,
+            ])
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let mut words = text.split_whitespace();
+        words.find(|w| *w == "lladdr")?;
+        words.next().map(str::to_string)
+    }
+
+    /// `host`'s bridge interface's hardware address.
+    fn mac(&self, host: &str) -> String {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.ns(host), "cat"])
+            .arg(format!("/sys/class/net/{}/address", self.dev(host)))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// The VIP resource `tag` with `address` on both nodes (priority by
+    /// node id), node 2's equivalent to node 1's.
+    fn vip(&self, tag: &str, address: &str, extra: &[&str]) {
+        for node in [1u16, 2] {
+            self.vip_on(node, tag, address, extra);
+        }
+        self.cli(
+            1,
+            &[
+                "eqv",
+                "create",
+                "--tag",
+                tag,
+                "--other-node",
+                "2",
+                "--other-tag",
+                tag,
+            ],
+        );
+    }
+
+    /// The VIP resource `tag` on `node` alone (priority: its id).
+    fn vip_on(&self, node: u16, tag: &str, address: &str, extra: &[&str]) {
+        let node_s = node.to_string();
+        let dev = self.dev(&format!("n{node}"));
+        let address = format!("address={address}");
+        let interface = format!("interface={dev}");
+        let mut args = vec![
+            "ins",
+            "create",
+            "--node",
+            &node_s,
+            "--priority",
+            &node_s,
+            "--tag",
+            tag,
+            "--id",
+            tag,
+            "--app",
+            "ip",
+            "--type",
+            "vip",
+            "--prop",
+            &address,
+            "--prop",
+            &interface,
+        ];
+        for e in extra {
+            args.extend(["--prop", e]);
+        }
+        self.cli(1, &args);
+    }
+
+    /// The intervals (in seconds of the wall clock) in which node `node`
+    /// held `address`, from its monitor: open at the end if still held.
+    fn held(&self, node: u16, address: &str) -> Vec<(f64, f64)> {
+        let text =
+            std::fs::read_to_string(self.path(&format!("monitor{node}"))).unwrap_or_default();
+        let mut intervals = Vec::new();
+        let mut since: Option<f64> = None;
+        for line in text.lines() {
+            if !line.contains(&format!(" {address}/")) {
+                continue;
+            }
+            // "[2026-12-02T10:00:00.123456] 3: dev inet ..." or "Deleted ...".
+            let Some(at) = line
+                .strip_prefix('[')
+                .and_then(|l| l.split(']').next())
+                .and_then(wall_seconds)
+            else {
+                continue;
+            };
+            let deleted = line.contains("Deleted");
+            match (deleted, since) {
+                (false, None) => since = Some(at),
+                (true, Some(from)) => {
+                    intervals.push((from, at));
+                    since = None;
+                }
+                _ => {}
+            }
+        }
+        if let Some(from) = since {
+            intervals.push((from, f64::INFINITY));
+        }
+        intervals
+    }
+
+    /// The address was never on both nodes at once, by their kernels.
+    fn never_both(&self, address: &str) {
+        let (one, two) = (self.held(1, address), self.held(2, address));
+        assert!(
+            !one.is_empty() || !two.is_empty(),
+            "the monitors saw {address} nowhere\n{}",
+            self.logs()
+        );
+        for a in &one {
+            for b in &two {
+                assert!(
+                    a.1 <= b.0 || b.1 <= a.0,
+                    "{address} on both nodes: node 1 {a:?}, node 2 {b:?}\n{}",
+                    self.logs()
+                );
+            }
+        }
+    }
+
+    fn logs(&self) -> String {
+        ["n1.log", "n2.log", "monitor1", "monitor2"]
+            .iter()
+            .map(|l| {
+                format!(
+                    "--- {l}\n{}",
+                    std::fs::read_to_string(self.path(l)).unwrap_or_default()
+                )
+            })
+            .collect()
+    }
+}
+
+/// "2026-12-02T10:00:00.123456" (UTC, as `ip -ts` prints it in the
+/// local zone, which is UTC here) as seconds since midnight.
+fn wall_seconds(text: &str) -> Option<f64> {
+    let time = text.split('T').nth(1)?;
+    let mut parts = time.split(':');
+    let h: f64 = parts.next()?.parse().ok()?;
+    let m: f64 = parts.next()?.parse().ok()?;
+    let s: f64 = parts.next()?.parse().ok()?;
+    Some(h * 3600.0 + m * 60.0 + s)
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.daemons {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for child in &mut self.monitors {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for name in ["n1", "n2", "c", "b"] {
+            run(&["ip", "netns", "del", &self.ns(name)]);
+        }
+    }
+}
+
+fn lab() -> Option<Lab> {
+    if let Some(why) = cannot_run() {
+        eprintln!("SKIPPED: {why}");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "the VIP tests must run in CI: {why}"
+        );
+        return None;
+    }
+    Some(Lab::new())
+}
+
+#[test]
+fn a_vip_moves_between_two_daemons_announced_to_the_client_and_never_on_both() {
+    let Some(lab) = lab() else {
+        return;
+    };
+    lab.vip("vip", &format!("{VIP}/24"), &[]);
+    lab.cli(1, &["in-service", "vip"]);
+    wait_for(Duration::from_secs(10), "the VIP on node 1", || {
+        lab.where_is(VIP) == [1]
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", lab.logs()));
+    // The client talks to it (a TCP connection, refused: no one listens):
+    // its neighbour table says node 1.
+    let _ = Command::new("ip")
+        .args(["netns", "exec", &lab.ns("c"), "bash", "-c"])
+        .arg(format!("exec 3<>/dev/tcp/{VIP}/9"))
+        .stderr(Stdio::null())
+        .status();
+    let n1 = lab.mac("n1");
+    wait_for(
+        Duration::from_secs(2),
+        "the client's entry on node 1",
+        || lab.client_neighbour(VIP).as_ref() == Some(&n1),
+    )
+    .unwrap_or_else(|e| panic!("{e}: {:?}\n{}", lab.client_neighbour(VIP), lab.logs()));
+    // The kernel keeps a neighbour entry a second before another address
+    // may replace it (locktime): let it pass, then move the VIP.
+    std::thread::sleep(Duration::from_millis(1_100));
+    lab.cli(1, &["switchover", "vip", "--to", "2"]);
+    wait_for(Duration::from_secs(10), "the VIP on node 2", || {
+        lab.where_is(VIP) == [2]
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", lab.logs()));
+    // Without sending anything, the client learnt from the gratuitous ARP.
+    let n2 = lab.mac("n2");
+    wait_for(
+        Duration::from_secs(2),
+        "the client's entry moved to node 2",
+        || lab.client_neighbour(VIP).as_ref() == Some(&n2),
+    )
+    .unwrap_or_else(|e| panic!("{e}: {:?}\n{}", lab.client_neighbour(VIP), lab.logs()));
+    // Removed twice (out of service, then again): nothing left, no error.
+    lab.cli(2, &["out-of-service", "vip"]);
+    wait_for(Duration::from_secs(10), "the VIP nowhere", || {
+        lab.where_is(VIP).is_empty()
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", lab.logs()));
+    lab.never_both(VIP);
+    assert!(
+        !lab.held(1, VIP).is_empty() && !lab.held(2, VIP).is_empty(),
+        "{}",
+        lab.logs()
+    );
+}
+
+#[test]
+fn a_vip_deleted_by_hand_is_added_again_and_a_dead_link_moves_it() {
+    let Some(lab) = lab() else {
+        return;
+    };
+    // Node 1's copy labelled, as `ip addr add ... label` would.
+    let label = format!("label={}:v", lab.dev("n1"));
+    lab.vip_on(1, "vip", &format!("{VIP}/24"), &[&label]);
+    lab.vip_on(2, "vip", &format!("{VIP}/24"), &[]);
+    lab.cli(
+        1,
+        &[
+            "eqv",
+            "create",
+            "--tag",
+            "vip",
+            "--other-node",
+            "2",
+            "--other-tag",
+            "vip",
+        ],
+    );
+    lab.cli(1, &["in-service", "vip"]);
+    wait_for(Duration::from_secs(10), "the VIP on node 1", || {
+        lab.where_is(VIP) == [1]
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", lab.logs()));
+    let dev = lab.dev("n1");
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.ns("n1"),
+            "ip",
+            "-o",
+            "addr",
+            "show",
+            "to",
+            VIP,
+        ])
+        .output()
+        .unwrap();
+    let line = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(line.contains(&format!("{dev}:v")), "labelled: {line}");
+    must_in(
+        &lab.ns("n1"),
+        &["ip", "addr", "del", &format!("{VIP}/24"), "dev", &dev],
+    );
+    wait_for(
+        Duration::from_secs(10),
+        "the VIP added again on node 1",
+        || lab.where_is(VIP) == [1],
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", lab.logs()));
+    // Node 1's link to the bridge down: it still sees node 2 over their own
+    // link, and the VIP moves there.
+    must_in(&lab.ns("n1"), &["ip", "link", "set", &dev, "down"]);
+    wait_for(Duration::from_secs(15), "the VIP on node 2", || {
+        lab.where_is(VIP) == [2]
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", lab.logs()));
+    assert!(lab.sees_up(2, 1), "node 1 stays up over the other path");
+    lab.never_both(VIP);
+}
+
+#[test]
+fn an_address_another_host_answers_for_is_not_taken_and_ipv6_needs_no_dad() {
+    let Some(lab) = lab() else {
+        return;
+    };
+    // The client already holds the address: the restore refuses it.
+    let client = lab.dev("c");
+    must_in(
+        &lab.ns("c"),
+        &["ip", "addr", "add", &format!("{VIP}/24"), "dev", &client],
+    );
+    lab.vip("vip", &format!("{VIP}/24"), &[]);
+    let error = lab.cli_error(1, &["in-service", "vip"]);
+    assert!(
+        error.contains("answered for by") && error.contains(&lab.mac("c")),
+        "{error}\n{}",
+        lab.logs()
+    );
+    assert!(lab.where_is(VIP).is_empty(), "{}", lab.logs());
+    // IPv6, in service at once (no tentative period); the client learns
+    // where it moved from the unsolicited advertisement; then removed.
+    lab.vip("vip6", &format!("{VIP6}/64"), &[]);
+    lab.cli(1, &["in-service", "vip6"]);
+    assert!(lab.holds("n1", VIP6), "{}", lab.logs());
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.ns("n1"),
+            "ip",
+            "-o",
+            "addr",
+            "show",
+            "to",
+            VIP6,
+        ])
+        .output()
+        .unwrap();
+    let line = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!line.contains("tentative"), "{line}");
+    let _ = Command::new("ip")
+        .args(["netns", "exec", &lab.ns("c"), "bash", "-c"])
+        .arg(format!("exec 3<>/dev/tcp/{VIP6}/9"))
+        .stderr(Stdio::null())
+        .status();
+    let n1 = lab.mac("n1");
+    wait_for(
+        Duration::from_secs(2),
+        "the client's IPv6 entry on node 1",
+        || lab.client_neighbour(VIP6).as_ref() == Some(&n1),
+    )
+    .unwrap_or_else(|e| panic!("{e}: {:?}\n{}", lab.client_neighbour(VIP6), lab.logs()));
+    lab.cli(1, &["switchover", "vip6", "--to", "2"]);
+    assert!(lab.holds("n2", VIP6), "{}", lab.logs());
+    let n2 = lab.mac("n2");
+    wait_for(
+        Duration::from_secs(2),
+        "the client's IPv6 entry moved to node 2",
+        || lab.client_neighbour(VIP6).as_ref() == Some(&n2),
+    )
+    .unwrap_or_else(|e| panic!("{e}: {:?}\n{}", lab.client_neighbour(VIP6), lab.logs()));
+    lab.cli(2, &["out-of-service", "vip6"]);
+    assert!(!lab.holds("n2", VIP6), "{}", lab.logs());
+    lab.never_both(VIP6);
+}
+
+#[test]
+fn bad_vip_properties_are_refused_when_the_resource_is_made() {
+    let Some(lab) = lab() else {
+        return;
+    };
+    let error = lab.cli_error(
+        1,
+        &[
+            "ins",
+            "create",
+            "--node",
+            "1",
+            "--priority",
+            "1",
+            "--tag",
+            "bad",
+            "--id",
+            "bad",
+            "--app",
+            "ip",
+            "--type",
+            "vip",
+            "--prop",
+            "address=10.79.0.300/24",
+            "--prop",
+            "interface=eth0",
+        ],
+    );
+    assert!(error.contains("is not an IPv4 or IPv6 address"), "{error}");
+    let error = lab.cli_error(
+        1,
+        &[
+            "ins",
+            "create",
+            "--node",
+            "1",
+            "--priority",
+            "1",
+            "--tag",
+            "bad",
+            "--id",
+            "bad",
+            "--app",
+            "ip",
+            "--type",
+            "vip",
+            "--prop",
+            "address=10.79.0.100",
+        ],
+    );
+    assert!(error.contains("no prefix length"), "{error}");
+}
