@@ -1323,6 +1323,7 @@ impl World<'_> {
         let best = spec.nodes.iter().copied().find(|&n| {
             n != from
                 && self.alive(n)
+                && !self.sc.is_apart(n)
                 && reachable(n)
                 && self.nodes[n].brain.as_ref().is_some_and(|b| {
                     let model = b.model();
