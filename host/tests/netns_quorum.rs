@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::netns::{cannot_run, must, must_in, run};
+use common::netns::{bridge, cannot_run, host_on_bridge, must_in, run};
 use heartline::control::client::ask_blocking;
 use heartline::control::{Request, Response};
 use heartline::demo::local_cluster::wait_for;
@@ -100,40 +100,15 @@ impl Lab {
             others: Vec::new(),
         };
         let hub = lab.ns("b");
-        must(&["ip", "netns", "add", &hub]);
-        must_in(&hub, &["ip", "link", "add", "br0", "type", "bridge"]);
-        must_in(&hub, &["ip", "link", "set", "br0", "up"]);
+        bridge(&hub);
         let mut hosts: Vec<(String, u16)> = nodes.iter().map(|&n| (format!("n{n}"), n)).collect();
         if witness {
             hosts.push(("w".into(), 9));
         }
         hosts.push(("c".into(), 50));
         for (name, host) in hosts {
-            let name = name.as_str();
-            let ns = lab.ns(name);
             let dev = format!("hq{}{name}", lab.tag);
-            let end = format!("{dev}h");
-            must(&["ip", "netns", "add", &ns]);
-            must_in(&ns, &["ip", "link", "set", "lo", "up"]);
-            must(&[
-                "ip", "link", "add", &dev, "type", "veth", "peer", "name", &end,
-            ]);
-            must(&["ip", "link", "set", &dev, "netns", &ns]);
-            must(&["ip", "link", "set", &end, "netns", &hub]);
-            must_in(&hub, &["ip", "link", "set", &end, "master", "br0"]);
-            must_in(&hub, &["ip", "link", "set", &end, "up"]);
-            must_in(
-                &ns,
-                &[
-                    "ip",
-                    "addr",
-                    "add",
-                    &format!("{NET}.{host}/24"),
-                    "dev",
-                    &dev,
-                ],
-            );
-            must_in(&ns, &["ip", "link", "set", &dev, "up"]);
+            host_on_bridge(&hub, &lab.ns(&name), &dev, &[&format!("{NET}.{host}/24")]);
         }
         lab
     }

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::netns::{cannot_run, must, must_in, run};
+use common::netns::{bridge, cannot_run, host_on_bridge, must, must_in, run};
 use heartline::control::client::ask_blocking;
 use heartline::control::{Request, Response};
 use heartline::demo::local_cluster::wait_for;
@@ -55,46 +55,18 @@ impl Lab {
             monitors: Vec::new(),
         };
         let hub = lab.ns("b");
-        must(&["ip", "netns", "add", &hub]);
-        must_in(&hub, &["ip", "link", "add", "br0", "type", "bridge"]);
-        must_in(&hub, &["ip", "link", "set", "br0", "up"]);
+        bridge(&hub);
         for (host, last) in [("n1", 1), ("n2", 2), ("c", 50)] {
-            let ns = lab.ns(host);
-            let dev = lab.dev(host);
-            let end = format!("{dev}h");
-            must(&["ip", "netns", "add", &ns]);
-            must_in(&ns, &["ip", "link", "set", "lo", "up"]);
-            must(&[
-                "ip", "link", "add", &dev, "type", "veth", "peer", "name", &end,
-            ]);
-            must(&["ip", "link", "set", &dev, "netns", &ns]);
-            must(&["ip", "link", "set", &end, "netns", &hub]);
-            must_in(&hub, &["ip", "link", "set", &end, "master", "br0"]);
-            must_in(&hub, &["ip", "link", "set", &end, "up"]);
-            must_in(
-                &ns,
+            // IPv6 without duplicate address detection: usable at once.
+            host_on_bridge(
+                &hub,
+                &lab.ns(host),
+                &lab.dev(host),
                 &[
-                    "ip",
-                    "addr",
-                    "add",
                     &format!("{NET}.{last}/24"),
-                    "dev",
-                    &dev,
-                ],
-            );
-            must_in(
-                &ns,
-                &[
-                    "ip",
-                    "addr",
-                    "add",
                     &format!("2001:db8:79::{last}/64"),
-                    "dev",
-                    &dev,
-                    "nodad",
                 ],
             );
-            must_in(&ns, &["ip", "link", "set", &dev, "up"]);
         }
         // The nodes' second path: a link of their own.
         let (x1, x2) = (format!("hv{}x1", lab.tag), format!("hv{}x2", lab.tag));
@@ -562,7 +534,7 @@ fn a_vip_deleted_by_hand_is_added_again_and_a_dead_link_moves_it() {
 }
 
 #[test]
-fn an_address_another_host_answers_for_is_not_taken_and_ipv6_needs_no_dad() {
+fn an_address_another_host_answers_for_is_not_taken_v4_or_v6_and_ipv6_needs_no_dad() {
     let Some(lab) = lab() else {
         return;
     };
@@ -580,6 +552,23 @@ fn an_address_another_host_answers_for_is_not_taken_and_ipv6_needs_no_dad() {
         lab.logs()
     );
     assert!(lab.where_is(VIP).is_empty(), "{}", lab.logs());
+    // The same for IPv6: the client answers the neighbour solicitation.
+    must_in(
+        &lab.ns("c"),
+        &[
+            "ip",
+            "addr",
+            "add",
+            "2001:db8:79::200/64",
+            "dev",
+            &client,
+            "nodad",
+        ],
+    );
+    lab.vip("taken6", "2001:db8:79::200/64", &[]);
+    let error = lab.cli_error(1, &["in-service", "taken6"]);
+    assert!(error.contains("answered for by"), "{error}\n{}", lab.logs());
+    assert!(!lab.holds("n1", "2001:db8:79::200"), "{}", lab.logs());
     // IPv6, in service at once (no tentative period); the client learns
     // where it moved from the unsolicited advertisement; then removed.
     lab.vip("vip6", &format!("{VIP6}/64"), &[]);
@@ -632,9 +621,18 @@ fn bad_vip_properties_are_refused_when_the_resource_is_made() {
     let Some(lab) = lab() else {
         return;
     };
-    let error = lab.cli_error(
-        1,
-        &[
+    for (props, expected) in [
+        (
+            &["address=10.79.0.300/24", "interface=eth0"][..],
+            "is not an IPv4 or IPv6 address",
+        ),
+        (&["address=10.79.0.100"][..], "no prefix length"),
+        (
+            &["address=10.79.0.100/24", "interface=eth0", "colour=red"][..],
+            "no property `colour`",
+        ),
+    ] {
+        let mut args = vec![
             "ins",
             "create",
             "--node",
@@ -649,33 +647,11 @@ fn bad_vip_properties_are_refused_when_the_resource_is_made() {
             "ip",
             "--type",
             "vip",
-            "--prop",
-            "address=10.79.0.300/24",
-            "--prop",
-            "interface=eth0",
-        ],
-    );
-    assert!(error.contains("is not an IPv4 or IPv6 address"), "{error}");
-    let error = lab.cli_error(
-        1,
-        &[
-            "ins",
-            "create",
-            "--node",
-            "1",
-            "--priority",
-            "1",
-            "--tag",
-            "bad",
-            "--id",
-            "bad",
-            "--app",
-            "ip",
-            "--type",
-            "vip",
-            "--prop",
-            "address=10.79.0.100",
-        ],
-    );
-    assert!(error.contains("no prefix length"), "{error}");
+        ];
+        for prop in props {
+            args.extend(["--prop", prop]);
+        }
+        let error = lab.cli_error(1, &args);
+        assert!(error.contains(expected), "{props:?}: {error}");
+    }
 }

@@ -141,6 +141,43 @@ impl Netlink {
         }
     }
 
+    /// An IPv6 address of interface `index` that may be a source now (not
+    /// tentative, not failed): link-local first, else any. A link that
+    /// just came up has its link-local address tentative for a second.
+    pub async fn ipv6_source(&self, index: u32) -> Result<Option<std::net::Ipv6Addr>, String> {
+        let mut addresses = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute();
+        let mut found: Option<std::net::Ipv6Addr> = None;
+        loop {
+            let message = match addresses.try_next().await {
+                Ok(Some(message)) => message,
+                Ok(None) => return Ok(found),
+                Err(e) => return Err(failed("cannot list addresses", &e)),
+            };
+            let unusable = AddressFlags::Tentative | AddressFlags::Dadfailed;
+            let flags = message.attributes.iter().find_map(|a| match a {
+                AddressAttribute::Flags(f) => Some(*f),
+                _ => None,
+            });
+            let header = AddressFlags::from_bits_truncate(u32::from(message.header.flags.bits()));
+            if flags.unwrap_or(header).intersects(unusable) || message.header.index != index {
+                continue;
+            }
+            for a in &message.attributes {
+                if let AddressAttribute::Address(IpAddr::V6(ip)) = a {
+                    if ip.is_unicast_link_local() {
+                        return Ok(Some(*ip));
+                    }
+                    found.get_or_insert(*ip);
+                }
+            }
+        }
+    }
+
     /// Adds the address of `spec` to interface `index` (with its label, and
     /// for IPv6 without duplicate address detection unless asked); an
     /// address already there is no error.

@@ -20,18 +20,47 @@ use super::netlink::Link;
 /// Who answers for `address` on `link` within `wait` (its hardware or
 /// link-local address), if anyone does.
 pub async fn answered(
+    nl: &super::netlink::Netlink,
     link: &Link,
     address: IpAddr,
     wait: Duration,
 ) -> Result<Option<String>, String> {
     let (on, name) = (link.clone(), link.name.clone());
-    tokio::task::spawn_blocking(move || match address {
-        IpAddr::V4(ip) => arp_probe(&on, ip, wait),
-        IpAddr::V6(ip) => nd_probe(&on, ip, wait),
+    let source = match address {
+        IpAddr::V4(_) => None,
+        IpAddr::V6(_) => Some(ipv6_source(nl, link, address).await?),
+    };
+    tokio::task::spawn_blocking(move || match (address, source) {
+        (IpAddr::V4(ip), _) => arp_probe(&on, ip, wait),
+        (IpAddr::V6(ip), Some(source)) => nd_probe(&on, source, ip, wait),
+        (IpAddr::V6(_), None) => Ok(None),
     })
     .await
     .map_err(|e| e.to_string())?
     .map_err(|e| format!("cannot probe for {address} on {name}: {e}"))
+}
+
+/// An IPv6 source for the probe on `link`: a link that just came up has
+/// its link-local address tentative for about a second, so this waits up
+/// to two seconds for one.
+async fn ipv6_source(
+    nl: &super::netlink::Netlink,
+    link: &Link,
+    address: IpAddr,
+) -> Result<Ipv6Addr, String> {
+    let until = Instant::now() + Duration::from_secs(2);
+    loop {
+        if let Some(source) = nl.ipv6_source(link.index).await? {
+            return Ok(source);
+        }
+        if Instant::now() >= until {
+            return Err(format!(
+                "cannot probe for {address} on {}: it has no usable IPv6 address (its link-local one still tentative 2 s on), so {address} was not added",
+                link.name
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// A packet channel on `link`, whose reads wait at most `read_timeout`.
@@ -97,9 +126,20 @@ fn arp_probe(link: &Link, address: Ipv4Addr, wait: Duration) -> std::io::Result<
     Ok(None)
 }
 
-fn nd_probe(link: &Link, address: Ipv6Addr, wait: Duration) -> std::io::Result<Option<String>> {
+fn nd_probe(
+    link: &Link,
+    source: Ipv6Addr,
+    address: Ipv6Addr,
+    wait: Duration,
+) -> std::io::Result<Option<String>> {
     use std::io::Read;
     let socket = icmpv6_socket(link)?;
+    let scope = if source.is_unicast_link_local() {
+        link.index
+    } else {
+        0
+    };
+    socket.bind(&std::net::SocketAddrV6::new(source, 0, 0, scope).into())?;
     socket.set_read_timeout(Some(Duration::from_millis(10)))?;
     let (packet, group) = solicitation(link, address)?;
     let started = Instant::now();

@@ -175,7 +175,7 @@ async fn restore(nl: &netlink::Netlink, spec: &VipSpec) -> Result<String, String
         return Ok(format!("{name} was already there; {announced}"));
     }
     if !spec.probe_timeout.is_zero() {
-        if let Some(holder) = probe::answered(&link, spec.address, spec.probe_timeout).await? {
+        if let Some(holder) = probe::answered(nl, &link, spec.address, spec.probe_timeout).await? {
             return Err(format!(
                 "{} is answered for by {holder} on {}: another host holds it, so it was not added (take it off that host, or change the address)",
                 spec.address, spec.interface

@@ -37,3 +37,36 @@ pub fn cannot_run() -> Option<String> {
     }
     None
 }
+
+/// Makes namespace `hub` with a bridge `br0` in it, up.
+pub fn bridge(hub: &str) {
+    must(&["ip", "netns", "add", hub]);
+    must_in(hub, &["ip", "link", "add", "br0", "type", "bridge"]);
+    must_in(hub, &["ip", "link", "set", "br0", "up"]);
+}
+
+/// Makes namespace `ns` (loopback up) joined to `hub`'s bridge by a veth
+/// pair whose end in `ns` is `dev` (the bridge's end `{dev}h`), with
+/// `addresses` on `dev` (each an address and prefix, then any flags for
+/// `ip addr add`, as `2001:db8::1/64 nodad`), up.
+pub fn host_on_bridge(hub: &str, ns: &str, dev: &str, addresses: &[&str]) {
+    let end = format!("{dev}h");
+    must(&["ip", "netns", "add", ns]);
+    must_in(ns, &["ip", "link", "set", "lo", "up"]);
+    must(&[
+        "ip", "link", "add", dev, "type", "veth", "peer", "name", &end,
+    ]);
+    must(&["ip", "link", "set", dev, "netns", ns]);
+    must(&["ip", "link", "set", &end, "netns", hub]);
+    must_in(hub, &["ip", "link", "set", &end, "master", "br0"]);
+    must_in(hub, &["ip", "link", "set", &end, "up"]);
+    for address in addresses {
+        let mut words = address.split_whitespace();
+        let mut args = vec!["ip", "addr", "add"];
+        args.extend(words.next());
+        args.extend(["dev", dev]);
+        args.extend(words);
+        must_in(ns, &args);
+    }
+    must_in(ns, &["ip", "link", "set", dev, "up"]);
+}
