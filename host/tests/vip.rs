@@ -454,7 +454,25 @@ fn a_vip_moves_between_two_daemons_announced_to_the_client_and_never_on_both() {
         || lab.client_neighbour(VIP).as_ref() == Some(&n2),
     )
     .unwrap_or_else(|e| panic!("{e}: {:?}\n{}", lab.client_neighbour(VIP), lab.logs()));
-    // Removed twice (out of service, then again): nothing left, no error.
+    // Where it is cannot change while it is in service: the next remove
+    // would look elsewhere and leave it behind.
+    let error = lab.cli_error(
+        1,
+        &[
+            "ins",
+            "setprop",
+            "vip",
+            "address",
+            "10.79.0.101/24",
+            "--node",
+            "2",
+        ],
+    );
+    assert!(
+        error.contains("cannot change while it is in service"),
+        "{error}"
+    );
+    // Out of service: nothing left.
     lab.cli(2, &["out-of-service", "vip"]);
     wait_for(Duration::from_secs(10), "the VIP nowhere", || {
         lab.where_is(VIP).is_empty()
@@ -552,6 +570,18 @@ fn an_address_another_host_answers_for_is_not_taken_v4_or_v6_and_ipv6_needs_no_d
         lab.logs()
     );
     assert!(lab.where_is(VIP).is_empty(), "{}", lab.logs());
+    // The address already on node 1 with another prefix (by hand, as a
+    // node's own address would be): not taken for this one, and left alone
+    // by the remove that follows the failed restore.
+    let n1dev = lab.dev("n1");
+    must_in(
+        &lab.ns("n1"),
+        &["ip", "addr", "add", "10.79.0.101/16", "dev", &n1dev],
+    );
+    lab.vip_on(1, "other", "10.79.0.101/24", &[]);
+    let error = lab.cli_error(1, &["in-service", "other"]);
+    assert!(error.contains("with prefix /16, not /24"), "{error}");
+    assert!(lab.holds("n1", "10.79.0.101"), "{}", lab.logs());
     // The same for IPv6: the client answers the neighbour solicitation.
     must_in(
         &lab.ns("c"),

@@ -46,6 +46,19 @@ impl Link {
     }
 }
 
+/// An address found on an interface.
+#[derive(Debug)]
+pub struct Found {
+    /// Its prefix length.
+    pub prefix: u8,
+    /// IPv6: duplicate address detection still runs on it.
+    pub tentative: bool,
+    /// IPv6: duplicate address detection found another holder.
+    pub dad_failed: bool,
+    /// The kernel's message, to delete it with.
+    pub message: AddressMessage,
+}
+
 /// A connection to the kernel's routing netlink.
 pub struct Netlink {
     handle: rtnetlink::Handle,
@@ -110,13 +123,11 @@ impl Netlink {
         }
     }
 
-    /// The address `address/prefix` on interface `index`, if it is there.
-    pub async fn find_address(
-        &self,
-        index: u32,
-        address: IpAddr,
-        prefix: u8,
-    ) -> Result<Option<AddressMessage>, String> {
+    /// The address `address` on interface `index` (whatever its prefix),
+    /// if it is there. IPv4 is matched on the local address only (a
+    /// point-to-point address's peer is not this node's), IPv6 on the
+    /// local address if the kernel gives one, else the address.
+    pub async fn find_address(&self, index: u32, address: IpAddr) -> Result<Option<Found>, String> {
         let mut addresses = self
             .handle
             .address()
@@ -126,13 +137,41 @@ impl Netlink {
         loop {
             match addresses.try_next().await {
                 Ok(Some(message)) => {
-                    let matches = message.header.index == index
-                        && message.header.prefix_len == prefix
-                        && message.attributes.iter().any(|a| {
-                            matches!(a, AddressAttribute::Local(ip) | AddressAttribute::Address(ip) if *ip == address)
-                        });
-                    if matches {
-                        return Ok(Some(message));
+                    if message.header.index != index {
+                        continue;
+                    }
+                    let local = message.attributes.iter().find_map(|a| match a {
+                        AddressAttribute::Local(ip) => Some(*ip),
+                        _ => None,
+                    });
+                    let plain = message.attributes.iter().find_map(|a| match a {
+                        AddressAttribute::Address(ip) => Some(*ip),
+                        _ => None,
+                    });
+                    let own = if address.is_ipv4() {
+                        local
+                    } else {
+                        local.or(plain)
+                    };
+                    if own == Some(address) {
+                        let flags = message
+                            .attributes
+                            .iter()
+                            .find_map(|a| match a {
+                                AddressAttribute::Flags(f) => Some(*f),
+                                _ => None,
+                            })
+                            .unwrap_or_else(|| {
+                                AddressFlags::from_bits_truncate(u32::from(
+                                    message.header.flags.bits(),
+                                ))
+                            });
+                        return Ok(Some(Found {
+                            prefix: message.header.prefix_len,
+                            tentative: flags.contains(AddressFlags::Tentative),
+                            dad_failed: flags.contains(AddressFlags::Dadfailed),
+                            message,
+                        }));
                     }
                 }
                 Ok(None) => return Ok(None),
@@ -179,8 +218,8 @@ impl Netlink {
     }
 
     /// Adds the address of `spec` to interface `index` (with its label, and
-    /// for IPv6 without duplicate address detection unless asked); an
-    /// address already there is no error.
+    /// for IPv6 without duplicate address detection unless asked); "exists"
+    /// is no error here: the caller looks again at what is there.
     pub async fn add_address(&self, index: u32, spec: &VipSpec) -> Result<(), String> {
         let mut request = self.handle.address().add(index, spec.address, spec.prefix);
         let message = request.message_mut();
@@ -213,8 +252,9 @@ impl Netlink {
     pub async fn delete_address(&self, message: AddressMessage) -> Result<(), String> {
         match self.handle.address().del(message).execute().await {
             Ok(()) => Ok(()),
-            // EADDRNOTAVAIL: deleted meanwhile.
-            Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code() == -99 => Ok(()),
+            // EADDRNOTAVAIL or ENODEV: deleted, or the interface removed,
+            // meanwhile.
+            Err(rtnetlink::Error::NetlinkError(m)) if [-99, -19].contains(&m.raw_code()) => Ok(()),
             Err(e) => Err(failed("cannot delete the address", &e)),
         }
     }

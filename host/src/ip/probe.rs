@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 use pnet_packet::Packet;
-use pnet_packet::arp::{ArpOperations, ArpPacket};
+use pnet_packet::arp::{ArpHardwareTypes, ArpOperations, ArpPacket};
 use pnet_packet::ethernet::{EtherTypes, EthernetPacket};
 use pnet_packet::icmpv6::Icmpv6Types;
 use pnet_packet::icmpv6::ndp::NeighborAdvertPacket;
@@ -75,8 +75,13 @@ fn channel(
         .into_iter()
         .find(|i| i.index == link.index)
         .ok_or_else(|| std::io::Error::other(format!("{} is gone", link.name)))?;
+    // Not promiscuous (the default would flip the interface in and out of
+    // promiscuous mode at every frame), and a send that cannot go out gives
+    // up rather than hang its thread.
     let config = pnet_datalink::Config {
         read_timeout: Some(read_timeout),
+        write_timeout: Some(Duration::from_millis(500)),
+        promiscuous: false,
         ..pnet_datalink::Config::default()
     };
     match pnet_datalink::channel(&interface, config)? {
@@ -118,9 +123,27 @@ fn arp_probe(link: &Link, address: Ipv4Addr, wait: Duration) -> std::io::Result<
         let Some(arp) = ArpPacket::new(ethernet.payload()) else {
             continue;
         };
+        if arp.get_hardware_type() != ArpHardwareTypes::Ethernet
+            || arp.get_protocol_type() != EtherTypes::Ipv4
+            || arp.get_hw_addr_len() != 6
+            || arp.get_proto_addr_len() != 4
+        {
+            continue;
+        }
         let from = arp.get_sender_hw_addr();
-        if arp.get_sender_proto_addr() == address && from.octets() != mac {
+        if from.octets() == mac {
+            continue;
+        }
+        if arp.get_sender_proto_addr() == address {
             return Ok(Some(from.to_string()));
+        }
+        // Another host probing for the same address at the same moment
+        // (RFC 5227): neither may take it.
+        if arp.get_sender_proto_addr() == Ipv4Addr::UNSPECIFIED
+            && arp.get_target_proto_addr() == address
+            && arp.get_operation() == ArpOperations::Request
+        {
+            return Ok(Some(format!("{from} (probing for it at the same moment)")));
         }
     }
     Ok(None)

@@ -44,6 +44,11 @@ pub struct VipSpec {
     pub dad: bool,
 }
 
+/// The longest the announcements and the probe of a restore may take
+/// together (the built-in kit's actions time out at 30 s, and a restore
+/// may wait 5 s for duplicate address detection).
+pub const MAX_RESTORE: Duration = Duration::from_secs(15);
+
 /// The properties [`VipSpec`] reads, for error messages.
 pub const PROPERTIES: &str = "address (with /prefix), interface, and optionally label, announce_count, announce_interval, probe_timeout, dad";
 
@@ -59,6 +64,10 @@ impl VipSpec {
                 "announce_interval",
                 "probe_timeout",
                 "dad",
+                // Read by the daemon for every resource.
+                "quick_check_interval",
+                "failure_window",
+                "max_failures",
             ]
             .contains(&key.as_str())
             {
@@ -131,14 +140,25 @@ impl VipSpec {
             Some("true") => return Err("dad applies to IPv6 addresses only".into()),
             Some(other) => return Err(format!("dad `{other}` is not true or false")),
         };
+        let announce_count = count("announce_count", 3)?;
+        let announce_interval = duration("announce_interval", Duration::from_millis(100))?;
+        let probe_timeout = duration("probe_timeout", Duration::from_millis(100))?;
+        let takes = announce_interval * announce_count.saturating_sub(1) + probe_timeout;
+        if takes > MAX_RESTORE {
+            return Err(format!(
+                "announce_count × announce_interval plus probe_timeout come to {}, more than {}: a restore must end well within its timeout",
+                humantime::format_duration(takes),
+                humantime::format_duration(MAX_RESTORE)
+            ));
+        }
         Ok(VipSpec {
             address,
             prefix,
             interface,
             label,
-            announce_count: count("announce_count", 3)?,
-            announce_interval: duration("announce_interval", Duration::from_millis(100))?,
-            probe_timeout: duration("probe_timeout", Duration::from_millis(100))?,
+            announce_count,
+            announce_interval,
+            probe_timeout,
             dad,
         })
     }
@@ -149,28 +169,69 @@ impl VipSpec {
     }
 }
 
-/// Carries out `action`: one line saying what was done, or why it failed.
-pub async fn act(action: Action, props: &BTreeMap<String, String>) -> Result<String, String> {
+/// Why an action did not do its job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ActError {
+    /// It failed: one line saying why.
+    Failed(String),
+    /// It could not run for want of the node's resources (descriptors,
+    /// memory): nothing is known of the address, and a check is not
+    /// counted as failed (as a script that could not be spawned).
+    Exhausted(String),
+}
+
+impl From<String> for ActError {
+    fn from(line: String) -> ActError {
+        ActError::Failed(line)
+    }
+}
+
+/// Carries out `action`: one line saying what was done, or why not.
+pub async fn act(action: Action, props: &BTreeMap<String, String>) -> Result<String, ActError> {
     let spec = VipSpec::from_props(props)?;
     let nl = netlink::Netlink::connect().map_err(|e| {
-        format!("cannot open a netlink socket: {e} (is this Linux, and the daemon root?)")
+        let line = format!("cannot open a netlink socket: {e}");
+        // EMFILE, ENFILE, ENOBUFS, ENOMEM.
+        if matches!(e.raw_os_error(), Some(24 | 23 | 105 | 12)) {
+            ActError::Exhausted(line)
+        } else {
+            ActError::Failed(line)
+        }
     })?;
-    match action {
-        Action::Restore | Action::Recover => restore(&nl, &spec).await,
-        Action::Remove => remove(&nl, &spec).await,
-        Action::QuickCheck => check(&nl, &spec).await,
-        Action::Delete => Ok("nothing to clean up".into()),
+    Ok(match action {
+        Action::Restore | Action::Recover => restore(&nl, &spec).await?,
+        Action::Remove => remove(&nl, &spec).await?,
+        Action::QuickCheck => check(&nl, &spec).await?,
+        Action::Delete => "nothing to clean up".into(),
+    })
+}
+
+/// What is on the interface for `spec`: the address with `spec`'s prefix
+/// (`Some`), or nothing (`None`); with another prefix, an error (it was
+/// put there by someone else, or the property changed).
+async fn present(
+    nl: &netlink::Netlink,
+    index: u32,
+    spec: &VipSpec,
+) -> Result<Option<netlink::Found>, String> {
+    match nl.find_address(index, spec.address).await? {
+        Some(found) if found.prefix != spec.prefix => Err(format!(
+            "{} is on {} with prefix /{}, not /{}: it was not added by this resource (remove it by hand, or set the address property to match)",
+            spec.address, spec.interface, found.prefix, spec.prefix
+        )),
+        Some(found) if found.dad_failed => Err(format!(
+            "{} on {}: duplicate address detection found another host holding it",
+            spec.address, spec.interface
+        )),
+        other => Ok(other),
     }
 }
 
 async fn restore(nl: &netlink::Netlink, spec: &VipSpec) -> Result<String, String> {
     let link = usable_link(nl, spec).await?;
     let name = spec.name();
-    if nl
-        .find_address(link.index, spec.address, spec.prefix)
-        .await?
-        .is_some()
-    {
+    if present(nl, link.index, spec).await?.is_some() {
+        settled(nl, link.index, spec).await?;
         let announced = announce::announce(&link, spec).await;
         return Ok(format!("{name} was already there; {announced}"));
     }
@@ -183,8 +244,36 @@ async fn restore(nl: &netlink::Netlink, spec: &VipSpec) -> Result<String, String
         }
     }
     nl.add_address(link.index, spec).await?;
+    // Looked at again: "exists" from the kernel is success only if it is
+    // this address with this prefix.
+    if present(nl, link.index, spec).await?.is_none() {
+        return Err(format!("{name} was added but is not there"));
+    }
+    settled(nl, link.index, spec).await?;
     let announced = announce::announce(&link, spec).await;
     Ok(format!("added {name}; {announced}"))
+}
+
+/// With `dad = true` (IPv6), waits for duplicate address detection to end
+/// (at most 5 s): an address still tentative is not announced, and one
+/// another host holds fails.
+async fn settled(nl: &netlink::Netlink, index: u32, spec: &VipSpec) -> Result<(), String> {
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match present(nl, index, spec).await? {
+            Some(found) if found.tentative => {
+                if std::time::Instant::now() >= until {
+                    return Err(format!(
+                        "{} still tentative 5 s after it was added (duplicate address detection)",
+                        spec.name()
+                    ));
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Some(_) => return Ok(()),
+            None => return Err(format!("{} went away while it was added", spec.name())),
+        }
+    }
 }
 
 async fn remove(nl: &netlink::Netlink, spec: &VipSpec) -> Result<String, String> {
@@ -195,12 +284,19 @@ async fn remove(nl: &netlink::Netlink, spec: &VipSpec) -> Result<String, String>
             spec.interface
         ));
     };
-    match nl
-        .find_address(link.index, spec.address, spec.prefix)
-        .await?
-    {
+    match nl.find_address(link.index, spec.address).await? {
+        // With another prefix it was not put there by this resource (it
+        // could be the node's own address): left alone. Another node's
+        // probe finds it answered for, so it is not taken twice.
+        Some(found) if found.prefix != spec.prefix => Ok(format!(
+            "{name}: {} is there with prefix /{}, not added by this resource: left alone",
+            spec.address, found.prefix
+        )),
         Some(found) => {
-            nl.delete_address(found).await?;
+            nl.delete_address(found.message).await?;
+            if nl.find_address(link.index, spec.address).await?.is_some() {
+                return Err(format!("{name} is still there after it was deleted"));
+            }
             Ok(format!("removed {name}"))
         }
         None => Ok(format!("{name} was not there")),
@@ -209,14 +305,14 @@ async fn remove(nl: &netlink::Netlink, spec: &VipSpec) -> Result<String, String>
 
 async fn check(nl: &netlink::Netlink, spec: &VipSpec) -> Result<String, String> {
     let link = usable_link(nl, spec).await?;
-    if nl
-        .find_address(link.index, spec.address, spec.prefix)
-        .await?
-        .is_none()
-    {
-        return Err(format!("{} is missing", spec.name()));
+    match present(nl, link.index, spec).await? {
+        None => Err(format!("{} is missing", spec.name())),
+        Some(found) if found.tentative => Err(format!(
+            "{} is still tentative (duplicate address detection)",
+            spec.name()
+        )),
+        Some(_) => Ok(format!("{} present, link up with carrier", spec.name())),
     }
-    Ok(format!("{} present, link up with carrier", spec.name()))
 }
 
 /// The interface, if it exists, is up and has carrier.

@@ -482,6 +482,20 @@ impl Shell {
             Change::CreateResource(r) => (&r.place, r, r.props.clone()),
             Change::SetProp { place, name, value } => {
                 let resource = self.brain.model().resources.get(place)?;
+                // Where the address is comes from these: changed while it
+                // is in service, the next remove would look elsewhere and
+                // leave it behind.
+                if is_builtin(&resource.app, &resource.rtype)
+                    && ["address", "interface", "label"].contains(&name.as_str())
+                    && matches!(
+                        resource.state,
+                        heartline_brain::model::State::Isp | heartline_brain::model::State::Isu
+                    )
+                {
+                    return Some(format!(
+                        "{place}: {name} cannot change while it is in service (take it out of service first)"
+                    ));
+                }
                 let mut props = resource.props.clone();
                 match value {
                     Some(value) => props.insert(name.clone(), value.clone()),
@@ -692,6 +706,10 @@ impl Shell {
             let tag = resource.place.tag.clone();
             tokio::spawn(async move {
                 let run = run_builtin(action, &props).await;
+                if matches!(run.outcome, script::Outcome::Exhausted(_)) {
+                    // As for a script that could not be spawned.
+                    tokio::time::sleep(EXHAUSTED_PAUSE).await;
+                }
                 if run.succeeded() && action != Action::QuickCheck {
                     info!("{action} {tag}: {}", run.output);
                 }
@@ -772,8 +790,9 @@ fn builtin_props_problem(
 }
 
 /// How long a built-in kit's action may take: an address is added or
-/// removed in microseconds; a restore probes and announces for at most a
-/// few seconds (both bounded to 10 s by its properties).
+/// removed in microseconds; a restore probes and announces for at most
+/// 15 s (bounded by its properties) and may wait 5 s for duplicate address
+/// detection.
 const BUILTIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Carries out `action` of a built-in kit, as a script run would end.
@@ -789,6 +808,22 @@ async fn run_builtin(
         let _ = (action, props, BUILTIN_TIMEOUT);
         Ok(Err("the IP kit (ip/vip) runs on Linux only".into()))
     };
+    #[cfg(target_os = "linux")]
+    let (outcome, output) = match done {
+        Ok(Ok(line)) => (script::Outcome::Succeeded, line),
+        Ok(Err(crate::ip::vip::ActError::Failed(line))) => (
+            script::Outcome::Failed {
+                code: Some(1),
+                signal: None,
+            },
+            line,
+        ),
+        Ok(Err(crate::ip::vip::ActError::Exhausted(line))) => {
+            (script::Outcome::Exhausted(line), String::new())
+        }
+        Err(_) => (script::Outcome::TimedOut, String::new()),
+    };
+    #[cfg(not(target_os = "linux"))]
     let (outcome, output) = match done {
         Ok(Ok(line)) => (script::Outcome::Succeeded, line),
         Ok(Err(line)) => (
