@@ -216,6 +216,25 @@ impl Lab {
         String::from_utf8_lossy(&out.stdout).contains(&format!(" {address}/"))
     }
 
+    /// What `ip -o addr show to ADDRESS` prints in `host`'s namespace.
+    fn addr_line(&self, host: &str, address: &str) -> String {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.ns(host),
+                "ip",
+                "-o",
+                "addr",
+                "show",
+                "to",
+                address,
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// Where the address is: the nodes holding it.
     fn where_is(&self, address: &str) -> Vec<u16> {
         [1u16, 2]
@@ -242,6 +261,28 @@ impl Lab {
         let mut words = text.split_whitespace();
         words.find(|w| *w == "lladdr")?;
         words.next().map(str::to_string)
+    }
+
+    /// The client opens a TCP connection to `address` (refused: no one
+    /// listens), which makes it resolve the address's neighbour entry.
+    fn client_contacts(&self, address: &str) {
+        let _ = Command::new("ip")
+            .args(["netns", "exec", &self.ns("c"), "bash", "-c"])
+            .arg(format!("exec 3<>/dev/tcp/{address}/9"))
+            .stderr(Stdio::null())
+            .status();
+    }
+
+    /// Waits (2 s at most) for the client's neighbour entry for `address`
+    /// to name `host`'s hardware address.
+    fn client_entry_on(&self, address: &str, host: &str) {
+        let mac = self.mac(host);
+        wait_for(
+            Duration::from_secs(2),
+            &format!("the client's entry for {address} on {host}"),
+            || self.client_neighbour(address).as_ref() == Some(&mac),
+        )
+        .unwrap_or_else(|e| panic!("{e}: {:?}\n{}", self.client_neighbour(address), self.logs()));
     }
 
     /// `host`'s bridge interface's hardware address.
@@ -426,18 +467,8 @@ fn a_vip_moves_between_two_daemons_announced_to_the_client_and_never_on_both() {
     .unwrap_or_else(|e| panic!("{e}\n{}", lab.logs()));
     // The client talks to it (a TCP connection, refused: no one listens):
     // its neighbour table says node 1.
-    let _ = Command::new("ip")
-        .args(["netns", "exec", &lab.ns("c"), "bash", "-c"])
-        .arg(format!("exec 3<>/dev/tcp/{VIP}/9"))
-        .stderr(Stdio::null())
-        .status();
-    let n1 = lab.mac("n1");
-    wait_for(
-        Duration::from_secs(2),
-        "the client's entry on node 1",
-        || lab.client_neighbour(VIP).as_ref() == Some(&n1),
-    )
-    .unwrap_or_else(|e| panic!("{e}: {:?}\n{}", lab.client_neighbour(VIP), lab.logs()));
+    lab.client_contacts(VIP);
+    lab.client_entry_on(VIP, "n1");
     // The kernel keeps a neighbour entry a second before another address
     // may replace it (locktime): let it pass, then move the VIP.
     std::thread::sleep(Duration::from_millis(1_100));
@@ -447,13 +478,7 @@ fn a_vip_moves_between_two_daemons_announced_to_the_client_and_never_on_both() {
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", lab.logs()));
     // Without sending anything, the client learnt from the gratuitous ARP.
-    let n2 = lab.mac("n2");
-    wait_for(
-        Duration::from_secs(2),
-        "the client's entry moved to node 2",
-        || lab.client_neighbour(VIP).as_ref() == Some(&n2),
-    )
-    .unwrap_or_else(|e| panic!("{e}: {:?}\n{}", lab.client_neighbour(VIP), lab.logs()));
+    lab.client_entry_on(VIP, "n2");
     // Where it is cannot change while it is in service: the next remove
     // would look elsewhere and leave it behind.
     let error = lab.cli_error(
@@ -514,21 +539,7 @@ fn a_vip_deleted_by_hand_is_added_again_and_a_dead_link_moves_it() {
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", lab.logs()));
     let dev = lab.dev("n1");
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.ns("n1"),
-            "ip",
-            "-o",
-            "addr",
-            "show",
-            "to",
-            VIP,
-        ])
-        .output()
-        .unwrap();
-    let line = String::from_utf8_lossy(&out.stdout).into_owned();
+    let line = lab.addr_line("n1", VIP);
     assert!(line.contains(&format!("{dev}:v")), "labelled: {line}");
     must_in(
         &lab.ns("n1"),
@@ -604,43 +615,13 @@ fn an_address_another_host_answers_for_is_not_taken_v4_or_v6_and_ipv6_needs_no_d
     lab.vip("vip6", &format!("{VIP6}/64"), &[]);
     lab.cli(1, &["in-service", "vip6"]);
     assert!(lab.holds("n1", VIP6), "{}", lab.logs());
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.ns("n1"),
-            "ip",
-            "-o",
-            "addr",
-            "show",
-            "to",
-            VIP6,
-        ])
-        .output()
-        .unwrap();
-    let line = String::from_utf8_lossy(&out.stdout).into_owned();
+    let line = lab.addr_line("n1", VIP6);
     assert!(!line.contains("tentative"), "{line}");
-    let _ = Command::new("ip")
-        .args(["netns", "exec", &lab.ns("c"), "bash", "-c"])
-        .arg(format!("exec 3<>/dev/tcp/{VIP6}/9"))
-        .stderr(Stdio::null())
-        .status();
-    let n1 = lab.mac("n1");
-    wait_for(
-        Duration::from_secs(2),
-        "the client's IPv6 entry on node 1",
-        || lab.client_neighbour(VIP6).as_ref() == Some(&n1),
-    )
-    .unwrap_or_else(|e| panic!("{e}: {:?}\n{}", lab.client_neighbour(VIP6), lab.logs()));
+    lab.client_contacts(VIP6);
+    lab.client_entry_on(VIP6, "n1");
     lab.cli(1, &["switchover", "vip6", "--to", "2"]);
     assert!(lab.holds("n2", VIP6), "{}", lab.logs());
-    let n2 = lab.mac("n2");
-    wait_for(
-        Duration::from_secs(2),
-        "the client's IPv6 entry moved to node 2",
-        || lab.client_neighbour(VIP6).as_ref() == Some(&n2),
-    )
-    .unwrap_or_else(|e| panic!("{e}: {:?}\n{}", lab.client_neighbour(VIP6), lab.logs()));
+    lab.client_entry_on(VIP6, "n2");
     lab.cli(2, &["out-of-service", "vip6"]);
     assert!(!lab.holds("n2", VIP6), "{}", lab.logs());
     lab.never_both(VIP6);

@@ -311,13 +311,9 @@ impl Brain {
         if q.is_majority(votes) {
             return Some(self.now + q.lease);
         }
-        // Peers count once they said hello with the same expected votes.
         let mut heard: Vec<(Instant, u32)> = self
-            .members
-            .up
-            .iter()
-            .filter(|(_, p)| p.synced && p.flags.expected_votes == q.expected)
-            .filter_map(|(n, _)| self.quorum.echoed.get(n).map(|at| (*at, q.votes_of(*n))))
+            .counted_peers()
+            .filter_map(|n| self.quorum.echoed.get(&n).map(|at| (*at, q.votes_of(n))))
             .collect();
         if let Some((_, at)) = self
             .quorum
@@ -349,6 +345,17 @@ impl Brain {
         self.quorum
             .held
             .is_some_and(|end| self.now + q.stop_bound < end)
+    }
+
+    /// The peers up whose votes count here: they said hello with the same
+    /// expected votes as this node's.
+    fn counted_peers(&self) -> impl Iterator<Item = u16> + '_ {
+        let expected = self.cfg.quorum.as_ref().map(|q| q.expected);
+        self.members
+            .up
+            .iter()
+            .filter(move |(_, p)| p.synced && Some(p.flags.expected_votes) == expected)
+            .map(|(n, _)| *n)
     }
 
     /// Whether this node may run and start hierarchies: quorum is not
@@ -529,16 +536,10 @@ impl Brain {
     pub fn quorum(&self) -> Option<QuorumStatus> {
         let q = self.cfg.quorum.as_ref()?;
         let witness = q.witness.then(|| self.witness_counts());
-        // The votes that count: this node's, and those of the peers up that
-        // said hello with the same expected votes (as the lease counts them).
+        // The votes that count: this node's, and those of the peers the
+        // lease counts.
         let votes = q.votes_of(self.cfg.node)
-            + self
-                .members
-                .up
-                .iter()
-                .filter(|(_, p)| p.synced && p.flags.expected_votes == q.expected)
-                .map(|(n, _)| q.votes_of(*n))
-                .sum::<u32>()
+            + self.counted_peers().map(|n| q.votes_of(n)).sum::<u32>()
             + u32::from(witness == Some(true));
         let lease_until = self.lease_end().filter(|end| self.now < *end);
         Some(QuorumStatus {

@@ -80,6 +80,19 @@ fn failed(what: &str, e: &rtnetlink::Error) -> String {
     }
 }
 
+/// An address's flags: the 32-bit attribute when the kernel gives it, else
+/// the header's 8 bits.
+fn flags_of(message: &AddressMessage) -> AddressFlags {
+    message
+        .attributes
+        .iter()
+        .find_map(|a| match a {
+            AddressAttribute::Flags(f) => Some(*f),
+            _ => None,
+        })
+        .unwrap_or_else(|| AddressFlags::from_bits_truncate(u32::from(message.header.flags.bits())))
+}
+
 /// Whether `e` is the kernel's "no such device".
 fn no_device(e: &rtnetlink::Error) -> bool {
     matches!(e, rtnetlink::Error::NetlinkError(m) if m.raw_code() == -19)
@@ -113,106 +126,76 @@ impl Netlink {
         }
     }
 
-    /// The interface with index `index`, if there is one.
-    pub async fn link_by_index(&self, index: u32) -> Result<Option<Link>, String> {
-        let mut links = self.handle.link().get().match_index(index).execute();
-        match links.try_next().await {
-            Ok(found) => Ok(found.as_ref().map(Link::from_message)),
-            Err(e) if no_device(&e) => Ok(None),
-            Err(e) => Err(failed(&format!("cannot read interface {index}"), &e)),
-        }
-    }
-
     /// The address `address` on interface `index` (whatever its prefix),
     /// if it is there. IPv4 is matched on the local address only (a
     /// point-to-point address's peer is not this node's), IPv6 on the
     /// local address if the kernel gives one, else the address.
     pub async fn find_address(&self, index: u32, address: IpAddr) -> Result<Option<Found>, String> {
-        let mut addresses = self
-            .handle
-            .address()
-            .get()
-            .set_link_index_filter(index)
-            .execute();
-        loop {
-            match addresses.try_next().await {
-                Ok(Some(message)) => {
-                    if message.header.index != index {
-                        continue;
-                    }
-                    let local = message.attributes.iter().find_map(|a| match a {
-                        AddressAttribute::Local(ip) => Some(*ip),
-                        _ => None,
-                    });
-                    let plain = message.attributes.iter().find_map(|a| match a {
-                        AddressAttribute::Address(ip) => Some(*ip),
-                        _ => None,
-                    });
-                    let own = if address.is_ipv4() {
-                        local
-                    } else {
-                        local.or(plain)
-                    };
-                    if own == Some(address) {
-                        let flags = message
-                            .attributes
-                            .iter()
-                            .find_map(|a| match a {
-                                AddressAttribute::Flags(f) => Some(*f),
-                                _ => None,
-                            })
-                            .unwrap_or_else(|| {
-                                AddressFlags::from_bits_truncate(u32::from(
-                                    message.header.flags.bits(),
-                                ))
-                            });
-                        return Ok(Some(Found {
-                            prefix: message.header.prefix_len,
-                            tentative: flags.contains(AddressFlags::Tentative),
-                            dad_failed: flags.contains(AddressFlags::Dadfailed),
-                            message,
-                        }));
-                    }
-                }
-                Ok(None) => return Ok(None),
-                Err(e) => return Err(failed("cannot list addresses", &e)),
+        for message in self.addresses(index).await? {
+            let local = message.attributes.iter().find_map(|a| match a {
+                AddressAttribute::Local(ip) => Some(*ip),
+                _ => None,
+            });
+            let plain = message.attributes.iter().find_map(|a| match a {
+                AddressAttribute::Address(ip) => Some(*ip),
+                _ => None,
+            });
+            let own = if address.is_ipv4() {
+                local
+            } else {
+                local.or(plain)
+            };
+            if own == Some(address) {
+                let flags = flags_of(&message);
+                return Ok(Some(Found {
+                    prefix: message.header.prefix_len,
+                    tentative: flags.contains(AddressFlags::Tentative),
+                    dad_failed: flags.contains(AddressFlags::Dadfailed),
+                    message,
+                }));
             }
         }
+        Ok(None)
     }
 
     /// An IPv6 address of interface `index` that may be a source now (not
     /// tentative, not failed): link-local first, else any. A link that
     /// just came up has its link-local address tentative for a second.
     pub async fn ipv6_source(&self, index: u32) -> Result<Option<std::net::Ipv6Addr>, String> {
+        let unusable = AddressFlags::Tentative | AddressFlags::Dadfailed;
+        let usable: Vec<std::net::Ipv6Addr> = self
+            .addresses(index)
+            .await?
+            .iter()
+            .filter(|m| !flags_of(m).intersects(unusable))
+            .flat_map(|m| &m.attributes)
+            .filter_map(|a| match a {
+                AddressAttribute::Address(IpAddr::V6(ip)) => Some(*ip),
+                _ => None,
+            })
+            .collect();
+        Ok(usable
+            .iter()
+            .find(|ip| ip.is_unicast_link_local())
+            .or(usable.first())
+            .copied())
+    }
+
+    /// Every address of interface `index`.
+    async fn addresses(&self, index: u32) -> Result<Vec<AddressMessage>, String> {
         let mut addresses = self
             .handle
             .address()
             .get()
             .set_link_index_filter(index)
             .execute();
-        let mut found: Option<std::net::Ipv6Addr> = None;
+        let mut all = Vec::new();
         loop {
-            let message = match addresses.try_next().await {
-                Ok(Some(message)) => message,
-                Ok(None) => return Ok(found),
+            match addresses.try_next().await {
+                Ok(Some(message)) if message.header.index == index => all.push(message),
+                Ok(Some(_)) => {}
+                Ok(None) => return Ok(all),
                 Err(e) => return Err(failed("cannot list addresses", &e)),
-            };
-            let unusable = AddressFlags::Tentative | AddressFlags::Dadfailed;
-            let flags = message.attributes.iter().find_map(|a| match a {
-                AddressAttribute::Flags(f) => Some(*f),
-                _ => None,
-            });
-            let header = AddressFlags::from_bits_truncate(u32::from(message.header.flags.bits()));
-            if flags.unwrap_or(header).intersects(unusable) || message.header.index != index {
-                continue;
-            }
-            for a in &message.attributes {
-                if let AddressAttribute::Address(IpAddr::V6(ip)) = a {
-                    if ip.is_unicast_link_local() {
-                        return Ok(Some(*ip));
-                    }
-                    found.get_or_insert(*ip);
-                }
             }
         }
     }
