@@ -47,6 +47,28 @@ impl DongleLog {
             .unwrap_or_default()
     }
 
+    /// Every line so far, each after the UTC minute and second it arrived
+    /// (`48:04.134`), to set beside a daemon's log.
+    pub fn timed_lines(&self) -> Vec<String> {
+        let (now, wall) = (Instant::now(), std::time::SystemTime::now());
+        self.0
+            .0
+            .lock()
+            .map(|l| {
+                l.iter()
+                    .map(|(at, line)| {
+                        let at = wall - now.saturating_duration_since(*at);
+                        let t = at
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .unwrap_or_default()
+                            .as_secs_f64();
+                        format!("{:02}:{:06.3} {line}", (t / 60.0) as u64 % 60, t % 60.0)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// The first line containing `text` and when it arrived, waiting up to
     /// `limit` for it.
     pub fn wait_for(&self, text: &str, limit: Duration) -> Result<(Instant, String), String> {
@@ -91,12 +113,27 @@ pub struct Qemu {
     pub log: DongleLog,
     monitor: PathBuf,
     _dir: tempfile::TempDir,
+    /// Held while this QEMU runs: one emulated dongle at a time.
+    _one: std::sync::MutexGuard<'static, ()>,
 }
 
 impl Qemu {
     /// Boots `image` with both UARTs on ptys and its defmt log on
     /// semihosting, decoded with the image's own table.
+    ///
+    /// One at a time in a process: the emulated firmware polls its UARTs
+    /// and takes a whole core, and the dongle's safety rests on its timing
+    /// (a watchdog that trips within its time), which two emulations and
+    /// their daemons on a 2-core machine do not keep (a CI run saw the
+    /// dongle reset a host over a second late, and a relay slowed to a
+    /// third of its speed).
     pub fn start(image: &Path) -> Result<Qemu, String> {
+        static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        // A test that panicked while it held the lock is over; its QEMU is
+        // gone with it.
+        let one = ONE
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let elf = std::fs::read(image)
             .map_err(|e| format!("cannot read the firmware image {}: {e}", image.display()))?;
         let table = defmt_decoder::Table::parse(&elf)
@@ -104,8 +141,15 @@ impl Qemu {
             .ok_or_else(|| format!("{} has no defmt table", image.display()))?;
         let dir = tempfile::tempdir().map_err(|e| format!("cannot make a directory: {e}"))?;
         let monitor = dir.path().join("monitor.sock");
-        let mut child = Command::new("qemu-system-arm")
+        // Ahead of the tests' own load: the dongle keeps time by its 1 ms
+        // tick, which QEMU delivers late (and the guest's clock runs slow)
+        // when it waits for a core. `nice` runs QEMU as it is where it may
+        // not raise its priority (not root).
+        let mut child = Command::new("nice")
             .args([
+                "-n",
+                "-10",
+                "qemu-system-arm",
                 "-machine",
                 "lm3s6965evb",
                 "-display",
@@ -176,6 +220,7 @@ impl Qemu {
             log,
             monitor,
             _dir: dir,
+            _one: one,
         })
     }
 
@@ -245,7 +290,7 @@ fn watch_arrivals(
     key: Key,
     cluster: ClusterId,
     stop: Arc<AtomicBool>,
-) -> (mpsc::Receiver<Instant>, std::thread::JoinHandle<()>) {
+) -> (mpsc::Receiver<(Instant, u64)>, std::thread::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel();
     let reader = std::thread::spawn(move || {
         let mut reader = FrameReader::<MAX_ENCODED_LEN>::new();
@@ -258,10 +303,11 @@ fn watch_arrivals(
             };
             reader.push(&buf[..n], |frame| {
                 let Ok(frame) = frame else { return };
-                if wire::route_of(frame) == Some(route)
-                    && wire::decode(frame, &key, cluster).is_ok()
-                {
-                    let _ = tx.send(Instant::now());
+                if wire::route_of(frame) != Some(route) {
+                    return;
+                }
+                if let Ok((header, _)) = wire::decode(frame, &key, cluster) {
+                    let _ = tx.send((Instant::now(), header.seq));
                 }
             });
         }
@@ -320,7 +366,7 @@ pub enum Feed {
 }
 
 /// Frames through a line and how fast they went.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct LineRun {
     /// Frames written.
     pub sent: usize,
@@ -332,6 +378,9 @@ pub struct LineRun {
     pub elapsed: Duration,
     /// The line speed, in baud.
     pub baud: u32,
+    /// The sequence numbers (from 1, in the order written) of the frames
+    /// that did not come out intact.
+    pub missing: Vec<u64>,
 }
 
 impl LineRun {
@@ -364,7 +413,15 @@ impl std::fmt::Display for LineRun {
             self.per_second(),
             self.baud,
             self.line_limit()
-        )
+        )?;
+        if !self.missing.is_empty() {
+            let shown: Vec<String> = self.missing.iter().take(20).map(u64::to_string).collect();
+            write!(f, "; missing: frames {}", shown.join(", "))?;
+            if self.missing.len() > 20 {
+                write!(f, " and {} more", self.missing.len() - 20)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -408,13 +465,26 @@ fn run_frames(
     let quiet = Duration::from_secs_f64(stream.len() as f64 * 10.0 / f64::from(baud))
         + Duration::from_secs(1);
     let (mut last, mut intact) = (None, 0);
+    let mut seen = vec![false; frames];
     while intact < frames {
-        let Ok(at) = arrivals.recv_timeout(quiet) else {
+        let Ok((at, seq)) = arrivals.recv_timeout(quiet) else {
             break;
         };
         last = Some(at);
         intact += 1;
+        if let Some(seen) = usize::try_from(seq)
+            .ok()
+            .and_then(|seq| seen.get_mut(seq.wrapping_sub(1)))
+        {
+            *seen = true;
+        }
     }
+    let missing = seen
+        .iter()
+        .enumerate()
+        .filter(|(_, seen)| !**seen)
+        .map(|(i, _)| i as u64 + 1)
+        .collect();
     stop.store(true, Ordering::Relaxed);
     // The reader must be gone before anyone opens the line again, or it
     // could take what the next reader is waiting for.
@@ -425,6 +495,7 @@ fn run_frames(
         frame_len,
         elapsed: last.map_or(Duration::ZERO, |last| last - started),
         baud,
+        missing,
     })
 }
 

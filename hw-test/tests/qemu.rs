@@ -305,10 +305,20 @@ fn the_dongle_relays_frames_between_its_ports() {
         .unwrap();
     let run = measure_relay(&qemu.ports, 115_200, &provisioning(), 2_000, Feed::AtOnce).unwrap();
     eprintln!("relay, QEMU, fed as fast as it takes them: {run}");
-    assert_eq!(run.intact, run.sent, "every frame relayed intact");
+    assert_eq!(
+        run.intact,
+        run.sent,
+        "every frame relayed intact: {run}; the dongle's log:\n  {}",
+        qemu.log.timed_lines().join("\n  ")
+    );
     let run = measure_relay(&qemu.ports, 115_200, &provisioning(), 500, Feed::AtLineRate).unwrap();
     eprintln!("relay, QEMU, fed at the rate of a 115200-baud line: {run}");
-    assert_eq!(run.intact, run.sent, "every frame relayed intact");
+    assert_eq!(
+        run.intact,
+        run.sent,
+        "every frame relayed intact: {run}; the dongle's log:\n  {}",
+        qemu.log.timed_lines().join("\n  ")
+    );
     check_ram(&image, &qemu.log, "the relay runs");
 }
 
@@ -485,7 +495,7 @@ fn a_looped_line_returns_every_frame() {
         Some(device) => {
             let run = check_loopback(Path::new(&device), baud, 500).unwrap();
             eprintln!("loopback, {}: {run}", device.to_string_lossy());
-            assert_eq!(run.intact, run.sent, "every frame came back intact");
+            assert_eq!(run.intact, run.sent, "every frame came back intact: {run}");
         }
         None => eprintln!(
             "SKIPPED: real-hardware loopback: set HEARTLINE_HW_LOOPBACK to a serial device with a loopback plug"
@@ -509,7 +519,7 @@ fn a_looped_line_returns_every_frame() {
     wait_for(Duration::from_secs(5), "socat's pty", || device.exists()).unwrap();
     let run = check_loopback(&device, baud, 500).unwrap();
     eprintln!("loopback, a pty looped through socat: {run}");
-    assert_eq!(run.intact, run.sent, "every frame came back intact");
+    assert_eq!(run.intact, run.sent, "every frame came back intact: {run}");
 }
 
 /// The same checks against a real board whose two serial ports are cabled
@@ -537,7 +547,7 @@ fn a_real_board_passes_the_same_checks() {
     drop(check_dongle(dir.path(), &binary, &ports, None));
     let run = measure_relay(&ports, 115_200, &provisioning(), 1_000, Feed::AtOnce).unwrap();
     eprintln!("relay, real board at 115200 baud: {run}");
-    assert_eq!(run.intact, run.sent, "every frame relayed intact");
+    assert_eq!(run.intact, run.sent, "every frame relayed intact: {run}");
 }
 
 /// Two hosts on the dongle's two ports: they provision it, the dongle is a
@@ -968,7 +978,7 @@ impl WitnessPair {
 
     /// The dongle's log, for a failure's message.
     fn dongle_log(&self) -> String {
-        self.qemu.log.lines().join("\n  ")
+        self.qemu.log.timed_lines().join("\n  ")
     }
 
     /// Waits until both hosts see each other and hold quorum with the
