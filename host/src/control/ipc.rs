@@ -1,6 +1,12 @@
 //! The local transport of the control API: a Unix socket on Unix, a named
 //! pipe on Windows (`control_socket = '\\.\pipe\heartline'`). Everything
 //! above this module sees a pair of byte streams.
+//!
+//! Who may connect: on Unix the socket's mode and every connection's
+//! credentials (`SO_PEERCRED`, judged by the control server); on Windows
+//! the pipe's security descriptor ([`PIPE_SECURITY`]), set on every
+//! instance of the pipe, which lets in only LocalSystem, the built-in
+//! Administrators and the daemon's own user, and no remote client.
 
 use std::io;
 use std::path::Path;
@@ -9,6 +15,15 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 #[cfg(unix)]
 use crate::sys::perms;
+
+/// The control pipe's security descriptor on Windows, in SDDL: a protected
+/// DACL (nothing inherited) that denies network logons and gives full
+/// access to LocalSystem (`SY`), the built-in Administrators (`BA`) and the
+/// pipe's owner (`OW`, the daemon's user); everyone else is refused by
+/// Windows before the daemon sees them. Compiled on every platform so that
+/// its tests run here.
+#[cfg_attr(not(windows), allow(dead_code))]
+pub const PIPE_SECURITY: &str = "D:P(D;;GA;;;NU)(A;;GA;;;SY)(A;;GA;;;BA)(A;;GA;;;OW)";
 
 /// The reading half of a control connection.
 pub type Reader = Box<dyn AsyncRead + Unpin + Send>;
@@ -66,9 +81,10 @@ pub struct Listener {
     #[cfg(unix)]
     inner: tokio::net::UnixListener,
     #[cfg(windows)]
-    path: std::path::PathBuf,
-    #[cfg(windows)]
-    next: tokio::net::windows::named_pipe::NamedPipeServer,
+    inner: interprocess::os::windows::named_pipe::tokio::PipeListener<
+        interprocess::os::windows::named_pipe::pipe_mode::Bytes,
+        interprocess::os::windows::named_pipe::pipe_mode::Bytes,
+    >,
 }
 
 impl Listener {
@@ -114,15 +130,27 @@ impl Listener {
         }
         #[cfg(windows)]
         {
+            use interprocess::os::windows::named_pipe::{PipeListenerOptions, pipe_mode};
+            use interprocess::os::windows::security_descriptor::SecurityDescriptor;
+            // Groups are a Unix matter; on Windows the descriptor decides.
             let _ = gid;
-            let next = tokio::net::windows::named_pipe::ServerOptions::new()
-                .first_pipe_instance(true)
-                .create(path)
-                .map_err(|e| format!("cannot create the named pipe {}: {e} (is another heartline daemon running?)", path.display()))?;
-            Ok(Listener {
-                path: path.to_path_buf(),
-                next,
-            })
+            let sddl = widestring::U16CString::from_str(PIPE_SECURITY)
+                .map_err(|e| format!("the control pipe's security descriptor: {e}"))?;
+            let security = SecurityDescriptor::deserialize(&sddl).map_err(|e| {
+                format!("the control pipe's security descriptor {PIPE_SECURITY}: {e}")
+            })?;
+            let inner = PipeListenerOptions::new()
+                .path(path)
+                .security_descriptor(Some(security))
+                .accept_remote(false)
+                .create_tokio_duplex::<pipe_mode::Bytes>()
+                .map_err(|e| {
+                    format!(
+                        "cannot create the named pipe {}: {e} (is another heartline daemon running?)",
+                        path.display()
+                    )
+                })?;
+            Ok(Listener { inner })
         }
     }
 
@@ -140,11 +168,42 @@ impl Listener {
         }
         #[cfg(windows)]
         {
-            self.next.connect().await?;
-            let fresh = tokio::net::windows::named_pipe::ServerOptions::new().create(&self.path)?;
-            let connected = std::mem::replace(&mut self.next, fresh);
+            let connected = self.inner.accept().await?;
             let (read, write) = tokio::io::split(connected);
             Ok((Box::new(read), Box::new(write), None))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PIPE_SECURITY;
+
+    /// The descriptor as Windows reads SDDL: a protected DACL, the deny
+    /// first (Windows stops at the first entry that matches), and an allow
+    /// for exactly LocalSystem, the Administrators and the owner.
+    #[test]
+    fn the_pipe_admits_only_the_system_administrators_and_the_daemon_user() {
+        let dacl = PIPE_SECURITY.strip_prefix("D:P").expect("a protected DACL");
+        let aces: Vec<&str> = dacl
+            .trim_start_matches('(')
+            .trim_end_matches(')')
+            .split(")(")
+            .collect();
+        assert_eq!(
+            aces.first(),
+            Some(&"D;;GA;;;NU"),
+            "network logons denied first"
+        );
+        let allowed: Vec<&str> = aces
+            .iter()
+            .filter_map(|ace| ace.strip_prefix("A;;GA;;;"))
+            .collect();
+        assert_eq!(allowed, ["SY", "BA", "OW"]);
+        assert_eq!(aces.len(), 4, "nothing else: {aces:?}");
+        assert!(
+            !PIPE_SECURITY.contains("WD") && !PIPE_SECURITY.contains("AU"),
+            "neither Everyone nor Authenticated Users"
+        );
     }
 }

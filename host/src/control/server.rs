@@ -39,6 +39,11 @@ pub struct Services {
 
 /// Longest request line accepted.
 const MAX_REQUEST: usize = 64 * 1024;
+/// A connection's read buffer: a request is one line, most far shorter;
+/// a longer one is read in several passes. Small, because 256 of them
+/// can be open at once and, with memory locked, what a storm of
+/// connections took is not given back to the system.
+const READ_BUFFER: usize = 1024;
 
 /// How long an action on resources may take before the CLI is told it
 /// timed out (the action itself goes on; its scripts have their own
@@ -315,7 +320,7 @@ async fn serve_client(
     roles: Roles,
     idle: Duration,
 ) {
-    let mut lines = BufReader::new(read.take(MAX_REQUEST as u64)).lines();
+    let mut lines = BufReader::with_capacity(READ_BUFFER, read.take(MAX_REQUEST as u64)).lines();
     let request = tokio::select! {
         line = tokio::time::timeout(idle, lines.next_line()) => match line {
             Ok(Ok(Some(line))) => line,
