@@ -12,6 +12,8 @@
 //! the log and to `watch`. It decides nothing itself.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use heartline_brain::api::{Answer, Request, RequestId};
@@ -105,6 +107,9 @@ struct Shell {
     watchdog_failure: Option<String>,
     /// The fence devices, to run what the brain asks.
     fencing: Option<crate::config::FencingSpec>,
+    /// Scripts in a row that could not be started for want of descriptors
+    /// or processes (0 once one starts): paces the retries and the log.
+    exhausted: Arc<AtomicU32>,
 }
 
 /// Opens the database, loads the kits and starts the brain on a thread of
@@ -267,6 +272,7 @@ pub fn start(
                         watchdog,
                         watchdog_failure: None,
                         fencing,
+                        exhausted: Arc::default(),
                     };
                     shell.run(rx, from_comm).await;
                 }),
@@ -399,10 +405,15 @@ impl Shell {
             {
                 // Out of descriptors or processes: nothing ran, so nothing
                 // failed (the brain skips a check, retries anything else).
-                error!(
-                    "{run}: this node is out of file descriptors or processes; the script did not run and is not counted as failed (raise LimitNOFILE, or find what holds them: ls /proc/{}/fd | wc -l)",
-                    std::process::id()
-                );
+                // Said the first time and then at 2, 4, 8... in a row.
+                let streak = self.exhausted.load(Ordering::Relaxed);
+                if streak <= 1 || streak.is_power_of_two() {
+                    error!(
+                        "{run}: this node is out of file descriptors or processes; the script did not run and is not counted as failed; {streak} in a row, retried every {} at most (raise LimitNOFILE, or find what holds them: ls /proc/{}/fd | wc -l)",
+                        humantime::format_duration(exhausted_pause(u32::MAX)),
+                        std::process::id()
+                    );
+                }
                 self.brain.handle(
                     now,
                     Input::ScriptNotRun {
@@ -701,15 +712,14 @@ impl Shell {
     /// Runs one script of a job as a task; its end comes back as an input.
     fn run_script(&self, job: JobId, action: Action, resource: &Resource, event: Option<&str>) {
         let inputs = self.inputs.clone();
+        let exhausted = self.exhausted.clone();
         if is_builtin(&resource.app, &resource.rtype) {
             let props = resource.props.clone();
             let tag = resource.place.tag.clone();
             tokio::spawn(async move {
                 let run = run_builtin(action, &props).await;
-                if matches!(run.outcome, script::Outcome::Exhausted(_)) {
-                    // As for a script that could not be spawned.
-                    tokio::time::sleep(EXHAUSTED_PAUSE).await;
-                }
+                // As for a script that could not be spawned.
+                pace_exhausted(&exhausted, &run).await;
                 if run.succeeded() && action != Action::QuickCheck {
                     info!("{action} {tag}: {}", run.output);
                 }
@@ -747,11 +757,7 @@ impl Shell {
         let env = script_env(&self.daemon_env, resource, action, event.unwrap_or(""));
         tokio::spawn(async move {
             let run = script::run(&path, &[], &env, timeout).await;
-            if matches!(run.outcome, script::Outcome::Exhausted(_)) {
-                // Reported after a pause: the brain asks for the step
-                // again, and descriptors take a moment to come back.
-                tokio::time::sleep(EXHAUSTED_PAUSE).await;
-            }
+            pace_exhausted(&exhausted, &run).await;
             let _ = inputs.send(ShellInput::Script { job, run });
         });
     }
@@ -843,8 +849,32 @@ async fn run_builtin(
 }
 
 /// How long a script that could not be started for want of descriptors
-/// waits before the brain hears of it (and asks again).
-const EXHAUSTED_PAUSE: Duration = Duration::from_secs(1);
+/// waits before the brain hears of it (and asks again), when it is the
+/// `streak`th in a row: 1 s, doubling to 8 s, so a node out of descriptors
+/// neither spins nor leaves a step waiting long once they come back.
+fn exhausted_pause(streak: u32) -> Duration {
+    Duration::from_secs(1 << streak.saturating_sub(1).min(3))
+}
+
+/// Counts a run that could not start (and waits its pause before it is
+/// reported) or, for one that started, ends the streak.
+async fn pace_exhausted(streak: &AtomicU32, run: &ScriptRun) {
+    if let Some(pause) = count_exhausted(streak, run) {
+        tokio::time::sleep(pause).await;
+    }
+}
+
+/// The counting of [`pace_exhausted`]: the pause, for a run that could not
+/// start.
+fn count_exhausted(streak: &AtomicU32, run: &ScriptRun) -> Option<Duration> {
+    if matches!(run.outcome, script::Outcome::Exhausted(_)) {
+        let n = streak.fetch_add(1, Ordering::Relaxed).saturating_add(1);
+        Some(exhausted_pause(n))
+    } else {
+        streak.store(0, Ordering::Relaxed);
+        None
+    }
+}
 
 /// What every script sees of the daemon running it, so that a kit can run
 /// `heartline` commands against it and keep files of its own:
@@ -905,4 +935,44 @@ fn script_env(
         env.push((format!("HEARTLINE_PROP_{name}"), value.clone()));
     }
     env
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_out_of_descriptors_retries_at_1_2_4_then_8_seconds() {
+        let pauses: Vec<u64> = (1..=6).map(|n| exhausted_pause(n).as_secs()).collect();
+        assert_eq!(pauses, [1, 2, 4, 8, 8, 8]);
+        assert_eq!(exhausted_pause(u32::MAX), Duration::from_secs(8));
+        assert_eq!(exhausted_pause(0), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn the_streak_grows_with_each_run_that_could_not_start_and_ends_with_one_that_did() {
+        let streak = AtomicU32::new(0);
+        let starved = ScriptRun {
+            outcome: script::Outcome::Exhausted("Too many open files".into()),
+            output: String::new(),
+            elapsed: Duration::ZERO,
+        };
+        let pauses: Vec<_> = (0..3)
+            .filter_map(|_| count_exhausted(&streak, &starved))
+            .map(|p| p.as_secs())
+            .collect();
+        assert_eq!(pauses, [1, 2, 4]);
+        assert_eq!(streak.load(Ordering::Relaxed), 3);
+        let ran = ScriptRun {
+            outcome: script::Outcome::Succeeded,
+            output: String::new(),
+            elapsed: Duration::ZERO,
+        };
+        assert_eq!(count_exhausted(&streak, &ran), None, "no pause after a run");
+        assert_eq!(streak.load(Ordering::Relaxed), 0);
+        assert_eq!(
+            count_exhausted(&streak, &starved),
+            Some(Duration::from_secs(1))
+        );
+    }
 }
