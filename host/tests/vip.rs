@@ -562,6 +562,91 @@ fn a_vip_deleted_by_hand_is_added_again_and_a_dead_link_moves_it() {
     lab.never_both(VIP);
 }
 
+/// Link monitoring: with node 1's checks an hour apart, only the kernel's
+/// events (netlink) can tell its daemon that the address was deleted or
+/// that the carrier went at the far end of its link (the bridge's end set
+/// down: the node's own interface stays up, without carrier). Each is
+/// acted on: the address added again, then the VIP moved to node 2.
+#[test]
+fn with_checks_an_hour_apart_a_deleted_address_and_a_far_end_carrier_loss_are_acted_on_at_once() {
+    let Some(lab) = lab() else {
+        return;
+    };
+    lab.vip_on(1, "vip", &format!("{VIP}/24"), &["quick_check_interval=1h"]);
+    lab.vip_on(2, "vip", &format!("{VIP}/24"), &[]);
+    lab.cli(
+        1,
+        &[
+            "eqv",
+            "create",
+            "--tag",
+            "vip",
+            "--other-node",
+            "2",
+            "--other-tag",
+            "vip",
+        ],
+    );
+    lab.cli(1, &["in-service", "vip"]);
+    wait_for(Duration::from_secs(10), "the VIP on node 1", || {
+        lab.where_is(VIP) == [1]
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", lab.logs()));
+    let dev = lab.dev("n1");
+    let deleted = std::time::Instant::now();
+    must_in(
+        &lab.ns("n1"),
+        &["ip", "addr", "del", &format!("{VIP}/24"), "dev", &dev],
+    );
+    wait_for(
+        Duration::from_secs(20),
+        "the VIP added again on node 1",
+        || lab.holds("n1", VIP),
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", lab.logs()));
+    let readded = deleted.elapsed();
+    let log = lab.logs();
+    assert!(
+        log.contains("address removed: checking vip now"),
+        "the event, not the interval, did it:\n{log}"
+    );
+    // The far end of node 1's link to the bridge goes down: node 1's
+    // interface loses its carrier but stays up, and node 1 still sees
+    // node 2 over their own link.
+    let cut = std::time::Instant::now();
+    must_in(
+        &lab.ns("b"),
+        &["ip", "link", "set", &format!("{dev}h"), "down"],
+    );
+    wait_for(Duration::from_secs(20), "the VIP on node 2", || {
+        lab.where_is(VIP) == [2]
+    })
+    .unwrap_or_else(|e| {
+        let link = Command::new("ip")
+            .args(["-n", &lab.ns("n1"), "link", "show", "dev", &dev])
+            .output()
+            .unwrap();
+        panic!(
+            "{e}\n{}\n{}",
+            String::from_utf8_lossy(&link.stdout),
+            lab.logs()
+        )
+    });
+    let moved = cut.elapsed();
+    assert!(lab.sees_up(2, 1), "node 1 stays up over the other path");
+    let log = lab.logs();
+    // Now, or (when the cut came while the recovery still ran) once it
+    // ended.
+    assert!(
+        log.contains("link changed: checking vip"),
+        "the event, not the interval, did it:\n{log}"
+    );
+    eprintln!(
+        "link monitor (checks 1 h apart, debug build): the deleted address was back after {readded:?}; the far end's carrier lost, the VIP on node 2 after {moved:?}"
+    );
+    lab.never_both(VIP);
+}
+
 #[test]
 fn an_address_another_host_answers_for_is_not_taken_v4_or_v6_and_ipv6_needs_no_dad() {
     let Some(lab) = lab() else {

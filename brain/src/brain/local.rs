@@ -109,6 +109,9 @@ pub(super) struct Local {
     next_job: u64,
     waiting: VecDeque<Waiting>,
     checks: BTreeMap<String, Instant>,
+    /// Resources to check as soon as the action holding them ends (asked
+    /// for by [`Input::CheckNow`](super::Input::CheckNow) while busy).
+    recheck: BTreeSet<String>,
     failures: BTreeMap<String, VecDeque<Instant>>,
     last: BTreeMap<String, String>,
     /// Hierarchies (a tag of each) not to run here until an administrator
@@ -214,11 +217,17 @@ impl Brain {
             self.schedule_check(tag);
         } else if !state.in_service() {
             self.local.checks.remove(tag);
+            self.local.recheck.remove(tag);
         }
     }
 
     fn schedule_check(&mut self, tag: &str) {
-        if self.model.maintenance || self.local.checks.contains_key(tag) {
+        if self.model.maintenance {
+            return;
+        }
+        // Asked for while an action held it: now, whatever was scheduled.
+        let at_once = self.local.recheck.remove(tag);
+        if !at_once && self.local.checks.contains_key(tag) {
             return;
         }
         let Some(resource) = self.model.resources.get(&self.place_of(tag)) else {
@@ -232,7 +241,40 @@ impl Brain {
             .duration_prop(tag, "quick_check_interval")
             .or_else(|| kit.and_then(|k| k.quick_check_interval));
         if let Some(every) = every.filter(|d| *d > Duration::ZERO) {
-            self.local.checks.insert(tag.to_string(), self.now + every);
+            let at = if at_once { self.now } else { self.now + every };
+            self.local.checks.insert(tag.to_string(), at);
+        }
+    }
+
+    /// [`Input::CheckNow`](super::Input::CheckNow): each of `tags` in
+    /// service here and checked at an interval is checked now, or once the
+    /// action holding its hierarchy ends. Others are left alone: one
+    /// starting, stopping or out of service has nothing to check.
+    pub(super) fn check_now(&mut self, tags: &[String], why: &str) {
+        for tag in tags {
+            if self.model.maintenance || self.state_of(tag) != Some(State::Isp) {
+                continue;
+            }
+            if self.local.holds(&BTreeSet::from([tag.clone()])) {
+                // An action holds it (a check, a recovery): a check due now
+                // would be skipped as busy, so it runs when that ends,
+                // whatever the action saw.
+                if self.local.recheck.insert(tag.clone()) {
+                    self.notice(
+                        Level::Info,
+                        format!("{why}: checking {tag} once its current action ends"),
+                    );
+                }
+                continue;
+            }
+            match self.local.checks.get_mut(tag) {
+                Some(due) if *due > self.now => {
+                    *due = self.now;
+                    self.notice(Level::Info, format!("{why}: checking {tag} now"));
+                }
+                // Due already, or checked at no interval.
+                _ => {}
+            }
         }
     }
 
@@ -928,6 +970,7 @@ impl Brain {
         }
         self.local.leaving = true;
         self.local.checks.clear();
+        self.local.recheck.clear();
         if self.model.maintenance {
             self.notice(
                 Level::Warn,
@@ -1090,6 +1133,7 @@ impl Brain {
         };
         let model = &self.model;
         self.local.checks.retain(|t, _| exists(model, t));
+        self.local.recheck.retain(|t| exists(model, t));
         self.local.failures.retain(|t, _| exists(model, t));
         self.local.held.retain(|t| exists(model, t));
         let maintenance = self.model.maintenance;
@@ -1099,6 +1143,7 @@ impl Brain {
         self.local.maintenance_seen = maintenance;
         if maintenance {
             self.local.checks.clear();
+            self.local.recheck.clear();
             self.notice(
                 Level::Warn,
                 "MAINTENANCE MODE ON: nothing is checked, recovered, started or stopped by the cluster until it is turned off",

@@ -210,6 +210,18 @@ pub enum Input {
         /// Why, in one line.
         summary: String,
     },
+    /// Something the shell watches says these resources of this node may
+    /// have failed (the IP kit's link monitor: a carrier lost, an address
+    /// removed, on an interface they use): each that is in service here is
+    /// checked now rather than at its interval, or as soon as the action
+    /// holding it ends. The check decides, as at any other time: a hint
+    /// that was wrong costs one check.
+    CheckNow {
+        /// The resources (tags on this node).
+        tags: Vec<String>,
+        /// What was seen, for the log ("eth1: link changed").
+        why: String,
+    },
     /// The daemon was asked to stop (SIGTERM): act on `on_stop`, then
     /// [`Output::Exit`].
     Shutdown,
@@ -459,6 +471,7 @@ impl Brain {
             Input::Request { id, request } => self.on_request(id, request),
             Input::ScriptDone { job, ok, summary } => self.on_script_done(job, ok, &summary),
             Input::ScriptNotRun { job, summary } => self.on_script_not_run(job, &summary),
+            Input::CheckNow { tags, why } => self.check_now(&tags, &why),
             Input::Shutdown => self.on_shutdown(),
             Input::Heard { node, echoed } => self.on_heard(node, echoed),
             Input::Witness {

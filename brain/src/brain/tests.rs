@@ -1155,6 +1155,71 @@ fn a_quick_check_interval_property_overrides_the_kit() {
 }
 
 #[test]
+fn a_check_now_hint_checks_at_once_what_runs_here_and_nothing_else() {
+    let mut c = Cluster::new(2);
+    c.extend("db", &[1, 2]);
+    c.change(
+        1,
+        Change::SetProp {
+            place: Place {
+                node: 1,
+                tag: "db".into(),
+            },
+            name: "quick_check_interval".into(),
+            value: Some("30s".into()),
+        },
+    );
+    in_service(&mut c, 1, "db");
+    c.kill_app(1, "db");
+    c.advance(Duration::from_secs(1));
+    assert!(c.running("db").is_empty(), "not checked yet");
+    let hint = |c: &mut Cluster, node: u16| {
+        if let Some(brain) = c.brains.get_mut(&node) {
+            brain.handle(
+                c.now,
+                Input::CheckNow {
+                    tags: vec!["db".into()],
+                    why: "eth1: link changed".into(),
+                },
+            );
+        }
+        c.drain(node);
+    };
+    hint(&mut c, 1);
+    c.advance(Duration::from_millis(100));
+    assert!(
+        c.noticed("eth1: link changed: checking db now"),
+        "{:#?}",
+        c.notices
+    );
+    assert_eq!(
+        c.running("db"),
+        [1],
+        "checked at once and recovered in place"
+    );
+    // A hint while an action holds it (the check that finds it dead, then
+    // the recovery): checked again the moment that action ends.
+    c.kill_app(1, "db");
+    hint(&mut c, 1);
+    c.advance(Duration::from_millis(5));
+    hint(&mut c, 1);
+    assert!(
+        c.noticed("eth1: link changed: checking db once its current action ends"),
+        "{:#?}",
+        c.notices
+    );
+    c.advance(Duration::from_secs(1));
+    assert_eq!(c.running("db"), [1], "recovered in place again");
+    // On node 2, where db is out of service, the same hint does nothing.
+    let before = c.notices.len();
+    hint(&mut c, 2);
+    c.advance(Duration::from_millis(100));
+    assert_eq!(c.notices.len(), before, "{:#?}", &c.notices[before..]);
+    assert_eq!(c.running("db"), [1]);
+    c.assert_never_twice();
+}
+
+#[test]
 fn a_node_joining_with_a_greater_configuration_gives_it_to_the_coordinator() {
     let mut c = Cluster::new(2);
     c.extend("db", &[1, 2]);

@@ -6,8 +6,11 @@
 //! actions; the resource brain drives them as it drives any kit's scripts
 //! (the resource manager runs [`vip::act`] where it would spawn a script),
 //! and each ends with one line saying what was done, or why it failed.
+//! [`monitor`] watches the kernel's link and address events so that a lost
+//! carrier or a deleted address is checked at once.
 
 pub mod announce;
+pub mod monitor;
 pub mod netlink;
 pub mod probe;
 pub mod vip;

@@ -48,6 +48,9 @@ enum ShellInput {
         id: heartline_brain::FenceId,
         run: super::fence::FenceRun,
     },
+    /// The kernel said something of an interface (the IP kit's monitor).
+    #[cfg(target_os = "linux")]
+    Link(crate::ip::monitor::LinkEvent),
 }
 
 /// The rest of the daemon's handle on the resource brain.
@@ -297,6 +300,8 @@ impl Shell {
     ) {
         self.carry_out().await;
         self.publish_fence_deadline();
+        #[cfg(target_os = "linux")]
+        self.watch_links();
         loop {
             let tend = self
                 .watchdog
@@ -433,6 +438,8 @@ impl Shell {
                     },
                 );
             }
+            #[cfg(target_os = "linux")]
+            ShellInput::Link(event) => self.on_link(&event),
             ShellInput::Fenced { id, run } => {
                 self.brain.handle(
                     now,
@@ -707,6 +714,51 @@ impl Shell {
             }
             let _ = inputs.send(ShellInput::Fenced { id, run });
         });
+    }
+
+    /// Starts the IP kit's link monitor: the kernel's link and address
+    /// events come back as inputs.
+    #[cfg(target_os = "linux")]
+    fn watch_links(&self) {
+        let inputs = self.inputs.clone();
+        if let Err(e) =
+            crate::ip::monitor::spawn(move |event| inputs.send(ShellInput::Link(event)).is_ok())
+        {
+            warn!(
+                "cannot watch the kernel's link events ({e}): IP addresses are checked at their interval only"
+            );
+        }
+    }
+
+    /// A link or address event: this node's IP addresses on that interface
+    /// are checked now (the brain skips those not in service).
+    #[cfg(target_os = "linux")]
+    fn on_link(&mut self, event: &crate::ip::monitor::LinkEvent) {
+        let node = self.brain.node();
+        let tags: Vec<String> = self
+            .brain
+            .model()
+            .resources
+            .values()
+            .filter(|r| {
+                r.place.node == node
+                    && crate::ip::is_builtin(&r.app, &r.rtype)
+                    && r.props.get("interface") == Some(&event.interface)
+            })
+            .map(|r| r.place.tag.clone())
+            .collect();
+        if tags.is_empty() {
+            return;
+        }
+        debug!(interface = %event.interface, "{}: checking {}", event.what, tags.join(", "));
+        let now = self.now();
+        self.brain.handle(
+            now,
+            Input::CheckNow {
+                tags,
+                why: format!("{}: {}", event.interface, event.what),
+            },
+        );
     }
 
     /// Runs one script of a job as a task; its end comes back as an input.

@@ -190,6 +190,7 @@ fn check_resource_seeds(first: u64, count: u64, quorum: bool) -> ExitCode {
                 total.multi_active += report.multi_active;
                 total.changes += report.changes;
                 total.discarded += report.discarded;
+                total.hints += report.hints;
                 total.takeovers.extend(report.takeovers);
             }
             Err(violation) => {
@@ -241,6 +242,10 @@ fn check_resource_seeds(first: u64, count: u64, quorum: bool) -> ExitCode {
         fenced.len(),
         quantile(&fenced, 0.5),
         quantile(&fenced, 0.99)
+    );
+    say!(
+        "  {} link monitor hints (check now), after the application died or for nothing",
+        total.hints
     );
     if quorum {
         say!(

@@ -82,6 +82,17 @@ pub enum Fault {
     },
     /// A group's application dies wherever it runs.
     KillApp(usize),
+    /// A link monitor's hint ([`heartline_brain::Input::CheckNow`]) to
+    /// `node` for a group's resources: after its application died there
+    /// (`kill`), or for nothing (a spurious event).
+    Hint {
+        /// The group.
+        group: usize,
+        /// The node told.
+        node: usize,
+        /// Whether the group's application died first, wherever it ran.
+        kill: bool,
+    },
     /// An administrator's request on a node.
     Admin {
         /// The node asked.
@@ -313,7 +324,12 @@ impl Scenario {
                         span: span(&mut rng, 300, 5_000),
                     }
                 }
-                47..=61 => Fault::KillApp(rng.random_range(0..scenario.groups.len())),
+                47..=55 => Fault::KillApp(rng.random_range(0..scenario.groups.len())),
+                56..=61 => Fault::Hint {
+                    group: rng.random_range(0..scenario.groups.len()),
+                    node,
+                    kill: rng.random_bool(0.5),
+                },
                 _ => {
                     let group = rng.random_range(0..scenario.groups.len());
                     let request = match rng.random_range(0..100) {

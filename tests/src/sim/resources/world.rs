@@ -102,6 +102,8 @@ pub struct Report {
     pub scripts: u64,
     /// Admin messages sent.
     pub messages: u64,
+    /// Link monitor hints a node heard (`Input::CheckNow`).
+    pub hints: u64,
 }
 
 impl fmt::Display for Report {
@@ -1574,6 +1576,39 @@ impl World<'_> {
                     .collect();
                 if let Some(victim) = victims.first() {
                     self.apps.remove(victim);
+                }
+            }
+            Fault::Hint { group, node, kill } => {
+                let name = self.sc.groups[group].name.clone();
+                let child = format!("{name}-data");
+                let mut told = node;
+                if kill {
+                    // The application dies, and the node it ran on hears
+                    // of it at once (its link monitor).
+                    if let Some(victim) = self
+                        .apps
+                        .iter()
+                        .find(|(_, t)| *t == name || *t == child)
+                        .cloned()
+                    {
+                        told = victim.0;
+                        self.apps.remove(&victim);
+                    }
+                }
+                if self.alive(told) {
+                    self.report.hints += 1;
+                    let now = self.local(told);
+                    self.log(|| format!("node {} is told to check {name} now", told + 1));
+                    if let Some(brain) = self.nodes[told].brain.as_mut() {
+                        brain.handle(
+                            now,
+                            Input::CheckNow {
+                                tags: vec![name, child],
+                                why: "link changed".into(),
+                            },
+                        );
+                    }
+                    self.pump(told)?;
                 }
             }
             Fault::Admin { node, request } => self.admin(node, request)?,
