@@ -647,6 +647,53 @@ fn with_checks_an_hour_apart_a_deleted_address_and_a_far_end_carrier_loss_are_ac
     lab.never_both(VIP);
 }
 
+/// Two VIPs of a subnet the node has no address of its own in: the first
+/// added is the kernel's primary of that subnet, the second its secondary,
+/// and deleting a primary deletes its secondaries unless the kernel is told
+/// to promote one. Taking the first out of service leaves the second.
+#[test]
+fn removing_a_primary_address_keeps_the_other_vips_of_its_subnet() {
+    let Some(lab) = lab() else {
+        return;
+    };
+    let (a, b) = ("10.81.0.100", "10.81.0.101");
+    let sysctl = format!(
+        "/proc/sys/net/ipv4/conf/{}/promote_secondaries",
+        lab.dev("n1")
+    );
+    must_in(&lab.ns("n1"), &["sh", "-c", &format!("echo 0 > {sysctl}")]);
+    lab.vip_on(1, "va", &format!("{a}/24"), &[]);
+    lab.vip_on(1, "vb", &format!("{b}/24"), &[]);
+    for tag in ["va", "vb"] {
+        lab.cli(1, &["in-service", tag]);
+    }
+    wait_for(Duration::from_secs(10), "both VIPs on node 1", || {
+        lab.holds("n1", a) && lab.holds("n1", b)
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", lab.logs()));
+    let line = lab.addr_line("n1", b);
+    assert!(line.contains("secondary"), "{b} is a secondary: {line}");
+    lab.cli(1, &["out-of-service", "va"]);
+    wait_for(Duration::from_secs(10), "the first VIP gone", || {
+        !lab.holds("n1", a)
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", lab.logs()));
+    assert!(lab.holds("n1", b), "{b} kept:\n{}", lab.logs());
+    let log = lab.logs();
+    assert!(
+        log.contains("promote_secondaries = 1 so that the other addresses of its subnet stay"),
+        "{log}"
+    );
+    // The kernel never dropped it, even for a moment.
+    let gone = std::fs::read_to_string(lab.path("monitor1")).unwrap();
+    assert!(
+        !gone
+            .lines()
+            .any(|l| l.contains("Deleted") && l.contains(&format!(" {b}/"))),
+        "{gone}"
+    );
+}
+
 #[test]
 fn an_address_another_host_answers_for_is_not_taken_v4_or_v6_and_ipv6_needs_no_dad() {
     let Some(lab) = lab() else {

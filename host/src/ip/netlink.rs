@@ -93,6 +93,14 @@ fn flags_of(message: &AddressMessage) -> AddressFlags {
         .unwrap_or_else(|| AddressFlags::from_bits_truncate(u32::from(message.header.flags.bits())))
 }
 
+/// An IPv4 address message's local address.
+fn local_of(message: &AddressMessage) -> Option<IpAddr> {
+    message.attributes.iter().find_map(|a| match a {
+        AddressAttribute::Local(ip) => Some(*ip),
+        _ => None,
+    })
+}
+
 /// Whether `e` is the kernel's "no such device".
 fn no_device(e: &rtnetlink::Error) -> bool {
     matches!(e, rtnetlink::Error::NetlinkError(m) if m.raw_code() == -19)
@@ -156,6 +164,36 @@ impl Netlink {
             }
         }
         Ok(None)
+    }
+
+    /// The IPv4 addresses that the kernel would delete with `found` (a
+    /// primary address: the first of its subnet on the interface): the
+    /// secondaries of its subnet on interface `index`. Empty for IPv6, for
+    /// a secondary, and for a primary alone in its subnet.
+    pub async fn secondaries_of(&self, index: u32, found: &Found) -> Result<Vec<IpAddr>, String> {
+        let Some(IpAddr::V4(primary)) = local_of(&found.message) else {
+            return Ok(Vec::new());
+        };
+        if flags_of(&found.message).contains(AddressFlags::Secondary) {
+            return Ok(Vec::new());
+        }
+        let network = |ip: std::net::Ipv4Addr| {
+            u32::from(ip)
+                .checked_shr(32 - u32::from(found.prefix))
+                .unwrap_or(0)
+        };
+        Ok(self
+            .addresses(index)
+            .await?
+            .iter()
+            .filter(|m| flags_of(m).contains(AddressFlags::Secondary))
+            .filter(|m| m.header.prefix_len == found.prefix)
+            .filter_map(local_of)
+            .filter(|ip| match ip {
+                IpAddr::V4(ip) => *ip != primary && network(*ip) == network(primary),
+                IpAddr::V6(_) => false,
+            })
+            .collect())
     }
 
     /// An IPv6 address of interface `index` that may be a source now (not

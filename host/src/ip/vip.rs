@@ -293,14 +293,48 @@ async fn remove(nl: &netlink::Netlink, spec: &VipSpec) -> Result<String, String>
             spec.address, found.prefix
         )),
         Some(found) => {
+            // Deleting a primary IPv4 address deletes its subnet's
+            // secondaries with it (another resource's address, or the
+            // node's own) unless the kernel promotes one in its place.
+            let behind = nl.secondaries_of(link.index, &found).await?;
+            let mut promoted = String::new();
+            if !behind.is_empty() {
+                promoted = promote_secondaries(&spec.interface)?;
+            }
             nl.delete_address(found.message).await?;
             if nl.find_address(link.index, spec.address).await?.is_some() {
                 return Err(format!("{name} is still there after it was deleted"));
             }
-            Ok(format!("removed {name}"))
+            for ip in &behind {
+                if nl.find_address(link.index, *ip).await?.is_none() {
+                    return Err(format!(
+                        "removed {name}, and the kernel deleted {ip} with it (a secondary of the same subnet): add it back, and set net.ipv4.conf.{}.promote_secondaries = 1",
+                        spec.interface
+                    ));
+                }
+            }
+            Ok(format!("removed {name}{promoted}"))
         }
         None => Ok(format!("{name} was not there")),
     }
+}
+
+/// Makes the kernel promote a secondary address of `interface` when its
+/// primary is deleted (`net.ipv4.conf.IF.promote_secondaries`, off by
+/// default outside systemd's defaults), so that removing one address
+/// never takes others with it; what was done, for the action's line.
+fn promote_secondaries(interface: &str) -> Result<String, String> {
+    let path = format!("/proc/sys/net/ipv4/conf/{interface}/promote_secondaries");
+    let now = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    if now.trim() == "1" {
+        return Ok(String::new());
+    }
+    std::fs::write(&path, "1").map_err(|e| {
+        format!("cannot set {path} to 1 ({e}), so removing the address would delete the secondaries of its subnet: left in place")
+    })?;
+    Ok(format!(
+        "; set net.ipv4.conf.{interface}.promote_secondaries = 1 so that the other addresses of its subnet stay"
+    ))
 }
 
 async fn check(nl: &netlink::Netlink, spec: &VipSpec) -> Result<String, String> {
