@@ -751,9 +751,34 @@ fn an_address_another_host_answers_for_is_not_taken_v4_or_v6_and_ipv6_needs_no_d
     assert!(!line.contains("tentative"), "{line}");
     lab.client_contacts(VIP6);
     lab.client_entry_on(VIP6, "n1");
+    let entry = |lab: &Lab| {
+        let out = Command::new("ip")
+            .args(["-n", &lab.ns("c"), "-6", "neigh", "show", VIP6])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(!entry(&lab).contains("router"), "{}", entry(&lab));
+    // Node 2 routes IPv6 on that link: its advertisement says so (RFC
+    // 4861's router flag), or hosts would drop it from their default
+    // routers.
+    must_in(
+        &lab.ns("n2"),
+        &[
+            "sysctl",
+            "-qw",
+            &format!("net.ipv6.conf.{}.forwarding=1", lab.dev("n2")),
+        ],
+    );
     lab.cli(1, &["switchover", "vip6", "--to", "2"]);
     assert!(lab.holds("n2", VIP6), "{}", lab.logs());
     lab.client_entry_on(VIP6, "n2");
+    wait_for(
+        Duration::from_secs(2),
+        "the client's entry a router",
+        || entry(&lab).contains("router"),
+    )
+    .unwrap_or_else(|e| panic!("{e}: {}", entry(&lab)));
     lab.cli(2, &["out-of-service", "vip6"]);
     assert!(!lab.holds("n2", VIP6), "{}", lab.logs());
     lab.never_both(VIP6);

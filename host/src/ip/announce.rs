@@ -1,7 +1,8 @@
 //! Telling the segment where an address now lives: gratuitous ARP for
 //! IPv4 (a broadcast ARP request whose sender and target are the address,
 //! with this interface's hardware address), unsolicited neighbour
-//! advertisements for IPv6 (to all nodes, with the override flag and the
+//! advertisements for IPv6 (to all nodes, with the override flag, the
+//! router flag where the node forwards IPv6, and the
 //! target link-layer address), so that clients and switches move to this
 //! node at once rather than when their caches expire.
 
@@ -121,7 +122,12 @@ fn send_advert(link: &Link, target: Ipv6Addr) -> std::io::Result<()> {
     if let Some(mut advert) = MutableNeighborAdvertPacket::new(&mut packet) {
         advert.set_icmpv6_type(Icmpv6Types::NeighborAdvert);
         advert.set_icmpv6_code(Icmpv6Code(0));
-        advert.set_flags(NeighborAdvertFlags::Override);
+        let router = if forwards_ipv6(&link.name) {
+            NeighborAdvertFlags::Router
+        } else {
+            0
+        };
+        advert.set_flags(NeighborAdvertFlags::Override | router);
         advert.set_target_addr(target);
         advert.set_options(&[NdpOption {
             option_type: NdpOptionTypes::TargetLLAddr,
@@ -133,6 +139,16 @@ fn send_advert(link: &Link, target: Ipv6Addr) -> std::io::Result<()> {
     let all_nodes = SocketAddrV6::new(Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1), 0, 0, link.index);
     socket.send_to(&packet, &all_nodes.into())?;
     Ok(())
+}
+
+/// Whether this node routes IPv6 on `interface` (its `forwarding` sysctl):
+/// then its advertisements carry the router flag, as RFC 4861 wants. An
+/// advertisement without it makes hosts drop the sender from their
+/// default routers, which for a VIP that is the segment's gateway would cut
+/// their way out.
+fn forwards_ipv6(interface: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/sys/net/ipv6/conf/{interface}/forwarding"))
+        .is_ok_and(|v| v.trim() == "1")
 }
 
 /// A neighbour solicitation for `target`, with this interface's hardware
