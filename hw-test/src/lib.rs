@@ -370,7 +370,7 @@ pub enum Feed {
 pub struct LineRun {
     /// Frames written.
     pub sent: usize,
-    /// Frames that came out intact.
+    /// Frames that came out intact (each once, however often it came).
     pub intact: usize,
     /// Bytes of each frame on the wire, delimiter included.
     pub frame_len: usize,
@@ -470,13 +470,14 @@ fn run_frames(
         let Ok((at, seq)) = arrivals.recv_timeout(quiet) else {
             break;
         };
-        last = Some(at);
-        intact += 1;
-        if let Some(seen) = usize::try_from(seq)
+        // Each frame counted once: a duplicate is not a frame relayed.
+        let fresh = usize::try_from(seq)
             .ok()
             .and_then(|seq| seen.get_mut(seq.wrapping_sub(1)))
-        {
-            *seen = true;
+            .is_some_and(|seen| !std::mem::replace(seen, true));
+        if fresh {
+            last = Some(at);
+            intact += 1;
         }
     }
     let missing = seen

@@ -221,26 +221,32 @@ impl Brain {
         }
     }
 
-    fn schedule_check(&mut self, tag: &str) {
-        if self.model.maintenance {
-            return;
-        }
-        // Asked for while an action held it: now, whatever was scheduled.
-        let at_once = self.local.recheck.remove(tag);
-        if !at_once && self.local.checks.contains_key(tag) {
-            return;
-        }
-        let Some(resource) = self.model.resources.get(&self.place_of(tag)) else {
-            return;
-        };
+    /// How often `tag` is checked: its `quick_check_interval` property, else
+    /// its kit's; `None` for never.
+    fn check_interval(&self, tag: &str) -> Option<Duration> {
+        let resource = self.model.resources.get(&self.place_of(tag))?;
         let kit = self
             .cfg
             .kits
             .get(&format!("{}/{}", resource.app, resource.rtype));
-        let every = self
-            .duration_prop(tag, "quick_check_interval")
-            .or_else(|| kit.and_then(|k| k.quick_check_interval));
-        if let Some(every) = every.filter(|d| *d > Duration::ZERO) {
+        self.duration_prop(tag, "quick_check_interval")
+            .or_else(|| kit.and_then(|k| k.quick_check_interval))
+            .filter(|d| *d > Duration::ZERO)
+    }
+
+    fn schedule_check(&mut self, tag: &str) {
+        if self.model.maintenance {
+            return;
+        }
+        // Asked for by a hint ([`Input::CheckNow`]): now, whatever was
+        // scheduled, once nothing holds it (until its check begins, the
+        // hint stays).
+        let at_once = self.local.recheck.contains(tag)
+            && !self.local.holds(&BTreeSet::from([tag.to_string()]));
+        if !at_once && self.local.checks.contains_key(tag) {
+            return;
+        }
+        if let Some(every) = self.check_interval(tag) {
             let at = if at_once { self.now } else { self.now + every };
             self.local.checks.insert(tag.to_string(), at);
         }
@@ -248,18 +254,22 @@ impl Brain {
 
     /// [`Input::CheckNow`](super::Input::CheckNow): each of `tags` in
     /// service here and checked at an interval is checked now, or once the
-    /// action holding its hierarchy ends. Others are left alone: one
-    /// starting, stopping or out of service has nothing to check.
+    /// action holding its hierarchy ends (a check that finds it dead, the
+    /// recovery after it: whatever they saw, the hint came after). Others
+    /// are left alone: one starting, stopping or out of service, or never
+    /// checked, has nothing to check; nor has a node leaving.
     pub(super) fn check_now(&mut self, tags: &[String], why: &str) {
         for tag in tags {
-            if self.model.maintenance || self.state_of(tag) != Some(State::Isp) {
+            if self.model.maintenance
+                || self.local.leaving
+                || self.state_of(tag) != Some(State::Isp)
+                || self.check_interval(tag).is_none()
+            {
                 continue;
             }
+            let fresh = self.local.recheck.insert(tag.clone());
             if self.local.holds(&BTreeSet::from([tag.clone()])) {
-                // An action holds it (a check, a recovery): a check due now
-                // would be skipped as busy, so it runs when that ends,
-                // whatever the action saw.
-                if self.local.recheck.insert(tag.clone()) {
+                if fresh {
                     self.notice(
                         Level::Info,
                         format!("{why}: checking {tag} once its current action ends"),
@@ -267,13 +277,9 @@ impl Brain {
                 }
                 continue;
             }
-            match self.local.checks.get_mut(tag) {
-                Some(due) if *due > self.now => {
-                    *due = self.now;
-                    self.notice(Level::Info, format!("{why}: checking {tag} now"));
-                }
-                // Due already, or checked at no interval.
-                _ => {}
+            if self.local.checks.get(tag).is_none_or(|due| *due > self.now) {
+                self.local.checks.insert(tag.clone(), self.now);
+                self.notice(Level::Info, format!("{why}: checking {tag} now"));
             }
         }
     }
@@ -1172,11 +1178,13 @@ impl Brain {
             self.local.checks.remove(&tag);
             if self
                 .begin(Kind::Check, &tag, After::default(), None)
-                .is_err()
+                .is_ok()
             {
-                // Busy: the job holding it reschedules the check when it
-                // ends.
+                // A hint is answered by this check.
+                self.local.recheck.remove(&tag);
             }
+            // Else busy: the job holding it reschedules the check when it
+            // ends (at once if a hint waits).
         }
     }
 

@@ -35,6 +35,8 @@ struct Cluster {
     apps: BTreeSet<(u16, String)>,
     /// Scripts under way: when they end, where, which job, how.
     runs: Vec<(Instant, u16, JobId, Action, String)>,
+    /// Every script started: when, where, what, on which resource.
+    started: Vec<(Instant, u16, Action, String)>,
     behaviour: BTreeMap<(u16, String, Action), Behaviour>,
     /// Messages in flight, in order.
     wire: VecDeque<(u16, u16, BrainMsg)>,
@@ -137,6 +139,7 @@ impl Cluster {
             now: Instant::from_millis(1),
             apps: BTreeSet::new(),
             runs: Vec::new(),
+            started: Vec::new(),
             behaviour: BTreeMap::new(),
             wire: VecDeque::new(),
             connected: BTreeSet::new(),
@@ -359,6 +362,7 @@ impl Cluster {
                             ));
                         }
                     }
+                    self.started.push((self.now, node, action, tag.clone()));
                     self.runs.push((self.now + SCRIPT, node, job, action, tag));
                 }
                 Output::Send { to, msg } => {
@@ -1198,7 +1202,8 @@ fn a_check_now_hint_checks_at_once_what_runs_here_and_nothing_else() {
         "checked at once and recovered in place"
     );
     // A hint while an action holds it (the check that finds it dead, then
-    // the recovery): checked again the moment that action ends.
+    // the recovery it starts): checked again the moment the recovery ends,
+    // not at the next interval.
     c.kill_app(1, "db");
     hint(&mut c, 1);
     c.advance(Duration::from_millis(5));
@@ -1208,8 +1213,20 @@ fn a_check_now_hint_checks_at_once_what_runs_here_and_nothing_else() {
         "{:#?}",
         c.notices
     );
-    c.advance(Duration::from_secs(1));
+    c.advance(Duration::from_millis(200));
     assert_eq!(c.running("db"), [1], "recovered in place again");
+    let recovered = c
+        .started
+        .iter()
+        .rposition(|(_, n, a, t)| *n == 1 && *a == Action::Recover && t == "db")
+        .expect("a recovery");
+    assert!(
+        c.started[recovered..]
+            .iter()
+            .any(|(_, n, a, t)| *n == 1 && *a == Action::QuickCheck && t == "db"),
+        "checked after the recovery: {:#?}",
+        c.started
+    );
     // On node 2, where db is out of service, the same hint does nothing.
     let before = c.notices.len();
     hint(&mut c, 2);

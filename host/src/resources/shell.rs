@@ -40,6 +40,9 @@ enum ShellInput {
     Script {
         job: JobId,
         run: ScriptRun,
+        /// Runs in a row that could not start, this one included (0 for
+        /// one that started).
+        streak: u32,
     },
     Shutdown {
         done: oneshot::Sender<()>,
@@ -405,13 +408,12 @@ impl Shell {
                 self.waiting.insert(id, reply);
                 self.brain.handle(now, Input::Request { id, request });
             }
-            ShellInput::Script { job, run }
+            ShellInput::Script { job, run, streak }
                 if matches!(run.outcome, script::Outcome::Exhausted(_)) =>
             {
                 // Out of descriptors or processes: nothing ran, so nothing
                 // failed (the brain skips a check, retries anything else).
                 // Said the first time and then at 2, 4, 8... in a row.
-                let streak = self.exhausted.load(Ordering::Relaxed);
                 if streak <= 1 || streak.is_power_of_two() {
                     error!(
                         "{run}: this node is out of file descriptors or processes; the script did not run and is not counted as failed; {streak} in a row, retried every {} at most (raise LimitNOFILE, or find what holds them: ls /proc/{}/fd | wc -l)",
@@ -427,7 +429,7 @@ impl Shell {
                     },
                 );
             }
-            ShellInput::Script { job, run } => {
+            ShellInput::Script { job, run, .. } => {
                 let ok = run.succeeded();
                 self.brain.handle(
                     now,
@@ -770,12 +772,13 @@ impl Shell {
             let tag = resource.place.tag.clone();
             tokio::spawn(async move {
                 let run = run_builtin(action, &props).await;
-                // As for a script that could not be spawned.
-                pace_exhausted(&exhausted, &run).await;
+                // As for a script that could not be spawned; one that
+                // ran spawned nothing, so it says nothing of processes.
+                let streak = pace_exhausted(&exhausted, &run, false).await;
                 if run.succeeded() && action != Action::QuickCheck {
                     info!("{action} {tag}: {}", run.output);
                 }
-                let _ = inputs.send(ShellInput::Script { job, run });
+                let _ = inputs.send(ShellInput::Script { job, run, streak });
             });
             return;
         }
@@ -785,7 +788,11 @@ impl Shell {
                 resource.app, resource.rtype
             );
             let run = ScriptRun::cannot_run(why);
-            let _ = inputs.send(ShellInput::Script { job, run });
+            let _ = inputs.send(ShellInput::Script {
+                job,
+                run,
+                streak: 0,
+            });
             return;
         };
         // What runs as root is checked before every run: a file made
@@ -801,6 +808,7 @@ impl Shell {
             let _ = inputs.send(ShellInput::Script {
                 job,
                 run: ScriptRun::cannot_run(why),
+                streak: 0,
             });
             return;
         }
@@ -809,8 +817,8 @@ impl Shell {
         let env = script_env(&self.daemon_env, resource, action, event.unwrap_or(""));
         tokio::spawn(async move {
             let run = script::run(&path, &[], &env, timeout).await;
-            pace_exhausted(&exhausted, &run).await;
-            let _ = inputs.send(ShellInput::Script { job, run });
+            let streak = pace_exhausted(&exhausted, &run, true).await;
+            let _ = inputs.send(ShellInput::Script { job, run, streak });
         });
     }
 }
@@ -910,20 +918,29 @@ fn exhausted_pause(streak: u32) -> Duration {
 
 /// Counts a run that could not start (and waits its pause before it is
 /// reported) or, for one that started, ends the streak.
-async fn pace_exhausted(streak: &AtomicU32, run: &ScriptRun) {
-    if let Some(pause) = count_exhausted(streak, run) {
-        tokio::time::sleep(pause).await;
+/// Returns the streak this run is part of (0 if it started).
+async fn pace_exhausted(streak: &AtomicU32, run: &ScriptRun, spawns: bool) -> u32 {
+    match count_exhausted(streak, run, spawns) {
+        Some((n, pause)) => {
+            tokio::time::sleep(pause).await;
+            n
+        }
+        None => 0,
     }
 }
 
-/// The counting of [`pace_exhausted`]: the pause, for a run that could not
-/// start.
-fn count_exhausted(streak: &AtomicU32, run: &ScriptRun) -> Option<Duration> {
+/// The counting of [`pace_exhausted`]: for a run that could not start,
+/// its place in the streak and its pause. Only a run that `spawns` a
+/// process ends the streak by starting (the IP kit's actions open sockets
+/// but fork nothing, so they say nothing of the process limit).
+fn count_exhausted(streak: &AtomicU32, run: &ScriptRun, spawns: bool) -> Option<(u32, Duration)> {
     if matches!(run.outcome, script::Outcome::Exhausted(_)) {
         let n = streak.fetch_add(1, Ordering::Relaxed).saturating_add(1);
-        Some(exhausted_pause(n))
+        Some((n, exhausted_pause(n)))
     } else {
-        streak.store(0, Ordering::Relaxed);
+        if spawns {
+            streak.store(0, Ordering::Relaxed);
+        }
         None
     }
 }
@@ -1010,21 +1027,28 @@ mod tests {
             elapsed: Duration::ZERO,
         };
         let pauses: Vec<_> = (0..3)
-            .filter_map(|_| count_exhausted(&streak, &starved))
-            .map(|p| p.as_secs())
+            .filter_map(|_| count_exhausted(&streak, &starved, true))
+            .map(|(n, p)| (n, p.as_secs()))
             .collect();
-        assert_eq!(pauses, [1, 2, 4]);
+        assert_eq!(pauses, [(1, 1), (2, 2), (3, 4)]);
         assert_eq!(streak.load(Ordering::Relaxed), 3);
         let ran = ScriptRun {
             outcome: script::Outcome::Succeeded,
             output: String::new(),
             elapsed: Duration::ZERO,
         };
-        assert_eq!(count_exhausted(&streak, &ran), None, "no pause after a run");
+        // A built-in action that ran forked nothing: the streak goes on.
+        assert_eq!(count_exhausted(&streak, &ran, false), None);
+        assert_eq!(streak.load(Ordering::Relaxed), 3);
+        assert_eq!(
+            count_exhausted(&streak, &ran, true),
+            None,
+            "no pause after a run"
+        );
         assert_eq!(streak.load(Ordering::Relaxed), 0);
         assert_eq!(
-            count_exhausted(&streak, &starved),
-            Some(Duration::from_secs(1))
+            count_exhausted(&streak, &starved, true),
+            Some((1, Duration::from_secs(1)))
         );
     }
 }
