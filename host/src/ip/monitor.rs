@@ -25,8 +25,9 @@ use rtnetlink::{Handle, MulticastGroup, new_multicast_connection};
 pub struct LinkEvent {
     /// The interface's name.
     pub interface: String,
-    /// What, in a few words: "link changed", "link removed", "address
-    /// removed", "events lost", "events resumed".
+    /// What, in a few words: "link changed", "link renamed" (given the old
+    /// name), "link removed", "address removed", "events lost", "events
+    /// resumed".
     pub what: &'static str,
 }
 
@@ -99,8 +100,20 @@ pub fn spawn(mut deliver: impl FnMut(LinkEvent) -> bool + Send + 'static) -> std
                 };
                 let (index, what) = match &message {
                     RouteNetlinkMessage::NewLink(link) => {
-                        if let Some(name) = name_of(link) {
-                            names.insert(link.header.index, name);
+                        let renamed = name_of(link).and_then(|name| {
+                            names
+                                .insert(link.header.index, name.clone())
+                                .filter(|old| *old != name)
+                        });
+                        // An address configured on the old name has lost
+                        // its interface: its check says so.
+                        if let Some(old) = renamed {
+                            if !deliver(LinkEvent {
+                                interface: old,
+                                what: "link renamed",
+                            }) {
+                                return;
+                            }
                         }
                         (link.header.index, "link changed")
                     }
