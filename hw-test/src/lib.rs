@@ -281,16 +281,29 @@ fn open_line(device: &Path, baud: u32) -> Result<Box<dyn serialport::SerialPort>
         .map_err(|e| format!("cannot open {}: {e}", device.display()))
 }
 
+/// What a line's reader saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Arrival {
+    /// A frame on the watched route that decoded under its key: when, and
+    /// its sequence number.
+    Frame(Instant, u64),
+    /// A frame from the dongle (any content): the dongle speaks on this
+    /// line, and the line carries what it sends.
+    Dongle,
+}
+
 /// Reads `line` on a thread until `stop` is set, sending the arrival time
-/// of every frame from `src` to `dst` that decodes under `key`; every other
-/// frame is read and ignored, so the line never pushes back on its sender.
+/// of every frame from `src` to `dst` that decodes under `key`, and a
+/// notice for every frame from `dongle` (when given); every other frame is
+/// read and ignored, so the line never pushes back on its sender.
 fn watch_arrivals(
     mut line: Box<dyn serialport::SerialPort>,
     route: (NodeId, NodeId),
+    dongle: Option<NodeId>,
     key: Key,
     cluster: ClusterId,
     stop: Arc<AtomicBool>,
-) -> (mpsc::Receiver<(Instant, u64)>, std::thread::JoinHandle<()>) {
+) -> (mpsc::Receiver<Arrival>, std::thread::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel();
     let reader = std::thread::spawn(move || {
         let mut reader = FrameReader::<MAX_ENCODED_LEN>::new();
@@ -303,21 +316,20 @@ fn watch_arrivals(
             };
             reader.push(&buf[..n], |frame| {
                 let Ok(frame) = frame else { return };
-                if wire::route_of(frame) != Some(route) {
+                let Some(seen) = wire::route_of(frame) else {
                     return;
-                }
-                if let Ok((header, _)) = wire::decode(frame, &key, cluster) {
-                    let _ = tx.send((Instant::now(), header.seq));
+                };
+                if Some(seen.0) == dongle {
+                    let _ = tx.send(Arrival::Dongle);
+                } else if seen == route {
+                    if let Ok((header, _)) = wire::decode(frame, &key, cluster) {
+                        let _ = tx.send(Arrival::Frame(Instant::now(), header.seq));
+                    }
                 }
             });
         }
     });
     (rx, reader)
-}
-
-/// `count` heartbeat frames from `src` to `dst` under `key`, back to back.
-fn heartbeats(src: NodeId, dst: NodeId, key: &Key, cluster: ClusterId, count: usize) -> Vec<u8> {
-    numbered_heartbeats(src, dst, key, cluster, 1..=count as u64)
 }
 
 /// Heartbeat frames from `src` to `dst` under `key`, back to back, one for
@@ -425,22 +437,20 @@ impl std::fmt::Display for LineRun {
     }
 }
 
-/// Writes `frames` heartbeat frames from `src` to `dst` into `out_line` and
-/// counts what comes out of `in_line` (the same device for a looped cable).
+/// Writes heartbeat frames numbered `seqs` from `src` to `dst` into
+/// `out_line` and counts those that `arrivals` reports (read from the same
+/// device for a looped cable).
 fn run_frames(
     out_line: &mut dyn serialport::SerialPort,
-    in_line: Box<dyn serialport::SerialPort>,
+    arrivals: &mpsc::Receiver<Arrival>,
     (src, dst): (NodeId, NodeId),
     baud: u32,
-    frames: usize,
+    seqs: std::ops::RangeInclusive<u64>,
     feed: Feed,
 ) -> Result<LineRun, String> {
-    let key = Key::new(b"heartline hw-test line test key!").map_err(|e| e.to_string())?;
-    let cluster = ClusterId(4242);
-    let stop = Arc::new(AtomicBool::new(false));
-    let (arrivals, reader) =
-        watch_arrivals(in_line, (src, dst), key.clone(), cluster, stop.clone());
-    let stream = heartbeats(src, dst, &key, cluster, frames);
+    let (key, cluster) = line_test_key()?;
+    let (first, frames) = (*seqs.start(), seqs.clone().count());
+    let stream = numbered_heartbeats(src, dst, &key, cluster, seqs);
     let frame_len = stream.len() / frames.max(1);
     let started = Instant::now();
     match feed {
@@ -461,19 +471,27 @@ fn run_frames(
     }
     // Until every frame is in, or the line has been quiet for longer than
     // the whole stream takes at its speed (and a second more): the rest
-    // were lost.
+    // were lost. (The dongle's own frames do not count as the line
+    // speaking.)
     let quiet = Duration::from_secs_f64(stream.len() as f64 * 10.0 / f64::from(baud))
         + Duration::from_secs(1);
     let (mut last, mut intact) = (None, 0);
     let mut seen = vec![false; frames];
+    let mut deadline = Instant::now() + quiet;
     while intact < frames {
-        let Ok((at, seq)) = arrivals.recv_timeout(quiet) else {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(arrival) = arrivals.recv_timeout(left) else {
             break;
         };
+        let Arrival::Frame(at, seq) = arrival else {
+            continue;
+        };
+        deadline = Instant::now() + quiet;
         // Each frame counted once: a duplicate is not a frame relayed.
-        let fresh = usize::try_from(seq)
-            .ok()
-            .and_then(|seq| seen.get_mut(seq.wrapping_sub(1)))
+        let fresh = seq
+            .checked_sub(first)
+            .and_then(|i| usize::try_from(i).ok())
+            .and_then(|i| seen.get_mut(i))
             .is_some_and(|seen| !std::mem::replace(seen, true));
         if fresh {
             last = Some(at);
@@ -486,10 +504,6 @@ fn run_frames(
         .filter(|(_, seen)| !**seen)
         .map(|(i, _)| i as u64 + 1)
         .collect();
-    stop.store(true, Ordering::Relaxed);
-    // The reader must be gone before anyone opens the line again, or it
-    // could take what the next reader is waiting for.
-    reader.join().map_err(|_| "the line reader panicked")?;
     Ok(LineRun {
         sent: frames,
         intact,
@@ -500,6 +514,12 @@ fn run_frames(
     })
 }
 
+/// The key and cluster the line tests' heartbeats are sealed with.
+fn line_test_key() -> Result<(Key, ClusterId), String> {
+    let key = Key::new(b"heartline hw-test line test key!").map_err(|e| e.to_string())?;
+    Ok((key, ClusterId(4242)))
+}
+
 /// A looped cable (transmit wired to receive) on `device`: every frame
 /// written comes back intact, at what rate.
 pub fn check_loopback(device: &Path, baud: u32, frames: usize) -> Result<LineRun, String> {
@@ -507,26 +527,38 @@ pub fn check_loopback(device: &Path, baud: u32, frames: usize) -> Result<LineRun
     let reader = line
         .try_clone()
         .map_err(|e| format!("cannot share {}: {e}", device.display()))?;
-    run_frames(
+    let (key, cluster) = line_test_key()?;
+    let route = (NodeId(1), NodeId(2));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (arrivals, reader) = watch_arrivals(reader, route, None, key, cluster, stop.clone());
+    let run = run_frames(
         &mut *line,
-        reader,
-        (NodeId(1), NodeId(2)),
+        &arrivals,
+        route,
         baud,
-        frames,
+        1..=frames as u64,
         Feed::AtOnce,
-    )
+    );
+    stop.store(true, Ordering::Relaxed);
+    // The reader must be gone before anyone opens the line again, or it
+    // could take what the next reader is waiting for.
+    reader.join().map_err(|_| "the line reader panicked")?;
+    run
 }
 
 /// The dongle's relay: provisions it from port A as host 1 (with host 2
-/// beyond, no watchdog), then writes `frames` frames from host 1 to host 2
-/// into port A and counts those that come out of port B.
+/// beyond, no watchdog), waits until the dongle speaks on port B (so that
+/// port B carries what it sends), then for each of `runs` writes that many
+/// frames from host 1 to host 2 into port A as `Feed` says and counts those
+/// that come out of port B. Both ports stay open from the first run to the
+/// last: an emulator's pty reopened between runs may drop what the dongle
+/// sends before it notices the reopen.
 pub fn measure_relay(
     ports: &[PathBuf; 2],
     baud: u32,
     provisioning: &ProvisionAs,
-    frames: usize,
-    feed: Feed,
-) -> Result<LineRun, String> {
+    runs: &[(usize, Feed)],
+) -> Result<Vec<LineRun>, String> {
     let mut a = open_line(&ports[0], baud)?;
     let b = open_line(&ports[1], baud)?;
     // The dongle also heartbeats to host 1; read and drop it, or a pty
@@ -544,12 +576,42 @@ pub fn measure_relay(
             }
         })
     };
-    a.write_all(&provisioning.frame()?)
-        .map_err(|e| format!("writing the provisioning: {e}"))?;
-    let run = run_frames(&mut *a, b, (NodeId(1), NodeId(2)), baud, frames, feed);
+    let (key, cluster) = line_test_key()?;
+    let route = (NodeId(1), NodeId(2));
+    let dongle = NodeId(provisioning.dongle);
+    let (arrivals, reader) = watch_arrivals(b, route, Some(dongle), key, cluster, stop.clone());
+    let measured = (|| {
+        a.write_all(&provisioning.frame()?)
+            .map_err(|e| format!("writing the provisioning: {e}"))?;
+        // Provisioned, the dongle heartbeats host 2 on port B.
+        let limit = Duration::from_secs(5);
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match arrivals.recv_timeout(left) {
+                Ok(Arrival::Dongle) => break,
+                Ok(Arrival::Frame(..)) => {}
+                Err(_) => {
+                    return Err(format!(
+                        "the dongle sent nothing on port B ({}) within {limit:?} of its provisioning: is it provisioned, and is port B its second line?",
+                        ports[1].display()
+                    ));
+                }
+            }
+        }
+        let mut next = 1u64;
+        let mut measured = Vec::new();
+        for &(frames, feed) in runs {
+            let seqs = next..=next + frames as u64 - 1;
+            next += frames as u64;
+            measured.push(run_frames(&mut *a, &arrivals, route, baud, seqs, feed)?);
+        }
+        Ok(measured)
+    })();
     stop.store(true, Ordering::Relaxed);
     let _ = drain.join();
-    run
+    reader.join().map_err(|_| "the line reader panicked")?;
+    measured
 }
 
 static PROVISION_SEQ: AtomicU64 = AtomicU64::new(1);
