@@ -7,6 +7,9 @@ cd "$(dirname "$0")"
 
 step() { printf '\n== %s\n' "$*"; }
 
+# A CI checkout builds once: incremental caches would only take disk.
+if [ "${CI:-}" = true ]; then export CARGO_INCREMENTAL=0; fi
+
 step "toolchain: thumbv7m-none-eabi and x86_64-pc-windows-gnu targets, rustfmt, clippy"
 for target in thumbv7m-none-eabi x86_64-pc-windows-gnu; do
   rustup target list --installed | grep -qx "$target" || rustup target add "$target"
