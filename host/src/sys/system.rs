@@ -1,5 +1,5 @@
-//! What the daemon asks of the operating system: memory locked, so a page
-//! fault never delays a heartbeat; real-time scheduling for the
+//! What the daemon asks of the operating system: memory locked once
+//! touched, so a page is never paged out under a heartbeat; real-time scheduling for the
 //! communication manager's thread, so a busy machine does not starve it;
 //! and systemd's readiness and watchdog notifications (`Type=notify`).
 //! Each is best effort: the daemon says in one log line what it could not
@@ -7,12 +7,17 @@
 
 use std::time::Duration;
 
-/// Locks all current and future memory of the process.
+/// Locks all current and future memory of the process, each page once it
+/// is first touched (`MCL_ONFAULT`, Linux 4.4 and later; on older kernels
+/// every page mapped): a page in use is never paged out, and the parts of
+/// thread stacks and heap reservations never touched take no memory.
 pub fn lock_memory() -> Result<(), String> {
     #[cfg(target_os = "linux")]
     {
         use nix::sys::mman::{MlockAllFlags, mlockall};
-        mlockall(MlockAllFlags::MCL_CURRENT | MlockAllFlags::MCL_FUTURE).map_err(|e| {
+        let all = MlockAllFlags::MCL_CURRENT | MlockAllFlags::MCL_FUTURE;
+        let on_fault = all | MlockAllFlags::from_bits_retain(nix::libc::MCL_ONFAULT);
+        mlockall(on_fault).or_else(|_| mlockall(all)).map_err(|e| {
             format!("{e} (run as root, or give the service CAP_IPC_LOCK and LimitMEMLOCK=infinity)")
         })
     }
