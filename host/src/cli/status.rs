@@ -17,6 +17,17 @@ pub fn render(report: &StatusReport, resources: Option<&NodeReport>) -> String {
         report.incarnation,
         humantime::format_duration(std::time::Duration::from_secs(report.uptime_ms / 1000))
     );
+    let timer = &report.timer;
+    if timer.wakes > 0 {
+        let _ = writeln!(
+            out,
+            "heartbeat timer: {} wake-ups, the latest {:.1} ms late; {} more than 2 ms late, {} more than 10 ms",
+            timer.wakes,
+            timer.max_late_us as f64 / 1000.0,
+            timer.over_2ms,
+            timer.over_10ms
+        );
+    }
     let _ = writeln!(out);
     let _ = writeln!(
         out,

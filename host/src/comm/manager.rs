@@ -27,7 +27,7 @@ use tokio::time::Instant as TokioInstant;
 use tracing::{error, info, warn};
 
 use super::provision::{Provisioner, dongle_key};
-use super::report::{DongleReport, PathReport, PeerReport, StatusReport};
+use super::report::{DongleReport, PathReport, PeerReport, StatusReport, TimerReport};
 use super::{Command, EventLine, Handle, ToBrain};
 use crate::config::{Config, Transport};
 use crate::sys::system;
@@ -102,6 +102,8 @@ struct Manager {
     fence_deadline: tokio::sync::watch::Receiver<Option<TokioInstant>>,
     /// Whether the self-fence dongle is being starved.
     starving: bool,
+    /// How late the timer woke, for `status`.
+    timer: TimerReport,
 }
 
 /// How far a peer's echo must advance before the brain is told again.
@@ -217,6 +219,7 @@ pub fn start(
         self_fence,
         fence_deadline: fence_deadline_rx,
         starving: false,
+        timer: TimerReport::default(),
         endpoint,
         provisioner: Provisioner::new(&config),
         trips: BTreeMap::new(),
@@ -349,6 +352,7 @@ impl Manager {
                     None => commands_open = false,
                 },
                 () = tokio::time::sleep_until(wake) => {
+                    self.timer.record(TokioInstant::now().saturating_duration_since(wake));
                     let now = self.now();
                     self.endpoint.handle_timeout(now);
                 }
@@ -997,6 +1001,7 @@ impl Manager {
                 .as_millis()
                 .try_into()
                 .unwrap_or(u64::MAX),
+            timer: self.timer,
             peers,
         }
     }

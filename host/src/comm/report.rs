@@ -19,8 +19,38 @@ pub struct StatusReport {
     pub incarnation: u64,
     /// Milliseconds since the daemon started.
     pub uptime_ms: u64,
+    /// How late the communication manager's timer (heartbeats, path
+    /// checks) woke: its thread's scheduling latency, as lived.
+    #[serde(default)]
+    pub timer: TimerReport,
     /// Every peer.
     pub peers: Vec<PeerReport>,
+}
+
+/// How late the communication manager woke for its timer, since the
+/// daemon started: what the machine's load cost the heartbeats.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimerReport {
+    /// Wake-ups for the timer.
+    pub wakes: u64,
+    /// The latest of them, in microseconds after the instant asked for
+    /// (the timer's own millisecond granularity included).
+    pub max_late_us: u64,
+    /// Wake-ups more than 2 ms late.
+    pub over_2ms: u64,
+    /// Wake-ups more than 10 ms late.
+    pub over_10ms: u64,
+}
+
+impl TimerReport {
+    /// Records a wake-up `late` after its instant.
+    pub fn record(&mut self, late: std::time::Duration) {
+        let us = u64::try_from(late.as_micros()).unwrap_or(u64::MAX);
+        self.wakes += 1;
+        self.max_late_us = self.max_late_us.max(us);
+        self.over_2ms += u64::from(us > 2_000);
+        self.over_10ms += u64::from(us > 10_000);
+    }
 }
 
 /// One peer.
@@ -81,4 +111,34 @@ pub struct PathReport {
     pub rejected: u64,
     /// Rejections by reason, only the non-zero ones.
     pub errors: Vec<(String, u32)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TimerReport;
+    use std::time::Duration;
+
+    #[test]
+    fn the_timer_report_keeps_the_latest_wake_and_counts_the_late_ones() {
+        let mut timer = TimerReport::default();
+        for ms in [0, 1, 3, 12, 2] {
+            timer.record(Duration::from_millis(ms));
+        }
+        timer.record(Duration::from_micros(2_001));
+        assert_eq!(
+            timer,
+            TimerReport {
+                wakes: 6,
+                max_late_us: 12_000,
+                over_2ms: 3,
+                over_10ms: 1,
+            }
+        );
+        // A report from a daemon without the field reads as none.
+        let old: super::StatusReport = serde_json::from_str(
+            r#"{"cluster":"c","node":1,"name":"a","incarnation":1,"uptime_ms":5,"peers":[]}"#,
+        )
+        .unwrap();
+        assert_eq!(old.timer, TimerReport::default());
+    }
 }

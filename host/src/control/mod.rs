@@ -261,6 +261,7 @@ mod tests {
                 name: "alpha".into(),
                 incarnation: 8,
                 uptime_ms: 1500,
+                timer: crate::comm::report::TimerReport::default(),
                 peers: vec![peer],
             },
             resources,
