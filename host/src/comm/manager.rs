@@ -106,6 +106,9 @@ struct Manager {
     timer: TimerReport,
 }
 
+/// A path's task: reads and writes its transport for the manager.
+type PathTask = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
 /// How far a peer's echo must advance before the brain is told again.
 const ECHO_STEP: heartline_core::Duration = heartline_core::Duration::from_millis(50);
 
@@ -128,6 +131,9 @@ pub fn start(
     // Serial paths on the same device share one task: one line to a dongle
     // carries the path to it and, relayed, the path to the host beyond it.
     let mut lines: HashMap<String, SharedLine> = HashMap::new();
+    // The path tasks run on the manager's own real-time thread (see below),
+    // started there.
+    let mut path_tasks: Vec<PathTask> = Vec::new();
     for peer in &config.peers {
         let timings: Vec<_> = peer.paths.iter().map(|p| p.timing).collect();
         // A dongle shares a key of its own with this node, derived from the
@@ -152,7 +158,7 @@ pub fn start(
                     } else {
                         Role::Dial
                     };
-                    tokio::spawn(transport::tcp::run_path_with(
+                    path_tasks.push(Box::pin(transport::tcp::run_path_with(
                         path,
                         role,
                         *local,
@@ -160,17 +166,17 @@ pub fn start(
                         transport::tcp::Options::for_timing(&spec.timing),
                         rx,
                         inbound.clone(),
-                    ));
+                    )));
                     format!("tcp {local} -> {remote}")
                 }
                 Transport::Udp { local, remote } => {
-                    tokio::spawn(transport::udp::run_path(
+                    path_tasks.push(Box::pin(transport::udp::run_path(
                         path,
                         *local,
                         *remote,
                         rx,
                         inbound.clone(),
-                    ));
+                    )));
                     format!("udp {local} -> {remote}")
                 }
                 Transport::Serial { device, baud } => {
@@ -196,13 +202,13 @@ pub fn start(
         }
     }
     for (device, line) in lines {
-        tokio::spawn(transport::serial::run_path(
+        path_tasks.push(Box::pin(transport::serial::run_path(
             line.paths,
             device,
             line.baud,
             line.queue,
             inbound.clone(),
-        ));
+        )));
     }
     info!(cluster = %config.cluster_name, node = config.node.0, name = %config.name, incarnation = incarnation.0,
         peers = config.peers.len(), "communication manager started");
@@ -242,8 +248,11 @@ pub fn start(
         full_here: HashSet::new(),
         full_there: HashSet::new(),
     };
-    // The manager gets a thread of its own, at real-time priority where
-    // permitted, so path I/O, the control socket and logging never delay it.
+    // The manager and its paths get a thread of their own, at real-time
+    // priority where permitted: a heartbeat is read, handled and answered
+    // there, so neither a busy machine (the daemon's other threads share
+    // the CPU with everything else) nor the control socket, scripts or
+    // logging of the rest of the daemon delay it.
     std::thread::Builder::new()
         .name("comm-manager".into())
         .spawn(move || {
@@ -254,10 +263,15 @@ pub fn start(
                 ),
             }
             match tokio::runtime::Builder::new_current_thread()
-                .enable_time()
+                .enable_all()
                 .build()
             {
-                Ok(runtime) => runtime.block_on(manager.run(inbound_rx, command_rx)),
+                Ok(runtime) => runtime.block_on(async move {
+                    for task in path_tasks {
+                        tokio::spawn(task);
+                    }
+                    manager.run(inbound_rx, command_rx).await;
+                }),
                 Err(e) => tracing::error!("cannot start the communication manager: {e}"),
             }
         })
