@@ -6,8 +6,9 @@
 //! the database (`meta.commits`); after the commit, the counter is written
 //! beside the database (`lcd.sqlite.committed`, a temporary file written,
 //! fsynced and renamed over the old one). The record is written *after*
-//! the commit, so a crash between the two leaves it older than the
-//! database, which is accepted; a database older than its record has lost
+//! the commit and before the change is reported done, so a crash between
+//! the two leaves it older than the database (by a change nobody was told
+//! of), which is accepted; a database older than its record has lost
 //! committed changes (its `-wal` was lost, or an old copy was put back),
 //! and one missing or empty while its record says it held commits was
 //! deleted or truncated.
@@ -28,7 +29,6 @@ use std::fmt;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::backup::{Backup, StepResult};
@@ -645,113 +645,43 @@ pub fn discard(database: &Path) -> Result<Option<PathBuf>, GuardError> {
     Ok(Some(dir))
 }
 
-/// Writes the record on a thread of its own, always the latest commit's,
-/// so that no commit waits for the record's fsync (a burst of commits
-/// costs one or two record writes). It is only ever given a commit already
-/// made, so the record on disk is never ahead of the database; after a
-/// crash it may be one write behind, which is safe.
+/// Writes the record after each commit, before the commit is reported
+/// done: a change the CLI was told is made is always in the record, so a
+/// lost `-wal` holding even the last commit alone is seen at the next
+/// start. It is only ever given a commit already made, so the record on
+/// disk is never ahead of the database; a crash between the commit and the
+/// record leaves it one behind, which is safe (that change was never
+/// acknowledged).
 #[derive(Debug)]
 pub(super) struct Recorder {
-    shared: Arc<Shared>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-#[derive(Debug, Default)]
-struct Shared {
-    slot: Mutex<Slot>,
-    wake: Condvar,
-}
-
-#[derive(Debug, Default)]
-struct Slot {
-    next: Option<Record>,
-    busy: bool,
-    stop: bool,
-}
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, Slot> {
-        self.slot.lock().unwrap_or_else(PoisonError::into_inner)
-    }
+    database: PathBuf,
+    /// The last write failed (logged once until one succeeds).
+    failed: bool,
 }
 
 impl Recorder {
-    /// Starts the writer of `database`'s record.
-    pub(super) fn start(database: &Path) -> Recorder {
-        let shared = Arc::new(Shared::default());
-        let theirs = Arc::clone(&shared);
-        let database = database.to_path_buf();
-        let thread = std::thread::Builder::new()
-            .name("lcd-record".into())
-            .spawn(move || record_writer(&theirs, &database))
-            .ok();
-        Recorder { shared, thread }
-    }
-
-    /// Has `record` written (after anything given before).
-    pub(super) fn set(&self, record: Record) {
-        self.shared.lock().next = Some(record);
-        self.shared.wake.notify_all();
-    }
-
-    /// Waits until everything given is written (or failed).
-    pub(super) fn flush(&self) {
-        if self.thread.is_none() {
-            return;
-        }
-        let mut slot = self.shared.lock();
-        while slot.next.is_some() || slot.busy {
-            slot = self
-                .shared
-                .wake
-                .wait(slot)
-                .unwrap_or_else(PoisonError::into_inner);
+    /// The writer of `database`'s record.
+    pub(super) fn new(database: &Path) -> Recorder {
+        Recorder {
+            database: database.to_path_buf(),
+            failed: false,
         }
     }
-}
 
-impl Drop for Recorder {
-    fn drop(&mut self) {
-        self.shared.lock().stop = true;
-        self.shared.wake.notify_all();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-fn record_writer(shared: &Shared, database: &Path) {
-    let mut failed = false;
-    loop {
-        let record = {
-            let mut slot = shared.lock();
-            while slot.next.is_none() && !slot.stop {
-                slot = shared
-                    .wake
-                    .wait(slot)
-                    .unwrap_or_else(PoisonError::into_inner);
-            }
-            match slot.next.take() {
-                Some(record) => {
-                    slot.busy = true;
-                    record
-                }
-                None => return,
-            }
-        };
-        match write_record(database, record) {
-            Ok(()) => failed = false,
+    /// Writes `record`. A failure is logged (once in a row) and leaves
+    /// the record older, which is safe.
+    pub(super) fn write(&mut self, record: Record) {
+        match write_record(&self.database, record) {
+            Ok(()) => self.failed = false,
             Err(e) => {
-                if !failed {
+                if !self.failed {
                     tracing::warn!(
                         "cannot write {}: {e}; a lost -wal file would go unnoticed until it is written",
-                        record_path(database).display()
+                        record_path(&self.database).display()
                     );
                 }
-                failed = true;
+                self.failed = true;
             }
         }
-        shared.lock().busy = false;
-        shared.wake.notify_all();
     }
 }

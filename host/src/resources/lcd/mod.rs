@@ -119,7 +119,8 @@ pub struct Lcd {
     /// Transactions committed (`meta.commits`), written to the record
     /// beside the database after each.
     commits: u64,
-    /// Writes the record beside the database after each commit.
+    /// Writes the record beside the database after each commit, before
+    /// [`Lcd::save`] returns.
     recorder: guard::Recorder,
 }
 
@@ -155,7 +156,7 @@ impl Lcd {
         let mut lcd = Lcd {
             conn,
             commits: summary.commits,
-            recorder: guard::Recorder::start(path),
+            recorder: guard::Recorder::new(path),
         };
         let mut stored = lcd.load()?;
         if from < 2 && from > 0 {
@@ -186,24 +187,17 @@ impl Lcd {
         };
         if record != Some(now) {
             lcd.write_record(stored.model.generation);
-            lcd.flush_record();
         }
         Ok((lcd, stored))
     }
 
-    /// Has the record of the last commit written beside the database, by
-    /// its own thread (a failure is logged once: the record stays older,
-    /// which is safe).
-    fn write_record(&self, generation: u64) {
-        self.recorder.set(guard::Record {
+    /// Writes the record of the last commit beside the database (a
+    /// failure is logged: the record stays older, which is safe).
+    fn write_record(&mut self, generation: u64) {
+        self.recorder.write(guard::Record {
             commits: self.commits,
             generation,
         });
-    }
-
-    /// Waits until the record is written.
-    pub fn flush_record(&self) {
-        self.recorder.flush();
     }
 
     /// Writes what `persist` names, as it is in `model`, in one
@@ -737,7 +731,6 @@ mod tests {
             r.info = "x".repeat(200);
             change(&mut lcd, &mut model, &[Change::CreateResource(r)]);
         }
-        lcd.flush_record();
         (lcd, model)
     }
 
@@ -791,6 +784,38 @@ mod tests {
         // Nothing was written to it.
         assert_eq!(std::fs::read(&lost).unwrap(), before);
         assert_eq!(wal(&lost), 0);
+    }
+
+    /// The WAL holds the last change alone (everything before was
+    /// checkpointed): losing it is seen, because the record was written
+    /// before `save` returned, that is before the change was reported.
+    #[test]
+    fn a_lost_wal_holding_only_the_last_change_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lcd.sqlite");
+        let (mut lcd, mut model) = filled(&path, 10);
+        lcd.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .unwrap();
+        assert_eq!(wal(&path), 0);
+        change(
+            &mut lcd,
+            &mut model,
+            &[Change::CreateResource(resource("last"))],
+        );
+        assert!(wal(&path) > 0, "the last change is in the WAL");
+        // At once, as a kill -9 right after the answer would leave it,
+        // then the -wal lost: the database file and the record.
+        let copy = dir.path().join("copy");
+        std::fs::create_dir(&copy).unwrap();
+        let lost = copy.join("lcd.sqlite");
+        std::fs::copy(&path, &lost).unwrap();
+        std::fs::copy(guard::record_path(&path), guard::record_path(&lost)).unwrap();
+        drop(lcd);
+        let e = Lcd::open(&lost).unwrap_err().to_string();
+        assert!(e.contains("missing committed changes"), "{e}");
+        assert!(e.contains("holds 10 commits"), "{e}");
+        assert!(e.contains("says 11"), "{e}");
     }
 
     #[test]
@@ -918,7 +943,7 @@ mod tests {
         for _ in 0..2 {
             timed("now", &|_| {});
             timed("no-record", &|lcd| {
-                lcd.recorder = guard::Recorder::start(Path::new("/nonexistent/dir/lcd"));
+                lcd.recorder = guard::Recorder::new(Path::new("/nonexistent/dir/lcd"));
             });
             timed("default-checkpoint", &|lcd| {
                 lcd.conn
