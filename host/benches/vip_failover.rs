@@ -31,9 +31,11 @@
 #[path = "../tests/common/netns.rs"]
 #[allow(dead_code)]
 mod netns;
+#[path = "../tests/common/vip_lab.rs"]
+#[allow(dead_code)]
+mod vip_lab;
 
 use std::io::{BufRead, Write};
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -41,14 +43,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use heartline::control::client::ask_blocking;
 use heartline::control::{Request, Response};
 use heartline::demo::local_cluster::wait_for;
-use netns::{bridge, cannot_run, host_on_bridge, must, must_in, run};
+use netns::{cannot_run, must_in, run};
+use vip_lab::{Spec, TwoNodes};
 
 /// The daemon measured: this build's, or `HEARTLINE_BIN` (to compare
 /// another build in the same run).
 fn bin() -> String {
     std::env::var("HEARTLINE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_heartline").into())
 }
-const NET: &str = "10.77.0";
 const VIP: &str = "10.77.0.100";
 const PORT: u16 = 8080;
 /// The client's probes: one every 2 ms, each given up after 1 s.
@@ -151,90 +153,45 @@ fn micros_now() -> u128 {
         .as_micros()
 }
 
-/// The namespaces (`b` the bridge, `n1`, `n2`, `c` the client), the
-/// daemons, listeners and the probe; all removed on drop.
+/// The shared two-node lab, with a listener on both nodes and the probe.
 struct Lab {
-    tag: String,
+    two: TwoNodes,
     interval: String,
-    dir: tempfile::TempDir,
-    children: Vec<Child>,
     /// The probe's results so far: (start, µs since the epoch; connected).
     probes: Arc<Mutex<Vec<(u128, bool)>>>,
 }
 
+impl std::ops::Deref for Lab {
+    type Target = TwoNodes;
+    fn deref(&self) -> &TwoNodes {
+        &self.two
+    }
+}
+
 impl Lab {
-    fn ns(&self, host: &str) -> String {
-        format!("hb{}{host}", self.tag)
-    }
-
-    fn dev(&self, host: &str) -> String {
-        format!("hb{}{host}", self.tag)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
     fn new(interval: &str, paths: u8, probe_timeout: Option<&str>) -> Lab {
-        let mut lab = Lab {
-            tag: format!("{}", std::process::id() % 10_000),
-            interval: interval.to_string(),
-            dir: tempfile::tempdir().unwrap(),
-            children: Vec::new(),
-            probes: Arc::default(),
-        };
-        let hub = lab.ns("b");
-        bridge(&hub);
-        for (host, last) in [("n1", 1), ("n2", 2), ("c", 50)] {
-            host_on_bridge(
-                &hub,
-                &lab.ns(host),
-                &lab.dev(host),
-                &[&format!("{NET}.{last}/24")],
-            );
-        }
-        if paths > 1 {
-            let (x1, x2) = (format!("hb{}x1", lab.tag), format!("hb{}x2", lab.tag));
-            must(&[
-                "ip", "link", "add", &x1, "type", "veth", "peer", "name", &x2,
-            ]);
-            for (dev, host, last) in [(&x1, "n1", 1), (&x2, "n2", 2)] {
-                let ns = lab.ns(host);
-                must(&["ip", "link", "set", dev, "netns", &ns]);
-                must_in(
-                    &ns,
-                    &[
-                        "ip",
-                        "addr",
-                        "add",
-                        &format!("10.77.1.{last}/24"),
-                        "dev",
-                        dev,
-                    ],
-                );
-                must_in(&ns, &["ip", "link", "set", dev, "up"]);
-            }
-        }
-        lab.configure(paths);
+        let mut two = TwoNodes::new(&Spec {
+            prefix: "hb",
+            net: 77,
+            interval,
+            paths,
+            ipv6: false,
+            bin: bin(),
+        });
+        let me = std::env::current_exe().unwrap().display().to_string();
         for node in [1u16, 2] {
-            lab.spawn_in(
-                &format!("n{node}"),
-                &[&bin(), "daemon", "--config"],
-                Some(&lab.path(&format!("n{node}.toml"))),
-                &format!("n{node}.log"),
-            );
-            let me = std::env::current_exe().unwrap().display().to_string();
-            lab.spawn_in(
+            two.spawn_in(
                 &format!("n{node}"),
                 &[&me, "--listen", &PORT.to_string()],
-                None,
                 "listener.log",
             );
         }
-        wait_for(Duration::from_secs(20), "both nodes up", || {
-            lab.sees_up(1, 2) && lab.sees_up(2, 1)
-        })
-        .unwrap_or_else(|e| panic!("{e}\n{}", lab.logs()));
+        two.start_both();
+        let mut lab = Lab {
+            two,
+            interval: interval.to_string(),
+            probes: Arc::default(),
+        };
         for node in [1u16, 2] {
             let node_s = node.to_string();
             let interface = format!("interface={}", lab.dev(&format!("n{node}")));
@@ -290,55 +247,6 @@ impl Lab {
         lab
     }
 
-    fn configure(&self, paths: u8) {
-        assert!(
-            Command::new(bin())
-                .arg("keygen")
-                .arg(self.path("cluster.key"))
-                .stdout(Stdio::null())
-                .status()
-                .unwrap()
-                .success()
-        );
-        for node in [1u16, 2] {
-            let peer = 3 - node;
-            let mut text = format!(
-                "[cluster]\nname = \"bench\"\nid = 9\nkey_file = \"cluster.key\"\n[node]\nid = {node}\nname = \"n{node}\"\ncontrol_socket = \"n{node}.sock\"\nstate_dir = \"n{node}.state\"\n\
-                 [timing]\ninterval = \"{}\"\nmisses = 5\n\
-                 [[peers]]\nid = {peer}\n\
-                 \x20 [[peers.paths]]\n  kind = \"tcp\"\n  local = \"{NET}.{node}:7500\"\n  remote = \"{NET}.{peer}:7500\"\n",
-                self.interval
-            );
-            if paths > 1 {
-                text.push_str(&format!(
-                    "  [[peers.paths]]\n  kind = \"tcp\"\n  local = \"10.77.1.{node}:7501\"\n  remote = \"10.77.1.{peer}:7501\"\n"
-                ));
-            }
-            std::fs::write(self.path(&format!("n{node}.toml")), text).unwrap();
-        }
-    }
-
-    /// Starts `args` (then `config`, if any) in `host`'s namespace, its
-    /// output to `log`.
-    fn spawn_in(&mut self, host: &str, args: &[&str], config: Option<&Path>, log: &str) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.path(log))
-            .unwrap();
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.ns(host)])
-            .args(args)
-            .args(config)
-            .current_dir(self.dir.path())
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.children.push(child);
-    }
-
     fn start_probe(&mut self) {
         let me = std::env::current_exe().unwrap();
         let mut child = Command::new("ip")
@@ -361,43 +269,13 @@ impl Lab {
                 probes.lock().unwrap().push((at, ok == "1"));
             }
         });
-        self.children.push(child);
+        self.two.children.push(child);
         wait_for(
             Duration::from_secs(10),
             "the client reaching the VIP",
             || self.probes.lock().unwrap().iter().any(|(_, ok)| *ok),
         )
         .unwrap_or_else(|e| panic!("{e}\n{}", self.logs()));
-    }
-
-    fn socket(&self, node: u16) -> PathBuf {
-        self.path(&format!("n{node}.sock"))
-    }
-
-    fn sees_up(&self, node: u16, peer: u16) -> bool {
-        match ask_blocking(&self.socket(node), Request::Status) {
-            Ok(Response::Status(status)) => status
-                .comm
-                .peers
-                .iter()
-                .any(|p| p.node == peer && p.state == "up"),
-            _ => false,
-        }
-    }
-
-    fn cli(&self, node: u16, args: &[&str]) {
-        let out = Command::new(bin())
-            .arg("--socket")
-            .arg(self.socket(node))
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "heartline {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
     }
 
     /// How late `node`'s communication manager woke for its timer.
@@ -428,16 +306,7 @@ impl Lab {
 
     /// The nodes holding the VIP, by their kernels.
     fn where_is(&self) -> Vec<u16> {
-        [1u16, 2]
-            .into_iter()
-            .filter(|n| {
-                let out = Command::new("ip")
-                    .args(["-n", &self.ns(&format!("n{n}")), "-o", "addr", "show"])
-                    .output()
-                    .unwrap();
-                String::from_utf8_lossy(&out.stdout).contains(&format!(" {VIP}/"))
-            })
-            .collect()
+        self.two.where_is(VIP)
     }
 
     /// Nodes declared down so far, by both daemons' logs.
@@ -641,31 +510,5 @@ impl Lab {
             path_downs - path_downs_before
         );
         println!("    timer since start: {}", self.timers());
-    }
-
-    fn logs(&self) -> String {
-        ["n1.log", "n2.log"]
-            .iter()
-            .map(|l| {
-                format!(
-                    "--- {l}\n{}",
-                    std::fs::read_to_string(self.path(l)).unwrap_or_default()
-                )
-            })
-            .collect()
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for child in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        // The daemons and listeners run under `ip netns exec`, which execs
-        // them: killing the child killed them.
-        for host in ["n1", "n2", "c", "b"] {
-            run(&["ip", "netns", "del", &self.ns(host)]);
-        }
     }
 }

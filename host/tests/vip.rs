@@ -5,215 +5,56 @@
 //! address` runs in both nodes' namespaces for the whole test, so that
 //! every moment the address was on a node is known from the kernel's own
 //! notifications, and never both at once is checked over the whole run.
-//! The test creates and removes its namespaces; without root or `ip` it
-//! says it was skipped.
+//! The lab (`common/vip_lab.rs`) creates and removes its namespaces;
+//! without root or `ip` the test says it was skipped.
 
 #![allow(clippy::unwrap_used)] // a test that cannot set up should panic
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::netns::{bridge, cannot_run, host_on_bridge, must, must_in, run};
-use heartline::control::client::ask_blocking;
-use heartline::control::{Request, Response};
+use common::netns::{cannot_run, must_in};
+use common::vip_lab::{Spec, TwoNodes};
 use heartline::demo::local_cluster::wait_for;
 
 const BIN: &str = env!("CARGO_BIN_EXE_heartline");
-const NET: &str = "10.79.0";
 const VIP: &str = "10.79.0.100";
 const VIP6: &str = "2001:db8:79::100";
 
-/// The namespaces `b` (the bridge), `n1`, `n2` and `c` (the client), the
-/// daemons and monitors in them; all removed on drop.
+/// The shared two-node lab, with `ip -ts monitor address` recording both
+/// nodes' addresses.
 struct Lab {
-    tag: String,
-    dir: tempfile::TempDir,
-    daemons: Vec<(u16, Child)>,
-    monitors: Vec<Child>,
+    two: TwoNodes,
+}
+
+impl std::ops::Deref for Lab {
+    type Target = TwoNodes;
+    fn deref(&self) -> &TwoNodes {
+        &self.two
+    }
 }
 
 impl Lab {
-    fn ns(&self, name: &str) -> String {
-        format!("hv{}{name}", self.tag)
-    }
-
-    /// The interface of `host` on the bridge (`n1`, `n2` or `c`).
-    fn dev(&self, host: &str) -> String {
-        format!("hv{}{host}", self.tag)
-    }
-
     fn new() -> Lab {
-        static LABS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let lab = LABS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let mut lab = Lab {
-            tag: format!("{}{lab}", std::process::id() % 10_000),
-            dir: tempfile::tempdir().unwrap(),
-            daemons: Vec::new(),
-            monitors: Vec::new(),
-        };
-        let hub = lab.ns("b");
-        bridge(&hub);
-        for (host, last) in [("n1", 1), ("n2", 2), ("c", 50)] {
-            // IPv6 without duplicate address detection: usable at once.
-            host_on_bridge(
-                &hub,
-                &lab.ns(host),
-                &lab.dev(host),
-                &[
-                    &format!("{NET}.{last}/24"),
-                    &format!("2001:db8:79::{last}/64"),
-                ],
-            );
-        }
-        // The nodes' second path: a link of their own.
-        let (x1, x2) = (format!("hv{}x1", lab.tag), format!("hv{}x2", lab.tag));
-        must(&[
-            "ip", "link", "add", &x1, "type", "veth", "peer", "name", &x2,
-        ]);
-        for (dev, host, last) in [(&x1, "n1", 1), (&x2, "n2", 2)] {
-            let ns = lab.ns(host);
-            must(&["ip", "link", "set", dev, "netns", &ns]);
-            must_in(
-                &ns,
-                &[
-                    "ip",
-                    "addr",
-                    "add",
-                    &format!("10.79.1.{last}/24"),
-                    "dev",
-                    dev,
-                ],
-            );
-            must_in(&ns, &["ip", "link", "set", dev, "up"]);
-        }
-        lab.configure();
+        let mut two = TwoNodes::new(&Spec {
+            prefix: "hv",
+            net: 79,
+            interval: "50ms",
+            paths: 2,
+            ipv6: true,
+            bin: BIN.to_string(),
+        });
         for node in [1u16, 2] {
-            let monitor = Command::new("ip")
-                .args(["netns", "exec", &lab.ns(&format!("n{node}"))])
-                .args(["ip", "-ts", "monitor", "address"])
-                .stdout(std::fs::File::create(lab.path(&format!("monitor{node}"))).unwrap())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
-            lab.monitors.push(monitor);
-        }
-        for node in [1, 2] {
-            lab.start(node);
-        }
-        wait_for(Duration::from_secs(20), "both nodes up", || {
-            lab.sees_up(1, 2) && lab.sees_up(2, 1)
-        })
-        .unwrap_or_else(|e| panic!("{e}\n{}", lab.logs()));
-        lab
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn configure(&self) {
-        assert!(
-            Command::new(BIN)
-                .arg("keygen")
-                .arg(self.path("cluster.key"))
-                .stdout(Stdio::null())
-                .status()
-                .unwrap()
-                .success()
-        );
-        for node in [1u16, 2] {
-            let peer = 3 - node;
-            let text = format!(
-                "[cluster]\nname = \"vip\"\nid = 7\nkey_file = \"cluster.key\"\n[node]\nid = {node}\nname = \"n{node}\"\ncontrol_socket = \"n{node}.sock\"\nstate_dir = \"n{node}.state\"\n\
-                 [timing]\ninterval = \"50ms\"\nmisses = 5\n\
-                 [[peers]]\nid = {peer}\n\
-                 \x20 [[peers.paths]]\n  kind = \"tcp\"\n  local = \"{NET}.{node}:7500\"\n  remote = \"{NET}.{peer}:7500\"\n\
-                 \x20 [[peers.paths]]\n  kind = \"tcp\"\n  local = \"10.79.1.{node}:7501\"\n  remote = \"10.79.1.{peer}:7501\"\n"
+            two.spawn_in(
+                &format!("n{node}"),
+                &["ip", "-ts", "monitor", "address"],
+                &format!("monitor{node}"),
             );
-            std::fs::write(self.path(&format!("n{node}.toml")), text).unwrap();
         }
-    }
-
-    fn start(&mut self, node: u16) {
-        let config = self.path(&format!("n{node}.toml")).display().to_string();
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.ns(&format!("n{node}"))])
-            .args([BIN, "daemon", "--config", &config])
-            .current_dir(self.dir.path())
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(self.path(&format!("n{node}.log"))).unwrap())
-            .spawn()
-            .unwrap();
-        self.daemons.push((node, child));
-    }
-
-    fn socket(&self, node: u16) -> PathBuf {
-        self.path(&format!("n{node}.sock"))
-    }
-
-    /// Whether `node` sees `peer` up.
-    fn sees_up(&self, node: u16, peer: u16) -> bool {
-        match ask_blocking(&self.socket(node), Request::Status) {
-            Ok(Response::Status(status)) => status
-                .comm
-                .peers
-                .iter()
-                .any(|p| p.node == peer && p.state == "up"),
-            _ => false,
-        }
-    }
-
-    /// The CLI on `node`, which must succeed.
-    fn cli(&self, node: u16, args: &[&str]) -> String {
-        let out = Command::new(BIN)
-            .arg("--socket")
-            .arg(self.socket(node))
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "heartline {args:?} on node {node}: {}{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-            self.logs()
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// The CLI on `node`, which must fail: its error.
-    fn cli_error(&self, node: u16, args: &[&str]) -> String {
-        let out = Command::new(BIN)
-            .arg("--socket")
-            .arg(self.socket(node))
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(!out.status.success(), "heartline {args:?} succeeded");
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    }
-
-    /// Whether `host`'s bridge interface holds `address`.
-    fn holds(&self, host: &str, address: &str) -> bool {
-        let out = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.ns(host),
-                "ip",
-                "-o",
-                "addr",
-                "show",
-                "dev",
-                &self.dev(host),
-            ])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).contains(&format!(" {address}/"))
+        two.start_both();
+        Lab { two }
     }
 
     /// What `ip -o addr show to ADDRESS` prints in `host`'s namespace.
@@ -403,15 +244,7 @@ impl Lab {
     }
 
     fn logs(&self) -> String {
-        ["n1.log", "n2.log", "monitor1", "monitor2"]
-            .iter()
-            .map(|l| {
-                format!(
-                    "--- {l}\n{}",
-                    std::fs::read_to_string(self.path(l)).unwrap_or_default()
-                )
-            })
-            .collect()
+        self.two.logs_with(&["monitor1", "monitor2"])
     }
 }
 
@@ -424,22 +257,6 @@ fn wall_seconds(text: &str) -> Option<f64> {
     let m: f64 = parts.next()?.parse().ok()?;
     let s: f64 = parts.next()?.parse().ok()?;
     Some(h * 3600.0 + m * 60.0 + s)
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for (_, child) in &mut self.daemons {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        for child in &mut self.monitors {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        for name in ["n1", "n2", "c", "b"] {
-            run(&["ip", "netns", "del", &self.ns(name)]);
-        }
-    }
 }
 
 fn lab() -> Option<Lab> {

@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used)] // a test that cannot set up should panic
 
 pub mod netns;
+pub mod vip_lab;
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
