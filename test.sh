@@ -34,14 +34,28 @@ lean=()
 [ -x /usr/sbin/fence_ipmilan ] || lean+=(fence-agents)
 command -v ipmitool >/dev/null || lean+=(ipmitool)
 command -v ipmi_sim >/dev/null || lean+=(openipmi)
+# apt_install [OPTION...] -- PACKAGE...: all at once; if apt's resolver
+# refuses the set (seen on a machine with qemu-utils from backports), one at
+# a time, naming any that still cannot be installed.
+apt_install() {
+  local options=()
+  while [ "$1" != -- ]; do options+=("$1"); shift; done
+  shift
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${options[@]}" "$@" >/dev/null && return
+  echo "apt-get refused the set; installing one at a time"
+  for package in "$@"; do
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${options[@]}" "$package" >/dev/null ||
+      echo "cannot install $package: the tests that need it will fail in CI"
+  done
+}
 if [ $((${#missing[@]} + ${#lean[@]})) -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get update -qq
     if [ ${#missing[@]} -gt 0 ]; then
-      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+      apt_install -- "${missing[@]}"
     fi
     if [ ${#lean[@]} -gt 0 ]; then
-      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${lean[@]}" >/dev/null
+      apt_install --no-install-recommends -- "${lean[@]}"
     fi
   else
     echo "not installed and cannot install (needs root and apt-get): ${missing[*]} ${lean[*]}; the tests that need them will say they were skipped"
