@@ -164,6 +164,14 @@ impl<const Q: usize, const P: usize> Channel<Q, P> {
         }
     }
 
+    /// Which send round `now` is in: 0 until a timeout passes without
+    /// progress, then one more per timeout (the round the next
+    /// [`Channel::poll_send`] sends in), back to 0 on progress.
+    pub(crate) fn round(&self, now: Instant) -> u32 {
+        let expired = self.timer.is_some_and(|at| at <= now);
+        self.backoff.saturating_add(u32::from(expired))
+    }
+
     /// The message to send now on `path`, if one is due; records the send.
     /// `timeout` is that path's retransmission timeout.
     pub(crate) fn poll_send(

@@ -902,7 +902,10 @@ impl<
                 if sendable(peer).is_none_or(|at| at > now) {
                     continue;
                 }
-                let Some(id) = peer.best_path() else { continue };
+                let round = peer.channel.round(now);
+                let Some(id) = peer.path_for_round(round) else {
+                    continue;
+                };
                 let to = (peer.node(), peer.incarnation);
                 let Some(path) = peer.paths.get_mut(path_index(id)) else {
                     continue;

@@ -124,12 +124,39 @@ impl<const PATHS: usize, const QUEUE: usize, const PAYLOAD: usize> Peer<PATHS, Q
     /// The up path to carry mailbox traffic: lowest priority number, then
     /// lowest smoothed round trip.
     pub(crate) fn best_path(&self) -> Option<PathId> {
-        let (index, _) = self
-            .paths
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| p.is_up())
-            .min_by_key(|(_, p)| (p.config.priority, p.rtt.smoothed().unwrap_or(Duration::MAX)))?;
-        u8::try_from(index).ok().map(PathId)
+        self.path_for_round(0)
+    }
+
+    /// The up path for send round `round` (0: first sends; each timeout
+    /// without progress starts the next): the best up path first, then
+    /// each other up path in order of preference, and round again. A path
+    /// that died silently is still "up" until interval × misses; a
+    /// retransmission on another path gets through after one timeout
+    /// instead of waiting for that.
+    #[inline(never)]
+    pub(crate) fn path_for_round(&self, round: u32) -> Option<PathId> {
+        let up = self.paths.iter().filter(|p| p.is_up()).count();
+        if up == 0 {
+            return None;
+        }
+        // Rank (priority, round trip, index): the next up path after
+        // `chosen` in order of preference, `round % up` times over.
+        let mut chosen: Option<(u8, Duration, usize)> = None;
+        for _ in 0..=(round as usize % up) {
+            let mut next = None;
+            for (index, p) in self.paths.iter().enumerate() {
+                let rank = (
+                    p.config.priority,
+                    p.rtt.smoothed().unwrap_or(Duration::MAX),
+                    index,
+                );
+                let later = chosen.is_none_or(|c| rank > c);
+                if p.is_up() && later && next.is_none_or(|n| rank < n) {
+                    next = Some(rank);
+                }
+            }
+            chosen = next;
+        }
+        chosen.and_then(|(_, _, index)| u8::try_from(index).ok().map(PathId))
     }
 }

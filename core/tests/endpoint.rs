@@ -377,6 +377,45 @@ fn in_flight_messages_move_to_the_surviving_path() {
     assert_eq!(pair.b.poll_message(), None, "exactly once");
 }
 
+/// A path that died silently is still up until interval × misses; the
+/// retransmission after one timeout goes on the other path, so the message
+/// arrives long before the dead path is declared down. Then new messages
+/// start on the best path again (the dead one) and each gets through one
+/// timeout later, until it is declared down.
+#[test]
+fn a_retransmission_takes_another_path_before_the_dead_one_is_declared_down() {
+    let mut pair = Pair::new();
+    pair.run_for(Duration::from_millis(300));
+    // The path data goes on first (lowest round trip, then lowest index)
+    // dies silently.
+    let rtt = |i| pair.a.path(path(B, i)).unwrap().rtt;
+    let dead = if rtt(0) <= rtt(1) { 0 } else { 1 };
+    pair.cut[usize::from(dead)] = true;
+    let min_rto = heartline_core::rtt::MIN_RTO;
+    for text in [&b"first"[..], b"second"] {
+        let sent_at = pair.now;
+        let id = pair.a.send(B, 1, text).unwrap();
+        pair.run_for(Duration::from_millis(100));
+        let took = pair
+            .a_saw(&Event::Delivered { node: B, id })
+            .expect("delivered over the other path")
+            .saturating_since(sent_at);
+        assert!(
+            took >= min_rto && took <= min_rto * 3,
+            "{text:?} delivered {took:?} after it was sent"
+        );
+        assert_eq!(
+            pair.b.poll_message().map(|m| m.payload.to_vec()),
+            Some(text.to_vec())
+        );
+        assert_eq!(pair.b.poll_message(), None, "exactly once");
+    }
+    assert!(
+        pair.a_saw(&Event::PathDown(path(B, dead))).is_none(),
+        "both went before the dead path was declared down"
+    );
+}
+
 #[test]
 fn a_full_queue_pushes_back_and_a_full_inbox_holds_messages_unacked() {
     let mut pair = Pair::new();
