@@ -325,7 +325,6 @@ fn two_thousand_idle_connections_under_1024_descriptors_change_nothing() {
     let started = Instant::now();
     let mut idle = idle_clients(&socket, 2000);
     let opened = started.elapsed();
-    let during = footprint(pid);
     // The oldest were closed to make room, and told why.
     let mut line = String::new();
     idle[0]
@@ -333,7 +332,19 @@ fn two_thousand_idle_connections_under_1024_descriptors_change_nothing() {
         .unwrap();
     BufReader::new(&idle[0]).read_line(&mut line).unwrap();
     assert!(line.contains("too many control connections"), "{line:?}");
-    assert!(during.1 < 512, "the daemon holds {} descriptors", during.1);
+    // Each evicted connection is closed by its own task once it has been
+    // told why; under load those tasks may trail the accepts for a moment
+    // (a CI run saw 552 descriptors at once), then the count settles.
+    let mut during = footprint(pid);
+    wait_for(
+        Duration::from_secs(10),
+        "the daemon's descriptors below 512",
+        || {
+            during = footprint(pid);
+            during.1 < 512
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}: the daemon holds {} descriptors", during.1));
 
     // An administrator's status gets through.
     let asked = Instant::now();
