@@ -14,6 +14,8 @@
 //! drives the brains of many nodes over the real protocol core through
 //! thousands of seeded faults.
 
+#![forbid(unsafe_code)]
+
 pub mod action;
 pub mod api;
 pub mod brain;

@@ -25,6 +25,7 @@
 //! public types for the dongle's logs.
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod channel;
 pub mod counters;

@@ -321,6 +321,7 @@ fn two_thousand_idle_connections_under_1024_descriptors_change_nothing() {
     );
     let socket = site.cluster.socket(1);
     let before = footprint(pid);
+    std::fs::copy(format!("/proc/{pid}/smaps"), "/tmp/smaps.before").unwrap();
 
     let started = Instant::now();
     let mut idle = idle_clients(&socket, 2000);
@@ -410,20 +411,47 @@ fn two_thousand_idle_connections_under_1024_descriptors_change_nothing() {
     )
     .unwrap();
 
-    // A storm of 10,000 connections, closed: memory returns near its
-    // baseline.
+    // A storm of 10,000 connections, closed: once it is over, the daemon
+    // gives back the memory it took (to within 4 MiB of the baseline; it
+    // stayed 9 MiB above before, and grew with each storm: what is left is
+    // the allocator's pages that still hold something live).
+    let releases = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains("after a burst of") && l.contains("control connections"))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let released_before = releases(&site.cluster.log(1)).len();
     for _ in 0..5 {
         drop(idle_clients(&socket, 2000));
     }
     site.ok(1, &["status"]);
+    let storm = footprint(pid);
+    let mut released = Vec::new();
+    wait_for(
+        Duration::from_secs(20),
+        "the release of memory after the storm",
+        || {
+            released = releases(&site.cluster.log(1));
+            released.len() > released_before
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", site.cluster.log(1)));
     let after = footprint(pid);
     eprintln!(
-        "idle connections: 2000 opened in {opened:?}; status through them in {status_took:?}; daemon RSS {} KiB and {} fds before, {} KiB and {} fds with 2000 idle clients, {} KiB and {} fds after 10,000 more closed",
-        before.0, before.1, during.0, during.1, after.0, after.1
+        "idle connections: 2000 opened in {opened:?}; status through them in {status_took:?}; daemon RSS {} KiB and {} fds before, {} KiB and {} fds with 2000 idle clients, {} KiB right after 10,000 more closed, {} KiB and {} fds once released\n{}",
+        before.0,
+        before.1,
+        during.0,
+        during.1,
+        storm.0,
+        after.0,
+        after.1,
+        released.join("\n")
     );
     assert!(
-        after.0 < before.0 + 32 * 1024,
-        "RSS grew from {} KiB to {} KiB",
+        after.0 < before.0 + 4096,
+        "RSS {} KiB before the storm, {} KiB once released",
         before.0,
         after.0
     );

@@ -25,6 +25,7 @@ use crate::comm::report::StatusReport;
 use crate::comm::{Command, EventLine, Handle};
 use crate::config::ControlSpec;
 use crate::resources;
+use crate::sys::memory;
 
 /// What requests are served from.
 #[derive(Debug, Clone)]
@@ -41,8 +42,8 @@ pub struct Services {
 const MAX_REQUEST: usize = 64 * 1024;
 /// A connection's read buffer: a request is one line, most far shorter;
 /// a longer one is read in several passes. Small, because 256 of them
-/// can be open at once and, with memory locked, what a storm of
-/// connections took is not given back to the system.
+/// can be open at once (what a storm of connections took is given back
+/// once it is over: [`memory`]).
 const READ_BUFFER: usize = 1024;
 
 /// How long an action on resources may take before the CLI is told it
@@ -84,10 +85,17 @@ pub async fn serve(socket: &Path, services: Services, control: &ControlSpec) -> 
     let roles = Roles::new(policy);
     let table = Table::new(control.max_connections);
     let idle = control.idle_timeout;
+    // What a storm of connections took is given back once it is over.
+    let bursts = memory::Bursts::new("control connections");
     tokio::spawn(async move {
         let mut refusals = Refusals::default();
         let mut failures = Refusals::default();
         loop {
+            // Connections told to go (evicted, refused) hold their
+            // descriptor until their task has said why: past the cap and
+            // a quarter, new ones wait in the socket's backlog, so a storm
+            // cannot take the descriptors scripts and peers need.
+            bursts.below(table.cap() + (table.cap() / 4).max(16)).await;
             let (read, write, peer) = match listener.accept().await {
                 Ok(accepted) => accepted,
                 Err(e) => {
@@ -96,6 +104,7 @@ pub async fn serve(socket: &Path, services: Services, control: &ControlSpec) -> 
                     continue;
                 }
             };
+            let held = bursts.enter();
             let client = match peer {
                 Some(peer) => roles.client(peer.uid, peer.gid).await,
                 // Windows: the pipe's own security let it in. On Unix,
@@ -113,24 +122,20 @@ pub async fn serve(socket: &Path, services: Services, control: &ControlSpec) -> 
             if client.role == Role::Stranger {
                 let message = roles.policy().allow(&client, Class::Read).err();
                 refusals.note(&client.name, "not allowed");
-                tokio::spawn(refuse(write, message.unwrap_or_default()));
+                tokio::spawn(refuse(write, message.unwrap_or_default(), held));
                 continue;
             }
             match table.admit(client.role == Role::Admin) {
                 Ok(slot) => {
-                    tokio::spawn(serve_client(
-                        read,
-                        write,
-                        services.clone(),
-                        slot,
-                        client,
-                        roles.clone(),
-                        idle,
-                    ));
+                    let (services, roles) = (services.clone(), roles.clone());
+                    tokio::spawn(async move {
+                        let _held = held;
+                        serve_client(read, write, services, slot, client, roles, idle).await;
+                    });
                 }
                 Err(message) => {
                     refusals.note(&client.name, "too many connections");
-                    tokio::spawn(refuse(write, message));
+                    tokio::spawn(refuse(write, message, held));
                 }
             }
         }
@@ -182,7 +187,7 @@ impl Refusals {
 }
 
 /// Tells a refused client why, and hangs up.
-async fn refuse(mut write: Writer, message: String) {
+async fn refuse(mut write: Writer, message: String, _held: memory::Held) {
     let _ = tokio::time::timeout(Duration::from_secs(1), answer(&mut write, error(message))).await;
     let _ = tokio::time::timeout(Duration::from_secs(1), write.shutdown()).await;
 }
@@ -249,6 +254,12 @@ impl Table {
             cap,
             inner: Arc::new(Mutex::new(Slots::default())),
         }
+    }
+
+    /// How many slots there are.
+    #[must_use]
+    pub fn cap(&self) -> usize {
+        self.cap
     }
 
     /// Slots only administrators may take.

@@ -5,9 +5,11 @@
 //! ([`system`]); supervising child processes by process group, with the
 //! tails of their output ([`process`]); and feeding the watchdog device
 //! ([`watchdog`]); users, groups, private modes and the descriptor limit
-//! ([`perms`]).
+//! ([`perms`]); giving memory back after a burst of connections
+//! ([`memory`]).
 
 pub mod logging;
+pub mod memory;
 pub mod perms;
 pub mod process;
 #[cfg(unix)]

@@ -19,7 +19,9 @@ pub fn lock_memory() -> Result<(), String> {
         let on_fault = all | MlockAllFlags::from_bits_retain(nix::libc::MCL_ONFAULT);
         mlockall(on_fault).or_else(|_| mlockall(all)).map_err(|e| {
             format!("{e} (run as root, or give the service CAP_IPC_LOCK and LimitMEMLOCK=infinity)")
-        })
+        })?;
+        super::memory::set_locked();
+        Ok(())
     }
     #[cfg(not(target_os = "linux"))]
     {
