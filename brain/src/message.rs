@@ -87,6 +87,10 @@ pub struct Flags {
     /// nothing, or were reset).
     #[serde(default)]
     pub expired: BTreeSet<u16>,
+    /// Nodes down whose fast lease ended by its clock (they run no
+    /// hierarchy whose stop is fast, or were reset).
+    #[serde(default)]
+    pub expired_fast: BTreeSet<u16>,
     /// It saw every node of the cluster once since it started
     /// (`wait_for_all` is satisfied in its partition).
     #[serde(default)]
@@ -94,6 +98,10 @@ pub struct Flags {
     /// It holds quorum (always, where quorum is not configured).
     #[serde(default)]
     pub quorate: bool,
+    /// It holds its fast lease, and may start hierarchies whose stop is
+    /// fast (false where no fast lease is configured).
+    #[serde(default)]
+    pub fast_lease: bool,
     /// The expected votes its configuration gives (0: quorum off).
     #[serde(default)]
     pub expected_votes: u32,
@@ -258,8 +266,8 @@ pub enum BrainMsg {
 pub enum AdminMessage {
     /// Between brains.
     Brain {
-        /// The message.
-        msg: BrainMsg,
+        /// The message (boxed: it is far larger than the others).
+        msg: Box<BrainMsg>,
     },
     /// Run this control request and answer with `forward_reply`.
     Forward {
@@ -360,7 +368,7 @@ mod tests {
     fn every_message_round_trips() {
         let messages = [
             AdminMessage::Brain {
-                msg: BrainMsg::Hello {
+                msg: Box::new(BrainMsg::Hello {
                     reply: true,
                     flags: Flags {
                         view: View::from([(1, 5), (2, 7)]),
@@ -368,31 +376,31 @@ mod tests {
                     },
                     busy: BTreeMap::from([("web".to_string(), Activity::Starting)]),
                     states: BTreeMap::from([("web".to_string(), State::Blocked)]),
-                },
+                }),
             },
             AdminMessage::Brain {
-                msg: BrainMsg::Call {
+                msg: Box::new(BrainMsg::Call {
                     id: 3,
                     call: Call::Propose {
                         change: Change::SetMaintenance { on: true },
                     },
-                },
+                }),
             },
             AdminMessage::Brain {
-                msg: BrainMsg::Answer {
+                msg: Box::new(BrainMsg::Answer {
                     id: 3,
                     answer: Answer::Changed {
                         version: Version::default(),
                         unconfirmed: vec![(2, "down".into())],
                     },
-                },
+                }),
             },
             AdminMessage::Brain {
-                msg: BrainMsg::Snapshot {
+                msg: Box::new(BrainMsg::Snapshot {
                     model: Model::default(),
                     history: vec![(Version::default(), "create x".into())],
                     force: false,
-                },
+                }),
             },
             AdminMessage::Forward {
                 id: 9,

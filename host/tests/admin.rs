@@ -135,9 +135,7 @@ fn admin_messages_of_another_version_are_refused_and_logged_and_the_daemon_goes_
     assert!(
         matches!(
             peer.heard[0],
-            AdminMessage::Brain {
-                msg: BrainMsg::Hello { .. }
-            }
+            AdminMessage::Brain { ref msg } if matches!(**msg, BrainMsg::Hello { .. })
         ),
         "node 1 greets a new peer with a version 2 hello: {:?}",
         peer.heard[0]

@@ -579,3 +579,173 @@ fn three_nodes_in_namespaces_partitioned_2_1_the_single_node_stops_before_the_pa
         "netns 2|1: node 3 cut off stopped web {stopped:?} after the cut, node 1 ran it {started:?} after (lease 2 s); the client saw: {changes:?}"
     );
 }
+
+impl Lab {
+    /// Whether node `node`'s kernel holds `address` on its link.
+    fn holds(&self, node: u16, address: &str) -> bool {
+        let name = format!("n{node}");
+        let dev = format!("hq{}{name}", self.tag);
+        let out = Command::new("ip")
+            .args(["-n", &self.ns(&name), "-o", "addr", "show", "dev", &dev])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).contains(&format!(" {address}/"))
+    }
+
+    /// A virtual IP `tag` for `address` on every node (priority: its id),
+    /// the instances equivalent to node 1's.
+    fn vip(&self, tag: &str, address: &str) {
+        for &node in &self.nodes {
+            let node_s = node.to_string();
+            let address = format!("address={address}/24");
+            let interface = format!("interface=hq{}n{node}", self.tag);
+            self.cli(
+                1,
+                &[
+                    "ins",
+                    "create",
+                    "--node",
+                    &node_s,
+                    "--priority",
+                    &node_s,
+                    "--tag",
+                    tag,
+                    "--id",
+                    tag,
+                    "--app",
+                    "ip",
+                    "--type",
+                    "vip",
+                    "--prop",
+                    &address,
+                    "--prop",
+                    &interface,
+                ],
+            );
+        }
+        for other in self.nodes.iter().filter(|&&n| n != 1) {
+            let other = other.to_string();
+            self.cli(
+                1,
+                &[
+                    "eqv",
+                    "create",
+                    "--tag",
+                    tag,
+                    "--other-node",
+                    &other,
+                    "--other-tag",
+                    tag,
+                ],
+            );
+        }
+    }
+}
+
+#[test]
+fn three_nodes_in_namespaces_a_virtual_ip_moves_at_its_fast_lease_and_an_application_at_the_lease()
+{
+    if let Some(why) = cannot_run() {
+        eprintln!("SKIPPED: network namespace fast lease test: {why}");
+        return;
+    }
+    for tool in ["socat", "python3"] {
+        if !run(&["sh", "-c", &format!("command -v {tool}")]) {
+            eprintln!("SKIPPED: network namespace fast lease test: {tool} is not installed");
+            return;
+        }
+    }
+    const VIP: &str = "10.78.0.77";
+    let nodes = [1u16, 2, 3];
+    let mut lab = Lab::new(&nodes, false);
+    let kits = lab.path("kits");
+    copy_kit(
+        &kits,
+        "gen/app",
+        "description = \"Generic Application, checked often\"\nquick_check_interval = \"200ms\"\n",
+    )
+    .unwrap();
+    write_configs(&lab, &kits);
+    for n in nodes {
+        lab.start(n);
+    }
+    wait_for(Duration::from_secs(20), "every node quorate", || {
+        nodes.iter().all(|&n| lab.quorum(n).is_some_and(|q| q.0))
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", lab.logs()));
+    let apps = lab.web_on(3);
+    lab.vip("vip", VIP);
+    lab.cli(3, &["in-service", "vip"]);
+    wait_for(Duration::from_secs(10), "the address on node 3", || {
+        lab.holds(3, VIP)
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", lab.logs()));
+
+    // Node 3 cut off from the pair. The lease is 2 s, its stop bound 1 s;
+    // the address's hierarchy has the fast lease: 0.5 s to notice at
+    // 100 ms x 5, two heartbeats, an echo step and its stop bound of
+    // 0.2 s, 0.95 s. Node 3 drops the address first, the pair takes it
+    // over at the fast lease, and the application after the lease.
+    lab.cut(3, &[1, 2]);
+    let cut = Instant::now();
+    let (mut dropped, mut taken, mut web_stopped) = (None, None, None);
+    let web_started = loop {
+        let holders: Vec<u16> = nodes
+            .iter()
+            .copied()
+            .filter(|&n| lab.holds(n, VIP))
+            .collect();
+        assert!(
+            holders.len() <= 1,
+            "the address on {holders:?} {:?} after the cut\n{}",
+            cut.elapsed(),
+            lab.logs()
+        );
+        let web = running(&apps);
+        assert!(
+            web.len() <= 1,
+            "web runs on {web:?} {:?} after the cut\n{}",
+            cut.elapsed(),
+            lab.logs()
+        );
+        let at = cut.elapsed();
+        if dropped.is_none() && !holders.contains(&3) {
+            dropped = Some(at);
+        }
+        if taken.is_none() && holders.iter().any(|&n| n != 3) {
+            taken = Some(at);
+        }
+        if web_stopped.is_none() && !web.contains(&3) {
+            web_stopped = Some(at);
+        }
+        if web == [1] && taken.is_some() {
+            break at;
+        }
+        assert!(
+            at < Duration::from_secs(20),
+            "not moved: address on {holders:?}, web on {web:?}\n{}",
+            lab.logs()
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    let (dropped, taken, web_stopped) = (dropped.unwrap(), taken.unwrap(), web_stopped.unwrap());
+    assert!(dropped < taken, "dropped {dropped:?}, taken {taken:?}");
+    assert!(
+        taken < Duration::from_millis(2_000),
+        "the address waited for the lease: taken over {taken:?} after the cut\n{}",
+        lab.logs()
+    );
+    assert!(
+        taken < web_started,
+        "the address {taken:?}, the application {web_started:?}"
+    );
+    assert!(
+        web_stopped < web_started,
+        "web stopped {web_stopped:?}, started {web_started:?}"
+    );
+    let log = std::fs::read_to_string(lab.path("n3.log")).unwrap_or_default();
+    assert!(log.contains("fast lease was not renewed"), "{log}");
+    eprintln!(
+        "netns fast lease: after the cut node 3 dropped the address {dropped:?} later, the pair took it over {taken:?} after (fast lease 0.95 s); node 3 stopped web {web_stopped:?} after, node 1 ran it {web_started:?} after (lease 2 s)"
+    );
+}

@@ -327,6 +327,12 @@ impl Brain {
                 self.cfg.node
             ));
         }
+        if matches!(kind, Kind::Start | Kind::Recover { .. }) && !self.has_quorum_for(tag) {
+            return Err(format!(
+                "node {}'s fast lease was not renewed: its hierarchies whose stop is fast are not started here until it is",
+                self.cfg.node
+            ));
+        }
         let tags = self.model.hierarchy(&place);
         if self.local.holds(&tags) {
             if kind == Kind::Check {
@@ -896,6 +902,10 @@ impl Brain {
             Op::Start if !self.has_quorum() => {
                 Some(format!("node {} has no quorum", self.cfg.node))
             }
+            Op::Start if !self.has_quorum_for(tag) => Some(format!(
+                "node {}'s fast lease was not renewed",
+                self.cfg.node
+            )),
             _ => None,
         };
         if let Some(why) = refusal {
@@ -1088,13 +1098,41 @@ impl Brain {
             .filter(|r| r.place.node == node && r.state.in_service())
             .map(|r| r.place.tag.clone())
             .collect();
-        for tag in &running {
+        self.stop_here(&running, why);
+    }
+
+    /// Stops the hierarchies of `running` (tags in service here), and
+    /// refuses the starts waiting for them, for `why`.
+    pub(super) fn stop_here(&mut self, running: &[String], why: &str) {
+        let hierarchies: BTreeSet<String> = running
+            .iter()
+            .flat_map(|tag| self.model.hierarchy(&self.place_of(tag)))
+            .collect();
+        let waiting: Vec<Waiting> = self.local.waiting.drain(..).collect();
+        for w in waiting {
+            if matches!(w.kind, Kind::Start | Kind::Recover { .. }) && hierarchies.contains(&w.tag)
+            {
+                self.refuse_after(&w.tag, w.after, why.to_string());
+            } else {
+                self.local.waiting.push_back(w);
+            }
+        }
+        for tag in running {
             let tags = self.model.hierarchy(&self.place_of(tag));
             let queued = self.local.waiting.iter().any(|w| tags.contains(&w.tag));
             if !self.local.holds(&tags) && !queued {
                 let _ = self.begin(Kind::Stop, tag, After::default(), None);
             }
         }
+    }
+
+    /// The subjects of the actions here that may start something.
+    pub(super) fn local_starting(&self) -> impl Iterator<Item = &str> + '_ {
+        self.local
+            .jobs
+            .values()
+            .filter(|j| matches!(j.kind, Kind::Start | Kind::Recover { .. }))
+            .map(|j| j.subject.as_str())
     }
 
     /// Whether anything may run here: a resource in service or blocked, or

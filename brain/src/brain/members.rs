@@ -257,7 +257,8 @@ impl Brain {
         };
         let mut regained = false;
         if let Some(flags) = flags {
-            regained = flags.quorate && !peer.flags.quorate;
+            regained =
+                flags.quorate && !peer.flags.quorate || flags.fast_lease && !peer.flags.fast_lease;
             peer.flags = flags;
         }
         if regained {
@@ -382,7 +383,9 @@ impl Brain {
             held: self.local.held.clone(),
             cannot,
             expired: self.expired_set(),
+            expired_fast: self.fast_expired_set(),
             quorate: self.has_quorum(),
+            fast_lease: self.quorum.fast_had,
             expected_votes: self.cfg.quorum.as_ref().map_or(0, |q| q.expected),
             seen_all: self
                 .cfg

@@ -24,12 +24,15 @@
 //!   (blocked), probes of what runs after a start, and a clean stop.
 //! - [`quorum`]: votes, the lease renewed by what peers echo, when a lost
 //!   node is past its lease, wait-for-all at a cold start.
+//! - [`fast_lease`]: a shorter lease for hierarchies whose stop is fast
+//!   and bounded (a virtual IP), so they are taken over sooner.
 //! - [`fence`]: the coordinator fences lost nodes through their fence
 //!   devices, level by level, so their hierarchies need not wait for the
 //!   lease.
 //! - [`requests`]: the administrator's requests, and calls between brains.
 
 mod config;
+mod fast_lease;
 mod fence;
 mod local;
 mod members;
@@ -49,6 +52,7 @@ use crate::message::{BrainMsg, Flags, View};
 use crate::model::{Change, Model, Place, Resource, Version};
 
 pub use config::DISCARDED;
+pub use fast_lease::FastLease;
 pub use fence::{FenceAction, FenceConfig, FenceId, FenceStatus};
 pub use local::JobId;
 pub use place::Decision;

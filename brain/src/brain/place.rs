@@ -363,7 +363,7 @@ impl Brain {
             let slots = g.on_slots(n);
             for (place, slot) in members.iter().zip(slots) {
                 let state = self.states.get(*slot).copied().unwrap_or(State::Osu);
-                let fenced = view.is_none() && self.cfg.quorum.is_some() && self.fenced(n);
+                let fenced = view.is_none() && self.cfg.quorum.is_some() && self.fenced_for(n, g);
                 if state == State::Blocked && !fenced {
                     // A failed stop anywhere, even on a node that is down,
                     // blocks the group: it may still run there.
@@ -571,9 +571,14 @@ impl Brain {
             .members
             .keys()
             .copied()
-            .find(|n| !nodes.contains_key(n) && !self.fenced(*n))?;
+            .find(|n| !nodes.contains_key(n) && !self.fenced_for(*n, g))?;
+        let lease = if self.fast_group(g) {
+            "fast lease"
+        } else {
+            "lease"
+        };
         Some(format!(
-            "node {n} may still run it: waiting for its lease to end on every node of this partition"
+            "node {n} may still run it: waiting for its {lease} to end on every node of this partition"
         ))
     }
 

@@ -77,10 +77,14 @@ pub struct QuorumConfig {
     pub detect_floor: Duration,
     /// A witness holds one more vote (counted in `expected`), granted to
     /// one partition at a time: the brain asks for it with
-    /// [`super::Output::AskWitness`] every `lease / 8` and after every
+    /// [`super::Output::AskWitness`] every `lease / 8` (of the fast lease,
+    /// if shorter) and after every
     /// change of view, and is told the answer with
     /// [`super::Input::Witness`].
     pub witness: bool,
+    /// A shorter lease for hierarchies whose stop is fast and bounded
+    /// ([`super::fast_lease`]); `None`: every hierarchy waits for `lease`.
+    pub fast: Option<super::fast_lease::FastLease>,
 }
 
 impl QuorumConfig {
@@ -100,6 +104,7 @@ impl QuorumConfig {
             drift_margin: default_margin(lease),
             detect_floor: Duration::ZERO,
             witness: false,
+            fast: None,
         }
     }
 
@@ -131,6 +136,17 @@ impl QuorumConfig {
 
 pub use heartline_core::witness::default_margin;
 
+/// How often the witness is asked for its vote: an eighth of the shortest
+/// lease it renews (the fast lease's, if there is one).
+fn witness_every(q: &QuorumConfig) -> Duration {
+    let shortest =
+        q.fast.as_ref().map_or(
+            q.lease,
+            |f| if f.lease < q.lease { f.lease } else { q.lease },
+        );
+    Duration::from_micros(shortest.as_micros() / 8)
+}
+
 /// What a node without quorum does with what runs on it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum NoQuorum {
@@ -145,6 +161,13 @@ pub enum NoQuorum {
 /// What this node knows of quorum.
 #[derive(Debug, Default)]
 pub(super) struct QuorumState {
+    /// Whether this node held its fast lease after the last input.
+    pub(super) fast_had: bool,
+    /// Per node not up: when it was declared down here, and the send
+    /// instant of the first request the witness granted since (a lost node
+    /// may have renewed its lease through the witness until the witness
+    /// gave its vote away: see [`super::fast_lease`]).
+    pub(super) down_at: BTreeMap<u16, (Instant, Option<Instant>)>,
     /// Per peer: the latest instant of a heartbeat of ours it echoed.
     echoed: BTreeMap<u16, Instant>,
     /// Per node not up: the latest instant it can have been heard here.
@@ -217,6 +240,11 @@ impl Brain {
             return;
         }
         if granted {
+            for (down, grant) in self.quorum.down_at.values_mut() {
+                if grant.is_none() && sent >= *down {
+                    *grant = Some(sent);
+                }
+            }
             let newer = self
                 .quorum
                 .witness
@@ -243,7 +271,7 @@ impl Brain {
             return;
         };
         let view: BTreeSet<u16> = self.view().keys().copied().collect();
-        let every = Duration::from_micros(q.lease.as_micros() / 8);
+        let every = witness_every(q);
         let due = self
             .quorum
             .asked
@@ -286,7 +314,9 @@ impl Brain {
         };
         if up {
             self.quorum.lost_at.remove(&node);
+            self.quorum.down_at.remove(&node);
         } else {
+            self.quorum.down_at.insert(node, (self.now, None));
             let heard = Instant::from_micros(
                 self.now
                     .as_micros()
@@ -331,6 +361,26 @@ impl Brain {
             }
         }
         None
+    }
+
+    /// The latest end of a lease this node earned from its peers' echoes
+    /// alone while it held quorum.
+    pub(super) fn quorum_held(&self) -> Option<Instant> {
+        self.quorum.held
+    }
+
+    /// The nodes not up, each with the latest instant it can have been
+    /// heard here (this node's start, for a node not seen since).
+    pub(super) fn lost_nodes(&self) -> impl Iterator<Item = (u16, Instant)> + '_ {
+        self.cfg
+            .nodes
+            .iter()
+            .copied()
+            .filter(|n| *n != self.cfg.node && !self.members.up.contains_key(n))
+            .map(|n| {
+                let heard = self.quorum.lost_at.get(&n).copied();
+                (n, heard.unwrap_or(self.started))
+            })
     }
 
     /// Whether what runs here may run on without quorum: the lease it
@@ -522,13 +572,20 @@ impl Brain {
         if !self.may_run_anything() {
             return None;
         }
-        Some(
-            self.lease_end()
-                .into_iter()
-                .chain(self.quorum.held)
-                .max()
-                .unwrap_or(self.now),
-        )
+        let end = self
+            .lease_end()
+            .into_iter()
+            .chain(self.quorum.held)
+            .max()
+            .unwrap_or(self.now);
+        // A hierarchy under the fast lease must be stopped by that lease's
+        // end (the same renewal, a shorter lease).
+        if self.fast_may_run() {
+            if let Some(fast) = self.fast_deadline(end) {
+                return Some(fast);
+            }
+        }
+        Some(end)
     }
 
     /// Quorum as this node sees it (`None`: not configured).
@@ -642,6 +699,11 @@ impl Brain {
         // while it was down) is given a lease's time to find its quorum
         // before it stops them.
         let grace = !self.quorum.ever && self.now < self.started + q.lease;
+        let fast_grace = !self.quorum.ever
+            && q.fast
+                .as_ref()
+                .is_some_and(|f| self.now < self.started + f.lease);
+        self.fast_progress(fast_grace);
         if !has
             && !grace
             && !self.may_run_on()
@@ -678,7 +740,7 @@ impl Brain {
             })
             .filter(|at| *at > self.now);
         let ask = q.witness.then(|| {
-            let every = Duration::from_micros(q.lease.as_micros() / 8);
+            let every = witness_every(q);
             self.quorum
                 .asked
                 .as_ref()
@@ -687,6 +749,7 @@ impl Brain {
         lease
             .into_iter()
             .chain(run_on)
+            .chain(self.fast_timeout())
             .chain(ask)
             .chain(peers)
             .chain(grace.filter(|at| *at > self.now))

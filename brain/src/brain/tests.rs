@@ -77,6 +77,8 @@ struct Cluster {
     fences: Vec<(Instant, u16, FenceId, u16, String)>,
     /// Nodes fenced, by which device, when.
     fenced: Vec<(u16, String, Instant)>,
+    /// The fast lease, if any (for `ip/vip`: tags starting `vip`).
+    fast: Option<FastLease>,
 }
 
 fn kit() -> KitInfo {
@@ -90,6 +92,7 @@ fn kit() -> KitInfo {
 fn config(node: u16, nodes: &BTreeSet<u16>) -> BrainConfig {
     let mut cfg = BrainConfig::new(node, 1, nodes.clone());
     cfg.kits.insert("gen/app".into(), kit());
+    cfg.kits.insert("ip/vip".into(), kit());
     cfg
 }
 
@@ -117,12 +120,18 @@ impl Cluster {
     }
 
     fn with_witness(n: u16, lease: Option<Duration>, witness: bool) -> Cluster {
-        Cluster::build(n, lease, witness, None)
+        Cluster::build(n, lease, witness, None, None)
     }
 
     /// `n` nodes with quorum, a lease of `lease`, and fence devices.
     fn fencing(n: u16, lease: Duration, fencing: FenceConfig) -> Cluster {
-        Cluster::build(n, Some(lease), false, Some(fencing))
+        Cluster::build(n, Some(lease), false, Some(fencing), None)
+    }
+
+    /// `n` nodes with quorum, a lease of `lease`, and `fast` for the
+    /// hierarchies of tags starting `vip`.
+    fn fast(n: u16, lease: Duration, fast: FastLease) -> Cluster {
+        Cluster::build(n, Some(lease), false, None, Some(fast))
     }
 
     fn build(
@@ -130,6 +139,7 @@ impl Cluster {
         lease: Option<Duration>,
         witness: bool,
         fencing: Option<FenceConfig>,
+        fast: Option<FastLease>,
     ) -> Cluster {
         let nodes: BTreeSet<u16> = (1..=n).collect();
         let mut cluster = Cluster {
@@ -171,6 +181,7 @@ impl Cluster {
             devices: BTreeMap::new(),
             fences: Vec::new(),
             fenced: Vec::new(),
+            fast,
         };
         for node in &nodes {
             cluster.disks.insert(*node, Stored::default());
@@ -205,6 +216,7 @@ impl Cluster {
             if let Some(expected) = self.expected.get(&node) {
                 q.expected = *expected;
             }
+            q.fast.clone_from(&self.fast);
             cfg.quorum = Some(q);
         }
         cfg.fencing.clone_from(&self.fencing);
@@ -630,8 +642,8 @@ impl Cluster {
                 tag: tag.into(),
             },
             id: format!("/srv/{tag}"),
-            app: "gen".into(),
-            rtype: "app".into(),
+            app: if tag.starts_with("vip") { "ip" } else { "gen" }.into(),
+            rtype: if tag.starts_with("vip") { "vip" } else { "app" }.into(),
             state: State::Osu,
             init: Init::Autores,
             flags: BTreeSet::new(),
@@ -1359,6 +1371,112 @@ fn a_minority_runs_on_until_its_lease_less_the_stop_bound_and_the_majority_takes
     c.settle();
     assert_eq!(c.running("db"), [2]);
     c.assert_never_twice();
+}
+
+/// A fast lease of 400 ms (stop bound 100 ms) for `ip/vip` (tags `vip*`).
+fn fast_lease() -> FastLease {
+    let lease = Duration::from_millis(400);
+    FastLease {
+        kinds: BTreeSet::from(["ip/vip".to_string()]),
+        lease,
+        stop_bound: Duration::from_millis(100),
+        drift_margin: default_margin(lease),
+    }
+}
+
+#[test]
+fn a_fast_hierarchy_is_taken_over_at_its_fast_lease_while_a_slow_one_waits_for_the_quorum_lease() {
+    let fast = fast_lease();
+    let mut c = Cluster::fast(3, LEASE, fast.clone());
+    c.extend("vip", &[1, 2, 3]);
+    c.extend("db", &[1, 2, 3]);
+    in_service(&mut c, 1, "vip");
+    in_service(&mut c, 1, "db");
+    assert_eq!((c.running("vip"), c.running("db")), (vec![1], vec![1]));
+    let cut = c.now;
+    c.cut(1, 2);
+    c.cut(1, 3);
+    // Node 1 stops the address once its fast lease, less its stop bound,
+    // has passed without a renewal; the database runs on.
+    c.run_until(cut + Duration::from_millis(300) + SCRIPT * 2);
+    assert!(c.running("vip").is_empty(), "{:#?}", c.notices);
+    assert_eq!(c.running("db"), [1]);
+    assert!(c.noticed("fast lease was not renewed"), "{:#?}", c.notices);
+    // The majority takes the address over once node 1's fast lease ended,
+    // not before.
+    c.run_until(cut + fast.lease);
+    assert!(!started_at(&c, 2, "vip"), "not before node 1's fast lease");
+    c.advance(Duration::from_millis(300));
+    assert_eq!(c.running("vip"), [2], "{:#?}", c.notices);
+    assert_eq!(c.running("db"), [1], "the database waits for its lease");
+    // The database, after the quorum lease.
+    c.run_until(cut + LEASE);
+    assert!(!started_at(&c, 2, "db"), "not before node 1's lease ends");
+    c.advance(Duration::from_secs(1));
+    assert_eq!(c.running("db"), [2], "{:#?}", c.notices);
+    c.assert_never_twice();
+    assert!(c.resets.is_empty(), "clean stops: {:?}", c.resets);
+    // Heal: both stay where they are.
+    c.connect(1, 2);
+    c.connect(1, 3);
+    c.settle();
+    assert_eq!((c.running("vip"), c.running("db")), (vec![2], vec![2]));
+    c.assert_never_twice();
+}
+
+#[test]
+fn a_dead_daemon_holding_a_fast_hierarchy_is_reset_by_its_fast_lease_before_the_takeover() {
+    let fast = fast_lease();
+    let mut c = Cluster::fast(3, LEASE, fast.clone());
+    c.extend("vip", &[1, 2, 3]);
+    in_service(&mut c, 1, "vip");
+    let deadline = c.brains[&1].fence_deadline().expect("vip runs: a deadline");
+    assert!(
+        deadline <= c.now + fast.lease,
+        "the fast lease's end, not the quorum lease's: {deadline:?} at {:?}",
+        c.now
+    );
+    // kill -9 of the daemon alone: the address stays, unwatched.
+    c.crash(1, false);
+    c.advance(Duration::from_millis(200));
+    assert_eq!(c.running("vip"), [1], "nobody may take it yet");
+    c.advance(Duration::from_millis(800));
+    assert_eq!(c.running("vip"), [2], "{:#?}", c.notices);
+    assert!(
+        c.resets.iter().any(|(n, at)| *n == 1 && *at <= deadline),
+        "node 1 was reset by its fast deadline {deadline:?}: {:?}",
+        c.resets
+    );
+    c.assert_never_twice();
+}
+
+#[test]
+fn without_a_fast_hierarchy_the_deadline_is_the_quorum_lease() {
+    let mut c = Cluster::fast(3, LEASE, fast_lease());
+    c.extend("db", &[1, 2, 3]);
+    // A hierarchy with one resource of another kind is not fast.
+    c.create(1, "vip-db", 1);
+    c.change(
+        1,
+        Change::CreateDependency {
+            node: 1,
+            parent: "db".into(),
+            child: "vip-db".into(),
+        },
+    );
+    in_service(&mut c, 1, "db");
+    assert_eq!(c.running("vip-db"), [1]);
+    let deadline = c.brains[&1].fence_deadline().unwrap();
+    assert!(
+        deadline > c.now + Duration::from_secs(1),
+        "{deadline:?} at {:?}",
+        c.now
+    );
+    let cut = c.now;
+    c.cut(1, 2);
+    c.cut(1, 3);
+    c.run_until(cut + Duration::from_millis(600));
+    assert_eq!(c.running("vip-db"), [1], "it waits with its hierarchy");
 }
 
 #[test]

@@ -110,7 +110,8 @@ struct Manager {
 type PathTask = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// How far a peer's echo must advance before the brain is told again.
-const ECHO_STEP: heartline_core::Duration = heartline_core::Duration::from_millis(50);
+const ECHO_STEP: heartline_core::Duration =
+    heartline_core::Duration::from_millis(crate::config::ECHO_STEP_MS);
 
 /// Starts the communication manager and every path; returns its handle
 /// and the resource brain's stream. That stream is unbounded so that this

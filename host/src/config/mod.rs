@@ -88,6 +88,7 @@ struct RawQuorum {
     no_quorum: Option<Spanned<String>>,
     lease: Option<Spanned<String>>,
     stop_bound: Option<Spanned<String>>,
+    fast_stop_bound: Option<Spanned<String>>,
     watchdog: Option<Spanned<String>>,
     watchdog_timeout: Option<Spanned<String>>,
 }
@@ -358,6 +359,9 @@ pub struct QuorumSpec {
     /// The fastest path's `interval × misses`: a peer declared down was
     /// heard last at least this long before.
     pub detect_floor: StdDuration,
+    /// The fast lease for hierarchies of virtual IPs alone, and their stop
+    /// bound (`None`: it would not be shorter than `lease`).
+    pub fast: Option<(StdDuration, StdDuration)>,
     /// What resets this node by its lease's end if what it runs has not
     /// stopped (`None`: nothing; its daemon's death is then covered only
     /// by fence devices).
@@ -431,6 +435,19 @@ pub const DONGLE_SLACK: StdDuration = StdDuration::from_millis(200);
 
 /// Default `quorum.stop_bound`.
 pub const DEFAULT_STOP_BOUND: StdDuration = StdDuration::from_secs(3);
+
+/// Default `quorum.fast_stop_bound`: how long stopping a hierarchy of
+/// virtual IPs alone may take (an address removal takes microseconds; this
+/// is the resource thread's latency, with room).
+pub const DEFAULT_FAST_STOP_BOUND: StdDuration = StdDuration::from_millis(200);
+
+/// Resource kinds whose stop is bounded by `quorum.fast_stop_bound`.
+pub const FAST_KINDS: &[&str] = &["ip/vip"];
+
+/// How far, in ms, a peer's echo of this node's heartbeats must advance
+/// before the resource brain is told again (the communication manager's
+/// step, and part of the fast lease).
+pub const ECHO_STEP_MS: u64 = 50;
 
 /// The `[resources]` rules for failures and stops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -802,8 +819,33 @@ impl Checker<'_> {
             }
             None => self.dongle_self_fence(raw_peers, peers, lease)?,
         };
+        // The fast lease: noticing (the slowest path's interval × misses),
+        // two heartbeats and an echo step for the last echo to come back,
+        // and the fast stop bound; never shorter than the self-fence needs.
+        let fast_stop_bound = match &q.fast_stop_bound {
+            Some(b) => self.duration(b, "quorum.fast_stop_bound")?,
+            None => DEFAULT_FAST_STOP_BOUND,
+        };
+        let slowest = peers
+            .iter()
+            .filter(|p| p.is_host())
+            .flat_map(|p| p.paths.iter())
+            .map(|p| StdDuration::from(p.timing.interval))
+            .max()
+            .unwrap_or_default();
+        let mut fast_lease =
+            detect_max + slowest * 2 + StdDuration::from_millis(ECHO_STEP_MS) + fast_stop_bound;
+        match &watchdog {
+            Some(SelfFence::Device { timeout, .. }) => fast_lease = fast_lease.max(*timeout * 3),
+            Some(SelfFence::Dongle { within, .. }) => {
+                fast_lease = fast_lease.max((*within + DONGLE_SLACK) * 4 / 3);
+            }
+            None => {}
+        }
+        let fast = (fast_lease < lease).then_some((fast_lease, fast_stop_bound));
         Ok(Some(QuorumSpec {
             self_fence: watchdog,
+            fast,
             witness,
             votes,
             expected,
@@ -1724,6 +1766,28 @@ name = "bravo"
         assert_eq!(q.detect_floor, StdDuration::from_secs(1));
         assert_eq!(q.stop_bound, DEFAULT_STOP_BOUND);
         assert_eq!(q.lease, StdDuration::from_millis(1_600 + 3_000 + 1_000));
+        // The fast lease: the worst noticing, two of the slowest
+        // heartbeats, an echo step and the fast stop bound.
+        assert_eq!(
+            q.fast,
+            Some((
+                StdDuration::from_millis(1_600 + 400 + 50 + 200),
+                DEFAULT_FAST_STOP_BOUND
+            ))
+        );
+        // A watchdog's timeout sets a floor (three of them), as it does
+        // for the lease; a stop bound as long as the lease's leaves none.
+        let with = |extra: &str| {
+            let text = text.replace("[quorum]\n", &format!("[quorum]\n{extra}\n"));
+            Fixture::new().parse(&text).unwrap().quorum.unwrap()
+        };
+        let q = with("watchdog = \"/dev/watchdog\"\nwatchdog_timeout = \"1s\"");
+        assert_eq!(q.fast.map(|f| f.0), Some(StdDuration::from_secs(3)));
+        assert_eq!(with("fast_stop_bound = \"5s\"").fast, None);
+        let e = Fixture::new()
+            .parse(&text.replace("[quorum]\n", "[quorum]\nfast_stop_bound = \"quick\"\n"))
+            .unwrap_err();
+        assert_eq!(e.field, "quorum.fast_stop_bound");
     }
 
     #[test]

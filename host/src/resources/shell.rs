@@ -222,6 +222,18 @@ pub fn start(
             drift_margin: heartline_brain::default_margin(lease),
             detect_floor: q.detect_floor.into(),
             witness: q.witness.is_some(),
+            fast: q.fast.map(|(lease, stop_bound)| {
+                let lease = lease.into();
+                heartline_brain::FastLease {
+                    kinds: crate::config::FAST_KINDS
+                        .iter()
+                        .map(|k| (*k).to_string())
+                        .collect(),
+                    lease,
+                    stop_bound: stop_bound.into(),
+                    drift_margin: heartline_brain::default_margin(lease),
+                }
+            }),
         }
     });
     cfg.fencing = config
@@ -563,7 +575,7 @@ impl Shell {
             }
             ToBrain::Admin { from, bytes } => match decode(&bytes) {
                 Ok(AdminMessage::Brain { msg }) => {
-                    self.brain.handle(now, Input::Message { from, msg });
+                    self.brain.handle(now, Input::Message { from, msg: *msg });
                 }
                 Ok(other) => {
                     let _ = self.forwards.send((from, other));
@@ -598,7 +610,7 @@ impl Shell {
                     event,
                 } => self.run_script(job, action, &resource, event.as_deref()),
                 Output::Send { to, msg } => {
-                    let bytes = encode(&AdminMessage::Brain { msg });
+                    let bytes = encode(&AdminMessage::Brain { msg: Box::new(msg) });
                     if self
                         .comm
                         .commands

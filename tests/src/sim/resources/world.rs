@@ -27,7 +27,8 @@ use heartline_brain::message::{ADMIN_MAILBOX, AdminMessage};
 use heartline_brain::model::{Change, Epoch, Init, Model, Place, Resource, Role, State};
 use heartline_brain::port::AdminPort;
 use heartline_brain::{
-    Brain, BrainConfig, FenceConfig, FenceId, Input, JobId, KitInfo, Output, QuorumConfig, Stored,
+    Brain, BrainConfig, FastLease, FenceConfig, FenceId, Input, JobId, KitInfo, Output,
+    QuorumConfig, Stored,
 };
 use heartline_core::wire::{Key, MAX_ENCODED_LEN, NodeKind};
 use heartline_core::witness::{NodeSet, Witness, WitnessConfig};
@@ -167,6 +168,12 @@ struct Node {
 pub const LEASE: Duration = Duration::from_secs(2);
 /// How long a simulated node's stops may take before its lease ends.
 pub const STOP_BOUND: Duration = Duration::from_millis(700);
+/// How long stopping a fast hierarchy (`ip/vip`) may take before its fast
+/// lease ends.
+pub const FAST_STOP_BOUND: Duration = Duration::from_millis(250);
+/// How far a peer's echo must advance before the brain is told again (as
+/// the daemon's communication manager does).
+pub const ECHO_STEP: Duration = Duration::from_millis(50);
 
 #[derive(Debug, Clone)]
 struct ScriptRun {
@@ -270,7 +277,8 @@ fn initial_model(sc: &Scenario) -> Model {
             model.apply(&change);
         }
     };
-    for group in &sc.groups {
+    for (g, group) in sc.groups.iter().enumerate() {
+        let fast = fast_group(sc, g);
         for (rank, &node) in group.nodes.iter().enumerate() {
             let priority = u16::try_from(rank + 1).unwrap_or(1);
             let mut tags = vec![group.name.clone()];
@@ -281,6 +289,7 @@ fn initial_model(sc: &Scenario) -> Model {
                 apply(Change::CreateResource(resource(
                     node_id(node),
                     tag,
+                    fast,
                     priority,
                     if group.started {
                         Role::Started
@@ -316,15 +325,40 @@ fn initial_model(sc: &Scenario) -> Model {
     model
 }
 
-fn resource(node: u16, tag: &str, priority: u16, role: Role) -> Resource {
+/// Whether group `g` is of the fast kind (`ip/vip`, under the fast lease):
+/// every other group, with quorum.
+fn fast_group(sc: &Scenario, g: usize) -> bool {
+    sc.quorum && g % 2 == 1
+}
+
+/// The fast lease of scenario `sc`: its slowest detection, two of its
+/// slowest heartbeat intervals for the echoes, and [`FAST_STOP_BOUND`].
+fn fast_lease(sc: &Scenario) -> FastLease {
+    let slowest = sc
+        .links
+        .iter()
+        .flatten()
+        .map(|l| l.config.interval)
+        .fold(Duration::ZERO, |a, b| if b > a { b } else { a });
+    let lease = sc.detection() + slowest * 2 + ECHO_STEP + FAST_STOP_BOUND;
+    FastLease {
+        kinds: BTreeSet::from(["ip/vip".to_string()]),
+        lease,
+        stop_bound: FAST_STOP_BOUND,
+        drift_margin: heartline_brain::default_margin(lease),
+    }
+}
+
+fn resource(node: u16, tag: &str, fast: bool, priority: u16, role: Role) -> Resource {
+    let (app, rtype) = if fast { ("ip", "vip") } else { ("gen", "app") };
     Resource {
         place: Place {
             node,
             tag: tag.to_string(),
         },
         id: format!("/srv/{tag}"),
-        app: "gen".into(),
-        rtype: "app".into(),
+        app: app.into(),
+        rtype: rtype.into(),
         state: State::Osu,
         init: Init::Autores,
         flags: BTreeSet::new(),
@@ -449,14 +483,16 @@ impl World<'_> {
     fn brain_config(&self, index: usize) -> BrainConfig {
         let nodes: BTreeSet<u16> = (0..self.sc.nodes).map(node_id).collect();
         let mut cfg = BrainConfig::new(node_id(index), self.nodes[index].incarnation, nodes);
-        cfg.kits.insert(
-            "gen/app".into(),
-            KitInfo {
-                quick_check_interval: Some(Duration::from_millis(200)),
-                recover_attempts: 1,
-                problems: Vec::new(),
-            },
-        );
+        for kind in ["gen/app", "ip/vip"] {
+            cfg.kits.insert(
+                kind.into(),
+                KitInfo {
+                    quick_check_interval: Some(Duration::from_millis(200)),
+                    recover_attempts: 1,
+                    problems: Vec::new(),
+                },
+            );
+        }
         cfg.settle = Duration::from_millis(1000);
         cfg.failure_window = Duration::from_secs(30);
         cfg.commit_timeout = Duration::from_secs(2);
@@ -470,6 +506,7 @@ impl World<'_> {
                 QuorumConfig::majority(&cfg.nodes, LEASE, STOP_BOUND)
             };
             quorum.detect_floor = self.sc.detection_floor();
+            quorum.fast = Some(fast_lease(self.sc));
             if let Some((apart, expected)) = self.sc.apart
                 && apart == index
             {
@@ -979,7 +1016,7 @@ impl World<'_> {
                     faults || !link.cuts.is_empty() && link.is_cut(true_now),
                 );
             }
-            let renew = Duration::from_micros(LEASE.as_micros() / 10);
+            let renew = ECHO_STEP;
             let mut echoes = Vec::new();
             for peer in (0..self.sc.nodes).filter(|&p| p != index) {
                 let Some(echoed) = endpoint.peer(NodeId(node_id(peer))).and_then(|p| p.echoed)
@@ -1030,7 +1067,7 @@ impl World<'_> {
                     .receive_decoded(from, &message.payload)
                 {
                     Some(Ok(AdminMessage::Brain { msg })) => {
-                        inputs.push(Input::Message { from, msg })
+                        inputs.push(Input::Message { from, msg: *msg })
                     }
                     Some(Err(error)) => {
                         return Err(self.violation(format!(
@@ -1066,7 +1103,7 @@ impl World<'_> {
                 self.report.messages += 1;
                 self.nodes[index]
                     .port
-                    .send(to, &AdminMessage::Brain { msg });
+                    .send(to, &AdminMessage::Brain { msg: Box::new(msg) });
                 Ok(())
             }
             Output::Reply { id, answer } => {
@@ -1329,8 +1366,10 @@ impl World<'_> {
                 && reachable(n)
                 && self.nodes[n].brain.as_ref().is_some_and(|b| {
                     let model = b.model();
+                    // A node without quorum may not start anything.
                     !b.leaving()
                         && !b.probing()
+                        && b.quorum().is_none_or(|q| q.quorate)
                         && !model.standby.contains(&node_id(n))
                         && !model.resources.values().any(|r| {
                             r.place.node == node_id(n)
@@ -1653,7 +1692,13 @@ impl World<'_> {
                 Request::Maintenance { on: true }
             }
             Admin::Create(tag) => Request::Change {
-                change: Change::CreateResource(resource(node_id(index), tag, 1, Role::Stopped)),
+                change: Change::CreateResource(resource(
+                    node_id(index),
+                    tag,
+                    false,
+                    1,
+                    Role::Stopped,
+                )),
             },
             Admin::Cleanup => {
                 self.cleanup_everything();
