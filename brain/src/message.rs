@@ -229,6 +229,10 @@ pub enum BrainMsg {
         /// Whether this action's end is the end of the request (else more
         /// actions follow, on this node or another).
         ends: bool,
+        /// A start that is a handover: every other node said it stopped
+        /// what it ran of the hierarchy (see `Output::Run`).
+        #[serde(default)]
+        handover: bool,
     },
     /// The outcome of an action someone waits for.
     JobReport {

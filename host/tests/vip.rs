@@ -15,7 +15,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::netns::{cannot_run, must_in};
+use common::netns::{cannot_run, must_in, run};
 use common::vip_lab::{Spec, TwoNodes};
 use heartline::demo::local_cluster::wait_for;
 
@@ -296,6 +296,16 @@ fn a_vip_moves_between_two_daemons_announced_to_the_client_and_never_on_both() {
     .unwrap_or_else(|e| panic!("{e}\n{}", lab.logs()));
     // Without sending anything, the client learnt from the gratuitous ARP.
     lab.client_entry_on(VIP, "n2");
+    // A handover (node 1 said it removed the address) skips the conflict
+    // probe; the first start probed.
+    let log = |n: u16| std::fs::read_to_string(lab.path(&format!("n{n}.log"))).unwrap();
+    let handover = "a handover: every other node said it is stopped, so no conflict probe";
+    assert!(log(2).contains(handover), "{}", log(2));
+    assert!(
+        log(1).contains("restore vip: added") && !log(1).contains(handover),
+        "{}",
+        log(1)
+    );
     // Where it is cannot change while it is in service: the next remove
     // would look elsewhere and leave it behind.
     let error = lab.cli_error(
@@ -639,4 +649,107 @@ fn bad_vip_properties_are_refused_when_the_resource_is_made() {
         let error = lab.cli_error(1, &args);
         assert!(error.contains(expected), "{props:?}: {error}");
     }
+}
+
+/// The gateway check: the gateway (the client's namespace) stops answering
+/// node 1's ARP (arptables there drops its replies to node 1; node 1 still
+/// reaches node 2), node 1's check fails, and the address moves to node 2,
+/// which reaches it.
+#[test]
+fn a_node_whose_gateway_stops_answering_gives_the_vip_to_one_that_reaches_it() {
+    let Some(lab) = lab() else {
+        return;
+    };
+    if !run(&["sh", "-c", "command -v arptables"]) {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "the gateway test must run in CI: arptables is not installed"
+        );
+        eprintln!("SKIPPED: the gateway test: arptables is not installed");
+        return;
+    }
+    // The client's address stands in for the gateway.
+    let gateway = format!("{}.50", lab.net());
+    let props = [
+        format!("gateway={gateway}"),
+        "quick_check_interval=500ms".to_string(),
+    ];
+    let props: Vec<&str> = props.iter().map(String::as_str).collect();
+    lab.vip_on(1, "vip", &format!("{VIP}/24"), &props);
+    lab.vip_on(2, "vip", &format!("{VIP}/24"), &props);
+    lab.cli(
+        1,
+        &[
+            "eqv",
+            "create",
+            "--tag",
+            "vip",
+            "--other-node",
+            "2",
+            "--other-tag",
+            "vip",
+        ],
+    );
+    lab.cli(1, &["in-service", "vip"]);
+    wait_for(Duration::from_secs(10), "the VIP on node 1", || {
+        lab.where_is(VIP) == [1]
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", lab.logs()));
+    let log = |n: u16| std::fs::read_to_string(lab.path(&format!("n{n}.log"))).unwrap();
+    // Three checks (every 500 ms) find the gateway answering: it stays.
+    let until = std::time::Instant::now() + Duration::from_millis(1_500);
+    while std::time::Instant::now() < until {
+        assert_eq!(lab.where_is(VIP), [1], "{}", lab.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The gateway's kernel stops answering node 1 (its replies to node 1's
+    // hardware address dropped; a probe from 0.0.0.0 is answered to it).
+    let out = Command::new("ip")
+        .args([
+            "-n",
+            &lab.ns("n1"),
+            "-o",
+            "link",
+            "show",
+            "dev",
+            &lab.dev("n1"),
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mac = text
+        .split_whitespace()
+        .skip_while(|w| *w != "link/ether")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no hardware address in {text}"))
+        .to_string();
+    must_in(
+        &lab.ns("c"),
+        &[
+            "arptables",
+            "-A",
+            "OUTPUT",
+            "--destination-mac",
+            &mac,
+            "-j",
+            "DROP",
+        ],
+    );
+    wait_for(Duration::from_secs(15), "the VIP on node 2", || {
+        lab.where_is(VIP) == [2]
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", lab.logs()));
+    assert!(
+        log(1).contains(&format!("gateway {gateway} did not answer ARP")),
+        "{}",
+        log(1)
+    );
+    assert!(lab.sees_up(2, 1), "node 1 stays up");
+    // Node 2 reaches the gateway: the address stays there.
+    let until = std::time::Instant::now() + Duration::from_secs(2);
+    while std::time::Instant::now() < until {
+        assert_eq!(lab.where_is(VIP), [2], "{}", lab.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    lab.never_both(VIP);
 }

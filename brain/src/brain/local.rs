@@ -126,6 +126,9 @@ pub(super) struct Local {
     /// view: the coordinator chose another node, so a copy of the order
     /// still on its way is refused too.
     refused_starts: BTreeSet<String>,
+    /// Tags whose next restore is a handover (the coordinator said so in
+    /// its start order): see [`Output::Run`]'s `handover`.
+    handover: BTreeSet<String>,
 }
 
 impl Local {
@@ -334,6 +337,10 @@ impl Brain {
             ));
         }
         let tags = self.model.hierarchy(&place);
+        if order.is_none() && matches!(kind, Kind::Start | Kind::Recover { .. }) {
+            // Not ordered by the coordinator: no handover it vouched for.
+            self.local.handover.retain(|t| !tags.contains(t));
+        }
         if self.local.holds(&tags) {
             if kind == Kind::Check {
                 return Err(format!("{tag} is busy with another action"));
@@ -451,11 +458,13 @@ impl Brain {
         match self.model.resources.get(&self.place_of(&tag)) {
             Some(resource) => {
                 let resource = resource.clone();
+                let handover = action == Action::Restore && self.local.handover.remove(&tag);
                 self.out.push_back(Output::Run {
                     job: id,
                     action,
                     resource,
                     event,
+                    handover,
                 });
             }
             None => {
@@ -875,6 +884,7 @@ impl Brain {
     }
 
     /// An order from the coordinator.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn on_order(
         &mut self,
         from: u16,
@@ -883,9 +893,18 @@ impl Brain {
         tag: &str,
         ticket: Option<Ticket>,
         ends: bool,
+        handover: bool,
     ) {
         if from != self.coordinator() || *view != self.view() {
             return;
+        }
+        if op == Op::Start {
+            let tags = self.model.hierarchy(&self.place_of(tag));
+            if handover {
+                self.local.handover.extend(tags);
+            } else {
+                self.local.handover.retain(|t| !tags.contains(t));
+            }
         }
         let after = After {
             reply: None,
@@ -1124,6 +1143,58 @@ impl Brain {
                 let _ = self.begin(Kind::Stop, tag, After::default(), None);
             }
         }
+    }
+
+    /// Whether starting the hierarchy of `tag` on node `to` is a handover,
+    /// by what this node (the coordinator) knows: another node was seen
+    /// running one of its resources since this node started, and every
+    /// other node they are extended to is up, has said hello, says they
+    /// are stopped there (`OSU` or `OSF`), and has nothing under way for
+    /// them: no node of the cluster holds them. (A first start is no
+    /// handover.)
+    pub(super) fn is_handover(&self, to: u16, tag: &str) -> bool {
+        let own = self.cfg.node;
+        let tags = self.model.hierarchy(&Place {
+            node: to,
+            tag: tag.to_string(),
+        });
+        let groups: Vec<&crate::groups::Group> = tags
+            .iter()
+            .filter_map(|t| {
+                self.groups.of(&Place {
+                    node: to,
+                    tag: t.clone(),
+                })
+            })
+            .collect();
+        let others = || {
+            groups.iter().flat_map(|g| {
+                g.members
+                    .iter()
+                    .filter(|(n, _)| **n != to)
+                    .flat_map(|(n, members)| members.iter().map(move |m| (*n, m)))
+            })
+        };
+        let ran = others().any(|(_, m)| self.members.ran.contains(m));
+        ran && others().all(|(n, m)| {
+            let hierarchy = self.model.hierarchy(m);
+            if n == own {
+                let stopped = self
+                    .model
+                    .resources
+                    .get(m)
+                    .is_some_and(|r| matches!(r.state, State::Osu | State::Osf));
+                return stopped && !self.local.holds(&hierarchy);
+            }
+            let Some(peer) = self.members.up.get(&n).filter(|p| p.synced) else {
+                return false;
+            };
+            let stopped = peer
+                .states
+                .get(&m.tag)
+                .is_some_and(|s| matches!(s, State::Osu | State::Osf));
+            stopped && !peer.busy.keys().any(|k| hierarchy.contains(k))
+        })
     }
 
     /// The subjects of the actions here that may start something.

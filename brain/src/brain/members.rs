@@ -45,6 +45,9 @@ pub(super) struct Members {
     pub(super) refused: Vec<(String, String)>,
     /// Every node seen up since this node started.
     pub(super) seen: std::collections::BTreeSet<u16>,
+    /// The resources reported running and watched (`ISP`) since this node
+    /// started, its own included.
+    pub(super) ran: std::collections::BTreeSet<Place>,
 }
 
 impl Members {
@@ -211,7 +214,8 @@ impl Brain {
                 tag,
                 ticket,
                 ends,
-            } => self.on_order(from, &view, op, &tag, ticket, ends),
+                handover,
+            } => self.on_order(from, &view, op, &tag, ticket, ends, handover),
             BrainMsg::JobReport {
                 ticket,
                 node,
@@ -281,6 +285,14 @@ impl Brain {
             touched.push(tag.clone());
         }
         for (tag, state) in states {
+            // Running and watched: a failed start (in service, unprotected,
+            // until its remove) does not count.
+            if state == State::Isp {
+                self.members.ran.insert(Place {
+                    node: from,
+                    tag: tag.clone(),
+                });
+            }
             self.record_state(from, tag, state);
         }
         for tag in &touched {
@@ -438,6 +450,15 @@ impl Brain {
             .into_iter()
             .filter_map(|(tag, state)| state.map(|s| (tag, s)))
             .collect();
+        let own = self.cfg.node;
+        for (tag, state) in &states_delta {
+            if *state == State::Isp {
+                self.members.ran.insert(Place {
+                    node: own,
+                    tag: tag.clone(),
+                });
+            }
+        }
         let refused = std::mem::take(&mut self.members.refused);
         let update = flags_changed
             || !busy_delta.is_empty()

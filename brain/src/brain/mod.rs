@@ -285,6 +285,12 @@ pub enum Output {
         resource: Resource,
         /// For `recover`: the event that raised it.
         event: Option<String>,
+        /// For `restore`: a handover. Every other node the resource is
+        /// extended to is up and says it is stopped there, with nothing
+        /// under way for it, so no node of the cluster holds it (the IP kit
+        /// skips its conflict probe then: the probe is for a host that is
+        /// not in the cluster, or a node that may still hold it).
+        handover: bool,
     },
     /// Send `msg` to node `to`'s brain.
     Send {

@@ -240,10 +240,11 @@ impl Brain {
                     Some((t, ends)) => (Some(t), ends),
                     None => (None, false),
                 };
+                let handover = op == Op::Start && self.is_handover(node, &tag);
                 if node == self.cfg.node {
                     // Its effect is in this node's own jobs at once.
                     self.forget_order(&key, node);
-                    self.on_order(node, &view, op, &tag, ticket, ends);
+                    self.on_order(node, &view, op, &tag, ticket, ends, handover);
                 } else {
                     self.send(
                         node,
@@ -253,6 +254,7 @@ impl Brain {
                             tag,
                             ticket,
                             ends,
+                            handover,
                         },
                     );
                 }

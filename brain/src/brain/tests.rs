@@ -79,6 +79,9 @@ struct Cluster {
     fenced: Vec<(u16, String, Instant)>,
     /// The fast lease, if any (for `ip/vip`: tags starting `vip`).
     fast: Option<FastLease>,
+    /// Every restore run: node, tag, whether the brain called it a
+    /// handover.
+    restores: Vec<(u16, String, bool)>,
 }
 
 fn kit() -> KitInfo {
@@ -182,6 +185,7 @@ impl Cluster {
             fences: Vec::new(),
             fenced: Vec::new(),
             fast,
+            restores: Vec::new(),
         };
         for node in &nodes {
             cluster.disks.insert(*node, Stored::default());
@@ -357,10 +361,12 @@ impl Cluster {
                     job,
                     action,
                     resource,
+                    handover,
                     ..
                 } => {
                     let tag = resource.place.tag.clone();
                     if action == Action::Restore {
+                        self.restores.push((node, tag.clone(), handover));
                         let others: Vec<u16> = self
                             .apps
                             .iter()
@@ -1039,6 +1045,59 @@ fn maintenance_stops_checks_failovers_and_administrative_actions() {
     c.ok(2, Request::Maintenance { on: false });
     c.settle();
     assert_eq!(c.running("db").len(), 1, "{:#?}", c.notices);
+}
+
+#[test]
+fn a_start_is_a_handover_only_when_every_other_node_says_it_stopped_what_it_ran() {
+    let mut c = Cluster::new(3);
+    c.extend("vip", &[1, 2, 3]);
+    in_service(&mut c, 1, "vip");
+    // A first start: nobody was seen running it.
+    assert_eq!(c.restores.last(), Some(&(1, "vip".to_string(), false)));
+    c.ok(
+        1,
+        Request::Switchover {
+            tag: "vip".into(),
+            to: 2,
+        },
+    );
+    // Node 1 ran it and says it stopped; node 3 never ran it.
+    assert_eq!(c.restores.last(), Some(&(2, "vip".to_string(), true)));
+    assert_eq!(c.running("vip"), [2]);
+    // Its holder lost: nobody can say it stopped.
+    c.crash(2, true);
+    c.advance(Duration::from_secs(1));
+    assert_eq!(c.running("vip"), [1], "{:#?}", c.notices);
+    assert_eq!(c.restores.last(), Some(&(1, "vip".to_string(), false)));
+    // Back: node 2 restarted (it runs nothing), node 1 hands it over.
+    c.restart(2);
+    c.settle();
+    c.ok(
+        1,
+        Request::Switchover {
+            tag: "vip".into(),
+            to: 3,
+        },
+    );
+    assert_eq!(c.restores.last(), Some(&(3, "vip".to_string(), true)));
+    c.assert_never_twice();
+}
+
+#[test]
+fn a_start_after_a_failed_start_elsewhere_is_no_handover() {
+    let mut c = Cluster::new(2);
+    c.extend("vip", &[1, 2]);
+    c.behaviour
+        .insert((1, "vip".into(), Action::Restore), Behaviour::Fails);
+    let _ = c.ask(1, Request::InService { tag: "vip".into() });
+    c.settle();
+    // Node 1's restore failed (it was in service, unprotected, until its
+    // remove): it never ran, so node 2's start probes.
+    assert_eq!(c.running("vip"), [2], "{:#?}", c.notices);
+    assert_eq!(
+        c.restores,
+        [(1, "vip".to_string(), false), (2, "vip".to_string(), false)]
+    );
 }
 
 #[test]

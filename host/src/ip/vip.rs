@@ -42,6 +42,13 @@ pub struct VipSpec {
     /// default false: the probe stands in for it and the address serves at
     /// once).
     pub dad: bool,
+    /// A gateway that quickCheck and recover ask for by ARP or neighbour
+    /// solicitation (`gateway`): no answer within `gateway_timeout`
+    /// (default 200 ms) fails them, and the address moves to a node that
+    /// reaches it. A restore does not ask.
+    pub gateway: Option<IpAddr>,
+    /// How long to wait for the gateway's answer.
+    pub gateway_timeout: Duration,
 }
 
 /// The longest the announcements and the probe of a restore may take
@@ -50,7 +57,7 @@ pub struct VipSpec {
 pub const MAX_RESTORE: Duration = Duration::from_secs(15);
 
 /// The properties [`VipSpec`] reads, for error messages.
-pub const PROPERTIES: &str = "address (with /prefix), interface, and optionally label, announce_count, announce_interval, probe_timeout, dad";
+pub const PROPERTIES: &str = "address (with /prefix), interface, and optionally label, announce_count, announce_interval, probe_timeout, dad, gateway, gateway_timeout";
 
 impl VipSpec {
     /// Reads the properties; an error names the property and what to do.
@@ -64,6 +71,8 @@ impl VipSpec {
                 "announce_interval",
                 "probe_timeout",
                 "dad",
+                "gateway",
+                "gateway_timeout",
                 // Read by the daemon for every resource.
                 "quick_check_interval",
                 "failure_window",
@@ -143,6 +152,32 @@ impl VipSpec {
         let announce_count = count("announce_count", 3)?;
         let announce_interval = duration("announce_interval", Duration::from_millis(100))?;
         let probe_timeout = duration("probe_timeout", Duration::from_millis(100))?;
+        let gateway = match props.get("gateway") {
+            None => None,
+            Some(text) => {
+                let gateway: IpAddr = text.parse().map_err(|_| {
+                    format!("gateway `{text}` is not an address (as 192.0.2.1 or fe80::1)")
+                })?;
+                if gateway.is_ipv4() != address.is_ipv4() {
+                    return Err(format!(
+                        "gateway {gateway} is not of the address's family ({address})"
+                    ));
+                }
+                if gateway.is_unspecified() || gateway.is_multicast() || gateway.is_loopback() {
+                    return Err(format!(
+                        "gateway {gateway} cannot answer (unspecified, multicast or loopback)"
+                    ));
+                }
+                if gateway == address {
+                    return Err(format!("gateway {gateway} is the address itself"));
+                }
+                Some(gateway)
+            }
+        };
+        let gateway_timeout = duration("gateway_timeout", Duration::from_millis(200))?;
+        if gateway_timeout.is_zero() {
+            return Err("gateway_timeout must be more than 0s".into());
+        }
         let takes = announce_interval * announce_count.saturating_sub(1) + probe_timeout;
         if takes > MAX_RESTORE {
             return Err(format!(
@@ -160,6 +195,8 @@ impl VipSpec {
             announce_interval,
             probe_timeout,
             dad,
+            gateway,
+            gateway_timeout,
         })
     }
 
@@ -187,7 +224,11 @@ impl From<String> for ActError {
 }
 
 /// Carries out `action`: one line saying what was done, or why not.
-pub async fn act(action: Action, props: &BTreeMap<String, String>) -> Result<String, ActError> {
+pub async fn act(
+    action: Action,
+    props: &BTreeMap<String, String>,
+    handover: bool,
+) -> Result<String, ActError> {
     let spec = VipSpec::from_props(props)?;
     let nl = netlink::Netlink::connect().map_err(|e| {
         let line = format!("cannot open a netlink socket: {e}");
@@ -199,7 +240,16 @@ pub async fn act(action: Action, props: &BTreeMap<String, String>) -> Result<Str
         }
     })?;
     Ok(match action {
-        Action::Restore | Action::Recover => restore(&nl, &spec).await?,
+        Action::Restore => restore(&nl, &spec, handover).await?,
+        Action::Recover => {
+            let done = restore(&nl, &spec, false).await?;
+            // Adding the address again cannot make the gateway answer: a
+            // node that cannot reach it gives the address up.
+            match gateway(&nl, &spec).await? {
+                Some(answer) => format!("{done}; {answer}"),
+                None => done,
+            }
+        }
         Action::Remove => remove(&nl, &spec).await?,
         Action::QuickCheck => check(&nl, &spec).await?,
         Action::Delete => "nothing to clean up".into(),
@@ -227,7 +277,10 @@ async fn present(
     }
 }
 
-async fn restore(nl: &netlink::Netlink, spec: &VipSpec) -> Result<String, String> {
+/// Adds the address. Unless this is a `handover` (every other node of the
+/// cluster said it is stopped there), first probes whether another host
+/// answers for it.
+async fn restore(nl: &netlink::Netlink, spec: &VipSpec, handover: bool) -> Result<String, String> {
     let link = usable_link(nl, spec).await?;
     let name = spec.name();
     if present(nl, link.index, spec).await?.is_some() {
@@ -235,7 +288,7 @@ async fn restore(nl: &netlink::Netlink, spec: &VipSpec) -> Result<String, String
         let announced = announce::announce(&link, spec).await;
         return Ok(format!("{name} was already there; {announced}"));
     }
-    if !spec.probe_timeout.is_zero() {
+    if !spec.probe_timeout.is_zero() && !handover {
         if let Some(holder) = probe::answered(nl, &link, spec.address, spec.probe_timeout).await? {
             return Err(format!(
                 "{} is answered for by {holder} on {}: another host holds it, so it was not added (take it off that host, or change the address)",
@@ -251,7 +304,12 @@ async fn restore(nl: &netlink::Netlink, spec: &VipSpec) -> Result<String, String
     }
     settled(nl, link.index, spec).await?;
     let announced = announce::announce(&link, spec).await;
-    Ok(format!("added {name}; {announced}"))
+    let probe = if handover && !spec.probe_timeout.is_zero() {
+        " (a handover: every other node said it is stopped, so no conflict probe)"
+    } else {
+        ""
+    };
+    Ok(format!("added {name}{probe}; {announced}"))
 }
 
 /// With `dad = true` (IPv6), waits for duplicate address detection to end
@@ -345,7 +403,35 @@ async fn check(nl: &netlink::Netlink, spec: &VipSpec) -> Result<String, String> 
             "{} is still tentative (duplicate address detection)",
             spec.name()
         )),
-        Some(_) => Ok(format!("{} present, link up with carrier", spec.name())),
+        Some(_) => {
+            let present = format!("{} present, link up with carrier", spec.name());
+            Ok(match gateway(nl, spec).await? {
+                Some(answer) => format!("{present}; {answer}"),
+                None => present,
+            })
+        }
+    }
+}
+
+/// Asks for the gateway, if one is configured: what answered, or why the
+/// check fails.
+async fn gateway(nl: &netlink::Netlink, spec: &VipSpec) -> Result<Option<String>, String> {
+    let Some(gateway) = spec.gateway else {
+        return Ok(None);
+    };
+    let link = usable_link(nl, spec).await?;
+    let how = if gateway.is_ipv4() {
+        "ARP"
+    } else {
+        "neighbour solicitation"
+    };
+    match probe::answered(nl, &link, gateway, spec.gateway_timeout).await? {
+        Some(by) => Ok(Some(format!("gateway {gateway} answers ({by})"))),
+        None => Err(format!(
+            "gateway {gateway} did not answer {how} on {} within {}: this node cannot reach it, so the address moves to a node that can (if the gateway itself is down, every node fails this check)",
+            spec.interface,
+            humantime::format_duration(spec.gateway_timeout)
+        )),
     }
 }
 
@@ -404,6 +490,29 @@ mod tests {
         ]))
         .unwrap();
         assert!(v6.dad && v6.announce_count == 0 && v6.probe_timeout.is_zero());
+        assert_eq!((spec.gateway, v6.gateway), (None, None));
+        let gw = VipSpec::from_props(&props(&[
+            ("address", "192.0.2.10/24"),
+            ("interface", "eth0"),
+            ("gateway", "192.0.2.1"),
+        ]))
+        .unwrap();
+        assert_eq!(gw.gateway, Some("192.0.2.1".parse().unwrap()));
+        assert_eq!(gw.gateway_timeout, Duration::from_millis(200));
+        let gateway = |value: &str, timeout: &str| {
+            VipSpec::from_props(&props(&[
+                ("address", "192.0.2.10/24"),
+                ("interface", "eth0"),
+                ("gateway", value),
+                ("gateway_timeout", timeout),
+            ]))
+            .unwrap_err()
+        };
+        assert!(gateway("router", "1s").contains("not an address"));
+        assert!(gateway("2001:db8::1", "1s").contains("not of the address's family"));
+        assert!(gateway("192.0.2.10", "1s").contains("the address itself"));
+        assert!(gateway("224.0.0.1", "1s").contains("cannot answer"));
+        assert!(gateway("192.0.2.1", "0s").contains("more than 0s"));
         for (pairs, expect) in [
             (&[("interface", "eth0")][..], "needs an address"),
             (

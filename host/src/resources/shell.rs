@@ -608,7 +608,8 @@ impl Shell {
                     action,
                     resource,
                     event,
-                } => self.run_script(job, action, &resource, event.as_deref()),
+                    handover,
+                } => self.run_script(job, action, &resource, event.as_deref(), handover),
                 Output::Send { to, msg } => {
                     let bytes = encode(&AdminMessage::Brain { msg: Box::new(msg) });
                     if self
@@ -776,14 +777,21 @@ impl Shell {
     }
 
     /// Runs one script of a job as a task; its end comes back as an input.
-    fn run_script(&self, job: JobId, action: Action, resource: &Resource, event: Option<&str>) {
+    fn run_script(
+        &self,
+        job: JobId,
+        action: Action,
+        resource: &Resource,
+        event: Option<&str>,
+        handover: bool,
+    ) {
         let inputs = self.inputs.clone();
         let exhausted = self.exhausted.clone();
         if is_builtin(&resource.app, &resource.rtype) {
             let props = resource.props.clone();
             let tag = resource.place.tag.clone();
             tokio::spawn(async move {
-                let run = run_builtin(action, &props).await;
+                let run = run_builtin(action, &props, handover).await;
                 // As for a script that could not be spawned; one that
                 // ran spawned nothing, so it says nothing of processes.
                 let streak = pace_exhausted(&exhausted, &run, false).await;
@@ -877,13 +885,18 @@ const BUILTIN_TIMEOUT: Duration = Duration::from_secs(30);
 async fn run_builtin(
     action: Action,
     props: &std::collections::BTreeMap<String, String>,
+    handover: bool,
 ) -> ScriptRun {
     let started = std::time::Instant::now();
     #[cfg(target_os = "linux")]
-    let done = tokio::time::timeout(BUILTIN_TIMEOUT, crate::ip::vip::act(action, props)).await;
+    let done = tokio::time::timeout(
+        BUILTIN_TIMEOUT,
+        crate::ip::vip::act(action, props, handover),
+    )
+    .await;
     #[cfg(not(target_os = "linux"))]
     let done: Result<Result<String, String>, tokio::time::error::Elapsed> = {
-        let _ = (action, props, BUILTIN_TIMEOUT);
+        let _ = (action, props, handover, BUILTIN_TIMEOUT);
         Ok(Err("the IP kit (ip/vip) runs on Linux only".into()))
     };
     #[cfg(target_os = "linux")]
