@@ -692,9 +692,50 @@ fn response_failure(response: Response) -> Failure {
     }
 }
 
+/// An answer that is not the one asked for: an error is told as itself
+/// (`--on 3 status` to a node that cannot be reached says why); anything
+/// else by its kind, not as a debug dump.
 fn unexpected(response: Response) -> Failure {
+    if let Response::Error { .. } = response {
+        return response_failure(response);
+    }
+    let debug = format!("{response:?}");
+    let kind = debug
+        .split(|c: char| !c.is_alphanumeric())
+        .next()
+        .unwrap_or("?")
+        .to_string();
     Failure::new(
         exit::FAILED,
-        format!("unexpected answer from the daemon: {response:?}"),
+        format!(
+            "unexpected answer from the daemon ({kind}): is it of another release? use the heartline binary of the same release"
+        ),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unexpected_answer_is_told_as_its_error_or_its_kind_never_as_a_dump() {
+        let failure = unexpected(Response::Error {
+            message: "node 3 is not up".into(),
+            timed_out: false,
+        });
+        assert_eq!(
+            (failure.code, failure.message.as_str()),
+            (exit::FAILED, "node 3 is not up")
+        );
+        let failure = unexpected(Response::Error {
+            message: "timed out after 10s".into(),
+            timed_out: true,
+        });
+        assert_eq!(failure.code, exit::TIMEOUT);
+        let failure = unexpected(Response::CanTalk { reachable: true });
+        assert_eq!(
+            failure.message,
+            "unexpected answer from the daemon (CanTalk): is it of another release? use the heartline binary of the same release"
+        );
+    }
 }
