@@ -10,10 +10,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
-
 use heartline::appmon;
-use heartline::cli::{self, Cli, Command, Failure, exit};
+use heartline::cli::{self, Command, Failure, exit};
 
 /// Arguments with an LCMI alias (`snd_msg ...`) turned into a subcommand.
 fn arguments() -> Vec<std::ffi::OsString> {
@@ -35,7 +33,7 @@ fn arguments() -> Vec<std::ffi::OsString> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse_from(arguments());
+    let cli = cli::parse(arguments());
     // These run their own runtimes and end with their own exit codes.
     match cli.command {
         Command::Appserver(args) => return appmon::cli::appserver(args),

@@ -480,8 +480,29 @@ fn three_nodes_share_one_configuration_and_fail_over_by_priority() {
         "node 1 took it out of service"
     );
 
-    // Switchover to node 3, asked on node 1.
-    let steps = site.ok(1, &["switchover", "web", "--to", "3"]);
+    // Switchover to node 3 by its name, asked on node 1; a name no node
+    // has is refused with the names there are.
+    let out = site.cli(1, &["switchover", "web", "--to", "zulu"]);
+    let error = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{error}");
+    assert!(
+        error.contains(
+            "no node named `zulu` in this cluster; its nodes: alpha (1), bravo (2), charlie (3)"
+        ),
+        "{error}"
+    );
+    let steps = site.ok(1, &["switchover", "web", "--to", "charlie"]);
+    // --on and --node by name too.
+    let listed = site.ok(1, &["--on", "bravo", "ins", "list", "--node", "charlie"]);
+    let nodes: Vec<&str> = listed
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(
+        !nodes.is_empty() && nodes.iter().all(|n| *n == "3"),
+        "{listed}"
+    );
     assert!(
         steps.contains("node 2: remove web") && steps.contains("node 3: restore web"),
         "{steps}"

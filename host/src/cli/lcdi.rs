@@ -7,6 +7,7 @@ use std::fmt::Write;
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
+use super::node_id;
 use crate::resources::lcd::{Change, Init, Model, Place, Resource, State};
 
 /// `heartline ins ...`: resource instances.
@@ -15,7 +16,7 @@ pub enum Ins {
     /// List resource instances.
     List {
         /// Only this node's.
-        #[arg(long)]
+        #[arg(long, value_parser = node_id)]
         node: Option<u16>,
         /// Print JSON.
         #[arg(long)]
@@ -53,7 +54,7 @@ pub enum Ins {
         #[arg(long = "flag")]
         flags: Vec<String>,
         /// The node it is on (default: this one).
-        #[arg(long)]
+        #[arg(long, value_parser = node_id)]
         node: Option<u16>,
     },
     /// Remove a resource instance (out of service), with its dependencies
@@ -62,7 +63,7 @@ pub enum Ins {
         /// Its tag.
         tag: String,
         /// Its node (default: this one).
-        #[arg(long)]
+        #[arg(long, value_parser = node_id)]
         node: Option<u16>,
     },
     /// Set a resource's recorded state (ISP, ISU, OSF, OSU) without running
@@ -73,7 +74,7 @@ pub enum Ins {
         /// The state.
         state: String,
         /// Its node (default: this one).
-        #[arg(long)]
+        #[arg(long, value_parser = node_id)]
         node: Option<u16>,
     },
     /// Set (or, without VALUE, remove) a property of a resource. Scripts
@@ -88,7 +89,7 @@ pub enum Ins {
         /// Its value; none removes it.
         value: Option<String>,
         /// Its node (default: this one).
-        #[arg(long)]
+        #[arg(long, value_parser = node_id)]
         node: Option<u16>,
     },
     /// Set a resource's init strategy (autores, in-service, out-of-service).
@@ -98,7 +99,7 @@ pub enum Ins {
         /// The strategy.
         init: String,
         /// Its node (default: this one).
-        #[arg(long)]
+        #[arg(long, value_parser = node_id)]
         node: Option<u16>,
     },
 }
@@ -113,7 +114,7 @@ pub enum Dep {
     /// List dependencies.
     List {
         /// Only this node's.
-        #[arg(long)]
+        #[arg(long, value_parser = node_id)]
         node: Option<u16>,
         /// Print JSON.
         #[arg(long)]
@@ -131,7 +132,7 @@ pub struct DepArgs {
     #[arg(long)]
     child: String,
     /// The node (default: this one).
-    #[arg(long)]
+    #[arg(long, value_parser = node_id)]
     node: Option<u16>,
 }
 
@@ -142,13 +143,13 @@ pub struct EqvArgs {
     #[arg(long)]
     tag: String,
     /// The other node.
-    #[arg(long)]
+    #[arg(long, value_parser = node_id)]
     other_node: u16,
     /// The resource there.
     #[arg(long)]
     other_tag: String,
     /// The node of TAG (default: this one).
-    #[arg(long)]
+    #[arg(long, value_parser = node_id)]
     node: Option<u16>,
 }
 
@@ -187,7 +188,7 @@ pub enum Hry {
         /// 1 (first choice) to 1024, unique among the hierarchy's nodes.
         priority: u16,
         /// The node (default: this one).
-        #[arg(long)]
+        #[arg(long, value_parser = node_id)]
         node: Option<u16>,
     },
 }

@@ -49,13 +49,89 @@ pub struct Cli {
     /// The daemon's control socket.
     #[arg(long, global = true, env = "HEARTLINE_SOCKET", default_value = config::DEFAULT_CONTROL_SOCKET)]
     pub socket: PathBuf,
-    /// Run the command on another node of the cluster, through this node's
-    /// daemon (status, resource and configuration commands).
-    #[arg(long, global = true, value_name = "NODE")]
+    /// Run the command on another node of the cluster (its id or name),
+    /// through this node's daemon (status, resource and configuration
+    /// commands). Every node argument takes a name or an id.
+    #[arg(long, global = true, value_name = "NODE", value_parser = node_id)]
     pub on: Option<u16>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The control socket named on the command line (or by
+/// `HEARTLINE_SOCKET`, or the default), for [`node_id`] to ask the daemon
+/// for node names while the command line is parsed.
+static SOCKET: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// The cluster's node names and ids, as the daemon knows them: asked once,
+/// the first time a node is named rather than numbered.
+static NAMES: std::sync::OnceLock<Result<std::collections::BTreeMap<String, u16>, String>> =
+    std::sync::OnceLock::new();
+
+/// Parses the command line; a node may be given by name or id wherever
+/// one is asked for (`--to bravo`, `--on 2`).
+#[must_use]
+pub fn parse(args: Vec<std::ffi::OsString>) -> Cli {
+    let named = args.iter().enumerate().find_map(|(i, a)| {
+        let a = a.to_string_lossy();
+        if let Some(path) = a.strip_prefix("--socket=") {
+            Some(PathBuf::from(path))
+        } else if a == "--socket" {
+            args.get(i + 1).map(PathBuf::from)
+        } else {
+            None
+        }
+    });
+    let socket = named
+        .or_else(|| std::env::var_os("HEARTLINE_SOCKET").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(config::DEFAULT_CONTROL_SOCKET));
+    let _ = SOCKET.set(socket);
+    Cli::parse_from(args)
+}
+
+/// A node given on the command line: its id, or its name as the daemon
+/// knows it (this node's and its peers').
+pub fn node_id(text: &str) -> Result<u16, String> {
+    if let Ok(id) = text.parse::<u16>() {
+        return Ok(id);
+    }
+    if text.is_empty()
+        || !text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(format!("`{text}` is neither a node id nor a node name"));
+    }
+    let names = NAMES.get_or_init(|| {
+        let socket = SOCKET
+            .get()
+            .cloned()
+            .unwrap_or_else(|| PathBuf::from(config::DEFAULT_CONTROL_SOCKET));
+        match client::ask_blocking(&socket, Request::Status) {
+            Ok(Response::Status(status)) => {
+                let report = &status.comm;
+                let mut names = std::collections::BTreeMap::new();
+                names.insert(report.name.clone(), report.node);
+                for peer in &report.peers {
+                    names.entry(peer.name.clone()).or_insert(peer.node);
+                }
+                Ok(names)
+            }
+            Ok(other) => Err(unexpected(other).message),
+            Err(e) => Err(e.to_string()),
+        }
+    });
+    let names = names
+        .as_ref()
+        .map_err(|e| format!("cannot look up node `{text}`: {e}"))?;
+    names.get(text).copied().ok_or_else(|| {
+        let known: Vec<String> = names.iter().map(|(n, id)| format!("{n} ({id})")).collect();
+        format!(
+            "no node named `{text}` in this cluster; its nodes: {}",
+            known.join(", ")
+        )
+    })
 }
 
 /// heartline's commands.
@@ -113,8 +189,8 @@ pub enum Command {
     Watch,
     /// Send standard input to a mailbox on a node; exit 0 once delivered.
     SndMsg {
-        /// Destination node id.
-        #[arg(long)]
+        /// Destination node (id or name).
+        #[arg(long, value_parser = node_id)]
         node: u16,
         /// Destination mailbox.
         #[arg(long)]
@@ -134,8 +210,8 @@ pub enum Command {
     },
     /// Exit 0 if the node is reachable over some path, 1 if not.
     CanTalk {
-        /// The node id.
-        #[arg(long)]
+        /// The node (id or name).
+        #[arg(long, value_parser = node_id)]
         node: u16,
     },
     /// Resource instances in the configuration database.
@@ -168,7 +244,7 @@ pub enum Command {
         /// A resource of the hierarchy, on this node.
         tag: String,
         /// The node to run it.
-        #[arg(long)]
+        #[arg(long, value_parser = node_id)]
         to: u16,
     },
     /// Check that every node agrees on the configuration, that every
@@ -181,18 +257,20 @@ pub enum Command {
         /// The resource.
         tag: String,
         /// Its node (default: this one).
-        #[arg(long)]
+        #[arg(long, value_parser = node_id)]
         node: Option<u16>,
     },
     /// Put a node in standby: its hierarchies move to other nodes and it is
     /// given none until `unstandby`.
     Standby {
         /// The node.
+        #[arg(value_parser = node_id)]
         node: u16,
     },
     /// Take a node out of standby (nothing moves back to it by itself).
     Unstandby {
         /// The node.
+        #[arg(value_parser = node_id)]
         node: u16,
     },
     /// Cluster-wide maintenance mode: while on, nothing is checked,
@@ -716,6 +794,17 @@ fn unexpected(response: Response) -> Failure {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_node_is_an_id_or_a_name() {
+        assert_eq!(node_id("3"), Ok(3));
+        // Refused before any daemon is asked.
+        assert_eq!(
+            node_id("no such"),
+            Err("`no such` is neither a node id nor a node name".to_string())
+        );
+        assert!(node_id("").is_err());
+    }
 
     #[test]
     fn an_unexpected_answer_is_told_as_its_error_or_its_kind_never_as_a_dump() {
