@@ -185,6 +185,17 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print shell completions (bash, zsh, fish, elvish, powershell), as
+    /// `heartline completions bash > /etc/bash_completion.d/heartline`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), as `heartline manpage >
+    /// /usr/share/man/man1/heartline.1`, or read it with `heartline
+    /// manpage | man -l -`.
+    Manpage,
     /// Print every event as it happens, until interrupted.
     Watch,
     /// Send standard input to a mailbox on a node; exit 0 once delivered.
@@ -471,6 +482,21 @@ async fn execute(cli: Cli) -> Result<(), Failure> {
                 paths
             );
             Ok(())
+        }
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            let mut text = Vec::new();
+            clap_complete::generate(shell, &mut command, "heartline", &mut text);
+            print_all(&text)
+        }
+        Command::Manpage => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
+                .render(&mut page)
+                .map_err(|e| {
+                    Failure::new(exit::FAILED, format!("cannot render the manual page: {e}"))
+                })?;
+            print_all(&page)
         }
         Command::Keygen { file } => {
             config::write_new_key(&file).map_err(|e| Failure::new(exit::FAILED, e))?;
@@ -770,6 +796,17 @@ fn response_failure(response: Response) -> Failure {
     }
 }
 
+/// Writes `bytes` to standard output; a reader that stopped early (`|
+/// head`) is no failure.
+fn print_all(bytes: &[u8]) -> Result<(), Failure> {
+    match std::io::stdout().write_all(bytes) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(Failure::new(exit::FAILED, format!("cannot write: {e}")))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// An answer that is not the one asked for: an error is told as itself
 /// (`--on 3 status` to a node that cannot be reached says why); anything
 /// else by its kind, not as a debug dump.
@@ -794,6 +831,33 @@ fn unexpected(response: Response) -> Failure {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn completions_and_the_manual_page_cover_the_commands() {
+        let mut command = <Cli as clap::CommandFactory>::command();
+        let mut bash = Vec::new();
+        clap_complete::generate(
+            clap_complete::Shell::Bash,
+            &mut command,
+            "heartline",
+            &mut bash,
+        );
+        let bash = String::from_utf8(bash).unwrap();
+        assert!(
+            bash.contains("switchover") && bash.contains("--socket"),
+            "{bash}"
+        );
+        let mut page = Vec::new();
+        clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
+            .render(&mut page)
+            .unwrap();
+        let page = String::from_utf8(page).unwrap();
+        assert!(
+            page.starts_with(".ie") || page.contains(".TH heartline"),
+            "{page}"
+        );
+        assert!(page.contains("switchover"), "{page}");
+    }
 
     #[test]
     fn a_node_is_an_id_or_a_name() {
