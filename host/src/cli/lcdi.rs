@@ -371,24 +371,46 @@ pub fn render(model: &Model, listing: Listing) -> Result<String, serde_json::Err
             if json {
                 return serde_json::to_string_pretty(&rows);
             }
-            let _ = writeln!(
-                out,
-                "{:<6} {:<20} {:<10} {:<7} {:<7} {:<15} {:>4}  ID",
-                "NODE", "TAG", "TYPE", "STATE", "ROLE", "INIT", "PRI"
-            );
-            for r in rows {
-                let _ = writeln!(
-                    out,
-                    "{:<6} {:<20} {:<10} {:<7} {:<7} {:<15} {:>4}  {}",
-                    r.place.node,
-                    r.place.tag,
-                    format!("{}/{}", r.app, r.rtype),
-                    r.state,
-                    r.role,
-                    r.init,
-                    r.priority,
-                    r.id
-                );
+            // Columns as wide as their widest cell (the states' and roles'
+            // Display do not pad themselves, so each is made a string).
+            let cells: Vec<[String; 8]> = rows
+                .iter()
+                .map(|r| {
+                    [
+                        r.place.node.to_string(),
+                        r.place.tag.clone(),
+                        format!("{}/{}", r.app, r.rtype),
+                        r.state.to_string(),
+                        r.role.to_string(),
+                        r.init.to_string(),
+                        r.priority.to_string(),
+                        r.id.clone(),
+                    ]
+                })
+                .collect();
+            let header = ["NODE", "TAG", "TYPE", "STATE", "ROLE", "INIT", "PRI", "ID"];
+            let mut widths = header.map(str::len);
+            for row in &cells {
+                for (w, cell) in widths.iter_mut().zip(row) {
+                    *w = (*w).max(cell.chars().count());
+                }
+            }
+            let line = |out: &mut String, row: [&str; 8]| {
+                let mut text = String::new();
+                for (i, (cell, w)) in row.iter().zip(widths).enumerate() {
+                    if i == 7 {
+                        text.push_str(cell);
+                    } else if i == 6 {
+                        let _ = write!(text, "{cell:>w$}  ");
+                    } else {
+                        let _ = write!(text, "{cell:<w$} ");
+                    }
+                }
+                let _ = writeln!(out, "{}", text.trim_end());
+            };
+            line(&mut out, header);
+            for row in &cells {
+                line(&mut out, row.each_ref().map(String::as_str));
             }
         }
         Listing::Dependencies { node, json } => {
@@ -430,4 +452,58 @@ pub fn render(model: &Model, listing: Listing) -> Result<String, serde_json::Err
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn the_resource_listing_keeps_its_columns_whatever_the_lengths() {
+        let mut model = Model::default();
+        for (node, tag, state) in [
+            (1, "web", State::Isp),
+            (2, "a-rather-long-resource-tag-indeed", State::Osu),
+        ] {
+            let resource = Resource {
+                place: Place {
+                    node,
+                    tag: tag.into(),
+                },
+                id: format!("/srv/{tag}"),
+                app: "gen".into(),
+                rtype: "app".into(),
+                state,
+                init: Init::Autores,
+                flags: std::collections::BTreeSet::new(),
+                info: String::new(),
+                props: std::collections::BTreeMap::new(),
+                priority: node,
+                role: crate::resources::lcd::Role::Started,
+            };
+            model.resources.insert(resource.place.clone(), resource);
+        }
+        let text = render(
+            &model,
+            Listing::Resources {
+                node: None,
+                json: false,
+            },
+        )
+        .unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        // Every column starts where its header does.
+        for header in ["TAG", "TYPE", "STATE", "ROLE", "INIT", "ID"] {
+            let at = lines[0].find(header).unwrap();
+            for line in &lines[1..] {
+                assert!(
+                    line[at..].starts_with(|c: char| c != ' ') && line[..at].ends_with(' '),
+                    "{header} at {at}:\n{text}"
+                );
+            }
+        }
+    }
 }
