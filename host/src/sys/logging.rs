@@ -2,7 +2,10 @@
 //! (through a queue and a writer thread, so a slow terminal, pipe or
 //! journal never delays the caller; lines are dropped if it overflows),
 //! plus, for `appmgr`, a log file and syslog. `RUST_LOG` filters
-//! (default `info`); under systemd the journal stamps lines itself.
+//! (default `info`); under systemd the journal stamps lines itself, and
+//! each line starts with its syslog priority (`<4>` for a warning, as
+//! sd-daemon(3) has it), so `journalctl -p warning` shows warnings and
+//! errors only.
 
 use std::fs::File;
 use std::sync::Mutex;
@@ -41,7 +44,14 @@ pub fn init(file: Option<File>, #[cfg(unix)] syslog: Option<crate::sys::syslog::
         .with_ansi(ansi)
         .with_writer(writer);
     let mut layers: Vec<Boxed> = vec![if std::env::var_os("JOURNAL_STREAM").is_some() {
-        stderr.without_time().with_filter(filter()).boxed()
+        stderr
+            .event_format(Priority(
+                tracing_subscriber::fmt::format()
+                    .without_time()
+                    .with_ansi(false),
+            ))
+            .with_filter(filter())
+            .boxed()
     } else {
         stderr.with_filter(filter()).boxed()
     }];
@@ -68,4 +78,83 @@ pub fn init(file: Option<File>, #[cfg(unix)] syslog: Option<crate::sys::syslog::
     }
     tracing_subscriber::registry().with(layers).init();
     Guard { _writer: guard }
+}
+
+/// A line format for the journal: the syslog priority of the event's level
+/// first (`<3>` error, `<4>` warning, `<6>` info, `<7>` debug and trace),
+/// which journald takes as the line's priority and removes.
+#[derive(Debug)]
+struct Priority<F>(F);
+
+impl<S, N, F> tracing_subscriber::fmt::FormatEvent<S, N> for Priority<F>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+    F: tracing_subscriber::fmt::FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let priority = match *event.metadata().level() {
+            tracing::Level::ERROR => 3,
+            tracing::Level::WARN => 4,
+            tracing::Level::INFO => 6,
+            _ => 7,
+        };
+        write!(writer, "<{priority}>")?;
+        self.0.format_event(ctx, writer, event)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn journal_lines_start_with_their_priority() {
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .event_format(Priority(
+                tracing_subscriber::fmt::format()
+                    .without_time()
+                    .with_ansi(false),
+            ))
+            .with_writer(move || writer.clone())
+            .with_max_level(tracing::Level::DEBUG)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::error!("quorum lost");
+            tracing::warn!("path down");
+            tracing::info!("path up");
+            tracing::debug!("detail");
+        });
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        let starts: Vec<&str> = text.lines().map(|l| &l[..3]).collect();
+        assert_eq!(starts, ["<3>", "<4>", "<6>", "<7>"], "{text}");
+        assert!(
+            text.contains("<4> WARN") && text.contains("path down"),
+            "{text}"
+        );
+    }
 }
