@@ -553,3 +553,54 @@ fn three_nodes_share_one_configuration_and_fail_over_by_priority() {
     // Dropping the site kills the daemons, then the applications: killed
     // first, they would be recovered by a daemon about to die.
 }
+
+/// `watch --json --tag web`: one JSON object per line with the wall-clock
+/// time, only the events that name `web` (not `web2`).
+#[test]
+fn watch_prints_wall_clock_json_lines_filtered_by_tag() {
+    use std::io::BufRead;
+    let site = Site::start(1);
+    let web = site.app(1, "web");
+    let web2 = site.app(1, "web2");
+    site.create(1, &web, 1);
+    site.create(1, &web2, 1);
+    let mut watch = Command::new(BIN)
+        .arg("--socket")
+        .arg(site.cluster.socket(1))
+        .args(["watch", "--json", "--tag", "web"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = watch.stdout.take().unwrap();
+    let (lines, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    // Events for web2 (filtered out) and web, until the watcher, once
+    // connected, prints one.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let line = loop {
+        site.ok(1, &["in-service", "web2"]);
+        site.ok(1, &["in-service", "web"]);
+        if let Ok(line) = rx.recv_timeout(Duration::from_secs(2)) {
+            break line;
+        }
+        assert!(Instant::now() < deadline, "no event naming web");
+        site.ok(1, &["out-of-service", "web"]);
+        site.ok(1, &["out-of-service", "web2"]);
+    };
+    let _ = watch.kill();
+    let _ = watch.wait();
+    let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let text = event["text"].as_str().unwrap();
+    assert!(text.contains("web") && !text.contains("web2"), "{line}");
+    let time = event["time"].as_str().unwrap();
+    let year: u32 = time[..4].parse().unwrap();
+    assert!(year >= 2024 && time.ends_with('Z'), "{line}");
+    assert!(event["uptime_ms"].as_u64().is_some(), "{line}");
+}

@@ -196,8 +196,20 @@ pub enum Command {
     /// /usr/share/man/man1/heartline.1`, or read it with `heartline
     /// manpage | man -l -`.
     Manpage,
-    /// Print every event as it happens, until interrupted.
-    Watch,
+    /// Print every event as it happens, until interrupted, each with its
+    /// wall-clock time (UTC).
+    Watch {
+        /// One JSON object per line: `time` (RFC 3339, UTC), `uptime_ms`
+        /// (since the daemon started), `text`.
+        #[arg(long)]
+        json: bool,
+        /// Only events that name this node (`node 2`, or its name).
+        #[arg(long, value_parser = node_id)]
+        node: Option<u16>,
+        /// Only events that name this resource tag.
+        #[arg(long)]
+        tag: Option<String>,
+    },
     /// Send standard input to a mailbox on a node; exit 0 once delivered.
     SndMsg {
         /// Destination node (id or name).
@@ -527,12 +539,27 @@ async fn execute(cli: Cli) -> Result<(), Failure> {
             }
             other => Err(unexpected(other)),
         },
-        Command::Watch => {
+        Command::Watch { json, node, tag } => {
+            let names = match node {
+                Some(n) => Some(node_words(&socket, n).await),
+                None => None,
+            };
             let mut connection = client::Connection::open(&socket, Request::Watch).await?;
             while let Some(response) = connection.next().await? {
                 match response {
-                    Response::Event { at_ms, text } => {
-                        let line = format!("{:>10.3}s {text}", at_ms as f64 / 1000.0);
+                    Response::Event {
+                        at_ms,
+                        text,
+                        wall_ms,
+                    } => {
+                        let wanted = names
+                            .as_ref()
+                            .is_none_or(|words| words.iter().any(|w| names_word(&text, w)))
+                            && tag.as_ref().is_none_or(|t| names_word(&text, t));
+                        if !wanted {
+                            continue;
+                        }
+                        let line = event_line(json, at_ms, wall_ms, &text);
                         if writeln!(std::io::stdout(), "{line}").is_err() {
                             return Ok(());
                         }
@@ -796,6 +823,53 @@ fn response_failure(response: Response) -> Failure {
     }
 }
 
+/// How `watch` prints one event: the wall-clock time (UTC, to the
+/// millisecond; the daemon's uptime for a daemon of an earlier release)
+/// and the text, or one JSON object.
+fn event_line(json: bool, at_ms: u64, wall_ms: u64, text: &str) -> String {
+    let time = (wall_ms > 0).then(|| {
+        humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + Duration::from_millis(wall_ms))
+            .to_string()
+    });
+    if json {
+        serde_json::json!({ "time": time, "uptime_ms": at_ms, "text": text }).to_string()
+    } else {
+        match time {
+            Some(time) => format!("{time} {text}"),
+            None => format!("{:>10.3}s {text}", at_ms as f64 / 1000.0),
+        }
+    }
+}
+
+/// The words an event names node `node` by: `node N`, and its name as
+/// the daemon at `socket` knows it.
+async fn node_words(socket: &std::path::Path, node: u16) -> Vec<String> {
+    let mut words = vec![format!("node {node}")];
+    if let Ok(Response::Status(status)) = client::ask(socket, Request::Status).await {
+        let report = &status.comm;
+        if report.node == node {
+            words.push(report.name.clone());
+        }
+        words.extend(
+            report
+                .peers
+                .iter()
+                .filter(|p| p.node == node)
+                .map(|p| p.name.clone()),
+        );
+    }
+    words
+}
+
+/// Whether `text` holds `word` as a whole (not inside a longer word or
+/// number: `node 2` is not in `node 21`).
+fn names_word(text: &str, word: &str) -> bool {
+    let inside = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '-');
+    text.match_indices(word).any(|(at, _)| {
+        !inside(text[..at].chars().next_back()) && !inside(text[at + word.len()..].chars().next())
+    })
+}
+
 /// Writes `bytes` to standard output; a reader that stopped early (`|
 /// head`) is no failure.
 fn print_all(bytes: &[u8]) -> Result<(), Failure> {
@@ -857,6 +931,30 @@ mod tests {
             "{page}"
         );
         assert!(page.contains("switchover"), "{page}");
+    }
+
+    #[test]
+    fn watch_lines_carry_the_wall_clock_and_filters_match_whole_words() {
+        assert_eq!(
+            event_line(false, 1_500, 1_796_268_512_345, "node 2 up"),
+            "2026-12-03T03:28:32.345Z node 2 up"
+        );
+        assert_eq!(
+            event_line(false, 1_500, 0, "node 2 up"),
+            "     1.500s node 2 up"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&event_line(true, 1_500, 1_796_268_512_345, "x")).unwrap();
+        assert_eq!(json["time"], "2026-12-03T03:28:32.345Z");
+        assert_eq!(json["uptime_ms"], 1_500);
+        assert!(names_word(
+            "decision: start web's hierarchy on node 2",
+            "node 2"
+        ));
+        assert!(!names_word("node 21 up", "node 2"));
+        assert!(names_word("restore web: exited 0", "web"));
+        assert!(!names_word("restore web2: exited 0", "web"));
+        assert!(!names_word("restore my-web: exited 0", "web"));
     }
 
     #[test]

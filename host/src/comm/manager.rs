@@ -561,6 +561,7 @@ impl Manager {
             }
             let _ = self.events.send(EventLine {
                 at_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                wall_ms: system::unix_ms(),
                 text,
             });
         }
@@ -700,6 +701,7 @@ impl Manager {
             .unwrap_or(u64::MAX);
         let _ = self.events.send(EventLine {
             at_ms,
+            wall_ms: system::unix_ms(),
             text: event.to_string(),
         });
     }

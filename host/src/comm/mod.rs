@@ -133,6 +133,8 @@ pub enum ToBrain {
 pub struct EventLine {
     /// Milliseconds since the daemon started.
     pub at_ms: u64,
+    /// When, by the wall clock (milliseconds since the Unix epoch).
+    pub wall_ms: u64,
     /// What happened, in words.
     pub text: String,
 }

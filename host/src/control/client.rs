@@ -103,6 +103,9 @@ pub fn ask_blocking(socket: &Path, request: Request) -> Result<Response, ClientE
 /// A connection carrying one request.
 pub struct Connection {
     lines: tokio::io::Lines<BufReader<ipc::Reader>>,
+    /// Kept open: a daemon takes a closed write side for a client gone
+    /// (a `watch` would end at once).
+    _write: ipc::Writer,
 }
 
 impl std::fmt::Debug for Connection {
@@ -122,6 +125,7 @@ impl Connection {
         let _ = write.write_all(&request_line(request)?).await;
         Ok(Connection {
             lines: BufReader::new(read).lines(),
+            _write: write,
         })
     }
 

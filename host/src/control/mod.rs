@@ -135,6 +135,10 @@ pub enum Response {
         at_ms: u64,
         /// What happened, in words.
         text: String,
+        /// When, by the daemon's wall clock (milliseconds since the Unix
+        /// epoch; 0 from a daemon of an earlier release).
+        #[serde(default)]
+        wall_ms: u64,
     },
     /// The message was delivered.
     Delivered,
@@ -330,6 +334,7 @@ mod tests {
             Response::Event {
                 at_ms: 12,
                 text: "path 2/0 up".into(),
+                wall_ms: 1_796_268_512_000,
             },
             Response::Message {
                 from: 2,

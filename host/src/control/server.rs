@@ -610,7 +610,15 @@ async fn watch<R: tokio::io::AsyncBufRead + Unpin>(
     loop {
         let event = tokio::select! {
             event = events.recv() => match event {
-                Ok(EventLine { at_ms, text }) => Response::Event { at_ms, text },
+                Ok(EventLine {
+                    at_ms,
+                    wall_ms,
+                    text,
+                }) => Response::Event {
+                    at_ms,
+                    text,
+                    wall_ms,
+                },
                 Err(broadcast::error::RecvError::Lagged(missed)) => error(format!(
                     "{missed} events were missed: this watcher fell behind"
                 )),

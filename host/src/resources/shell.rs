@@ -673,6 +673,7 @@ impl Shell {
     fn event(&self, text: String) {
         let _ = self.comm.events.send(EventLine {
             at_ms: self.comm.at_ms(),
+            wall_ms: crate::sys::system::unix_ms(),
             text,
         });
     }

@@ -29,6 +29,14 @@ pub fn lock_memory() -> Result<(), String> {
     }
 }
 
+/// The wall clock, in milliseconds since the Unix epoch (0 before it).
+#[must_use]
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// Puts the calling thread in the SCHED_FIFO real-time class.
 pub fn realtime_priority() -> Result<(), String> {
     #[cfg(target_os = "linux")]
