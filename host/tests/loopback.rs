@@ -440,3 +440,32 @@ fn stall_bound() {
         eprintln!("stall {stall_ms} ms: declared down in {downs} of 10");
     }
 }
+
+/// Two nodes whose cluster keys differ never come up, and each says why:
+/// a warning naming the cause in its log, and `status` spelling out what
+/// its `bad_tag` count means.
+#[test]
+fn nodes_whose_keys_differ_say_so_in_the_log_and_in_status() {
+    let mut cluster = LocalCluster::new(Path::new(env!("CARGO_BIN_EXE_heartline")), 2, 1).unwrap();
+    // Node 2 gets a key of its own.
+    let config = cluster.config_path(2);
+    let other = config.with_file_name("other.key");
+    heartline::config::write_new_key(&other).unwrap();
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("key_file = \"cluster.key\"", "key_file = \"other.key\"");
+    std::fs::write(&config, text).unwrap();
+    cluster.start_all().unwrap();
+    wait_for(Duration::from_secs(30), "the cause in node 1's log", || {
+        cluster.log(1).contains(
+            "rejected in the last 10 s as bad_tag: they failed authentication: the nodes' cluster keys differ",
+        )
+    });
+    assert!(!cluster.all_up());
+    let table = cli(&cluster, 1).arg("status").output().unwrap();
+    let table = String::from_utf8(table.stdout).unwrap();
+    assert!(
+        table.contains("bad_tag") && table.contains("the nodes' cluster keys differ (key_file)"),
+        "{table}"
+    );
+}

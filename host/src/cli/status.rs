@@ -94,7 +94,12 @@ pub fn render(report: &StatusReport, resources: Option<&NodeReport>) -> String {
                 let reasons: Vec<String> = path
                     .errors
                     .iter()
-                    .map(|(name, n)| format!("{name} {n}"))
+                    .map(
+                        |(name, n)| match crate::comm::report::rejection_meaning(name) {
+                            Some(meaning) => format!("{name} {n}: {meaning}"),
+                            None => format!("{name} {n}"),
+                        },
+                    )
                     .collect();
                 let _ = write!(out, "  rejected {} ({})", path.rejected, reasons.join(", "));
             }

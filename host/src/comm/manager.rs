@@ -104,7 +104,15 @@ struct Manager {
     starving: bool,
     /// How late the timer woke, for `status`.
     timer: TimerReport,
+    /// Frames rejected for a cause in the configuration, per path, when
+    /// last looked at, and when to look next (see [`Manager::misconfigured`]).
+    misconfig: HashMap<PathRef, [u32; 4]>,
+    next_misconfig: TokioInstant,
 }
+
+/// How often the rejection counters of paths that are down are looked at
+/// for a cause in the configuration.
+const MISCONFIG_EVERY: Duration = Duration::from_secs(10);
 
 /// A path's task: reads and writes its transport for the manager.
 type PathTask = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
@@ -227,6 +235,8 @@ pub fn start(
         fence_deadline: fence_deadline_rx,
         starving: false,
         timer: TimerReport::default(),
+        misconfig: HashMap::new(),
+        next_misconfig: started + MISCONFIG_EVERY,
         endpoint,
         provisioner: Provisioner::new(&config),
         trips: BTreeMap::new(),
@@ -505,6 +515,7 @@ impl Manager {
             self.on_event(event);
         }
         self.publish_echoes();
+        self.misconfigured();
         self.deliver();
         // Deliveries free the admin window: what waited goes out now.
         self.flush_admin();
@@ -754,6 +765,67 @@ impl Manager {
                     "mailbox {mailbox} is full ({MAILBOX_DEPTH} messages): senders are refused until rcv-msg takes some"
                 );
                 self.announce(EventCode::MailboxFull, mailbox);
+            }
+        }
+    }
+
+    /// Every [`MISCONFIG_EVERY`]: a path that is down while frames keep
+    /// arriving on it that are rejected for a cause in the configuration
+    /// (another key, cluster id, path list or release) is logged as a
+    /// warning that names the cause, with the count since the last look.
+    fn misconfigured(&mut self) {
+        let now = TokioInstant::now();
+        if now < self.next_misconfig {
+            return;
+        }
+        self.next_misconfig = now + MISCONFIG_EVERY;
+        for spec in &self.config.peers {
+            let Some(peer) = self.endpoint.peer(spec.id) else {
+                continue;
+            };
+            for i in 0..peer.paths {
+                let Ok(index) = u8::try_from(i) else { continue };
+                let at = PathRef {
+                    node: spec.id,
+                    path: PathId(index),
+                };
+                let Some(status) = self.endpoint.path(at) else {
+                    continue;
+                };
+                let c = &status.counters;
+                let counts = [
+                    c.bad_tag,
+                    c.wrong_cluster,
+                    c.path_mismatch,
+                    c.unknown_version,
+                ];
+                let last = self.misconfig.insert(at, counts).unwrap_or([0; 4]);
+                if status.state == PathState::Up {
+                    continue;
+                }
+                let transport = self
+                    .paths
+                    .get(&at)
+                    .map(|h| h.transport.clone())
+                    .unwrap_or_default();
+                let reasons = [
+                    "bad_tag",
+                    "wrong_cluster",
+                    "path_mismatch",
+                    "unknown_version",
+                ];
+                for ((reason, now), before) in reasons.iter().zip(counts).zip(last) {
+                    let new = now.saturating_sub(before);
+                    if new == 0 {
+                        continue;
+                    }
+                    let meaning = super::report::rejection_meaning(reason).unwrap_or(reason);
+                    warn!(
+                        "path {index} to node {} ({transport}) is down and {new} frames on it were rejected in the last {} s as {reason}: {meaning}",
+                        spec.id.0,
+                        MISCONFIG_EVERY.as_secs()
+                    );
+                }
             }
         }
     }

@@ -113,6 +113,27 @@ pub struct PathReport {
     pub errors: Vec<(String, u32)>,
 }
 
+/// What a rejection counter says about the configuration, in words, for
+/// the reasons that point at one (`None` for the others).
+#[must_use]
+pub fn rejection_meaning(reason: &str) -> Option<&'static str> {
+    Some(match reason {
+        "bad_tag" => {
+            "they failed authentication: the nodes' cluster keys differ (key_file), or a stranger is sending"
+        }
+        "wrong_cluster" => {
+            "they are for another cluster id: the nodes' [cluster] id differs, or two clusters share this address"
+        }
+        "path_mismatch" => {
+            "the peer numbers its paths differently: the nodes' [[peers.paths]] lists differ (same order on both ends)"
+        }
+        "unknown_version" => {
+            "they speak another protocol version: a heartline of another release is at the other end"
+        }
+        _ => return None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::TimerReport;
