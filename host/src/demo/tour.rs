@@ -33,12 +33,17 @@ const QUICK_KIT: &str = "quick_check_interval = \"200ms\"\nrecover_attempts = 1\
 /// Runs the demonstration with `program` as the daemon binary.
 pub fn run(program: &Path) -> Result<(), String> {
     let defaults = PathConfig::default();
-    let bound_low = defaults.down_after();
-    let bound_high = defaults.interval * (defaults.misses + 1);
+    // As `100ms`, not the core's fixed three decimals (`100.000ms`).
+    let human = |d: heartline_core::Duration| {
+        humantime::format_duration(std::time::Duration::from(d)).to_string()
+    };
+    let bound_low = human(defaults.down_after());
+    let bound_high = human(defaults.interval * (defaults.misses + 1));
     say(format_args!(
         "heartline demo: 3 daemons on loopback (alpha, bravo, charlie), 2 TCP paths between each pair,\n\
          heartbeats every {} with {} misses allowed (defaults).\n",
-        defaults.interval, defaults.misses
+        human(defaults.interval),
+        defaults.misses
     ));
     let serial = SerialPair::start();
     let lines = match &serial {
