@@ -530,6 +530,13 @@ fn three_nodes_share_one_configuration_and_fail_over_by_priority() {
     // Refused: a switchover to a node that is down.
     let e = site.refused(1, &["switchover", "web", "--to", "3"]);
     assert!(e.contains("node 3 is not up"), "{e}");
+    // What node 3 ran is listed as only the last known while it is down.
+    let listed = site.ok(1, &["ins", "list", "--node", "charlie"]);
+    assert!(
+        listed.contains("ISP?")
+            && listed.contains("? node 3 is down: the state shown is the last known"),
+        "{listed}"
+    );
 
     // A change while node 3 is down reaches it when it returns, and it does
     // not start what node 2 runs.

@@ -357,8 +357,13 @@ struct DependencyRow<'a> {
     child: &'a str,
 }
 
-/// Prints `listing` of `model`.
-pub fn render(model: &Model, listing: Listing) -> Result<String, serde_json::Error> {
+/// Prints `listing` of `model`; the states of resources on the nodes in
+/// `down` are marked as only the last known.
+pub fn render(
+    model: &Model,
+    listing: Listing,
+    down: &std::collections::BTreeSet<u16>,
+) -> Result<String, serde_json::Error> {
     let keep = |node: Option<u16>, n: u16| node.is_none_or(|only| only == n);
     let mut out = String::new();
     match listing {
@@ -380,7 +385,11 @@ pub fn render(model: &Model, listing: Listing) -> Result<String, serde_json::Err
                         r.place.node.to_string(),
                         r.place.tag.clone(),
                         format!("{}/{}", r.app, r.rtype),
-                        r.state.to_string(),
+                        if down.contains(&r.place.node) {
+                            format!("{}?", r.state)
+                        } else {
+                            r.state.to_string()
+                        },
                         r.role.to_string(),
                         r.init.to_string(),
                         r.priority.to_string(),
@@ -411,6 +420,18 @@ pub fn render(model: &Model, listing: Listing) -> Result<String, serde_json::Err
             line(&mut out, header);
             for row in &cells {
                 line(&mut out, row.each_ref().map(String::as_str));
+            }
+            let marked: Vec<String> = down
+                .iter()
+                .filter(|n| rows.iter().any(|r| r.place.node == **n))
+                .map(u16::to_string)
+                .collect();
+            if !marked.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "? node {} is down: the state shown is the last known, and may no longer hold",
+                    marked.join(", ")
+                );
             }
         }
         Listing::Dependencies { node, json } => {
@@ -491,6 +512,7 @@ mod tests {
                 node: None,
                 json: false,
             },
+            &std::collections::BTreeSet::new(),
         )
         .unwrap();
         let lines: Vec<&str> = text.lines().collect();
@@ -505,5 +527,22 @@ mod tests {
                 );
             }
         }
+        // Node 2 down: its state is the last known, and said to be.
+        let text = render(
+            &model,
+            Listing::Resources {
+                node: None,
+                json: false,
+            },
+            &std::collections::BTreeSet::from([2]),
+        )
+        .unwrap();
+        assert!(text.contains(" ISP ") && text.contains(" OSU? "), "{text}");
+        assert!(
+            text.ends_with(
+                "? node 2 is down: the state shown is the last known, and may no longer hold\n"
+            ),
+            "{text}"
+        );
     }
 }

@@ -752,7 +752,20 @@ async fn carry_out(socket: &std::path::Path, on: Target, plan: lcdi::Plan) -> Re
     match plan {
         lcdi::Plan::List(listing) => match client::ask(socket, on.wrap(Request::Lcd)).await? {
             Response::Lcd(model) => {
-                let text = lcdi::render(&model, listing)
+                // The nodes down, whose resources' states are only the last
+                // known (a status that cannot be had marks none).
+                let down: std::collections::BTreeSet<u16> =
+                    match client::ask(socket, on.wrap(Request::Status)).await {
+                        Ok(Response::Status(status)) => status
+                            .comm
+                            .peers
+                            .iter()
+                            .filter(|p| p.state != "up")
+                            .map(|p| p.node)
+                            .collect(),
+                        _ => std::collections::BTreeSet::new(),
+                    };
+                let text = lcdi::render(&model, listing, &down)
                     .map_err(|e| Failure::new(exit::FAILED, e.to_string()))?;
                 print!("{text}");
                 if !text.ends_with('\n') {
