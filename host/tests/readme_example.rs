@@ -76,3 +76,49 @@ fn the_readme_resource_example_runs_as_written() {
         "{stdout}"
     );
 }
+
+/// The shipped example configuration is the README's, and it is valid.
+#[test]
+fn the_example_configuration_is_the_readmes_and_is_valid() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let block = readme
+        .split("### Configuration\n")
+        .nth(1)
+        .and_then(|s| s.split("```toml\n").nth(1))
+        .and_then(|s| s.split("```").next())
+        .expect("the README's configuration block");
+    let shipped = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/heartline.example.toml"
+    ))
+    .unwrap();
+    assert_eq!(
+        shipped, block,
+        "host/heartline.example.toml differs from the README's configuration"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("heartline.toml");
+    std::fs::write(&config, shipped).unwrap();
+    let keygen = Command::new(BIN)
+        .arg("keygen")
+        .arg(dir.path().join("cluster.key"))
+        .output()
+        .unwrap();
+    assert!(keygen.status.success());
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("ok: cluster prod (id 7), node 1 (alpha)"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

@@ -154,7 +154,7 @@ pub enum Command {
     /// Run the daemon.
     Daemon {
         /// The configuration file.
-        #[arg(long)]
+        #[arg(long, default_value = config::DEFAULT_CONFIG)]
         config: PathBuf,
     },
     /// Run a quorum witness for clusters of two (or an even number of)
@@ -172,6 +172,7 @@ pub enum Command {
     /// Check a configuration file without starting anything.
     CheckConfig {
         /// The configuration file.
+        #[arg(default_value = config::DEFAULT_CONFIG)]
         file: PathBuf,
     },
     /// Write a new random cluster secret (mode 0600) for `cluster.key_file`.

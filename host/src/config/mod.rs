@@ -475,6 +475,10 @@ pub use heartline_brain::OnStop;
 
 /// Default Unix socket of the control API.
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/heartline/heartline.sock";
+
+/// Where the daemon and `check-config` look for the configuration when
+/// none is named.
+pub const DEFAULT_CONFIG: &str = "/etc/heartline/heartline.toml";
 /// Default state directory.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/heartline";
 /// The configuration database's file name in the state directory, unless
