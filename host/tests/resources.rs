@@ -530,6 +530,19 @@ fn three_nodes_share_one_configuration_and_fail_over_by_priority() {
     // Refused: a switchover to a node that is down.
     let e = site.refused(1, &["switchover", "web", "--to", "3"]);
     assert!(e.contains("node 3 is not up"), "{e}");
+    // Status shows every hierarchy across the cluster: it runs on bravo,
+    // charlie's state is only its last known, and app failed on alpha.
+    let status = site.ok(1, &["status"]);
+    let web = status
+        .lines()
+        .find(|l| l.trim_start().starts_with("app+data+web "))
+        .unwrap_or_else(|| panic!("{status}"));
+    assert!(
+        web.contains("runs on bravo (2), charlie (3)?; FAILED: app on alpha (1)")
+            && web.contains("charlie (3) in service?")
+            && web.contains("alpha (1) out of service, app OSF"),
+        "{status}"
+    );
     // What node 3 ran is listed as only the last known while it is down.
     let listed = site.ok(1, &["ins", "list", "--node", "charlie"]);
     assert!(

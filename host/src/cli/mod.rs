@@ -535,6 +535,12 @@ async fn execute(cli: Cli) -> Result<(), Failure> {
                         "{}",
                         status::render(&report.comm, report.resources.as_deref())
                     );
+                    // Every resource across the cluster: where it runs.
+                    if let Ok(Response::Lcd(model)) =
+                        client::ask(&socket, on.wrap(Request::Lcd)).await
+                    {
+                        print!("{}", status::render_cluster(&report.comm, &model));
+                    }
                 }
                 Ok(())
             }

@@ -259,3 +259,100 @@ fn render_resources(out: &mut String, r: &NodeReport) {
         );
     }
 }
+
+/// Every hierarchy across the cluster (its resources, on each node it is
+/// extended to): where it runs, which of its resources failed where, and
+/// its state on each node, a `?` marking the last known state of a node
+/// that is down. Nodes by name and id.
+#[must_use]
+pub fn render_cluster(report: &StatusReport, model: &crate::resources::lcd::Model) -> String {
+    let mut out = String::new();
+    let groups = heartline_brain::groups::Groups::build(model);
+    if groups.is_empty() {
+        return out;
+    }
+    let mut names = std::collections::BTreeMap::from([(report.node, report.name.clone())]);
+    let mut down = std::collections::BTreeSet::new();
+    for peer in &report.peers {
+        names.insert(peer.node, peer.name.clone());
+        if peer.state != "up" {
+            down.insert(peer.node);
+        }
+    }
+    let name = |n: u16| match names.get(&n) {
+        Some(name) if !name.is_empty() => format!("{name} ({n})"),
+        _ => format!("node {n}"),
+    };
+    let _ = writeln!(out, "\nhierarchies across the cluster:");
+    let title = |g: &heartline_brain::groups::Group| {
+        let mut tags: Vec<&str> = g.places().map(|p| p.tag.as_str()).collect();
+        tags.sort_unstable();
+        tags.dedup();
+        tags.join("+")
+    };
+    let width = groups
+        .iter()
+        .map(|g| title(g).chars().count())
+        .max()
+        .unwrap_or(0);
+    for g in groups.iter() {
+        let mut running = Vec::new();
+        let mut failed = Vec::new();
+        let mut states = Vec::new();
+        for node in g.nodes() {
+            let mark = if down.contains(&node) { "?" } else { "" };
+            let members: Vec<&crate::resources::lcd::Resource> = g
+                .on(node)
+                .iter()
+                .filter_map(|p| model.resources.get(p))
+                .collect();
+            let up = members.iter().filter(|r| r.state.in_service()).count();
+            let state = if members.is_empty() || up == 0 {
+                "out of service".to_string()
+            } else if up == members.len() {
+                running.push(format!("{}{mark}", name(node)));
+                "in service".to_string()
+            } else {
+                running.push(format!("{}{mark} (partly)", name(node)));
+                format!("{up} of {} in service", members.len())
+            };
+            for r in members.iter().filter(|r| r.state.failed()) {
+                failed.push(format!("{} on {}{mark}", r.place.tag, name(node)));
+            }
+            let bad: Vec<String> = members
+                .iter()
+                .filter(|r| r.state.failed())
+                .map(|r| format!("{} {}", r.place.tag, r.state))
+                .collect();
+            if bad.is_empty() {
+                states.push(format!("{} {state}{mark}", name(node)));
+            } else {
+                states.push(format!("{} {state}{mark}, {}", name(node), bad.join(", ")));
+            }
+        }
+        let mut summary = if running.is_empty() {
+            match g.role {
+                crate::resources::lcd::Role::Started => "runs NOWHERE (it should run)".to_string(),
+                _ => "runs nowhere (role stopped)".to_string(),
+            }
+        } else {
+            format!("runs on {}", running.join(", "))
+        };
+        if !failed.is_empty() {
+            let _ = write!(summary, "; FAILED: {}", failed.join(", "));
+        }
+        let _ = writeln!(
+            out,
+            "  {:<width$}  {summary}  [{}]",
+            title(g),
+            states.join("; ")
+        );
+    }
+    if !down.is_empty() && groups.iter().any(|g| g.nodes().any(|n| down.contains(&n))) {
+        let _ = writeln!(
+            out,
+            "  ? the last known state of a node that is down; it may no longer hold"
+        );
+    }
+    out
+}
