@@ -469,3 +469,21 @@ fn nodes_whose_keys_differ_say_so_in_the_log_and_in_status() {
         "{table}"
     );
 }
+
+/// `status --json` is one object with a `schema` version, this node, its
+/// peers and their paths.
+#[test]
+fn status_json_carries_its_schema_version() {
+    let cluster = cluster(2, 1);
+    let out = cli(&cluster, 1)
+        .args(["status", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["schema"], heartline::cli::STATUS_SCHEMA);
+    assert_eq!(json["node"], 1);
+    assert_eq!(json["name"], "alpha");
+    assert_eq!(json["peers"][0]["name"], "bravo");
+    assert_eq!(json["peers"][0]["paths"][0]["state"], "up");
+}

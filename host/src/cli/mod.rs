@@ -42,6 +42,11 @@ pub mod exit {
     pub const DATABASE: u8 = 5;
 }
 
+/// The version of `status --json`'s layout (its `schema` field): fields
+/// are added without changing it; one removed, renamed or changed in
+/// meaning raises it.
+pub const STATUS_SCHEMA: u32 = 1;
+
 /// The command line.
 #[derive(Debug, Parser)]
 #[command(version, about = "heartline: high-availability cluster manager")]
@@ -527,7 +532,12 @@ async fn execute(cli: Cli) -> Result<(), Failure> {
                     report.resources = Some(resources);
                 }
                 if json {
-                    let text = serde_json::to_string_pretty(&report)
+                    let mut value = serde_json::to_value(&report)
+                        .map_err(|e| Failure::new(exit::FAILED, e.to_string()))?;
+                    if let Some(object) = value.as_object_mut() {
+                        object.insert("schema".into(), STATUS_SCHEMA.into());
+                    }
+                    let text = serde_json::to_string_pretty(&value)
                         .map_err(|e| Failure::new(exit::FAILED, e.to_string()))?;
                     println!("{text}");
                 } else {
