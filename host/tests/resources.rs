@@ -532,17 +532,25 @@ fn three_nodes_share_one_configuration_and_fail_over_by_priority() {
     assert!(e.contains("node 3 is not up"), "{e}");
     // Status shows every hierarchy across the cluster: it runs on bravo,
     // charlie's state is only its last known, and app failed on alpha.
-    let status = site.ok(1, &["status"]);
-    let web = status
-        .lines()
-        .find(|l| l.trim_start().starts_with("app+data+web "))
-        .unwrap_or_else(|| panic!("{status}"));
-    assert!(
-        web.contains("runs on bravo (2), charlie (3)?; FAILED: app on alpha (1)")
-            && web.contains("charlie (3) in service?")
-            && web.contains("alpha (1) out of service, app OSF"),
-        "{status}"
+    // Node 1 learns bravo's states from its reports, a moment after the
+    // applications run: wait for the report, not for a time.
+    let mut status = String::new();
+    let shown = wait_for(
+        Duration::from_secs(10),
+        "status showing bravo's takeover",
+        || {
+            status = site.ok(1, &["status"]);
+            status
+                .lines()
+                .find(|l| l.trim_start().starts_with("app+data+web "))
+                .is_some_and(|web| {
+                    web.contains("runs on bravo (2), charlie (3)?; FAILED: app on alpha (1)")
+                        && web.contains("charlie (3) in service?")
+                        && web.contains("alpha (1) out of service, app OSF")
+                })
+        },
     );
+    assert!(shown.is_ok(), "{status}");
     // What node 3 ran is listed as only the last known while it is down.
     let listed = site.ok(1, &["ins", "list", "--node", "charlie"]);
     assert!(
