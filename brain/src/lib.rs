@@ -26,7 +26,7 @@ pub mod model;
 pub mod port;
 
 pub use brain::{
-    Brain, BrainConfig, Decision, FastLease, FenceAction, FenceConfig, FenceId, FenceStatus, Input,
-    JobId, KitInfo, Level, Membership, NoQuorum, OnStop, Output, Persist, QuorumConfig,
-    QuorumStatus, Stats, Stored, default_margin,
+    Brain, BrainConfig, Decision, FastGuard, FastLease, FenceAction, FenceConfig, FenceId,
+    FenceStatus, Input, JobId, KitInfo, Level, Membership, NoQuorum, OnStop, Output, Persist,
+    QuorumConfig, QuorumStatus, Stats, Stored, default_margin,
 };

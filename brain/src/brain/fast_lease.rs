@@ -21,6 +21,12 @@
 //!
 //! A hierarchy with one resource of another kind, anywhere, is not fast:
 //! it waits for the quorum lease.
+//!
+//! [`Brain::fast_guard`] tells the host, after every step, which resources
+//! the fast lease guards here and the instant this node stops them unless
+//! the lease is renewed first, so that something faster than a step of the
+//! brain (the daemon removes virtual addresses on its real-time thread)
+//! can act at that instant too.
 
 use std::collections::BTreeSet;
 
@@ -43,6 +49,16 @@ pub struct FastLease {
     pub stop_bound: Duration,
     /// Added to a lost node's fast lease for the clocks' rates.
     pub drift_margin: Duration,
+}
+
+/// What the fast lease guards on this node (see [`Brain::fast_guard`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FastGuard {
+    /// When this node stops them unless its lease is renewed before.
+    pub at: Instant,
+    /// The resources of fast hierarchies that may run here: in service,
+    /// blocked, or in a hierarchy being started.
+    pub places: Vec<Place>,
 }
 
 impl Brain {
@@ -123,10 +139,62 @@ impl Brain {
         ))
     }
 
+    /// When this node stops its fast hierarchies unless its lease is
+    /// renewed first: where its fast lease less the stop bound ends, but
+    /// not before a fast lease earned from the peers' echoes alone ends
+    /// (after quorum was lost), nor within the first fast lease after the
+    /// daemon started (what ran while it was down is given that long to be
+    /// confirmed). `None`: no fast lease, or the cluster is in maintenance.
+    fn fast_stop_at(&self) -> Option<Instant> {
+        let fast = self.fast()?;
+        if self.model.maintenance {
+            return None;
+        }
+        let until = self.fast_until()?;
+        let run_on = self.fast_run_on_until().unwrap_or(Instant::ZERO);
+        let grace = if self.quorum.ever {
+            Instant::ZERO
+        } else {
+            self.started + fast.lease
+        };
+        Some(until.max(run_on).max(grace))
+    }
+
+    /// What the fast lease guards here: the resources of fast hierarchies
+    /// that may run on this node, and the instant at which this node stops
+    /// them unless its lease is renewed before (the same instant
+    /// [`Brain::handle_timeout`] acts at). `None`: nothing of a fast
+    /// hierarchy may run here, or no fast lease, or maintenance. The host
+    /// asks after every step: a renewal moves `at` on.
+    #[must_use]
+    pub fn fast_guard(&self) -> Option<FastGuard> {
+        let at = self.fast_stop_at()?;
+        let node = self.cfg.node;
+        let mut starting = BTreeSet::new();
+        for tag in self.local_starting() {
+            starting.extend(self.model.hierarchy(&Place {
+                node,
+                tag: tag.to_string(),
+            }));
+        }
+        let places: Vec<Place> = self
+            .model
+            .resources
+            .values()
+            .filter(|r| {
+                r.place.node == node
+                    && (r.state.maybe_running() || starting.contains(&r.place.tag))
+                    && self.fast_here(&r.place.tag)
+            })
+            .map(|r| r.place.clone())
+            .collect();
+        (!places.is_empty()).then_some(FastGuard { at, places })
+    }
+
     /// After every input: fast hierarchies whose fast lease ran out are
     /// stopped here (as `no_quorum = stop` does for all of them at the
     /// quorum lease's limit).
-    pub(super) fn fast_progress(&mut self, grace: bool) {
+    pub(super) fn fast_progress(&mut self) {
         let Some(until) = self.fast_until() else {
             return;
         };
@@ -143,10 +211,7 @@ impl Brain {
                 self.place_forget_refusals(own);
             }
         }
-        if self.now < until || grace || self.model.maintenance {
-            return;
-        }
-        if self.fast_run_on_until().is_some_and(|end| self.now < end) {
+        if self.fast_stop_at().is_none_or(|at| self.now < at) {
             return;
         }
         let node = self.cfg.node;
@@ -199,11 +264,17 @@ impl Brain {
         self.fast()?;
         let until = self.fast_until().filter(|at| *at > self.now);
         let run_on = self.fast_run_on_until().filter(|at| *at > self.now);
+        let stop = self.fast_stop_at().filter(|at| *at > self.now);
         let peers = self
             .lost_nodes()
             .filter_map(|(n, heard)| self.fast_lease_end_of(n, heard))
             .filter(|at| *at > self.now);
-        until.into_iter().chain(run_on).chain(peers).min()
+        until
+            .into_iter()
+            .chain(run_on)
+            .chain(stop)
+            .chain(peers)
+            .min()
     }
 
     /// Whether node `node` (not up) is past its fast lease by this node's

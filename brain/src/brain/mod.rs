@@ -52,7 +52,7 @@ use crate::message::{BrainMsg, Flags, View};
 use crate::model::{Change, Model, Place, Resource, Version};
 
 pub use config::DISCARDED;
-pub use fast_lease::FastLease;
+pub use fast_lease::{FastGuard, FastLease};
 pub use fence::{FenceAction, FenceConfig, FenceId, FenceStatus};
 pub use local::JobId;
 pub use place::Decision;

@@ -175,7 +175,7 @@ pub(super) struct QuorumState {
     /// Whether this node had quorum after the last input.
     pub(super) had: bool,
     /// Whether it had quorum since it started.
-    ever: bool,
+    pub(super) ever: bool,
     /// Per peer heard since this node started: the expected votes it
     /// announced last (0: quorum off there).
     announced: BTreeMap<u16, u32>,
@@ -699,11 +699,7 @@ impl Brain {
         // while it was down) is given a lease's time to find its quorum
         // before it stops them.
         let grace = !self.quorum.ever && self.now < self.started + q.lease;
-        let fast_grace = !self.quorum.ever
-            && q.fast
-                .as_ref()
-                .is_some_and(|f| self.now < self.started + f.lease);
-        self.fast_progress(fast_grace);
+        self.fast_progress();
         if !has
             && !grace
             && !self.may_run_on()

@@ -2120,3 +2120,67 @@ fn a_split_leaves_the_hierarchy_running_on_the_witness_side_without_a_restart() 
     assert!(!c.brains[&2].quorum().unwrap().quorate);
     c.assert_never_twice();
 }
+
+#[test]
+fn the_fast_guard_names_what_runs_here_and_the_instant_the_brain_stops_it() {
+    let fast = fast_lease();
+    let mut c = Cluster::fast(3, LEASE, fast.clone());
+    c.extend("vip", &[1, 2, 3]);
+    c.extend("db", &[1, 2, 3]);
+    // Nothing fast runs anywhere: nothing to guard.
+    assert_eq!(c.brains[&1].fast_guard(), None);
+    in_service(&mut c, 1, "vip");
+    in_service(&mut c, 1, "db");
+    let guard = c.brains[&1].fast_guard().expect("vip runs on node 1");
+    assert_eq!(
+        guard.places,
+        [Place {
+            node: 1,
+            tag: "vip".into()
+        }],
+        "the database is not guarded"
+    );
+    assert!(
+        guard.at > c.now
+            && guard.at.as_micros() + fast.stop_bound.as_micros()
+                <= (c.now + fast.lease).as_micros(),
+        "{guard:?} at {:?}",
+        c.now
+    );
+    // Renewed while connected: the instant moves on.
+    c.advance(Duration::from_millis(500));
+    let renewed = c.brains[&1].fast_guard().unwrap();
+    assert!(renewed.at > guard.at, "{renewed:?} after {guard:?}");
+    // The other nodes run nothing fast.
+    assert_eq!(c.brains[&2].fast_guard(), None);
+    // Cut off: no renewal moves it, and the brain stops the address at
+    // that very instant, not a step later.
+    c.cut(1, 2);
+    c.cut(1, 3);
+    let at = c.brains[&1].fast_guard().unwrap().at;
+    c.run_until(Instant::from_micros(at.as_micros() - 1_000));
+    assert_eq!(c.brains[&1].fast_guard().unwrap().at, at);
+    assert!(
+        !c.started
+            .iter()
+            .any(|(_, n, a, t)| *n == 1 && *a == Action::Remove && t == "vip"),
+        "not before the guard's instant"
+    );
+    c.run_until(at);
+    assert!(
+        c.started
+            .iter()
+            .any(|(when, n, a, t)| *n == 1 && *a == Action::Remove && t == "vip" && *when == at),
+        "removed at {at:?}: {:?}",
+        c.started
+    );
+    c.advance(SCRIPT * 2);
+    assert!(c.running("vip").is_empty());
+    assert_eq!(
+        c.brains[&1].fast_guard(),
+        None,
+        "nothing fast runs any more"
+    );
+    assert_eq!(c.running("db"), [1]);
+    c.assert_never_twice();
+}

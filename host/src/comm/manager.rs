@@ -264,6 +264,8 @@ pub fn start(
     // there, so neither a busy machine (the daemon's other threads share
     // the CPU with everything else) nor the control socket, scripts or
     // logging of the rest of the daemon delay it.
+    // Its runtime's handle comes back to serve [`Handle::realtime`].
+    let (runtime_tx, runtime_rx) = std::sync::mpsc::sync_channel(1);
     std::thread::Builder::new()
         .name("comm-manager".into())
         .spawn(move || {
@@ -277,22 +279,32 @@ pub fn start(
                 .enable_all()
                 .build()
             {
-                Ok(runtime) => runtime.block_on(async move {
-                    for task in path_tasks {
-                        tokio::spawn(task);
-                    }
-                    manager.run(inbound_rx, command_rx).await;
-                }),
-                Err(e) => tracing::error!("cannot start the communication manager: {e}"),
+                Ok(runtime) => {
+                    let _ = runtime_tx.send(Ok(runtime.handle().clone()));
+                    runtime.block_on(async move {
+                        for task in path_tasks {
+                            tokio::spawn(task);
+                        }
+                        manager.run(inbound_rx, command_rx).await;
+                    });
+                }
+                Err(e) => {
+                    let _ = runtime_tx.send(Err(e.to_string()));
+                }
             }
         })
         .map_err(|e| format!("cannot start the communication manager thread: {e}"))?;
+    let realtime = runtime_rx
+        .recv()
+        .map_err(|_| "the communication manager thread ended at its start".to_string())?
+        .map_err(|e| format!("cannot start the communication manager's runtime: {e}"))?;
     Ok((
         Handle {
             commands,
             events,
             started,
             fence_deadline: std::sync::Arc::new(fence_deadline),
+            realtime,
         },
         brain_rx,
     ))

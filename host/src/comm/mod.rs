@@ -153,6 +153,10 @@ pub struct Handle {
     /// here). With a dongle as the self-fence, the manager sends the dongle
     /// nothing that would keep this node alive past it.
     pub fence_deadline: std::sync::Arc<tokio::sync::watch::Sender<Option<tokio::time::Instant>>>,
+    /// The runtime of the manager's real-time thread: a task that must act
+    /// at an instant whatever the rest of the daemon is doing (the fast
+    /// lease's guard) is spawned on it. Such a task must never block.
+    pub realtime: tokio::runtime::Handle,
 }
 
 impl Handle {
@@ -160,5 +164,14 @@ impl Handle {
     #[must_use]
     pub fn at_ms(&self) -> u64 {
         u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Tells every watcher `text`, timed now.
+    pub fn event(&self, text: String) {
+        let _ = self.events.send(EventLine {
+            at_ms: self.at_ms(),
+            wall_ms: crate::sys::system::unix_ms(),
+            text,
+        });
     }
 }

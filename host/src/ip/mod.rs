@@ -7,9 +7,12 @@
 //! (the resource manager runs [`vip::act`] where it would spawn a script),
 //! and each ends with one line saying what was done, or why it failed.
 //! [`monitor`] watches the kernel's link and address events so that a lost
-//! carrier or a deleted address is checked at once.
+//! carrier or a deleted address is checked at once. [`guard`] removes the
+//! addresses on the real-time thread the moment this node's fast lease
+//! runs out unrenewed.
 
 pub mod announce;
+pub mod guard;
 pub mod monitor;
 pub mod netlink;
 pub mod probe;

@@ -201,7 +201,8 @@ impl VipSpec {
     }
 
     /// `192.0.2.10/24 on eth0`.
-    fn name(&self) -> String {
+    #[must_use]
+    pub fn name(&self) -> String {
         format!("{}/{} on {}", self.address, self.prefix, self.interface)
     }
 }
@@ -250,7 +251,7 @@ pub async fn act(
                 None => done,
             }
         }
-        Action::Remove => remove(&nl, &spec).await?,
+        Action::Remove => remove(&nl, &spec).await?.line,
         Action::QuickCheck => check(&nl, &spec).await?,
         Action::Delete => "nothing to clean up".into(),
     })
@@ -334,22 +335,42 @@ async fn settled(nl: &netlink::Netlink, index: u32, spec: &VipSpec) -> Result<()
     }
 }
 
-async fn remove(nl: &netlink::Netlink, spec: &VipSpec) -> Result<String, String> {
+/// What a removal did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Removal {
+    /// Whether it deleted the address (else it was not there, or left
+    /// alone as another's).
+    pub deleted: bool,
+    /// What it did, in one line.
+    pub line: String,
+}
+
+impl Removal {
+    fn nothing(line: String) -> Removal {
+        Removal {
+            deleted: false,
+            line,
+        }
+    }
+}
+
+/// Deletes the address if it is there with `spec`'s prefix (idempotent).
+pub async fn remove(nl: &netlink::Netlink, spec: &VipSpec) -> Result<Removal, String> {
     let name = spec.name();
     let Some(link) = nl.link(&spec.interface).await? else {
-        return Ok(format!(
+        return Ok(Removal::nothing(format!(
             "{name}: no interface {}, nothing to remove",
             spec.interface
-        ));
+        )));
     };
     match nl.find_address(link.index, spec.address).await? {
         // With another prefix it was not put there by this resource (it
         // could be the node's own address): left alone. Another node's
         // probe finds it answered for, so it is not taken twice.
-        Some(found) if found.prefix != spec.prefix => Ok(format!(
+        Some(found) if found.prefix != spec.prefix => Ok(Removal::nothing(format!(
             "{name}: {} is there with prefix /{}, not added by this resource: left alone",
             spec.address, found.prefix
-        )),
+        ))),
         Some(found) => {
             // Deleting a primary IPv4 address deletes its subnet's
             // secondaries with it (another resource's address, or the
@@ -371,9 +392,12 @@ async fn remove(nl: &netlink::Netlink, spec: &VipSpec) -> Result<String, String>
                     ));
                 }
             }
-            Ok(format!("removed {name}{promoted}"))
+            Ok(Removal {
+                deleted: true,
+                line: format!("removed {name}{promoted}"),
+            })
         }
-        None => Ok(format!("{name} was not there")),
+        None => Ok(Removal::nothing(format!("{name} was not there"))),
     }
 }
 

@@ -27,7 +27,7 @@ use tracing::{debug, error, info, warn};
 use super::kit::{Action, Kits};
 use super::lcd::Lcd;
 use super::script::{self, ScriptRun};
-use crate::comm::{self, Command, EventLine, ToBrain};
+use crate::comm::{self, Command, ToBrain};
 use crate::config::Config;
 
 /// What the shell is asked by the rest of the daemon.
@@ -116,6 +116,10 @@ struct Shell {
     /// Scripts in a row that could not be started for want of descriptors
     /// or processes (0 once one starts): paces the retries and the log.
     exhausted: Arc<AtomicU32>,
+    /// Where the fast lease's guard on the real-time thread takes its
+    /// orders (with a fast lease).
+    #[cfg(target_os = "linux")]
+    fast_guard: Option<tokio::sync::watch::Sender<Option<crate::ip::guard::Order>>>,
 }
 
 /// Opens the database, loads the kits and starts the brain on a thread of
@@ -262,6 +266,11 @@ pub fn start(
     let handle = Handle {
         inputs: inputs.clone(),
     };
+    #[cfg(target_os = "linux")]
+    let fast_guard = cfg.quorum.as_ref().and_then(|q| q.fast.as_ref()).map(|_| {
+        let events = comm.clone();
+        crate::ip::guard::start(&comm.realtime, move |text| events.event(text))
+    });
     let comm = comm.clone();
     std::thread::Builder::new()
         .name("resource-manager".into())
@@ -291,6 +300,8 @@ pub fn start(
                         watchdog_failure: None,
                         fencing,
                         exhausted: Arc::default(),
+                        #[cfg(target_os = "linux")]
+                        fast_guard,
                     };
                     shell.run(rx, from_comm).await;
                 }),
@@ -315,6 +326,8 @@ impl Shell {
     ) {
         self.carry_out().await;
         self.publish_fence_deadline();
+        #[cfg(target_os = "linux")]
+        self.publish_fast_guard();
         #[cfg(target_os = "linux")]
         self.watch_links();
         loop {
@@ -350,7 +363,40 @@ impl Shell {
             self.carry_out().await;
             self.tend_watchdog();
             self.publish_fence_deadline();
+            #[cfg(target_os = "linux")]
+            self.publish_fast_guard();
         }
+    }
+
+    /// Tells the fast lease's guard which virtual addresses to remove, and
+    /// when, unless the lease is renewed before (see [`crate::ip::guard`]).
+    #[cfg(target_os = "linux")]
+    fn publish_fast_guard(&self) {
+        let Some(orders) = &self.fast_guard else {
+            return;
+        };
+        let model = self.brain.model();
+        let order = self.brain.fast_guard().and_then(|guard| {
+            let vips: Vec<(String, crate::ip::vip::VipSpec)> = guard
+                .places
+                .iter()
+                .filter_map(|place| model.resources.get(place))
+                .filter(|r| crate::ip::is_builtin(&r.app, &r.rtype))
+                .filter_map(|r| {
+                    let spec = crate::ip::vip::VipSpec::from_props(&r.props).ok()?;
+                    Some((r.place.tag.clone(), spec))
+                })
+                .collect();
+            (!vips.is_empty()).then(|| crate::ip::guard::Order {
+                at: self.started + Duration::from_micros(guard.at.as_micros()),
+                vips,
+            })
+        });
+        orders.send_if_modified(|o| {
+            let changed = *o != order;
+            *o = order;
+            changed
+        });
     }
 
     /// Tells the communication manager the brain's fence deadline, for a
@@ -671,11 +717,7 @@ impl Shell {
 
     /// One line for `watch`.
     fn event(&self, text: String) {
-        let _ = self.comm.events.send(EventLine {
-            at_ms: self.comm.at_ms(),
-            wall_ms: crate::sys::system::unix_ms(),
-            text,
-        });
+        self.comm.event(text);
     }
 
     fn save(&mut self, persist: &Persist) {
