@@ -17,6 +17,9 @@ done
 rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
 rustup component list --installed | grep -q '^clippy' || rustup component add clippy
 
+step "cargo-deb (the Debian package test builds the package with it)"
+command -v cargo-deb >/dev/null || cargo install cargo-deb --version 3.8.0 --locked
+
 step "system packages: socat (serial path tests), iproute2 and iptables (network namespace tests), qemu-system-arm (dongle tests), qemu-system-x86, busybox-static and cpio (a real watchdog reset in a virtual machine), MinGW (the Windows build), fence-agents, ipmitool and openipmi (fencing against a simulated BMC)"
 missing=()
 command -v qemu-system-arm >/dev/null || missing+=(qemu-system-arm)
@@ -118,5 +121,5 @@ cargo clippy -p heartline --target x86_64-pc-windows-gnu --locked -- -D warnings
 step "fuzz target compiles"
 cargo check --manifest-path core/fuzz/Cargo.toml --locked
 
-step "tests: unit, property, endpoint, the resource brain's rules, simulators (400 protocol seeds, 1,000 resource seeds), daemons on loopback, serial, UDP, netns, resources, decisions and failover, quorum and leases, fencing (fence_ipmilan against ipmi_sim), network-namespace partitions with a witness, the IP kit in network namespaces, the admin channel, guest monitoring over TLS, the dongle under QEMU (witness and fence device too), a real watchdog reset in a QEMU virtual machine"
+step "tests: unit, property, endpoint, the Debian package in a clean root, the resource brain's rules, simulators (400 protocol seeds, 1,000 resource seeds), daemons on loopback, serial, UDP, netns, resources, decisions and failover, quorum and leases, fencing (fence_ipmilan against ipmi_sim), network-namespace partitions with a witness, the IP kit in network namespaces, the admin channel, guest monitoring over TLS, the dongle under QEMU (witness and fence device too), a real watchdog reset in a QEMU virtual machine"
 cargo test --workspace --locked

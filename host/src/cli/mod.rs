@@ -201,7 +201,13 @@ pub enum Command {
     /// Print the manual page (roff), as `heartline manpage >
     /// /usr/share/man/man1/heartline.1`, or read it with `heartline
     /// manpage | man -l -`.
-    Manpage,
+    Manpage {
+        /// Write the pages into this directory instead: `heartline.1` and
+        /// one per command (`heartline-status.1`, `heartline-ins-create.1`,
+        /// ...), as packages install them.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<std::path::PathBuf>,
+    },
     /// Print every event as it happens, until interrupted, each with its
     /// wall-clock time (UTC).
     Watch {
@@ -507,7 +513,20 @@ async fn execute(cli: Cli) -> Result<(), Failure> {
             clap_complete::generate(shell, &mut command, "heartline", &mut text);
             print_all(&text)
         }
-        Command::Manpage => {
+        Command::Manpage { dir: Some(dir) } => {
+            std::fs::create_dir_all(&dir)
+                .and_then(|()| {
+                    clap_mangen::generate_to(<Cli as clap::CommandFactory>::command(), &dir)
+                })
+                .map_err(|e| {
+                    Failure::new(
+                        exit::FAILED,
+                        format!("cannot write the manual pages to {}: {e}", dir.display()),
+                    )
+                })?;
+            Ok(())
+        }
+        Command::Manpage { dir: None } => {
             let mut page = Vec::new();
             clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
                 .render(&mut page)
