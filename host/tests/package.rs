@@ -66,6 +66,7 @@ fn the_debian_package_installs_in_a_clean_root_and_its_daemon_runs() {
         "./usr/share/zsh/vendor-completions/_heartline",
         "./usr/share/fish/vendor_completions.d/heartline.fish",
         "./usr/share/doc/heartline/copyright",
+        "./usr/share/doc/heartline/admin.md",
     ] {
         assert!(
             contents.contains(path),

@@ -26,7 +26,7 @@ use crate::control::client::{self, ClientError};
 use crate::control::{Request, Response};
 use crate::{appmon, daemon};
 
-/// Exit codes, documented in the README.
+/// Exit codes, documented in docs/admin.md.
 pub mod exit {
     /// The operation failed (not delivered, not reachable).
     pub const FAILED: u8 = 1;
@@ -164,7 +164,7 @@ pub enum Command {
     },
     /// Run a quorum witness for clusters of two (or an even number of)
     /// nodes, on a third machine: it holds one vote per cluster served and
-    /// grants it to one partition at a time. See the README's witness
+    /// grants it to one partition at a time. See docs/admin.md's witness
     /// section for its configuration file.
     Witness {
         /// The witness's configuration file.

@@ -1139,7 +1139,7 @@ impl Config {
                 line: located.line,
                 field,
                 problem: located.message,
-                hint: "see the configuration section of the README".into(),
+                hint: "see the configuration section of docs/admin.md (installed: /usr/share/doc/heartline/admin.md)".into(),
             }
         })?;
         let dir = file.parent().unwrap_or(Path::new("."));

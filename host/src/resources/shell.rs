@@ -205,7 +205,7 @@ pub fn start(
             "quorum without a self-fence (no quorum.watchdog, no dongle with a reset_pulse): if this daemon dies or stalls while applications run, only a fence device keeps them from running twice"
         ),
         None if cfg.nodes.len() > 1 => warn!(
-            "quorum is off (two nodes without a witness, or [quorum] enabled = false): a network partition, or a daemon that dies while its applications run, can leave a hierarchy running on two nodes; give a 2-node cluster a witness (README: Quorum and leases)"
+            "quorum is off (two nodes without a witness, or [quorum] enabled = false): a network partition, or a daemon that dies while its applications run, can leave a hierarchy running on two nodes; give a 2-node cluster a witness (docs/admin.md: Quorum and leases)"
         ),
         None => {}
     }

@@ -129,7 +129,8 @@ impl WitnessFile {
                 line: located.line,
                 field: located.source.map(|l| format!("`{l}`")).unwrap_or_default(),
                 problem: located.message,
-                hint: "see `heartline witness --help` and the README's witness section".into(),
+                hint: "see `heartline witness --help` and the witness section of docs/admin.md"
+                    .into(),
             }
         })?;
         let dir = file.parent().unwrap_or(Path::new("."));

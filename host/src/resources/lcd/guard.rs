@@ -110,7 +110,7 @@ pub fn write_record(database: &Path, record: Record) -> io::Result<()> {
     let path = record_path(database);
     let temp = sibling(database, ".committed.tmp");
     let text = format!(
-        "# heartline: the last commit to {} (do not edit; see README, The configuration database)\ncommits {}\ngeneration {}\n",
+        "# heartline: the last commit to {} (do not edit; see docs/admin.md, The configuration database)\ncommits {}\ngeneration {}\n",
         database
             .file_name()
             .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
