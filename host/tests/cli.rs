@@ -123,3 +123,70 @@ fn the_control_socket_refuses_other_versions_and_malformed_requests() {
     assert!(garbage.contains("malformed request"), "{garbage}");
     assert!(cluster.status(1).is_ok(), "the daemon still serves");
 }
+
+/// `status --watch` redraws until interrupted (piped: one snapshot after
+/// another, each with its header), shows a daemon that went away and
+/// comes back; `--colour always` colours the states, `never` and a pipe
+/// do not.
+#[test]
+fn status_watch_redraws_and_colour_follows_the_option() {
+    use std::io::{BufRead, BufReader};
+    let mut cluster = LocalCluster::new(Path::new(BIN), 2, 1).unwrap();
+    cluster.start_all().unwrap();
+    wait_for(Duration::from_secs(10), "node 2 up", || {
+        cluster
+            .status(1)
+            .is_ok_and(|s| s.peers.iter().any(|p| p.node == 2 && p.state == "up"))
+    })
+    .unwrap();
+    let painted = Command::new(BIN)
+        .arg("--socket")
+        .arg(cluster.socket(1))
+        .args(["status", "--colour", "always"])
+        .output()
+        .unwrap();
+    let painted = String::from_utf8_lossy(&painted.stdout);
+    assert!(painted.contains("\x1b[32mup\x1b[0m"), "{painted}");
+    let plain = Command::new(BIN)
+        .arg("--socket")
+        .arg(cluster.socket(1))
+        .arg("status")
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&plain.stdout).contains('\x1b'));
+
+    let mut watch = Command::new(BIN)
+        .arg("--socket")
+        .arg(cluster.socket(1))
+        .args(["status", "--watch", "--every", "100ms"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(watch.stdout.take().unwrap()).lines();
+    let mut headers = 0;
+    let mut seen = String::new();
+    // Three snapshots; node 1's daemon stopped after the first: the next
+    // say it cannot be reached, and the watch goes on.
+    while headers < 4 {
+        let line = lines.next().expect("watch ended").unwrap();
+        if line.starts_with("every 100ms; Ctrl-C to stop; ") {
+            headers += 1;
+            if headers == 2 {
+                cluster.kill(1);
+            }
+        }
+        seen.push_str(&line);
+        seen.push('\n');
+    }
+    let _ = watch.kill();
+    let _ = watch.wait();
+    assert!(seen.contains("NODE   NAME"), "{seen}");
+    assert!(
+        !seen.contains('\x1b'),
+        "piped: no colour, no redraw codes\n{seen}"
+    );
+    assert!(
+        seen.contains("cannot reach the heartline daemon"),
+        "a daemon that went away is shown:\n{seen}"
+    );
+}

@@ -187,9 +187,21 @@ pub enum Command {
     },
     /// Show nodes, paths and their counters.
     Status {
-        /// Print JSON instead of a table.
-        #[arg(long)]
+        /// Print JSON instead of a table (its fields: docs/admin.md,
+        /// "status --json").
+        #[arg(long, conflicts_with = "watch")]
         json: bool,
+        /// Redraw the status every `--every` until interrupted (in place on
+        /// a terminal, as crm_mon; one snapshot after another when piped).
+        #[arg(long)]
+        watch: bool,
+        /// How often `--watch` redraws.
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration, requires = "watch")]
+        every: std::time::Duration,
+        /// Colour: `auto` (on a terminal, unless NO_COLOR is set), `always`
+        /// or `never`.
+        #[arg(long, value_enum, default_value_t = status::Colour::Auto)]
+        colour: status::Colour,
     },
     /// Print shell completions (bash, zsh, fish, elvish, powershell), as
     /// `heartline completions bash > /etc/bash_completion.d/heartline`.
@@ -543,38 +555,58 @@ async fn execute(cli: Cli) -> Result<(), Failure> {
             );
             Ok(())
         }
-        Command::Status { json } => match client::ask(&socket, on.wrap(Request::Status)).await? {
-            Response::Status(mut report) => {
-                if let Response::Resources(resources) =
-                    client::ask(&socket, on.wrap(Request::Resources)).await?
-                {
-                    report.resources = Some(resources);
-                }
-                if json {
-                    let mut value = serde_json::to_value(&report)
-                        .map_err(|e| Failure::new(exit::FAILED, e.to_string()))?;
-                    if let Some(object) = value.as_object_mut() {
-                        object.insert("schema".into(), STATUS_SCHEMA.into());
-                    }
-                    let text = serde_json::to_string_pretty(&value)
-                        .map_err(|e| Failure::new(exit::FAILED, e.to_string()))?;
-                    println!("{text}");
-                } else {
-                    print!(
-                        "{}",
-                        status::render(&report.comm, report.resources.as_deref())
-                    );
-                    // Every resource across the cluster: where it runs.
-                    if let Ok(Response::Lcd(model)) =
-                        client::ask(&socket, on.wrap(Request::Lcd)).await
-                    {
-                        print!("{}", status::render_cluster(&report.comm, &model));
-                    }
-                }
-                Ok(())
+        Command::Status { json: true, .. } => {
+            let report = status_report(&socket, on).await?;
+            let mut value = serde_json::to_value(&report)
+                .map_err(|e| Failure::new(exit::FAILED, e.to_string()))?;
+            if let Some(object) = value.as_object_mut() {
+                object.insert("schema".into(), STATUS_SCHEMA.into());
             }
-            other => Err(unexpected(other)),
-        },
+            let text = serde_json::to_string_pretty(&value)
+                .map_err(|e| Failure::new(exit::FAILED, e.to_string()))?;
+            println!("{text}");
+            Ok(())
+        }
+        Command::Status {
+            watch: false,
+            colour,
+            ..
+        } => {
+            let text = status_text(&socket, on).await?;
+            print!("{}", status::paint(&text, colour.on_stdout()));
+            Ok(())
+        }
+        Command::Status { every, colour, .. } => {
+            let painted = colour.on_stdout();
+            let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = tokio::signal::ctrl_c() => return Ok(()),
+                }
+                // A daemon that went away is shown as such, and asked
+                // again at the next redraw (as while a node restarts).
+                let text = match status_text(&socket, on).await {
+                    Ok(text) => status::paint(&text, painted),
+                    Err(e) => format!("{}\n", e.message),
+                };
+                let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
+                let header = format!(
+                    "every {}; Ctrl-C to stop; {now}\n\n",
+                    humantime::format_duration(every)
+                );
+                let frame = if terminal {
+                    // Home and clear the screen, as crm_mon redraws.
+                    format!("\x1b[H\x1b[2J{header}{text}")
+                } else {
+                    format!("{header}{text}\n")
+                };
+                print!("{frame}");
+                let _ = std::io::Write::flush(&mut std::io::stdout());
+            }
+        }
         Command::Watch { json, node, tag } => {
             let names = match node {
                 Some(n) => Some(node_words(&socket, n).await),
@@ -870,6 +902,36 @@ fn response_failure(response: Response) -> Failure {
         } => Failure::new(exit::FAILED, message),
         other => unexpected(other),
     }
+}
+
+/// The daemon's status with this node's resources (for `--on`, that
+/// node's).
+async fn status_report(
+    socket: &std::path::Path,
+    on: Target,
+) -> Result<crate::control::NodeStatus, Failure> {
+    match client::ask(socket, on.wrap(Request::Status)).await? {
+        Response::Status(mut report) => {
+            if let Response::Resources(resources) =
+                client::ask(socket, on.wrap(Request::Resources)).await?
+            {
+                report.resources = Some(resources);
+            }
+            Ok(report)
+        }
+        other => Err(unexpected(other)),
+    }
+}
+
+/// `status` as a table: nodes, paths, this node's resources, and every
+/// hierarchy across the cluster.
+async fn status_text(socket: &std::path::Path, on: Target) -> Result<String, Failure> {
+    let report = status_report(socket, on).await?;
+    let mut text = status::render(&report.comm, report.resources.as_deref());
+    if let Ok(Response::Lcd(model)) = client::ask(socket, on.wrap(Request::Lcd)).await {
+        text.push_str(&status::render_cluster(&report.comm, &model));
+    }
+    Ok(text)
 }
 
 /// How `watch` prints one event: the wall-clock time (UTC, to the

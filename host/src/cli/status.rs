@@ -1,4 +1,5 @@
-//! `heartline status` as a table a person can read.
+//! `heartline status` as a table a person can read, coloured on a
+//! terminal.
 
 use std::fmt::Write;
 
@@ -355,4 +356,139 @@ pub fn render_cluster(report: &StatusReport, model: &crate::resources::lcd::Mode
         );
     }
     out
+}
+
+/// When `status` colours its table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Colour {
+    /// On a terminal, unless `NO_COLOR` is set (no-color.org).
+    Auto,
+    /// Always.
+    Always,
+    /// Never.
+    Never,
+}
+
+impl Colour {
+    /// Whether to colour what goes to standard output.
+    #[must_use]
+    pub fn on_stdout(self) -> bool {
+        match self {
+            Colour::Always => true,
+            Colour::Never => false,
+            Colour::Auto => {
+                std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+                    && std::io::IsTerminal::is_terminal(&std::io::stdout())
+            }
+        }
+    }
+}
+
+const GREEN: &str = "\x1b[32m";
+const YELLOW: &str = "\x1b[33m";
+const RED: &str = "\x1b[1;31m";
+const RESET: &str = "\x1b[0m";
+
+/// The colour of a state word as `status` prints it: healthy green, on
+/// the way yellow, failed or lost red; `None`: left plain.
+fn colour_of(word: &str) -> Option<&'static str> {
+    match word {
+        "up" | "ISP" => Some(GREEN),
+        "ISU" | "joining" | "unknown" | "ISP?" => Some(YELLOW),
+        "down" | "OSF" | "BLOCKED" | "FAILED:" | "LOST" => Some(RED),
+        _ => None,
+    }
+}
+
+/// `text` (from [`render`] and [`render_cluster`]) with its state words
+/// coloured when `on`: a node's and a path's state, a resource's state,
+/// failures. Only whole words in the columns that hold them are coloured,
+/// and the colour codes take no room, so the columns stay aligned.
+#[must_use]
+pub fn paint(text: &str, on: bool) -> String {
+    if !on {
+        return text.to_string();
+    }
+    let mut out = String::with_capacity(text.len() + 256);
+    for line in text.split_inclusive('\n') {
+        let trimmed = line.trim_start();
+        // Node rows start with the node's id, path rows with "path",
+        // resource rows are under RESOURCE; in hierarchy lines, FAILED.
+        let node_row = trimmed.starts_with(|c: char| c.is_ascii_digit()) && line == trimmed;
+        let path_row = trimmed.starts_with("path ");
+        let resource_row = !node_row
+            && !path_row
+            && line == trimmed
+            && trimmed
+                .split_whitespace()
+                .nth(1)
+                .is_some_and(|t| t.contains('/'));
+        let hierarchy_row = line.starts_with("  ") && !path_row && trimmed.contains(" runs ");
+        let wanted: &[usize] = if node_row {
+            &[3]
+        } else if path_row {
+            &[5, 6]
+        } else if resource_row {
+            &[2]
+        } else {
+            &[]
+        };
+        let mut index = 0;
+        let mut rest = line;
+        while !rest.is_empty() {
+            let space = rest.len() - rest.trim_start().len();
+            out.push_str(&rest[..space]);
+            rest = &rest[space..];
+            let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+            let word = &rest[..end];
+            match colour_of(word) {
+                Some(colour) if wanted.contains(&index) || (hierarchy_row && word == "FAILED:") => {
+                    out.push_str(colour);
+                    out.push_str(word);
+                    out.push_str(RESET);
+                }
+                _ => out.push_str(word),
+            }
+            rest = &rest[end..];
+            if !word.is_empty() {
+                index += 1;
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod paint_tests {
+    use super::*;
+
+    #[test]
+    fn state_words_are_coloured_in_their_columns_only_and_keep_the_alignment() {
+        let text = "cluster c  node 1 (alpha)  incarnation 1  up 3s\n\
+                    NODE   NAME             KIND    STATE    INCARNATION  QUEUED\n\
+                    2      bravo            host    up       5                 0\n  \
+                    path 0 tcp 1.2.3.4:1 -> 1.2.3.5:1   down  rtt 1ms\n\
+                    3      charlie          host    down     5                 0\n\
+                    web                  gen/app    OSF     started    1     1  -\n\
+                    db                   gen/app    ISP     started    1     0  -\n  \
+                    web  runs on bravo (2); FAILED: web on alpha (1)\n\
+                    the node is up, it said; the link went down\n";
+        assert_eq!(paint(text, false), text);
+        let painted = paint(text, true);
+        let plain = painted
+            .replace(GREEN, "")
+            .replace(RED, "")
+            .replace(YELLOW, "")
+            .replace(RESET, "");
+        assert_eq!(plain, text, "only colour codes are added");
+        assert!(painted.contains(&format!("host    {GREEN}up{RESET}       5")));
+        assert!(painted.contains(&format!("{RED}down{RESET}  rtt")));
+        assert!(painted.contains(&format!("host    {RED}down{RESET}     5")));
+        assert!(painted.contains(&format!("gen/app    {RED}OSF{RESET}")));
+        assert!(painted.contains(&format!("gen/app    {GREEN}ISP{RESET}")));
+        assert!(painted.contains(&format!("(2); {RED}FAILED:{RESET} web")));
+        // Words in the header and in sentences stay plain.
+        assert!(painted.contains("incarnation 1  up 3s"));
+        assert!(painted.contains("the node is up, it said; the link went down"));
+    }
 }
