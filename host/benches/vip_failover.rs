@@ -509,6 +509,18 @@ impl Lab {
             downs - downs_before,
             path_downs - path_downs_before
         );
-        println!("    timer since start: {}", self.timers());
+        let timers = self.timers();
+        println!("    timer since start: {timers}");
+        if failed > 0 || moves > 0 || timers.is_empty() {
+            // Something went wrong: the end of each daemon's log says what.
+            for log in ["n1.log", "n2.log"] {
+                let text = std::fs::read_to_string(self.path(log)).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                println!("    --- the last lines of {log}:");
+                for line in &lines[lines.len().saturating_sub(40)..] {
+                    println!("    {line}");
+                }
+            }
+        }
     }
 }

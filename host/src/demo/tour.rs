@@ -149,7 +149,9 @@ pub fn run(program: &Path) -> Result<(), String> {
         },
     ) {
         Ok(Response::Message { from, payload, .. }) if payload == text => say(format_args!(
-            "   delivered; bravo's rcv-msg got \"{}\" from node {from}.\n",
+            "   delivered; bravo's rcv-msg got \"{}\" from node {from}.\n   \
+             (The demo asks the daemons directly; from a shell: `echo hello | heartline --socket alpha.sock\n   \
+             snd-msg --node bravo --mailbox 1` and `heartline --socket bravo.sock rcv-msg --mailbox 1`.)\n",
             String::from_utf8_lossy(&payload)
         )),
         other => return Err(format!("bravo did not receive it: {other:?}")),
@@ -399,7 +401,30 @@ fn protect_on_guest(program: &Path, cluster: &LocalCluster) -> Result<Duration, 
 }
 
 /// Runs a configuration or resource command on `node`'s daemon.
+/// Runs `heartline ARGS` against `node`'s daemon, showing the command as
+/// an operator would type it (the socket named relative to the demo's
+/// directory).
 fn admin(program: &Path, cluster: &LocalCluster, node: u16, args: &[String]) -> Result<(), String> {
+    let socket = cluster.socket(node);
+    let shown = socket
+        .strip_prefix(cluster.dir())
+        .unwrap_or(&socket)
+        .display()
+        .to_string();
+    let words: Vec<String> = args
+        .iter()
+        .map(|a| {
+            if a.contains(char::is_whitespace) {
+                format!("'{a}'")
+            } else {
+                a.clone()
+            }
+        })
+        .collect();
+    say(format_args!(
+        "   $ heartline --socket {shown} {}",
+        words.join(" ")
+    ));
     let output = Command::new(program)
         .arg("--socket")
         .arg(cluster.socket(node))

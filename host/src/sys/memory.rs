@@ -12,6 +12,18 @@
 //! While unlocked, for the millisecond or two this takes, a page could in
 //! principle be paged out under memory pressure; it is locked again when
 //! next touched. That is the whole price, paid once per storm.
+//!
+//! The release holds the allocator's arena locks (the trim) and the
+//! kernel's lock on the address space (unlocking and locking), which the
+//! communication manager's real-time thread needs for its own allocations
+//! and page faults. Run at normal priority, a busy machine preempted it
+//! midway and the heartbeat thread waited behind it (priority inversion:
+//! with an administrator's script opening a control connection after
+//! another under 4 CPU hogs, the heartbeat timer woke up to 93 ms late and
+//! nodes were declared down at 8 ms x 5). So it runs on a thread of its
+//! own at real-time priority just below the manager's ([`RELEASE_PRIORITY`]),
+//! which nothing of normal priority preempts, and only after a storm
+//! ([`BURST`]), not after every few commands.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -23,7 +35,12 @@ use tokio::sync::Notify;
 /// after. (Counted, not measured at their peak: a storm of connections
 /// closed by their clients at once is served one after the other, never
 /// many live at a time, and still leaves its pages behind.)
-pub const BURST: usize = 64;
+pub const BURST: usize = 512;
+
+/// The SCHED_FIFO priority the release runs at: above everything of
+/// normal priority, below the communication manager, which preempts it
+/// whenever it needs none of the locks the release holds.
+pub const RELEASE_PRIORITY: u8 = super::system::MANAGER_PRIORITY - 1;
 /// At most this many connections left: the burst is over.
 pub const QUIET: usize = 8;
 /// How long the burst must stay over (the last tasks finish closing).
@@ -91,7 +108,7 @@ impl Bursts {
                     continue;
                 }
                 let since = inner.since.swap(0, Ordering::Relaxed);
-                let (released, took) = release();
+                let (released, took) = release_at_realtime_priority().await;
                 tracing::info!(
                     "after a burst of {since} {}: {released} (in {} µs)",
                     inner.what,
@@ -141,6 +158,36 @@ impl Drop for Held {
         if live <= QUIET && self.inner.since.load(Ordering::Relaxed) >= BURST {
             self.inner.over.notify_one();
         }
+    }
+}
+
+/// [`release`] on a thread of its own at [`RELEASE_PRIORITY`] (at the
+/// caller's priority if that cannot be had: not root, no `LimitRTPRIO`).
+async fn release_at_realtime_priority() -> (String, Duration) {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name("memory-release".into())
+        .spawn(move || {
+            let priority = super::system::realtime_priority_at(RELEASE_PRIORITY);
+            let (mut said, took) = release();
+            if let Err(e) = priority {
+                said.push_str(&format!(
+                    " (at normal priority: cannot get SCHED_FIFO: {e})"
+                ));
+            }
+            let _ = tx.send((said, took));
+        });
+    match spawned {
+        Ok(_) => rx.await.unwrap_or_else(|_| {
+            (
+                "memory not released: its thread ended".into(),
+                Duration::ZERO,
+            )
+        }),
+        Err(e) => (
+            format!("memory not released: cannot start its thread: {e}"),
+            Duration::ZERO,
+        ),
     }
 }
 

@@ -37,15 +37,25 @@ pub fn unix_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// Puts the calling thread in the SCHED_FIFO real-time class.
+/// The communication manager's real-time priority (SCHED_FIFO).
+pub const MANAGER_PRIORITY: u8 = 50;
+
+/// Puts the calling thread in the SCHED_FIFO real-time class at the
+/// communication manager's priority.
 pub fn realtime_priority() -> Result<(), String> {
+    realtime_priority_at(MANAGER_PRIORITY)
+}
+
+/// Puts the calling thread in the SCHED_FIFO real-time class at
+/// `priority` (1 to 99).
+pub fn realtime_priority_at(priority: u8) -> Result<(), String> {
     #[cfg(target_os = "linux")]
     {
         use thread_priority::{
             RealtimeThreadSchedulePolicy, ThreadPriority, ThreadPriorityValue,
             ThreadSchedulePolicy, set_thread_priority_and_policy, thread_native_id,
         };
-        let priority = ThreadPriorityValue::try_from(50u8).map_err(|e| e.to_string())?;
+        let priority = ThreadPriorityValue::try_from(priority).map_err(|e| e.to_string())?;
         set_thread_priority_and_policy(
             thread_native_id(),
             ThreadPriority::Crossplatform(priority),
@@ -57,6 +67,7 @@ pub fn realtime_priority() -> Result<(), String> {
     }
     #[cfg(not(target_os = "linux"))]
     {
+        let _ = priority;
         Err("not supported on this operating system".into())
     }
 }
