@@ -88,6 +88,10 @@ async fn run(
                 }
             }
             () = sleep_until(wake) => {
+                // A renewal (or a stop) published as the instant came wins.
+                if orders.has_changed().unwrap_or(true) {
+                    continue;
+                }
                 let Some(order) = order else { continue };
                 let first = fired != Some(order.at);
                 fired = Some(order.at);
@@ -229,6 +233,9 @@ mod tests {
                 // before.
                 wait_for("the address removed", || !holds("192.0.2.10")).await;
                 assert!(Instant::now() + LEAD >= renewed);
+                // The guard says so once its check after the deletion is
+                // done (this thread may see the address gone before).
+                wait_for("the removal said", || !said.lock().unwrap().is_empty()).await;
                 let lines = said.lock().unwrap().clone();
                 assert_eq!(lines.len(), 1, "{lines:?}");
                 assert!(
@@ -243,7 +250,8 @@ mod tests {
                 // The brain stopped it: the order is cleared, and an
                 // address added by hand stays.
                 orders.send_replace(None);
-                tokio::task::yield_now().await;
+                // A look again already under way ends first.
+                tokio::time::sleep(AGAIN * 2).await;
                 ip("addr add 192.0.2.10/24 dev hlg0");
                 tokio::time::sleep(AGAIN * 5).await;
                 assert!(holds("192.0.2.10"), "removed with no order");
