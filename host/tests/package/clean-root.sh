@@ -15,6 +15,9 @@ mount --bind /proc "$r/proc"
 mount --rbind /dev "$r/dev"
 mount -t tmpfs tmpfs "$r/run"
 mount -t tmpfs tmpfs "$r/tmp"
+# The root's /tmp is a fresh tmpfs: what the script needs is copied in (the
+# checkout itself may be under this machine's /tmp, hidden there).
 cp "$deb" "$r/tmp/heartline.deb"
 cp "$inroot" "$r/tmp/inroot.sh"
-chroot "$r" /bin/bash /tmp/inroot.sh "$example"
+cp "$example" "$r/tmp/example.toml"
+chroot "$r" /bin/bash /tmp/inroot.sh /tmp/example.toml
