@@ -122,23 +122,26 @@ async fn carry_out(nl: &Netlink, order: &Order, first: bool, report: &(impl Fn(S
         let done = vip::remove(nl, spec).await;
         let took = began.elapsed();
         let text = match done {
-            Ok(removal) if first || removal.deleted => format!(
-                "this node's fast lease ran out unrenewed: {tag}: {} (on the real-time thread, {offset} its stop point, in {} µs)",
-                removal.line,
-                took.as_micros()
-            ),
-            Ok(_) => continue,
-            Err(e) if first => format!(
-                "this node's fast lease ran out unrenewed: {tag}: cannot remove {}: {e}; the resource manager's stop tries again, and the watchdog resets this node if it fails",
-                spec.name()
-            ),
-            Err(_) => continue,
+            Ok(removal) if first || removal.deleted => {
+                let text = format!(
+                    "this node's fast lease ran out unrenewed: {tag}: {} (on the real-time thread, {offset} its stop point, in {} µs)",
+                    removal.line,
+                    took.as_micros()
+                );
+                warn!("{text}");
+                text
+            }
+            Err(e) if first => {
+                let text = format!(
+                    "this node's fast lease ran out unrenewed: {tag}: cannot remove {}: {e}; the resource manager's stop tries again, and the watchdog resets this node if it fails",
+                    spec.name()
+                );
+                error!("{text}");
+                text
+            }
+            // Looking again: only an address that came back is said.
+            Ok(_) | Err(_) => continue,
         };
-        if text.contains("cannot remove") {
-            error!("{text}");
-        } else {
-            warn!("{text}");
-        }
         report(text);
     }
 }
