@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::config::Config;
 use crate::control::remote::Remote;
 use crate::control::server::{self, Services};
-use crate::sys::{logging, perms, system};
+use crate::sys::{logging, memory, perms, system};
 use crate::{comm, resources};
 
 /// Why the daemon could not start or run.
@@ -103,6 +103,7 @@ pub async fn run(path: &Path) -> Result<(), Error> {
         .map_err(Error::Failed)?;
     tracing::info!(socket = %socket.display(), "control socket ready");
     system::notify("READY=1");
+    memory::release_after_start();
     system::shutdown_signal().await;
     tracing::info!("stopping: taking this node's hierarchies out of service first");
     system::notify("STOPPING=1");

@@ -455,6 +455,13 @@ fn two_thousand_idle_connections_under_1024_descriptors_change_nothing() {
         before.0,
         after.0
     );
+    // The release also unmapped code the daemon had run (the start-up's,
+    // the storm's), and what runs on maps it again: the daemon answers and
+    // its checks go on.
+    let last = released.last().map_or("", String::as_str);
+    assert!(last.contains("unmapped until next used"), "{last}");
+    let status = site.ok(1, &["status"]);
+    assert!(status.contains(WEB), "{status}");
     assert_eq!(running_on(&apps, &[1, 2]), [1]);
 }
 
