@@ -172,6 +172,23 @@ pub struct NodeReport {
     /// Lost nodes this node fences, or fenced since they were lost.
     #[serde(default)]
     pub fencing: Vec<FenceReport>,
+    /// Where each hierarchy would go next, as this node sees the cluster.
+    #[serde(default)]
+    pub next: Vec<NextReport>,
+}
+
+/// Where a hierarchy would go next: for one that runs, the node that would
+/// take it over if the nodes it runs on were lost; for one that does not,
+/// where it would start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NextReport {
+    /// The hierarchy, by its group's key (its smallest member).
+    pub key: crate::model::Place,
+    /// The node (`None`: no node could take it).
+    pub node: Option<u16>,
+    /// Why no node could, when none could.
+    #[serde(default)]
+    pub why: Option<String>,
 }
 
 /// Quorum, for `status`.
@@ -240,6 +257,14 @@ pub struct ResourceStatus {
     pub busy: Option<String>,
     /// The last script run on it and how it went.
     pub last: Option<String>,
+    /// Its last failure here (a check, start, stop or recovery that
+    /// failed): the script and what it said (exit code or signal, time
+    /// taken, the last lines of its output).
+    #[serde(default)]
+    pub last_failure: Option<String>,
+    /// How long ago that failure was, in milliseconds.
+    #[serde(default)]
+    pub last_failure_ago_ms: Option<u64>,
     /// Properties (as set), for the curious.
     pub props: BTreeMap<String, String>,
 }

@@ -877,7 +877,7 @@ fn a_second_double_run_is_warned_of_and_counted_too() {
         let log = site.cluster.log(1);
         let warned = log
             .lines()
-            .filter(|l| l.contains("web's hierarchy runs on nodes 1, 2 at once"))
+            .filter(|l| l.contains("web's hierarchy runs on alpha (1), bravo (2) at once"))
             .count();
         let counted = site.report(1).unwrap().multi_active;
         assert!(

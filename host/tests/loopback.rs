@@ -68,7 +68,7 @@ fn status_converges_and_a_blocked_path_takes_only_that_path_down() {
             .success()
     );
     assert!(
-        !cluster.log(1).contains("node 2 down"),
+        !cluster.log(1).contains("bravo (2) down"),
         "no NodeDown was ever logged"
     );
 
@@ -95,7 +95,11 @@ fn a_killed_node_is_declared_down_and_its_restart_is_seen() {
         .status()
         .unwrap();
     assert_eq!(can_talk.code(), Some(1));
-    assert!(cluster.log(1).contains("node 3 down: every path silent"));
+    assert!(
+        cluster
+            .log(1)
+            .contains("charlie (3) down: every path silent")
+    );
 
     cluster.start(3).unwrap();
     wait_for(CONVERGE, "node 3 up again with a new incarnation", || {
@@ -103,7 +107,7 @@ fn a_killed_node_is_declared_down_and_its_restart_is_seen() {
         state == "up" && incarnation > before
     });
     wait_for(Duration::from_secs(5), "the restart logged", || {
-        cluster.log(1).contains("node 3 restarted")
+        cluster.log(1).contains("charlie (3) restarted")
     });
 }
 
@@ -396,7 +400,7 @@ fn incarnations_neither_saturate_nor_lock_a_node_out_after_a_clock_correction() 
         log.contains(&format!("takes incarnation {}", ahead + 1)),
         "{log}"
     );
-    assert!(cluster.log(1).contains("node 2 restarted"));
+    assert!(cluster.log(1).contains("bravo (2) restarted"));
     // Recorded: the next start takes the one after without asking.
     let recorded: u64 = std::fs::read_to_string(&record)
         .unwrap()
@@ -425,7 +429,7 @@ fn stall_bound() {
     for stall_ms in [250u64, 300, 350, 380, 400, 420, 450, 500] {
         let mut downs = 0;
         for trial in 0..10u64 {
-            let before = cluster.log(1).matches("node 2 down").count();
+            let before = cluster.log(1).matches("bravo (2) down").count();
             // A different phase of the heartbeat cycle each time.
             std::thread::sleep(Duration::from_millis(500 + trial * 13));
             kill(pid, Signal::SIGSTOP).unwrap();
@@ -433,7 +437,7 @@ fn stall_bound() {
             kill(pid, Signal::SIGCONT).unwrap();
             wait_for(CONVERGE, "node 2 up again", || cluster.view(1, 2).0 == "up");
             std::thread::sleep(Duration::from_millis(300));
-            if cluster.log(1).matches("node 2 down").count() > before {
+            if cluster.log(1).matches("bravo (2) down").count() > before {
                 downs += 1;
             }
         }

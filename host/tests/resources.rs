@@ -547,10 +547,21 @@ fn three_nodes_share_one_configuration_and_fail_over_by_priority() {
                     web.contains("runs on bravo (2), charlie (3)?; FAILED: app on alpha (1)")
                         && web.contains("charlie (3) in service?")
                         && web.contains("alpha (1) out of service, app OSF")
+                        // Where it would go if bravo were lost: nowhere,
+                        // and why, node by node.
+                        && web.contains("; next: none (")
+                        && web.contains("app is OSF on alpha (1)")
+                        && web.contains("charlie (3) is not up")
                 })
         },
     );
     assert!(shown.is_ok(), "{status}");
+    // Alpha's own resources: app's last failure, when and what.
+    let failed = status
+        .lines()
+        .find(|l| l.trim_start().starts_with("app last failed "))
+        .unwrap_or_else(|| panic!("no last failure of app: {status}"));
+    assert!(failed.contains(" ago: "), "{failed}");
     // What node 3 ran is listed as only the last known while it is down.
     let listed = site.ok(1, &["ins", "list", "--node", "charlie"]);
     assert!(

@@ -115,7 +115,7 @@ fn a_pty_pair_carries_heartbeats_and_mailboxes_and_its_loss_takes_the_node_down(
     .unwrap();
     let log = cluster.log(1);
     let path_down = log.find("node 2 path 0 down").unwrap();
-    let node_down = log.find("node 2 down: every path silent").unwrap();
+    let node_down = log.find("bravo (2) down: every path silent").unwrap();
     assert!(
         path_down < node_down,
         "the path went down first, then the node"

@@ -114,6 +114,9 @@ pub(super) struct Local {
     recheck: BTreeSet<String>,
     failures: BTreeMap<String, VecDeque<Instant>>,
     last: BTreeMap<String, String>,
+    /// The last failure of each resource here (a check, a start, a stop or
+    /// a recovery that failed): when, and what the script said.
+    last_failure: BTreeMap<String, (Instant, String)>,
     /// Hierarchies (a tag of each) not to run here until an administrator
     /// brings them in service here (init strategy out-of-service).
     pub(super) held: BTreeSet<String>,
@@ -176,6 +179,11 @@ impl Local {
     /// The last script run on `tag` and how it went.
     pub(super) fn last(&self, tag: &str) -> Option<String> {
         self.last.get(tag).cloned()
+    }
+
+    /// The last failure of `tag` here: when, and what the script said.
+    pub(super) fn last_failure(&self, tag: &str) -> Option<&(Instant, String)> {
+        self.last_failure.get(tag)
     }
 }
 
@@ -488,6 +496,12 @@ impl Brain {
         self.local
             .last
             .insert(tag.clone(), format!("{action} {summary}"));
+        if !ok && kind != Kind::Probe {
+            // A probe that finds it stopped is no failure.
+            self.local
+                .last_failure
+                .insert(tag.clone(), (self.now, format!("{action} {summary}")));
+        }
         if !ok && !matches!(kind, Kind::Check | Kind::Probe) {
             self.notice(Level::Warn, line.clone());
         }

@@ -374,14 +374,15 @@ impl Brain {
                 None => {
                     cannot.insert(
                         r.place.tag.clone(),
-                        format!("no recovery kit {kind} on node {node}"),
+                        format!("no recovery kit {kind} on {}", self.who(node)),
                     );
                 }
                 Some(kit) if !kit.problems.is_empty() => {
                     cannot.insert(
                         r.place.tag.clone(),
                         format!(
-                            "recovery kit {kind} on node {node}: {}",
+                            "recovery kit {kind} on {}: {}",
+                            self.who(node),
                             kit.problems.join("; ")
                         ),
                     );

@@ -67,6 +67,9 @@ pub struct BrainConfig {
     pub incarnation: u64,
     /// Every host node of the cluster, this one included.
     pub nodes: BTreeSet<u16>,
+    /// The nodes' names, as configured, for what the brain says (`bravo
+    /// (2)`); a node without one is `node 2`.
+    pub names: BTreeMap<u16, String>,
     /// The recovery kits installed here, by `app/type`.
     pub kits: BTreeMap<String, KitInfo>,
     /// Failures of a resource counted together (a resource's
@@ -104,6 +107,7 @@ impl BrainConfig {
             node,
             incarnation,
             nodes,
+            names: BTreeMap::new(),
             kits: BTreeMap::new(),
             failure_window: Duration::from_secs(600),
             max_failures: 3,
@@ -558,6 +562,16 @@ impl Brain {
     #[must_use]
     pub fn view(&self) -> View {
         self.members.view(&self.cfg)
+    }
+
+    /// A node as what the brain says names it: `bravo (2)`, or `node 2`
+    /// when its name is not configured.
+    #[must_use]
+    pub fn who(&self, node: u16) -> String {
+        match self.cfg.names.get(&node) {
+            Some(name) if !name.is_empty() => format!("{name} ({node})"),
+            _ => format!("node {node}"),
+        }
     }
 
     /// The coordinator this node follows: the lowest node it sees up.

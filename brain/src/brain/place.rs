@@ -225,15 +225,13 @@ impl Brain {
                 }
                 self.stats.orders += 1;
                 let verb = match op {
-                    Op::Start => "start",
-                    Op::Stop => "stop",
+                    Op::Start => "starts",
+                    Op::Stop => "stops",
                 };
+                // One line that says what and why, nodes by name.
                 self.notice(
                     Level::Info,
-                    format!(
-                        "decision: {verb} {}'s hierarchy on node {node} ({why})",
-                        key.tag
-                    ),
+                    format!("decision: {} {verb} {}: {why}", self.who(node), key.tag),
                 );
                 let view = view.clone();
                 let (ticket, ends) = match ticket {
@@ -271,13 +269,14 @@ impl Brain {
             Decision::MultiActive { key, nodes, keep } => {
                 if self.place.multi.insert(key.clone()) {
                     self.stats.multi_active += 1;
-                    let list: Vec<String> = nodes.iter().map(u16::to_string).collect();
+                    let list: Vec<String> = nodes.iter().map(|&n| self.who(n)).collect();
                     self.notice(
                         Level::Warn,
                         format!(
-                            "{}'s hierarchy runs on nodes {} at once: keeping it on node {keep}, stopping it on the others",
+                            "{}'s hierarchy runs on {} at once: keeping it on {}, stopping it on the others",
                             key.tag,
-                            list.join(", ")
+                            list.join(", "),
+                            self.who(keep)
                         ),
                     );
                 }
@@ -312,23 +311,7 @@ impl Brain {
     /// What must change, from the whole state. Pure: it reads, and the
     /// caller carries the decisions out.
     pub fn plan(&self, own: &Flags, own_busy: &BTreeMap<String, Activity>) -> Vec<Decision> {
-        let mut nodes: BTreeMap<u16, NodeView<'_>> = BTreeMap::new();
-        nodes.insert(
-            self.cfg.node,
-            NodeView {
-                flags: own,
-                busy: own_busy,
-            },
-        );
-        for (node, peer) in &self.members.up {
-            nodes.insert(
-                *node,
-                NodeView {
-                    flags: &peer.flags,
-                    busy: &peer.busy,
-                },
-            );
-        }
+        let nodes = self.node_views(own, own_busy);
         let mut decisions = Vec::new();
         let no_start = self.why_no_start();
         for group in self.groups.iter() {
@@ -351,6 +334,33 @@ impl Brain {
         decisions
     }
 
+    /// Every node up as placement sees it: this one with `own`, the
+    /// others as they last reported.
+    fn node_views<'a>(
+        &'a self,
+        own: &'a Flags,
+        own_busy: &'a BTreeMap<String, Activity>,
+    ) -> BTreeMap<u16, NodeView<'a>> {
+        let mut nodes: BTreeMap<u16, NodeView<'_>> = BTreeMap::new();
+        nodes.insert(
+            self.cfg.node,
+            NodeView {
+                flags: own,
+                busy: own_busy,
+            },
+        );
+        for (node, peer) in &self.members.up {
+            nodes.insert(
+                *node,
+                NodeView {
+                    flags: &peer.flags,
+                    busy: &peer.busy,
+                },
+            );
+        }
+        nodes
+    }
+
     fn plan_group(&self, g: &Group, nodes: &BTreeMap<u16, NodeView<'_>>, out: &mut Vec<Decision>) {
         let model = &self.model;
         let key = &g.key;
@@ -371,16 +381,22 @@ impl Brain {
                     // blocks the group: it may still run there.
                     out.push(Decision::Note {
                         text: format!(
-                            "{}'s hierarchy is BLOCKED: {} is BLOCKED on node {} (its stop failed; it may still run there); nothing is started or stopped for it until that node stops it and heartline cleanup {} --node {} is run",
-                            key.tag, place.tag, place.node, place.tag, place.node
+                            "{}'s hierarchy is BLOCKED: {} is BLOCKED on {} (its stop failed; it may still run there); nothing is started or stopped for it until that node stops it and heartline cleanup {} --node {} is run",
+                            key.tag,
+                            place.tag,
+                            self.who(place.node),
+                            place.tag,
+                            place.node
                         ),
                     });
                     if mv.is_some() {
                         out.push(Decision::EndMove {
                             key: key.clone(),
                             result: Some(Err(format!(
-                                "{}'s hierarchy is blocked: {} on node {} failed to stop",
-                                key.tag, place.tag, place.node
+                                "{}'s hierarchy is blocked: {} on {} failed to stop",
+                                key.tag,
+                                place.tag,
+                                self.who(place.node)
                             ))),
                         });
                     }
@@ -468,7 +484,7 @@ impl Brain {
                     n,
                     Op::Stop,
                     None,
-                    format!("it runs on node {keep} too"),
+                    format!("it runs on {} too", self.who(keep)),
                 ));
             }
             return;
@@ -481,7 +497,7 @@ impl Brain {
                             n,
                             Op::Stop,
                             ticket_of(false),
-                            format!("moving it to node {t}"),
+                            format!("an administrator moves it to {}", self.who(t)),
                         )),
                         Err(why) => out.push(Decision::EndMove {
                             key: key.clone(),
@@ -496,8 +512,9 @@ impl Brain {
                         key: key.clone(),
                         result: (!ordered).then(|| {
                             Ok(format!(
-                                "{}'s hierarchy is already in service on node {n}",
-                                key.tag
+                                "{}'s hierarchy is already in service on {}",
+                                key.tag,
+                                self.who(n)
                             ))
                         }),
                     });
@@ -508,9 +525,9 @@ impl Brain {
             }
             if !keepable(n) {
                 let why = if nodes[&n].flags.leaving {
-                    format!("node {n} is stopping")
+                    format!("{} is stopping", self.who(n))
                 } else {
-                    format!("node {n} is in standby")
+                    format!("{} is in standby", self.who(n))
                 };
                 out.push(order(n, Op::Stop, None, why));
             } else if !complete(n) {
@@ -534,25 +551,30 @@ impl Brain {
             }
             return;
         }
-        let mut reasons = Vec::new();
-        let best = g
-            .nodes()
-            .filter(|&n| match self.eligible(g, n, nodes, false) {
-                Ok(()) => true,
-                Err(why) => {
-                    reasons.push(why);
-                    false
-                }
-            })
-            .min_by_key(|&n| (g.priority(n), n));
-        match best {
-            Some(n) => out.push(order(
-                n,
-                Op::Start,
-                None,
-                format!("the best node that can run it (priority {})", g.priority(n)),
-            )),
-            None => out.push(Decision::Note {
+        match self.best_node(g, nodes, &[]) {
+            Ok(n) => {
+                // Where it ran, if that node is lost: the why of a takeover.
+                let lost: Vec<String> = g
+                    .nodes()
+                    .filter(|m| !nodes.contains_key(m))
+                    .filter(|&m| {
+                        g.on_slots(m).iter().any(|slot| {
+                            self.states
+                                .get(*slot)
+                                .is_some_and(|state| state.in_service())
+                        })
+                    })
+                    .map(|m| self.who(m))
+                    .collect();
+                let best = format!("the best node that can run it (priority {})", g.priority(n));
+                let why = if lost.is_empty() {
+                    best
+                } else {
+                    format!("{} ran it and is down; {best}", lost.join(", "))
+                };
+                out.push(order(n, Op::Start, None, why));
+            }
+            Err(reasons) => out.push(Decision::Note {
                 text: format!(
                     "{}'s hierarchy should run but no node can run it: {}",
                     key.tag,
@@ -560,6 +582,63 @@ impl Brain {
                 ),
             }),
         }
+    }
+
+    /// The best node up that may be given the group (by priority, then
+    /// node id), other than those in `except`; else why none may.
+    fn best_node(
+        &self,
+        g: &Group,
+        nodes: &BTreeMap<u16, NodeView<'_>>,
+        except: &[u16],
+    ) -> Result<u16, Vec<String>> {
+        let mut reasons = Vec::new();
+        g.nodes()
+            .filter(|n| !except.contains(n))
+            .filter(|&n| match self.eligible(g, n, nodes, false) {
+                Ok(()) => true,
+                Err(why) => {
+                    reasons.push(why);
+                    false
+                }
+            })
+            .min_by_key(|&n| (g.priority(n), n))
+            .ok_or(reasons)
+    }
+
+    /// Where each group would go next, as this node sees the cluster: for
+    /// a group that runs, the node that would take it over if the nodes it
+    /// runs on were lost; for one that does not, where it would start.
+    /// `Err`: no node could, and why.
+    #[must_use]
+    pub fn next_nodes(&self) -> Vec<(Place, Result<u16, String>)> {
+        let own = self.placement_flags();
+        let own_busy = self.local.busy();
+        let nodes = self.node_views(&own, &own_busy);
+        self.groups
+            .iter()
+            .map(|g| {
+                let active: Vec<u16> = g
+                    .nodes()
+                    .filter(|n| nodes.contains_key(n))
+                    .filter(|&n| {
+                        g.on_slots(n).iter().any(|slot| {
+                            self.states
+                                .get(*slot)
+                                .is_some_and(|state| state.in_service())
+                        })
+                    })
+                    .collect();
+                let next = self.best_node(g, &nodes, &active).map_err(|reasons| {
+                    if reasons.is_empty() {
+                        "no other node has an instance of it".to_string()
+                    } else {
+                        reasons.join("; ")
+                    }
+                });
+                (g.key.clone(), next)
+            })
+            .collect()
     }
 
     /// Why the group may not be started anywhere yet: a node that is not up
@@ -580,7 +659,8 @@ impl Brain {
             "lease"
         };
         Some(format!(
-            "node {n} may still run it: waiting for its {lease} to end on every node of this partition"
+            "{} may still run it: waiting for its {lease} to end on every node of this partition",
+            self.who(n)
         ))
     }
 
@@ -594,39 +674,44 @@ impl Brain {
         explicit: bool,
     ) -> Result<(), String> {
         let Some(view) = nodes.get(&n) else {
-            return Err(format!("node {n} is not up"));
+            return Err(format!("{} is not up", self.who(n)));
         };
         let flags = view.flags;
         let members = g.on(n);
         if members.is_empty() {
             return Err(format!(
-                "node {n} has no instance of {}'s hierarchy",
+                "{} has no instance of {}'s hierarchy",
+                self.who(n),
                 g.key.tag
             ));
         }
         if flags.leaving {
-            return Err(format!("node {n} is stopping"));
+            return Err(format!("{} is stopping", self.who(n)));
         }
         if flags.probing {
-            return Err(format!("node {n} is still probing"));
+            return Err(format!("{} is still probing", self.who(n)));
         }
         if self.cfg.quorum.is_some() && !flags.quorate {
-            return Err(format!("node {n} has no quorum"));
+            return Err(format!("{} has no quorum", self.who(n)));
         }
         if self.model.standby.contains(&n) {
-            return Err(format!("node {n} is in standby"));
+            return Err(format!("{} is in standby", self.who(n)));
         }
         if !explicit && members.iter().any(|p| flags.held.contains(&p.tag)) {
             return Err(format!(
-                "node {n} holds it out (init out-of-service) until heartline in-service there"
+                "{} holds it out (init out-of-service) until heartline in-service there",
+                self.who(n)
             ));
         }
         for place in members {
             if let Some(r) = self.model.resources.get(place) {
                 if r.state.failed() {
                     return Err(format!(
-                        "{} is {} on node {n} (heartline cleanup {} --node {n})",
-                        place.tag, r.state, place.tag
+                        "{} is {} on {} (heartline cleanup {} --node {n})",
+                        place.tag,
+                        r.state,
+                        self.who(n),
+                        place.tag
                     ));
                 }
             }
@@ -635,7 +720,7 @@ impl Brain {
             }
         }
         if let Some(why) = self.place.refused.get(&(n, g.key.clone())) {
-            return Err(format!("node {n} refused it: {why}"));
+            return Err(format!("{} refused it: {why}", self.who(n)));
         }
         Ok(())
     }
@@ -691,7 +776,8 @@ impl Brain {
                 self.notice(
                     Level::Warn,
                     format!(
-                        "node {node} refused to act on {}'s hierarchy: {why}",
+                        "{} refused to act on {}'s hierarchy: {why}",
+                        self.who(node),
                         key.tag
                     ),
                 );

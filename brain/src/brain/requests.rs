@@ -956,6 +956,14 @@ impl Brain {
                         .find(|(t, _)| hierarchy.contains(*t))
                         .map(|(_, a)| a.to_string()),
                     last: self.local.last(&r.place.tag),
+                    last_failure: self
+                        .local
+                        .last_failure(&r.place.tag)
+                        .map(|(_, said)| said.clone()),
+                    last_failure_ago_ms: self
+                        .local
+                        .last_failure(&r.place.tag)
+                        .map(|(at, _)| self.now.saturating_since(*at).as_millis()),
                     props: r.props.clone(),
                 }
             })
@@ -993,6 +1001,22 @@ impl Brain {
                     level: f.level,
                     failed: f.failed,
                     running: f.running,
+                })
+                .collect(),
+            next: self
+                .next_nodes()
+                .into_iter()
+                .map(|(key, next)| match next {
+                    Ok(node) => crate::api::NextReport {
+                        key,
+                        node: Some(node),
+                        why: None,
+                    },
+                    Err(why) => crate::api::NextReport {
+                        key,
+                        node: None,
+                        why: Some(why),
+                    },
                 })
                 .collect(),
         }

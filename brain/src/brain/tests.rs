@@ -92,8 +92,15 @@ fn kit() -> KitInfo {
     }
 }
 
+const NAMES: [&str; 5] = ["alpha", "bravo", "charlie", "delta", "echo"];
+
 fn config(node: u16, nodes: &BTreeSet<u16>) -> BrainConfig {
     let mut cfg = BrainConfig::new(node, 1, nodes.clone());
+    for &n in nodes {
+        if let Some(name) = NAMES.get(usize::from(n) - 1) {
+            cfg.names.insert(n, (*name).to_string());
+        }
+    }
     cfg.kits.insert("gen/app".into(), kit());
     cfg.kits.insert("ip/vip".into(), kit());
     cfg
@@ -737,6 +744,46 @@ fn a_hierarchy_starts_on_one_node_and_fails_over_when_that_node_dies() {
     c.settle();
     assert_eq!(c.running("db"), [2]);
     assert_eq!(c.versions().len(), 1, "one configuration");
+}
+
+#[test]
+fn each_hierarchy_says_where_it_would_go_next_and_a_takeover_says_why_by_name() {
+    let mut c = Cluster::new(3);
+    c.extend("db", &[1, 2, 3]);
+    let key = Place {
+        node: 1,
+        tag: "db".into(),
+    };
+    // Out of service: where it would start.
+    assert_eq!(c.brains[&2].next_nodes(), [(key.clone(), Ok(1))]);
+    in_service(&mut c, 1, "db");
+    // In service on alpha: bravo would take it over, as every node sees it.
+    for node in 1..=3 {
+        assert_eq!(c.brains[&node].next_nodes(), [(key.clone(), Ok(2))]);
+    }
+    c.crash(1, true);
+    c.advance(Duration::from_secs(1));
+    assert_eq!(c.running("db"), [2], "{:#?}", c.notices);
+    assert!(
+        c.noticed(
+            "decision: bravo (2) starts db: alpha (1) ran it and is down; the best node that can run it (priority 2)"
+        ),
+        "{:#?}",
+        c.notices
+    );
+    assert_eq!(c.brains[&3].next_nodes(), [(key.clone(), Ok(3))]);
+    c.crash(2, true);
+    c.advance(Duration::from_secs(1));
+    assert_eq!(c.running("db"), [3]);
+    // Nowhere left to go, and why, by name.
+    assert_eq!(
+        c.brains[&3].next_nodes(),
+        [(
+            key,
+            Err("alpha (1) is not up; bravo (2) is not up".to_string())
+        )]
+    );
+    c.assert_never_twice();
 }
 
 #[test]

@@ -929,7 +929,8 @@ async fn status_text(socket: &std::path::Path, on: Target) -> Result<String, Fai
     let report = status_report(socket, on).await?;
     let mut text = status::render(&report.comm, report.resources.as_deref());
     if let Ok(Response::Lcd(model)) = client::ask(socket, on.wrap(Request::Lcd)).await {
-        text.push_str(&status::render_cluster(&report.comm, &model));
+        let next = report.resources.as_ref().map_or(&[][..], |r| &r.next[..]);
+        text.push_str(&status::render_cluster(&report.comm, &model, next));
     }
     Ok(text)
 }
@@ -1058,9 +1059,10 @@ mod tests {
             serde_json::from_str(&event_line(true, 1_500, 1_796_268_512_345, "x")).unwrap();
         assert_eq!(json["time"], "2026-12-03T03:28:32.345Z");
         assert_eq!(json["uptime_ms"], 1_500);
+        assert!(names_word("node 2 down: every path silent", "node 2"));
         assert!(names_word(
-            "decision: start web's hierarchy on node 2",
-            "node 2"
+            "decision: bravo (2) starts web: alpha (1) ran it and is down",
+            "bravo"
         ));
         assert!(!names_word("node 21 up", "node 2"));
         assert!(names_word("restore web: exited 0", "web"));

@@ -246,6 +246,14 @@ fn render_resources(out: &mut String, r: &NodeReport) {
             res.last.as_deref().unwrap_or("-")
         );
     }
+    // Each resource's last failure, under the table: when and what.
+    for res in &r.resources {
+        if let (Some(failure), Some(ago)) = (&res.last_failure, res.last_failure_ago_ms) {
+            // To the second ("3m 12s"), under a second "0s".
+            let ago = humantime::format_duration(std::time::Duration::from_secs(ago / 1000));
+            let _ = writeln!(out, "  {} last failed {ago} ago: {failure}", res.tag);
+        }
+    }
     let blocked: Vec<&str> = r
         .resources
         .iter()
@@ -264,9 +272,15 @@ fn render_resources(out: &mut String, r: &NodeReport) {
 /// Every hierarchy across the cluster (its resources, on each node it is
 /// extended to): where it runs, which of its resources failed where, and
 /// its state on each node, a `?` marking the last known state of a node
-/// that is down. Nodes by name and id.
+/// that is down; and where it would go next (`next`, from the node's
+/// report: the node that would take it over if it were lost where it
+/// runs). Nodes by name and id.
 #[must_use]
-pub fn render_cluster(report: &StatusReport, model: &crate::resources::lcd::Model) -> String {
+pub fn render_cluster(
+    report: &StatusReport,
+    model: &crate::resources::lcd::Model,
+    next: &[heartline_brain::api::NextReport],
+) -> String {
     let mut out = String::new();
     let groups = heartline_brain::groups::Groups::build(model);
     if groups.is_empty() {
@@ -341,6 +355,19 @@ pub fn render_cluster(report: &StatusReport, model: &crate::resources::lcd::Mode
         };
         if !failed.is_empty() {
             let _ = write!(summary, "; FAILED: {}", failed.join(", "));
+        }
+        match next.iter().find(|n| n.key == g.key) {
+            Some(heartline_brain::api::NextReport { node: Some(n), .. }) => {
+                let _ = write!(summary, "; next: {}", name(*n));
+            }
+            Some(heartline_brain::api::NextReport {
+                node: None,
+                why: Some(why),
+                ..
+            }) => {
+                let _ = write!(summary, "; next: none ({why})");
+            }
+            _ => {}
         }
         let _ = writeln!(
             out,

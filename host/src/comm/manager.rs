@@ -613,6 +613,12 @@ impl Manager {
                 let _ = self.to_brain.send(ToBrain::Membership(change));
             }
         }
+        // Logged and streamed with the node it is about named; not for a
+        // delivery, which is neither.
+        let text = match event {
+            Event::Delivered { .. } | Event::SendFailed { .. } => String::new(),
+            _ => self.named(&event),
+        };
         match event {
             Event::Delivered { id, .. } => {
                 if let Some(waiting) = self.sends.remove(&id) {
@@ -655,20 +661,20 @@ impl Manager {
                         .entry(from.0)
                         .or_default()
                         .insert(remote.subject.0);
-                    warn!("{event}");
+                    warn!("{text}");
                 }
                 EventCode::WatchdogRearmed => {
                     self.trips
                         .entry(from.0)
                         .or_default()
                         .remove(&remote.subject.0);
-                    info!("{event}");
+                    info!("{text}");
                 }
                 EventCode::VoteGranted | EventCode::VoteRefused if Some(from) == self.witness() => {
                     self.dongle_vote(&remote);
                 }
                 EventCode::FenceDone | EventCode::FenceRefused => {
-                    warn!("{event}");
+                    warn!("{text}");
                     if let Some((number, _, done)) =
                         heartline_core::dongle::parse_fence_answer(&remote)
                     {
@@ -677,7 +683,7 @@ impl Manager {
                         }
                     }
                 }
-                _ => info!("{event}"),
+                _ => info!("{text}"),
             },
             Event::NodeDown { node } | Event::NodeRestarted { node, .. } => {
                 // Its mailboxes start afresh when it is back, and a dongle's
@@ -687,13 +693,13 @@ impl Manager {
                     self.trips.remove(&node.0);
                 }
                 if matches!(event, Event::NodeDown { .. }) {
-                    warn!("{event}")
+                    warn!("{text}")
                 } else {
-                    info!("{event}")
+                    info!("{text}")
                 }
             }
             Event::PathDown(at) => {
-                warn!("{event}");
+                warn!("{text}");
                 // A TCP path drops the connection that carried it and
                 // redials, rather than wait on the kernel's backoff.
                 if let Some(handle) = self.paths.get_mut(&at) {
@@ -703,10 +709,10 @@ impl Manager {
                 }
             }
             Event::WatchdogTripped { .. } => {
-                warn!("{event}")
+                warn!("{text}")
             }
             Event::Reincarnated { new, .. } => {
-                warn!("{event}");
+                warn!("{text}");
                 // Once, right after a start: the write is small.
                 if let Err(e) = super::incarnation::record(&self.config.state_dir, new) {
                     error!(
@@ -714,7 +720,7 @@ impl Manager {
                     );
                 }
             }
-            _ => info!("{event}"),
+            _ => info!("{text}"),
         }
         let at_ms = self
             .started
@@ -725,8 +731,31 @@ impl Manager {
         let _ = self.events.send(EventLine {
             at_ms,
             wall_ms: system::unix_ms(),
-            text: event.to_string(),
+            text,
         });
+    }
+
+    /// The event's line, with the node it is about named as configured
+    /// (`bravo (2) down: every path silent`).
+    fn named(&self, event: &Event) -> String {
+        let text = event.to_string();
+        let node = match event {
+            Event::NodeUp { node, .. }
+            | Event::NodeDown { node }
+            | Event::NodeRestarted { node, .. } => *node,
+            Event::Remote { from, .. } => *from,
+            _ => return text,
+        };
+        let name = self
+            .config
+            .peers
+            .iter()
+            .find(|p| p.id == node)
+            .and_then(|p| p.name.as_deref());
+        match (name, text.strip_prefix(&format!("{node} "))) {
+            (Some(name), Some(rest)) => format!("{name} ({}) {rest}", node.0),
+            _ => text,
+        }
     }
 
     /// Moves received messages into their mailboxes and to waiting readers.

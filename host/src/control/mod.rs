@@ -325,6 +325,8 @@ mod tests {
                 failures: 1,
                 busy: None,
                 last: Some("restore exited 0".into()),
+                last_failure: Some("quickCheck exited with code 1 in 2 ms: not answering".into()),
+                last_failure_ago_ms: Some(12_000),
                 props: std::collections::BTreeMap::new(),
             }],
             ..NodeReport::default()

@@ -161,7 +161,7 @@ pub fn run(program: &Path) -> Result<(), String> {
     while events.try_recv().is_ok() {}
     let killed = Instant::now();
     cluster.kill(CHARLIE);
-    let detected = wait_event(&events, "node 3 down", Duration::from_secs(5))?;
+    let detected = wait_event(&events, "charlie (3) down", Duration::from_secs(5))?;
     let detection = detected.saturating_duration_since(killed);
     wait_for(
         Duration::from_secs(5),
@@ -177,7 +177,7 @@ pub fn run(program: &Path) -> Result<(), String> {
     say(format_args!("4. Restarting charlie..."));
     let (_, old) = cluster.view(ALPHA, CHARLIE);
     cluster.start(CHARLIE)?;
-    wait_event(&events, "node 3 restarted", Duration::from_secs(10))?;
+    wait_event(&events, "charlie (3) restarted", Duration::from_secs(10))?;
     wait_for(Duration::from_secs(15), "charlie up everywhere", || {
         cluster.all_up()
     })?;
