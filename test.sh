@@ -20,7 +20,7 @@ rustup component list --installed | grep -q '^clippy' || rustup component add cl
 step "cargo-deb (the Debian package test builds the package with it)"
 command -v cargo-deb >/dev/null || cargo install cargo-deb --version 3.8.0 --locked
 
-step "system packages: socat (serial path tests), iproute2 and iptables (network namespace tests), qemu-system-arm (dongle tests), qemu-system-x86, busybox-static and cpio (a real watchdog reset in a virtual machine), MinGW (the Windows build), fence-agents, ipmitool and openipmi (fencing against a simulated BMC)"
+step "system packages: socat (serial path tests), iproute2 and iptables (network namespace tests), qemu-system-arm (dongle tests), qemu-system-x86, busybox-static and cpio (a real watchdog reset in a virtual machine), MinGW (the Windows build), fence-agents, ipmitool and openipmi (fencing against a simulated BMC), systemd (journald for the journal test)"
 missing=()
 command -v qemu-system-arm >/dev/null || missing+=(qemu-system-arm)
 command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86)
@@ -37,6 +37,9 @@ lean=()
 [ -x /usr/sbin/fence_ipmilan ] || lean+=(fence-agents)
 command -v ipmitool >/dev/null || lean+=(ipmitool)
 command -v ipmi_sim >/dev/null || lean+=(openipmi)
+# journald and journalctl run in a mount namespace by the journal test;
+# systemd-analyze checks the package's unit.
+[ -x /lib/systemd/systemd-journald ] || lean+=(systemd)
 # apt_install [OPTION...] -- PACKAGE...: all at once; if apt's resolver
 # refuses the set (seen on a machine with qemu-utils from backports), one at
 # a time, naming any that still cannot be installed.

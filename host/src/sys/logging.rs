@@ -2,10 +2,13 @@
 //! (through a queue and a writer thread, so a slow terminal, pipe or
 //! journal never delays the caller; lines are dropped if it overflows),
 //! plus, for `appmgr`, a log file and syslog. `RUST_LOG` filters
-//! (default `info`); under systemd the journal stamps lines itself, and
-//! each line starts with its syslog priority (`<4>` for a warning, as
-//! sd-daemon(3) has it), so `journalctl -p warning` shows warnings and
-//! errors only.
+//! (default `info`). Under systemd (standard error is the journal's
+//! stream) each line is sent to the journal natively, as an entry with its
+//! priority ([`super::journal`]), from the writer thread; should the
+//! journal's socket refuse one, it goes to standard error starting with
+//! its syslog priority (`<4>` for a warning, as sd-daemon(3) has it),
+//! which journald reads the same way. Either way the journal stamps lines
+//! itself and `journalctl -p warning` shows warnings and errors only.
 
 use std::fs::File;
 use std::sync::Mutex;
@@ -39,7 +42,7 @@ pub fn init(file: Option<File>, #[cfg(unix)] syslog: Option<crate::sys::syslog::
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .buffered_lines_limit(QUEUED_LINES)
         .lossy(true)
-        .finish(std::io::stderr());
+        .finish(destination());
     let stderr = tracing_subscriber::fmt::layer()
         .with_ansi(ansi)
         .with_writer(writer);
@@ -78,6 +81,22 @@ pub fn init(file: Option<File>, #[cfg(unix)] syslog: Option<crate::sys::syslog::
     }
     tracing_subscriber::registry().with(layers).init();
     Guard { _writer: guard }
+}
+
+/// Where the writer thread writes lines: the journal's socket when
+/// standard error is the journal's stream and the socket takes a
+/// connection, else standard error.
+fn destination() -> Box<dyn std::io::Write + Send> {
+    #[cfg(unix)]
+    if crate::sys::journal::stderr_is_journal() {
+        let socket = std::path::Path::new(crate::sys::journal::SOCKET);
+        if let Ok(journal) =
+            crate::sys::journal::Journal::connect(socket, "heartline", std::io::stderr())
+        {
+            return Box::new(journal);
+        }
+    }
+    Box::new(std::io::stderr())
 }
 
 /// A line format for the journal: the syslog priority of the event's level

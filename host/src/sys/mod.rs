@@ -1,6 +1,6 @@
 //! The lowest layer: what heartline asks of the operating system, knowing
-//! nothing of clusters. Where logs go ([`logging`], and [`syslog`] on
-//! Unix), and what the daemon asks of the system: locked memory,
+//! nothing of clusters. Where logs go ([`logging`], and [`syslog`] and
+//! the systemd journal's native protocol, [`journal`], on Unix), and what the daemon asks of the system: locked memory,
 //! real-time priority, systemd's notifications, shutdown signals
 //! ([`system`]); supervising child processes by process group, with the
 //! tails of their output ([`process`]); and feeding the watchdog device
@@ -8,6 +8,8 @@
 //! ([`perms`]); giving memory back after a burst of connections
 //! ([`memory`]).
 
+#[cfg(unix)]
+pub mod journal;
 pub mod logging;
 pub mod memory;
 pub mod perms;
