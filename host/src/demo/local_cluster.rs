@@ -15,7 +15,16 @@ use crate::config;
 use crate::control::client::{self, ClientError};
 use crate::control::{Request, Response};
 
-/// Waits for `check` to hold, polling every 20 ms, until `limit` passes.
+/// Set when the demo is interrupted (Ctrl-C, SIGTERM): every wait then
+/// ends with an error, so what was started is stopped as the error
+/// unwinds.
+pub static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// What [`wait_for`] returns once [`INTERRUPTED`] is set.
+pub const INTERRUPTED_TEXT: &str = "interrupted";
+
+/// Waits for `check` to hold, polling every 20 ms, until `limit` passes
+/// (or the demo is interrupted).
 pub fn wait_for(
     limit: Duration,
     what: &str,
@@ -23,6 +32,9 @@ pub fn wait_for(
 ) -> Result<(), String> {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
+        if INTERRUPTED.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(format!("{INTERRUPTED_TEXT} while waiting for {what}"));
+        }
         if check() {
             return Ok(());
         }

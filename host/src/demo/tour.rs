@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use heartline_core::PathConfig;
 
-use super::local_cluster::{ExtraPath, LocalCluster, PathEnds, wait_for};
+use super::local_cluster::{ExtraPath, INTERRUPTED, LocalCluster, PathEnds, wait_for};
 use super::local_guest::{LocalGuest, process_alive, recorded_pid};
 use super::sample_app::{SampleApp, install_kits};
 use crate::cli::status;
@@ -30,8 +30,41 @@ const CHARLIE: u16 = 3;
 /// The demo's kits: checked every 200 ms, one local recovery.
 const QUICK_KIT: &str = "quick_check_interval = \"200ms\"\nrecover_attempts = 1\n";
 
-/// Runs the demonstration with `program` as the daemon binary.
+/// Runs the demonstration with `program` as the daemon binary. Ctrl-C or
+/// SIGTERM ends it early, with every process it started stopped.
 pub fn run(program: &Path) -> Result<(), String> {
+    catch_interrupts();
+    let result = tour(program);
+    // Everything the tour started is stopped by now: dropped as it
+    // returned.
+    if INTERRUPTED.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err("interrupted; every process it started is stopped".into());
+    }
+    result
+}
+
+/// Catches Ctrl-C and SIGTERM for the demo's length: they are blocked in
+/// this thread and the threads it starts (the programs it runs get a clean
+/// mask: std resets it), and a thread waits for them and sets
+/// [`INTERRUPTED`], which ends the wait under way.
+fn catch_interrupts() {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGINT);
+    signals.add(Signal::SIGTERM);
+    if signals.thread_block().is_err() {
+        return;
+    }
+    std::thread::spawn(move || {
+        if let Ok(signal) = signals.wait() {
+            INTERRUPTED.store(true, std::sync::atomic::Ordering::Relaxed);
+            eprintln!("heartline demo: {signal} received: stopping what it started...");
+        }
+    });
+}
+
+/// The tour itself; what it starts is stopped when it returns, however.
+fn tour(program: &Path) -> Result<(), String> {
     let defaults = PathConfig::default();
     // As `100ms`, not the core's fixed three decimals (`100.000ms`).
     let human = |d: heartline_core::Duration| {
@@ -201,6 +234,24 @@ pub fn run(program: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// The demo's applications, each killed (if it runs) when dropped.
+struct KilledOnDrop(Vec<SampleApp>);
+
+impl std::ops::Deref for KilledOnDrop {
+    type Target = [SampleApp];
+    fn deref(&self) -> &[SampleApp] {
+        &self.0
+    }
+}
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        for app in &self.0 {
+            app.kill();
+        }
+    }
+}
+
 /// Steps 5 to 7: a tiny HTTP responder protected on alpha and bravo;
 /// killed, it is recovered in place; alpha killed, bravo runs it. Returns
 /// how long each took until the application answered again.
@@ -225,6 +276,9 @@ fn protect(program: &Path, cluster: &mut LocalCluster) -> Result<(Duration, Dura
         })
         .collect::<Result<_, _>>()
         .map_err(|e| format!("cannot write the application's scripts: {e}"))?;
+    // Killed when this step ends early (an error, Ctrl-C): the daemons
+    // started them, and a daemon killed first leaves them running.
+    let apps = KilledOnDrop(apps);
     // Changes need quorum: its lease comes from the peers' echoes, a few
     // heartbeats after charlie's restart.
     wait_for(Duration::from_secs(15), "quorum on alpha", || {
