@@ -142,6 +142,16 @@ impl Answer {
     }
 }
 
+/// How every message and view names a node: `bravo (2)`, or `node 2`
+/// when it has no name.
+#[must_use]
+pub fn node_name(node: u16, name: Option<&str>) -> String {
+    match name {
+        Some(name) if !name.is_empty() => format!("{name} ({node})"),
+        _ => format!("node {node}"),
+    }
+}
+
 /// A node's resources and the cluster as it sees it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeReport {

@@ -73,6 +73,7 @@ pub async fn run(path: &Path) -> Result<(), Error> {
     let incarnation =
         comm::incarnation::next_incarnation(&config.state_dir).map_err(Error::Failed)?;
     let socket = config.control_socket.clone();
+    crate::transport::set_names(config.host_names());
     let (comm, to_brain) = comm::start(config.clone(), incarnation).map_err(Error::BadConfig)?;
     // Locked once the protocol endpoint is built: the thread that builds
     // it has a stack large enough to hold it (64 MiB), gone by now, which
@@ -93,7 +94,7 @@ pub async fn run(path: &Path) -> Result<(), Error> {
         perms::private_file(Path::new(&path), false).map_err(Error::Failed)?;
     }
     let services = Services {
-        remote: Remote::new(config.node.0, &comm),
+        remote: Remote::new(config.node.0, config.host_names(), &comm),
         comm: comm.clone(),
         resources: resources.clone(),
     };

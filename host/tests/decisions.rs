@@ -444,7 +444,7 @@ fn standby_unstandby_and_maintenance() {
     wait_quiet_on(&site, &nodes, &apps, 2, Duration::from_secs(15));
     site.wait_verified(&nodes, Duration::from_secs(10));
     let status = site.ok(1, &["status"]);
-    assert!(status.contains("in standby: node 1"), "{status}");
+    assert!(status.contains("in standby: alpha (1)"), "{status}");
 
     // Unstandby moves nothing back.
     site.ok(1, &["unstandby", "1"]);

@@ -257,37 +257,6 @@ fn junk_and_forged_frames_are_counted_and_the_daemon_keeps_serving() {
 }
 
 #[test]
-fn the_demo_runs_on_defaults_and_exits_0() {
-    let output = Command::new(env!("CARGO_BIN_EXE_heartline"))
-        .arg("demo")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{text}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    for step in [
-        "still see each other up over",
-        "delivered",
-        "declared charlie down",
-        "saw charlie restart",
-        "it answers \"hello from alpha\"",
-        "recover restarted it on alpha",
-        "\"hello from bravo\"",
-        "waited for alpha's quorum lease",
-        "left it there",
-        "in service: pid",
-        "recover started it again",
-        "appmgr stopped it on the guest",
-        "Summary",
-    ] {
-        assert!(text.contains(step), "missing {step:?} in:\n{text}");
-    }
-}
-
-#[test]
 fn a_full_mailbox_refuses_senders_clearly_and_loses_nothing() {
     let cluster = cluster(2, 1);
     let send = |i: u32| {
@@ -308,7 +277,10 @@ fn a_full_mailbox_refuses_senders_clearly_and_loses_nothing() {
             other => panic!("{other:?}"),
         }
     };
-    assert!(refusal.contains("mailbox 6 on node 2 is full"), "{refusal}");
+    assert!(
+        refusal.contains("mailbox 6 on bravo (2) is full"),
+        "{refusal}"
+    );
     assert!(
         accepted >= heartline::comm::MAILBOX_DEPTH as u32,
         "only {accepted} accepted"
@@ -445,33 +417,70 @@ fn stall_bound() {
     }
 }
 
-/// Two nodes whose cluster keys differ never come up, and each says why:
-/// a warning naming the cause in its log, and `status` spelling out what
-/// its `bad_tag` count means.
+/// Two nodes whose configurations disagree never come up, and say why,
+/// for each kind of mismatch: the cluster keys (`bad_tag`), the cluster
+/// ids (`wrong_cluster`) and the path lists (`path_mismatch`, node 2's two
+/// paths in the other order): a warning naming the peer and the likely
+/// cause in node 1's log, and `status` spelling out what the count means.
 #[test]
-fn nodes_whose_keys_differ_say_so_in_the_log_and_in_status() {
-    let mut cluster = LocalCluster::new(Path::new(env!("CARGO_BIN_EXE_heartline")), 2, 1).unwrap();
-    // Node 2 gets a key of its own.
-    let config = cluster.config_path(2);
-    let other = config.with_file_name("other.key");
-    heartline::config::write_new_key(&other).unwrap();
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace("key_file = \"cluster.key\"", "key_file = \"other.key\"");
-    std::fs::write(&config, text).unwrap();
-    cluster.start_all().unwrap();
-    wait_for(Duration::from_secs(30), "the cause in node 1's log", || {
-        cluster.log(1).contains(
-            "rejected in the last 10 s as bad_tag: they failed authentication: the nodes' cluster keys differ",
-        )
-    });
-    assert!(!cluster.all_up());
-    let table = cli(&cluster, 1).arg("status").output().unwrap();
-    let table = String::from_utf8(table.stdout).unwrap();
-    assert!(
-        table.contains("bad_tag") && table.contains("the nodes' cluster keys differ (key_file)"),
-        "{table}"
-    );
+fn nodes_whose_configurations_differ_say_why_in_the_log_and_in_status() {
+    type Change = fn(&std::path::Path, String) -> String;
+    let cases: [(&str, &str, Change); 3] = [
+        (
+            "bad_tag",
+            "the nodes' cluster keys differ (key_file)",
+            |config, text| {
+                let other = config.with_file_name("other.key");
+                heartline::config::write_new_key(&other).unwrap();
+                text.replace("key_file = \"cluster.key\"", "key_file = \"other.key\"")
+            },
+        ),
+        (
+            "wrong_cluster",
+            "the nodes' [cluster] id differs",
+            |_, text| text.replacen("id = 42", "id = 43", 1),
+        ),
+        (
+            "path_mismatch",
+            "the nodes' [[peers.paths]] lists differ",
+            |_, text| {
+                // Node 2's paths to node 1 in the other order.
+                let (head, paths) = text.split_once("  [[peers.paths]]").unwrap();
+                let paths = format!("  [[peers.paths]]{paths}");
+                let second = paths[1..].find("  [[peers.paths]]").unwrap() + 1;
+                let (first, rest) = paths.split_at(second);
+                format!("{head}{rest}{first}")
+            },
+        ),
+    ];
+    for (reason, cause, change) in cases {
+        let mut cluster =
+            LocalCluster::new(Path::new(env!("CARGO_BIN_EXE_heartline")), 2, 2).unwrap();
+        let config = cluster.config_path(2);
+        let text = change(&config, std::fs::read_to_string(&config).unwrap());
+        std::fs::write(&config, text).unwrap();
+        cluster.start_all().unwrap();
+        let found = heartline::demo::local_cluster::wait_for(
+            Duration::from_secs(30),
+            "the cause in node 1's log",
+            || {
+                cluster.log(1).lines().any(|l| {
+                    l.contains("WARN")
+                        && l.contains(&format!("rejected in the last 10 s as {reason}: "))
+                        && l.contains(cause)
+                        && l.contains("bravo (2)")
+                })
+            },
+        );
+        assert!(found.is_ok(), "{reason}: {found:?}\n{}", cluster.log(1));
+        assert!(!cluster.all_up(), "{reason}");
+        let table = cli(&cluster, 1).arg("status").output().unwrap();
+        let table = String::from_utf8(table.stdout).unwrap();
+        assert!(
+            table.contains(reason) && table.contains(cause),
+            "{reason}: {table}"
+        );
+    }
 }
 
 /// `status --json` is one object with a `schema` version, this node, its
@@ -490,4 +499,89 @@ fn status_json_carries_its_schema_version() {
     assert_eq!(json["name"], "alpha");
     assert_eq!(json["peers"][0]["name"], "bravo");
     assert_eq!(json["peers"][0]["paths"][0]["state"], "up");
+    // The other node's resources, asked through this node's daemon.
+    assert_eq!(json["other_nodes"][0]["node"], 2, "{json}");
+    assert_eq!(json["other_nodes"][0]["name"], "bravo");
+    assert_eq!(json["other_nodes"][0]["resources"]["node"], 2, "{json}");
+    assert!(json["other_nodes"][0]["error"].is_null(), "{json}");
+}
+
+/// Every command that takes a node gives the same result whether the
+/// node is given by name or by id: `--on`, `--node`, `--to` and the
+/// positional node of `standby` and `unstandby`, for answers, errors and
+/// changes alike.
+#[test]
+fn a_node_by_name_or_by_id_gives_the_same_result_for_every_command() {
+    let cluster = cluster(2, 1);
+    let run = |args: &[&str]| {
+        let out = cli(&cluster, 1).args(args).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let both = |with: &dyn Fn(&str) -> Vec<String>| {
+        let by_name = run(&with("bravo").iter().map(String::as_str).collect::<Vec<_>>());
+        let by_id = run(&with("2").iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(by_name, by_id, "{:?}", with("bravo|2"));
+        by_name
+    };
+    let words = |text: &str| -> Vec<String> { text.split(' ').map(String::from).collect() };
+    // Answers.
+    let (code, _, _) = both(&|n| words(&format!("can-talk --node {n}")));
+    assert_eq!(code, Some(0));
+    for command in [
+        "ins list --node {}",
+        "dep list --node {}",
+        "--on {} ins list",
+        "--on {} dep list",
+        "--on {} verify",
+    ] {
+        let (code, _, stderr) = both(&|n| words(&command.replace("{}", n)));
+        assert_eq!(code, Some(0), "{command}: {stderr}");
+    }
+    // Errors, each naming the same node the same way.
+    for command in [
+        "cleanup nosuch --node {}",
+        "ins remove nosuch --node {}",
+        "ins setstate nosuch OSU --node {}",
+        "ins setprop nosuch x y --node {}",
+        "ins setinit nosuch autores --node {}",
+        "switchover nosuch --to {}",
+        "--on {} cleanup nosuch",
+        "--on {} switchover nosuch --to alpha",
+    ] {
+        let (code, _, stderr) = both(&|n| words(&command.replace("{}", n)));
+        assert_ne!(code, Some(0), "{command}: {stderr}");
+        assert!(!stderr.is_empty(), "{command}");
+    }
+    // A message sent to bravo by name and by id: both delivered.
+    for node in ["bravo", "2"] {
+        let sent = run_with_input(
+            cli(&cluster, 1).args(["snd-msg", "--node", node, "--mailbox", "3"]),
+            node.as_bytes(),
+        )
+        .unwrap();
+        assert!(sent.success(), "snd-msg --node {node}");
+    }
+    for expected in [&b"bravo"[..], b"2"] {
+        let received = cli(&cluster, 2)
+            .args(["rcv-msg", "--mailbox", "3", "--timeout", "5s"])
+            .output()
+            .unwrap();
+        assert_eq!(received.stdout, expected);
+    }
+    // Standby by name, then by id: the same change, the same status line.
+    for (on, off) in [("bravo", "2"), ("2", "bravo")] {
+        assert_eq!(run(&["standby", on]).0, Some(0));
+        let status = run(&["status"]).1;
+        assert!(
+            status.contains("in standby: bravo (2)"),
+            "standby {on}: {status}"
+        );
+        assert_eq!(run(&["unstandby", off]).0, Some(0));
+        let status = run(&["status"]).1;
+        assert!(!status.contains("in standby"), "unstandby {off}: {status}");
+    }
 }

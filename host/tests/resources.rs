@@ -556,12 +556,19 @@ fn three_nodes_share_one_configuration_and_fail_over_by_priority() {
         },
     );
     assert!(shown.is_ok(), "{status}");
-    // Alpha's own resources: app's last failure, when and what.
-    let failed = status
-        .lines()
-        .find(|l| l.trim_start().starts_with("app last failed "))
-        .unwrap_or_else(|| panic!("no last failure of app: {status}"));
-    assert!(failed.contains(" ago: "), "{failed}");
+    // The failures across the cluster: app's on alpha, its state, its
+    // fail-count and its last failure, when and what; the same from bravo,
+    // which asks alpha for it.
+    for (node, status) in [(1, status.clone()), (2, site.ok(2, &["status"]))] {
+        let failed = status
+            .lines()
+            .find(|l| l.trim_start().starts_with("app on alpha (1): OSF, "))
+            .unwrap_or_else(|| panic!("node {node}: no failure of app: {status}"));
+        assert!(
+            failed.contains(" counted; last failed ") && failed.contains(" ago: "),
+            "node {node}: {failed}"
+        );
+    }
     // What node 3 ran is listed as only the last known while it is down.
     let listed = site.ok(1, &["ins", "list", "--node", "charlie"]);
     assert!(

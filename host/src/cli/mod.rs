@@ -917,10 +917,56 @@ async fn status_report(
             {
                 report.resources = Some(resources);
             }
+            report.other_nodes = other_nodes(socket, on, &report.comm).await;
             Ok(report)
         }
         other => Err(unexpected(other)),
     }
+}
+
+/// How long `status` waits for another node's resources before it shows
+/// the rest without them.
+const OTHER_NODE_WAIT: Duration = Duration::from_secs(3);
+
+/// Every other node up (of the node `report` is from), asked for its
+/// resources through this node's daemon, all at once.
+async fn other_nodes(
+    socket: &std::path::Path,
+    on: Target,
+    report: &crate::comm::report::StatusReport,
+) -> Vec<crate::control::OtherNode> {
+    // The node this daemon is: asked directly, not through itself.
+    let here = match on.0 {
+        None => Some(report.node),
+        Some(_) => this_node(socket, Target(None)).await.ok(),
+    };
+    let asks = report
+        .peers
+        .iter()
+        .filter(|p| p.state == "up" && p.kind.as_deref() != Some("dongle") && p.dongle.is_none())
+        .map(|peer| async move {
+            let target = Target((Some(peer.node) != here).then_some(peer.node));
+            let asked = client::ask(socket, target.wrap(Request::Resources));
+            let (resources, error) = match tokio::time::timeout(OTHER_NODE_WAIT, asked).await {
+                Ok(Ok(Response::Resources(resources))) => (Some(resources), None),
+                Ok(Ok(other)) => (None, Some(response_failure(other).message)),
+                Ok(Err(e)) => (None, Some(e.to_string())),
+                Err(_) => (
+                    None,
+                    Some(format!(
+                        "no answer within {}",
+                        humantime::format_duration(OTHER_NODE_WAIT)
+                    )),
+                ),
+            };
+            crate::control::OtherNode {
+                node: peer.node,
+                name: peer.name.clone(),
+                resources,
+                error,
+            }
+        });
+    futures_util::future::join_all(asks).await
 }
 
 /// `status` as a table: nodes, paths, this node's resources, and every
@@ -932,6 +978,7 @@ async fn status_text(socket: &std::path::Path, on: Target) -> Result<String, Fai
         let next = report.resources.as_ref().map_or(&[][..], |r| &r.next[..]);
         text.push_str(&status::render_cluster(&report.comm, &model, next));
     }
+    text.push_str(&status::render_failures(&report));
     Ok(text)
 }
 

@@ -32,7 +32,7 @@ pub fn render(report: &StatusReport, resources: Option<&NodeReport>) -> String {
     let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "{:<6} {:<16} {:<7} {:<8} {:<12} {:>6}",
+        "{:<6} {:<16} {:<7} {:<8} {:<12} {:>6}  PATHS",
         "NODE", "NAME", "KIND", "STATE", "INCARNATION", "QUEUED"
     );
     for peer in &report.peers {
@@ -41,13 +41,14 @@ pub fn render(report: &StatusReport, resources: Option<&NodeReport>) -> String {
             .map_or_else(|| "-".to_string(), |i| i.to_string());
         let _ = writeln!(
             out,
-            "{:<6} {:<16} {:<7} {:<8} {:<12} {:>6}",
+            "{:<6} {:<16} {:<7} {:<8} {:<12} {:>6}  {}",
             peer.node,
             peer.name,
             peer.kind.as_deref().unwrap_or("-"),
             peer.state,
             incarnation,
-            peer.queued
+            peer.queued,
+            paths_summary(&peer.paths)
         );
         if let Some(dongle) = &peer.dongle {
             let roles = if dongle.roles.is_empty() {
@@ -108,13 +109,54 @@ pub fn render(report: &StatusReport, resources: Option<&NodeReport>) -> String {
         }
     }
     if let Some(cluster) = resources {
-        render_resources(&mut out, cluster);
+        render_resources(&mut out, cluster, &|n| name_in(report, n));
     }
     out
 }
 
+/// A peer's paths in a few words, the worst flagged: `3/3 up`, or
+/// `2/3 up; DOWN: path 1` (with the rejection counts that say why, when
+/// frames on it are being rejected).
+fn paths_summary(paths: &[crate::comm::report::PathReport]) -> String {
+    if paths.is_empty() {
+        return "-".to_string();
+    }
+    let up = paths.iter().filter(|p| p.state == "up").count();
+    let mut text = format!("{up}/{} up", paths.len());
+    let down: Vec<String> = paths
+        .iter()
+        .filter(|p| p.state != "up")
+        .map(|p| {
+            if p.rejected > 0 {
+                format!("path {} (frames rejected)", p.index)
+            } else {
+                format!("path {}", p.index)
+            }
+        })
+        .collect();
+    if !down.is_empty() {
+        let _ = write!(text, "; DOWN: {}", down.join(", "));
+    }
+    text
+}
+
+/// Node `node` as named in `report` (this node and its peers): `bravo
+/// (2)`, or `node 2`.
+fn name_in(report: &StatusReport, node: u16) -> String {
+    let name = if report.node == node {
+        Some(report.name.as_str())
+    } else {
+        report
+            .peers
+            .iter()
+            .find(|p| p.node == node)
+            .map(|p| p.name.as_str())
+    };
+    heartline_brain::api::node_name(node, name)
+}
+
 /// The cluster as the resource brain sees it, then this node's resources.
-fn render_resources(out: &mut String, r: &NodeReport) {
+fn render_resources(out: &mut String, r: &NodeReport, name: &dyn Fn(u16) -> String) {
     let _ = writeln!(out);
     if r.maintenance {
         let _ = writeln!(
@@ -122,11 +164,11 @@ fn render_resources(out: &mut String, r: &NodeReport) {
             "*** MAINTENANCE MODE: nothing is checked, recovered, started or stopped by the cluster (heartline maintenance off) ***"
         );
     }
-    let members: Vec<String> = r.members.iter().map(u16::to_string).collect();
+    let members: Vec<String> = r.members.iter().map(|n| name(*n)).collect();
     let _ = writeln!(
         out,
-        "coordinator node {}; nodes up {}; configuration {}",
-        r.coordinator,
+        "coordinator {}; nodes up {}; configuration {}",
+        name(r.coordinator),
         members.join(", "),
         r.version
     );
@@ -154,7 +196,8 @@ fn render_resources(out: &mut String, r: &NodeReport) {
             let (node, theirs) = q.refused.unwrap_or_default();
             let _ = writeln!(
                 out,
-                "*** REFUSED TO START: node {node} announces {theirs} expected votes, this node's configuration {}: make the [quorum] sections (and votes) agree on every node, then restart this one; it starts nothing until then ***",
+                "*** REFUSED TO START: {} announces {theirs} expected votes, this node's configuration {}: make the [quorum] sections (and votes) agree on every node, then restart this one; it starts nothing until then ***",
+                name(node),
                 q.expected
             );
         }
@@ -162,7 +205,8 @@ fn render_resources(out: &mut String, r: &NodeReport) {
             let (node, theirs) = q.undecided.unwrap_or_default();
             let _ = writeln!(
                 out,
-                "*** NO QUORUM: node {node} announces {theirs} expected votes, this node's configuration {}: the [quorum] sections differ, and the nodes heard so far do not tell which is configured apart; make them agree on every node ***",
+                "*** NO QUORUM: {} announces {theirs} expected votes, this node's configuration {}: the [quorum] sections differ, and the nodes heard so far do not tell which is configured apart; make them agree on every node ***",
+                name(node),
                 q.expected
             );
         }
@@ -189,23 +233,27 @@ fn render_resources(out: &mut String, r: &NodeReport) {
     }
     for f in &r.fencing {
         let text = if f.confirmed {
-            format!("node {} FENCED (confirmed since it was lost)", f.node)
+            format!("{} FENCED (confirmed since it was lost)", name(f.node))
         } else if f.running {
             format!(
-                "node {} being fenced: level {}, {} failed attempt(s) of it",
-                f.node, f.level, f.failed
+                "{} being fenced: level {}, {} failed attempt(s) of it",
+                name(f.node),
+                f.level,
+                f.failed
             )
         } else {
             format!(
-                "node {} NOT YET FENCED: level {} next, {} failed attempt(s) of it; what it ran waits for a fence or its lease",
-                f.node, f.level, f.failed
+                "{} NOT YET FENCED: level {} next, {} failed attempt(s) of it; what it ran waits for a fence or its lease",
+                name(f.node),
+                f.level,
+                f.failed
             )
         };
         let _ = writeln!(out, "fencing: {text}");
     }
     if !r.standby.is_empty() {
-        let standby: Vec<String> = r.standby.iter().map(u16::to_string).collect();
-        let _ = writeln!(out, "in standby: node {}", standby.join(", "));
+        let standby: Vec<String> = r.standby.iter().map(|n| name(*n)).collect();
+        let _ = writeln!(out, "in standby: {}", standby.join(", "));
     }
     if r.leaving {
         let _ = writeln!(
@@ -246,14 +294,6 @@ fn render_resources(out: &mut String, r: &NodeReport) {
             res.last.as_deref().unwrap_or("-")
         );
     }
-    // Each resource's last failure, under the table: when and what.
-    for res in &r.resources {
-        if let (Some(failure), Some(ago)) = (&res.last_failure, res.last_failure_ago_ms) {
-            // To the second ("3m 12s"), under a second "0s".
-            let ago = humantime::format_duration(std::time::Duration::from_secs(ago / 1000));
-            let _ = writeln!(out, "  {} last failed {ago} ago: {failure}", res.tag);
-        }
-    }
     let blocked: Vec<&str> = r
         .resources
         .iter()
@@ -267,6 +307,64 @@ fn render_resources(out: &mut String, r: &NodeReport) {
             blocked.join(", ")
         );
     }
+}
+
+/// Failed and blocked resources across the cluster, and those with
+/// failures counted: this node's and every other node's up, each with its
+/// state, its fail-count (failures in its failure window) and its last
+/// failure (how long ago, the script, how it ended, the last lines it
+/// wrote); and the nodes that could not be asked, with why. Empty when
+/// there is nothing to say.
+#[must_use]
+pub fn render_failures(status: &crate::control::NodeStatus) -> String {
+    let who = |node: u16, name: &str| heartline_brain::api::node_name(node, Some(name));
+    let mut nodes = Vec::new();
+    if let Some(here) = &status.resources {
+        nodes.push((who(status.comm.node, &status.comm.name), Ok(&**here)));
+    }
+    for other in &status.other_nodes {
+        let report = match (&other.resources, &other.error) {
+            (Some(report), _) => Ok(&**report),
+            (None, Some(error)) => Err(error.as_str()),
+            (None, None) => Err("no answer"),
+        };
+        nodes.push((who(other.node, &other.name), report));
+    }
+    let mut lines = Vec::new();
+    for (node, report) in nodes {
+        let report = match report {
+            Ok(report) => report,
+            Err(error) => {
+                lines.push(format!("  {node}: not asked ({error})"));
+                continue;
+            }
+        };
+        for res in &report.resources {
+            if !res.state.failed() && res.failures == 0 && res.last_failure.is_none() {
+                continue;
+            }
+            let mut line = format!("  {} on {node}: {}", res.tag, res.state.as_str());
+            let _ = write!(
+                line,
+                ", {} failure{} counted",
+                res.failures,
+                if res.failures == 1 { "" } else { "s" }
+            );
+            if let (Some(failure), Some(ago)) = (&res.last_failure, res.last_failure_ago_ms) {
+                // To the second ("3m 12s"), under a second "0s".
+                let ago = humantime::format_duration(std::time::Duration::from_secs(ago / 1000));
+                let _ = write!(line, "; last failed {ago} ago: {failure}");
+            }
+            lines.push(line);
+        }
+    }
+    if lines.is_empty() {
+        return String::new();
+    }
+    format!(
+        "\nfailures across the cluster (state, failures in the failure window, the last failure; heartline cleanup TAG --node NODE clears them):\n{}\n",
+        lines.join("\n")
+    )
 }
 
 /// Every hierarchy across the cluster (its resources, on each node it is
@@ -294,10 +392,7 @@ pub fn render_cluster(
             down.insert(peer.node);
         }
     }
-    let name = |n: u16| match names.get(&n) {
-        Some(name) if !name.is_empty() => format!("{name} ({n})"),
-        _ => format!("node {n}"),
-    };
+    let name = |n: u16| heartline_brain::api::node_name(n, names.get(&n).map(String::as_str));
     let _ = writeln!(out, "\nhierarchies across the cluster:");
     let title = |g: &heartline_brain::groups::Group| {
         let mut tags: Vec<&str> = g.places().map(|p| p.tag.as_str()).collect();
@@ -422,7 +517,7 @@ fn colour_of(word: &str) -> Option<&'static str> {
     match word {
         "up" | "ISP" => Some(GREEN),
         "ISU" | "joining" | "unknown" | "ISP?" => Some(YELLOW),
-        "down" | "OSF" | "BLOCKED" | "FAILED:" | "LOST" => Some(RED),
+        "down" | "OSF" | "BLOCKED" | "FAILED:" | "DOWN:" | "LOST" => Some(RED),
         _ => None,
     }
 }
@@ -469,7 +564,11 @@ pub fn paint(text: &str, on: bool) -> String {
             let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
             let word = &rest[..end];
             match colour_of(word) {
-                Some(colour) if wanted.contains(&index) || (hierarchy_row && word == "FAILED:") => {
+                Some(colour)
+                    if wanted.contains(&index)
+                        || (hierarchy_row && word == "FAILED:")
+                        || (node_row && word == "DOWN:") =>
+                {
                     out.push_str(colour);
                     out.push_str(word);
                     out.push_str(RESET);
@@ -517,5 +616,141 @@ mod paint_tests {
         // Words in the header and in sentences stay plain.
         assert!(painted.contains("incarnation 1  up 3s"));
         assert!(painted.contains("the node is up, it said; the link went down"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::comm::report::{StatusReport, TimerReport};
+    use crate::control::{NodeStatus, OtherNode};
+    use heartline_brain::api::ResourceStatus;
+    use heartline_brain::model::State;
+
+    fn resource(tag: &str, state: State, failures: u32, last: Option<&str>) -> ResourceStatus {
+        ResourceStatus {
+            tag: tag.into(),
+            kind: "gen/app".into(),
+            state,
+            priority: 1,
+            role: "started".into(),
+            failures,
+            busy: None,
+            last: None,
+            last_failure: last.map(Into::into),
+            last_failure_ago_ms: last.map(|_| 192_400),
+            props: std::collections::BTreeMap::new(),
+        }
+    }
+
+    fn node(node: u16, resources: Vec<ResourceStatus>) -> Box<NodeReport> {
+        Box::new(NodeReport {
+            node,
+            resources,
+            ..NodeReport::default()
+        })
+    }
+
+    /// A peer's paths summarised, the down ones named, those whose frames
+    /// are rejected said so.
+    #[test]
+    fn paths_are_summarised_with_the_worst_flagged() {
+        let path = |index: u8, state: &str, rejected: u64| crate::comm::report::PathReport {
+            index,
+            transport: "tcp".into(),
+            state: state.into(),
+            rtt_us: None,
+            last_heard_ms_ago: None,
+            frames_in: 0,
+            frames_out: 0,
+            rejected,
+            errors: Vec::new(),
+        };
+        assert_eq!(paths_summary(&[]), "-");
+        assert_eq!(
+            paths_summary(&[path(0, "up", 0), path(1, "up", 0)]),
+            "2/2 up"
+        );
+        assert_eq!(
+            paths_summary(&[path(0, "up", 0), path(1, "down", 0), path(2, "down", 7)]),
+            "1/3 up; DOWN: path 1, path 2 (frames rejected)"
+        );
+        let row =
+            "2      bravo            host    up       5                 0  1/2 up; DOWN: path 1\n";
+        assert!(paint(row, true).contains(&format!("{RED}DOWN:{RESET}")));
+    }
+
+    /// Failures of every node, this one's and the others' asked, with
+    /// state, fail-count and last failure; healthy resources left out; a
+    /// node that could not be asked said so; nothing at all when nothing
+    /// failed.
+    #[test]
+    fn the_failures_of_every_node_are_listed_with_count_and_last_failure() {
+        let mut status = NodeStatus {
+            comm: StatusReport {
+                cluster: "prod".into(),
+                node: 1,
+                name: "alpha".into(),
+                incarnation: 1,
+                uptime_ms: 1,
+                timer: TimerReport::default(),
+                peers: Vec::new(),
+            },
+            resources: Some(node(1, vec![resource("web", State::Isp, 0, None)])),
+            other_nodes: vec![OtherNode {
+                node: 2,
+                name: "bravo".into(),
+                resources: Some(node(2, vec![resource("web", State::Isp, 0, None)])),
+                error: None,
+            }],
+        };
+        assert_eq!(render_failures(&status), "");
+
+        status.resources = Some(node(
+            1,
+            vec![
+                resource(
+                    "app",
+                    State::Osf,
+                    3,
+                    Some("quickCheck exited with code 1 in 4 ms"),
+                ),
+                resource("web", State::Isp, 0, None),
+            ],
+        ));
+        status.other_nodes[0].resources = Some(node(
+            2,
+            vec![
+                resource(
+                    "db",
+                    State::Isp,
+                    1,
+                    Some("recover exited with code 2 in 1 ms"),
+                ),
+                resource("fs", State::Blocked, 0, None),
+            ],
+        ));
+        status.other_nodes.push(OtherNode {
+            node: 3,
+            name: String::new(),
+            resources: None,
+            error: Some("no answer within 3s".into()),
+        });
+        let text = render_failures(&status);
+        let lines: Vec<&str> = text.lines().skip(2).collect();
+        assert_eq!(
+            lines,
+            [
+                "  app on alpha (1): OSF, 3 failures counted; last failed 3m 12s ago: quickCheck exited with code 1 in 4 ms",
+                "  db on bravo (2): ISP, 1 failure counted; last failed 3m 12s ago: recover exited with code 2 in 1 ms",
+                "  fs on bravo (2): BLOCKED, 0 failures counted",
+                "  node 3: not asked (no answer within 3s)",
+            ],
+            "{text}"
+        );
+        assert!(
+            text.starts_with("\nfailures across the cluster ("),
+            "{text}"
+        );
     }
 }

@@ -439,12 +439,14 @@ impl Manager {
             }
             Command::Send { node, reply, .. } if self.is_dongle(NodeId(node)) => {
                 let _ = reply.send(Err(format!(
-                    "node {node} is a heartbeat dongle; it has no mailboxes"
+                    "{} is a heartbeat dongle; it has no mailboxes",
+                    self.who(node)
                 )));
             }
             Command::Send { node, reply, .. } if self.witness() == Some(NodeId(node)) => {
                 let _ = reply.send(Err(format!(
-                    "node {node} is the quorum witness; it has no mailboxes"
+                    "{} is the quorum witness; it has no mailboxes",
+                    self.who(node)
                 )));
             }
             Command::AskWitness { view, sent } => self.ask_witness(&view, sent),
@@ -456,7 +458,8 @@ impl Manager {
                 ..
             } if self.full_there.contains(&(node, mailbox)) => {
                 let message = format!(
-                    "mailbox {mailbox} on node {node} is full ({MAILBOX_DEPTH} messages wait for rcv-msg there); try again later"
+                    "mailbox {mailbox} on {} is full ({MAILBOX_DEPTH} messages wait for rcv-msg there); try again later",
+                    self.who(node)
                 );
                 let _ = reply.send(Err(message));
             }
@@ -630,14 +633,14 @@ impl Manager {
                 if let Some(waiting) = self.sends.remove(&id) {
                     let why = match reason {
                         FailReason::NodeDown => {
-                            format!("node {} went down before acknowledging", node.0)
+                            format!("{} went down before acknowledging", self.who(node.0))
                         }
                         FailReason::PeerRestarted => {
-                            format!("node {} restarted; delivery unknown", node.0)
+                            format!("{} restarted; delivery unknown", self.who(node.0))
                         }
                         FailReason::Reincarnated => format!(
-                            "this node took a new incarnation (a peer remembered a larger one); delivery to node {} unknown",
-                            node.0
+                            "this node took a new incarnation (a peer remembered a larger one); delivery to {} unknown",
+                            self.who(node.0)
                         ),
                     };
                     let _ = waiting.reply.send(Err(why));
@@ -735,6 +738,18 @@ impl Manager {
         });
     }
 
+    /// A peer as messages name it: `bravo (2)`, or `node 2` without a
+    /// configured name.
+    fn who(&self, node: u16) -> String {
+        let name = self
+            .config
+            .peers
+            .iter()
+            .find(|p| p.id.0 == node)
+            .and_then(|p| p.name.as_deref());
+        heartline_brain::api::node_name(node, name)
+    }
+
     /// The event's line, with the node it is about named as configured
     /// (`bravo (2) down: every path silent`).
     fn named(&self, event: &Event) -> String {
@@ -746,15 +761,9 @@ impl Manager {
             Event::Remote { from, .. } => *from,
             _ => return text,
         };
-        let name = self
-            .config
-            .peers
-            .iter()
-            .find(|p| p.id == node)
-            .and_then(|p| p.name.as_deref());
-        match (name, text.strip_prefix(&format!("{node} "))) {
-            (Some(name), Some(rest)) => format!("{name} ({}) {rest}", node.0),
-            _ => text,
+        match text.strip_prefix(&format!("{node} ")) {
+            Some(rest) => format!("{} {rest}", self.who(node.0)),
+            None => text,
         }
     }
 
@@ -862,8 +871,8 @@ impl Manager {
                     }
                     let meaning = super::report::rejection_meaning(reason).unwrap_or(reason);
                     warn!(
-                        "path {index} to node {} ({transport}) is down and {new} frames on it were rejected in the last {} s as {reason}: {meaning}",
-                        spec.id.0,
+                        "path {index} to {} ({transport}) is down and {new} frames on it were rejected in the last {} s as {reason}: {meaning}",
+                        heartline_brain::api::node_name(spec.id.0, spec.name.as_deref()),
                         MISCONFIG_EVERY.as_secs()
                     );
                 }

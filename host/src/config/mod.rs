@@ -1114,6 +1114,19 @@ impl Checker<'_> {
 }
 
 impl Config {
+    /// The hosts' names by id, this node's included (a peer configured
+    /// without a name is left out): what messages name nodes by.
+    #[must_use]
+    pub fn host_names(&self) -> std::collections::BTreeMap<u16, String> {
+        let mut names = std::collections::BTreeMap::from([(self.node.0, self.name.clone())]);
+        for peer in self.peers.iter().filter(|p| p.is_host()) {
+            if let Some(name) = &peer.name {
+                names.insert(peer.id.0, name.clone());
+            }
+        }
+        names
+    }
+
     /// Reads and checks the file at `file`.
     pub fn load(file: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(file).map_err(|e| ConfigError {

@@ -214,7 +214,7 @@ impl<T> Envelope<T> {
 /// The answer to `status`: the communication manager's report, and this
 /// node's protected resources and view of the cluster beside it (from the
 /// resource brain; the CLI adds them). On the wire, one object: the
-/// report's fields, then `resources`.
+/// report's fields, then `resources`, then `other_nodes`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeStatus {
     /// Nodes, paths and counters.
@@ -223,6 +223,27 @@ pub struct NodeStatus {
     /// This node's protected resources and the cluster as it sees it.
     #[serde(default)]
     pub resources: Option<Box<NodeReport>>,
+    /// Every other node up, with its resources as it reports them (the
+    /// CLI asks each through this node's daemon), so that one `status`
+    /// shows the fail-counts and last failures of the whole cluster.
+    #[serde(default)]
+    pub other_nodes: Vec<OtherNode>,
+}
+
+/// Another node's resources, for `status`: its report, or why there is
+/// none (it went down or did not answer in time).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OtherNode {
+    /// The node.
+    pub node: u16,
+    /// Its name.
+    pub name: String,
+    /// Its resources and view of the cluster.
+    #[serde(default)]
+    pub resources: Option<Box<NodeReport>>,
+    /// Why it could not be asked.
+    #[serde(default)]
+    pub error: Option<String>,
 }
 
 #[cfg(test)]
@@ -269,6 +290,7 @@ mod tests {
                 peers: vec![peer],
             },
             resources,
+            other_nodes: Vec::new(),
         }
     }
 

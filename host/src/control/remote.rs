@@ -20,17 +20,24 @@ use crate::comm::{self, Command};
 #[derive(Debug, Clone)]
 pub struct Remote {
     node: u16,
+    /// The hosts' names, for messages.
+    names: Arc<std::collections::BTreeMap<u16, String>>,
     comm: comm::Handle,
     pending: Arc<Mutex<HashMap<u64, oneshot::Sender<Response>>>>,
     next: Arc<AtomicU64>,
 }
 
 impl Remote {
-    /// A caller on node `node`.
+    /// A caller on node `node`, naming nodes by `names`.
     #[must_use]
-    pub fn new(node: u16, comm: &comm::Handle) -> Remote {
+    pub fn new(
+        node: u16,
+        names: std::collections::BTreeMap<u16, String>,
+        comm: &comm::Handle,
+    ) -> Remote {
         Remote {
             node,
+            names: Arc::new(names),
             comm: comm.clone(),
             pending: Arc::default(),
             next: Arc::new(AtomicU64::new(1)),
@@ -79,7 +86,8 @@ impl Remote {
     pub async fn call(&self, node: u16, request: Request) -> Response {
         if node == self.node {
             return error(format!(
-                "node {node} is this node: run the command without --on"
+                "{} is this node: run the command without --on",
+                self.who(node)
             ));
         }
         let (reply, reachable) = oneshot::channel();
@@ -89,7 +97,10 @@ impl Remote {
             .send(Command::CanTalk { node, reply })
             .await;
         if !reachable.await.unwrap_or(false) {
-            return error(format!("node {node} is not up; it cannot run the command"));
+            return error(format!(
+                "{} is not up; it cannot run the command",
+                self.who(node)
+            ));
         }
         let timeout = server::timeout_of(&request);
         let request = match serde_json::to_value(&request) {
@@ -118,12 +129,18 @@ impl Remote {
             Ok(Ok(response)) => response,
             Ok(Err(_)) | Err(_) => Response::Error {
                 message: format!(
-                    "node {node} did not answer within {} (it went down, or the action goes on there)",
+                    "{} did not answer within {} (it went down, or the action goes on there)",
+                    self.who(node),
                     humantime::format_duration(timeout)
                 ),
                 timed_out: true,
             },
         }
+    }
+
+    /// `bravo (2)`, or `node 2` for a node whose name is not configured.
+    fn who(&self, node: u16) -> String {
+        heartline_brain::api::node_name(node, self.names.get(&node).map(String::as_str))
     }
 
     async fn reply(&self, to: u16, id: u64, response: &Response) {

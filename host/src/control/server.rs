@@ -524,6 +524,7 @@ impl CommAnswer {
             CommAnswer::Status(report) => Response::Status(NodeStatus {
                 comm: report.await?,
                 resources: None,
+                other_nodes: Vec::new(),
             }),
             CommAnswer::CanTalk(reachable) => Response::CanTalk {
                 reachable: reachable.await?,

@@ -147,12 +147,7 @@ pub fn start(
         .collect();
     nodes.insert(node);
     let mut cfg = BrainConfig::new(node, incarnation, nodes);
-    cfg.names.insert(node, config.name.clone());
-    for peer in config.peers.iter().filter(|p| p.is_host()) {
-        if let Some(name) = &peer.name {
-            cfg.names.insert(peer.id.0, name.clone());
-        }
-    }
+    cfg.names = config.host_names();
     cfg.kits = kits.brain_info();
     #[cfg(target_os = "linux")]
     {

@@ -18,6 +18,33 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::mpsc;
 use tracing::debug;
 
+/// The hosts' names by id, set once at the daemon's start, so that log
+/// lines name a path's node as everything else does (`bravo (2) path 0`).
+static NAMES: std::sync::OnceLock<std::collections::BTreeMap<u16, String>> =
+    std::sync::OnceLock::new();
+
+/// Sets the names [`Named`] shows (the first call wins).
+pub fn set_names(names: std::collections::BTreeMap<u16, String>) {
+    let _ = NAMES.set(names);
+}
+
+/// A path as log lines show it: its node by name and id, and its index.
+#[derive(Debug, Clone, Copy)]
+pub struct Named(pub PathRef);
+
+impl std::fmt::Display for Named {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let node = self.0.node.0;
+        let name = NAMES.get().and_then(|n| n.get(&node)).map(String::as_str);
+        write!(
+            f,
+            "{} {}",
+            heartline_brain::api::node_name(node, name),
+            self.0.path
+        )
+    }
+}
+
 /// A write that cannot finish within this drops the connection.
 pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -147,6 +174,6 @@ pub(crate) async fn read_frames(
             }
         }
     }
-    debug!(%path, connection, "connection {why}");
+    debug!(path = %Named(path), connection, "connection {why}");
     let _ = closed.send(Closed { connection, why }).await;
 }

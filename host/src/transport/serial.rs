@@ -34,7 +34,7 @@ pub async fn run_path(
             Ok(port) => port,
             Err(e) => {
                 if !reported {
-                    warn!(%path, %device, "cannot open serial device: {e}; retrying every {REOPEN:?}");
+                    warn!(path = %super::Named(path), %device, "cannot open serial device: {e}; retrying every {REOPEN:?}");
                     reported = true;
                 }
                 // Frames meant for a closed line are dropped, as on a cut cable.
@@ -44,7 +44,7 @@ pub async fn run_path(
             }
         };
         reported = false;
-        info!(%path, %device, baud, "serial device open");
+        info!(path = %super::Named(path), %device, baud, "serial device open");
         connection += 1;
         let (read, mut write) = tokio::io::split(port);
         let (closed_tx, mut closed_rx) = mpsc::channel(1);
@@ -60,7 +60,7 @@ pub async fn run_path(
             tokio::select! {
                 closed = closed_rx.recv() => {
                     if let Some(closed) = closed {
-                        info!(%path, %device, "serial device {}", closed.why);
+                        info!(path = %super::Named(path), %device, "serial device {}", closed.why);
                     }
                     break;
                 }
@@ -68,8 +68,8 @@ pub async fn run_path(
                     Some(ToPath::Frame(frame)) => {
                         match tokio::time::timeout(WRITE_TIMEOUT, write.write_all(&frame)).await {
                             Ok(Ok(())) => {}
-                            Ok(Err(e)) => { info!(%path, %device, "serial write failed: {e}"); break; }
-                            Err(_) => { warn!(%path, %device, "serial line stalled for {WRITE_TIMEOUT:?}"); break; }
+                            Ok(Err(e)) => { info!(path = %super::Named(path), %device, "serial write failed: {e}"); break; }
+                            Err(_) => { warn!(path = %super::Named(path), %device, "serial line stalled for {WRITE_TIMEOUT:?}"); break; }
                         }
                     }
                     Some(ToPath::Confirmed(_) | ToPath::Down(_)) => {}
@@ -78,7 +78,7 @@ pub async fn run_path(
             }
         }
         reader.abort();
-        info!(%path, %device, "serial device closed; reopening");
+        info!(path = %super::Named(path), %device, "serial device closed; reopening");
         tokio::time::sleep(REOPEN).await;
     }
 }

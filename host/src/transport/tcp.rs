@@ -152,11 +152,11 @@ struct Strangers {
 impl Strangers {
     fn record(&mut self, path: PathRef, from: IpAddr, why: Dropped, now: Instant) {
         if self.until.is_none() {
-            warn!(%path, %from, "unauthenticated connection {why}; more are summarised every {}s", SUMMARY_EVERY.as_secs());
+            warn!(path = %super::Named(path), %from, "unauthenticated connection {why}; more are summarised every {}s", SUMMARY_EVERY.as_secs());
             self.until = Some(now + SUMMARY_EVERY);
             return;
         }
-        debug!(%path, %from, "unauthenticated connection {why}");
+        debug!(path = %super::Named(path), %from, "unauthenticated connection {why}");
         self.count += 1;
         if let Some(n) = self.sources.get_mut(&from) {
             *n += 1;
@@ -186,7 +186,7 @@ impl Strangers {
             .map(|(ip, n)| format!("{ip}: {}", thousands(*n)))
             .collect();
         warn!(
-            %path,
+            path = %super::Named(path),
             "dropped {} unauthenticated connection{} from {addresses} address{} in the last {}s (most from {})",
             thousands(self.count),
             if self.count == 1 { "" } else { "s" },
@@ -248,7 +248,7 @@ impl Connections {
         let ip = from.ip();
         let now = Instant::now();
         if self.is_peer_address(ip) {
-            debug!(path = %self.path, %from, "connection accepted");
+            debug!(path = %super::Named(self.path), %from, "connection accepted");
             self.add(stream, ip, true);
             let pending: Vec<u64> = self
                 .pending()
@@ -272,7 +272,7 @@ impl Connections {
             self.strangers.record(self.path, ip, Dropped::Refused, now);
             return;
         }
-        debug!(path = %self.path, %from, "connection accepted from an address not the peer's");
+        debug!(path = %super::Named(self.path), %from, "connection accepted from an address not the peer's");
         self.add(stream, ip, false);
     }
 
@@ -325,7 +325,7 @@ impl Connections {
             return;
         };
         if self.confirmed == Some(closed.connection) || !self.listening {
-            info!(path = %self.path, from = %connection.from, "connection {}", closed.why);
+            info!(path = %super::Named(self.path), from = %connection.from, "connection {}", closed.why);
             self.close(closed.connection);
         } else {
             self.drop_unauthenticated(closed.connection, Dropped::ClosedByPeer, Instant::now());
@@ -341,9 +341,9 @@ impl Connections {
         }
         let from = connection.from;
         if self.listening {
-            info!(path = %self.path, %from, connection = id, "connection authenticated");
+            info!(path = %super::Named(self.path), %from, connection = id, "connection authenticated");
         } else {
-            debug!(path = %self.path, connection = id, "connection confirmed");
+            debug!(path = %super::Named(self.path), connection = id, "connection confirmed");
         }
         self.recent.retain(|&ip| ip != from);
         self.recent.push_front(from);
@@ -364,7 +364,7 @@ impl Connections {
             return;
         };
         if self.open.contains_key(&id) {
-            info!(path = %self.path, connection = id, "path down: closing its connection");
+            info!(path = %super::Named(self.path), connection = id, "path down: closing its connection");
             self.close(id);
         }
     }
@@ -410,11 +410,11 @@ impl Connections {
         match tokio::time::timeout(WRITE_TIMEOUT, connection.writer.write_all(frame)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
-                info!(path = %self.path, "connection lost: {e}");
+                info!(path = %super::Named(self.path), "connection lost: {e}");
                 self.close(id);
             }
             Err(_) => {
-                warn!(path = %self.path, "connection stalled for {WRITE_TIMEOUT:?}; dropping it");
+                warn!(path = %super::Named(self.path), "connection stalled for {WRITE_TIMEOUT:?}; dropping it");
                 self.close(id);
             }
         }
@@ -512,7 +512,7 @@ pub async fn run_path_with(
                 dialling = None;
                 match dialled {
                     Ok(stream) => {
-                        info!(%path, %remote, "connected");
+                        info!(path = %super::Named(path), %remote, "connected");
                         backoff = MIN_BACKOFF;
                         unreachable_reported = false;
                         connections.add(stream, remote.ip(), true);
@@ -520,9 +520,9 @@ pub async fn run_path_with(
                     Err(e) => {
                         // Once per outage at warning level; every retry at debug.
                         if unreachable_reported {
-                            debug!(%path, %remote, "connect failed: {e}");
+                            debug!(path = %super::Named(path), %remote, "connect failed: {e}");
                         } else {
-                            warn!(%path, %remote, "cannot connect: {e}; retrying with backoff up to {MAX_BACKOFF:?}");
+                            warn!(path = %super::Named(path), %remote, "cannot connect: {e}; retrying with backoff up to {MAX_BACKOFF:?}");
                             unreachable_reported = true;
                         }
                         // The attempt's own wait counts towards the backoff.
@@ -546,7 +546,7 @@ pub async fn run_path_with(
                     Ok((stream, from)) => connections.accept(stream, from),
                     Err(e) => {
                         // Out of descriptors, typically: wait rather than spin.
-                        warn!(%path, "accept failed: {e}");
+                        warn!(path = %super::Named(path), "accept failed: {e}");
                         tokio::time::sleep(MIN_BACKOFF).await;
                     }
                 }
@@ -569,7 +569,7 @@ async fn listen(path: PathRef, local: SocketAddr) -> TcpListener {
             Ok(listener) => return listener,
             Err(e) => {
                 if !reported {
-                    warn!(%path, %local, "cannot listen: {e}; retrying every {MAX_BACKOFF:?}");
+                    warn!(path = %super::Named(path), %local, "cannot listen: {e}; retrying every {MAX_BACKOFF:?}");
                     reported = true;
                 }
                 tokio::time::sleep(MAX_BACKOFF).await;

@@ -27,7 +27,7 @@ pub async fn run_path(
         match UdpSocket::bind(local).await {
             Ok(socket) => break socket,
             Err(e) => {
-                warn!(%path, %local, "cannot bind: {e}; retrying in {REBIND:?}");
+                warn!(path = %super::Named(path), %local, "cannot bind: {e}; retrying in {REBIND:?}");
                 tokio::time::sleep(REBIND).await;
             }
         }
@@ -39,18 +39,18 @@ pub async fn run_path(
                 Ok((n, from)) => {
                     // One frame per datagram; its delimiter is optional.
                     let frame = buf[..n].strip_suffix(&[0]).unwrap_or(&buf[..n]).to_vec();
-                    debug!(%path, %from, bytes = n, "datagram");
+                    debug!(path = %super::Named(path), %from, bytes = n, "datagram");
                     if incoming.send(Inbound::Frame { path, connection: 0, bytes: frame }).await.is_err() {
                         return;
                     }
                 }
                 // ICMP port unreachable and the like: the peer is not there yet.
-                Err(e) => debug!(%path, "receive failed: {e}"),
+                Err(e) => debug!(path = %super::Named(path), "receive failed: {e}"),
             },
             message = outgoing.recv() => match message {
                 Some(ToPath::Frame(frame)) => {
                     if let Err(e) = socket.send_to(&frame, remote).await {
-                        debug!(%path, %remote, "send failed: {e}");
+                        debug!(path = %super::Named(path), %remote, "send failed: {e}");
                     }
                 }
                 Some(ToPath::Confirmed(_) | ToPath::Down(_)) => {}
