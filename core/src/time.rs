@@ -131,23 +131,29 @@ impl From<Duration> for core::time::Duration {
 }
 
 impl fmt::Display for Duration {
-    /// Seconds, milliseconds or microseconds with three decimals; honours
-    /// width and alignment (`{:>10}`).
+    /// Seconds, milliseconds or microseconds, as people write them: up to
+    /// three decimals, none that are zeros (`1.5s`, `12.345ms`, `200ms`);
+    /// honours width and alignment (`{:>10}`).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         use core::fmt::Write;
         let mut text: heapless::String<32> = heapless::String::new();
-        if self.0 >= 1_000_000 {
-            write!(
-                text,
-                "{}.{:03}s",
-                self.0 / 1_000_000,
-                (self.0 / 1_000) % 1_000
-            )?;
+        let (whole, mut fraction, unit) = if self.0 >= 1_000_000 {
+            (self.0 / 1_000_000, (self.0 / 1_000) % 1_000, "s")
         } else if self.0 >= 1_000 {
-            write!(text, "{}.{:03}ms", self.0 / 1_000, self.0 % 1_000)?;
+            (self.0 / 1_000, self.0 % 1_000, "ms")
         } else {
-            write!(text, "{}us", self.0)?;
+            (self.0, 0, "us")
+        };
+        write!(text, "{whole}")?;
+        if fraction != 0 {
+            let mut digits = 3;
+            while fraction % 10 == 0 {
+                fraction /= 10;
+                digits -= 1;
+            }
+            write!(text, ".{fraction:0digits$}")?;
         }
+        write!(text, "{unit}")?;
         f.pad(&text)
     }
 }
@@ -185,5 +191,17 @@ mod tests {
         s.clear();
         write!(s, "{:>8}", Duration::from_micros(7)).unwrap();
         assert_eq!(s, "     7us");
+        for (micros, text) in [
+            (200_000, "200ms"),
+            (1_500_000, "1.5s"),
+            (1_050_000, "1.05s"),
+            (1_000_000, "1s"),
+            (100_500, "100.5ms"),
+            (1_001, "1.001ms"),
+        ] {
+            s.clear();
+            write!(s, "{}", Duration::from_micros(micros)).unwrap();
+            assert_eq!(s, text);
+        }
     }
 }

@@ -66,7 +66,7 @@ fn catch_interrupts() {
 /// The tour itself; what it starts is stopped when it returns, however.
 fn tour(program: &Path) -> Result<(), String> {
     let defaults = PathConfig::default();
-    // As `100ms`, not the core's fixed three decimals (`100.000ms`).
+    // As people write durations (`100ms`).
     let human = |d: heartline_core::Duration| {
         humantime::format_duration(std::time::Duration::from(d)).to_string()
     };
