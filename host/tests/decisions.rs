@@ -627,7 +627,7 @@ fn two_losses_50ms_apart_end_on_the_third_node() {
         wait_quiet_on(&site, &all, &apps, 3, Duration::from_secs(20));
         let steps = site.ok(1, &["switchover", WEB, "--to", "1"]);
         assert!(
-            steps.contains("node 3: remove web") && steps.contains("restore web"),
+            steps.contains("charlie (3): remove web") && steps.contains("restore web"),
             "{steps}"
         );
         if std::env::var_os("DECISIONS_LOGS").is_some() && trial == 0 {
@@ -692,7 +692,7 @@ fn a_failed_remove_blocks_and_is_never_started_elsewhere() {
 
     // Its node alone can say it is stopped: cleanup waits for it.
     let e = site.refused(2, &["cleanup", WEB, "--node", "1"]);
-    assert!(e.contains("node 1 is not up"), "{e}");
+    assert!(e.contains("alpha (1) is not up"), "{e}");
 
     // Repaired and stopped by hand, node 1 back, cleaned up: it runs on
     // exactly one node.

@@ -76,10 +76,10 @@ fn the_guides_resource_example_runs_as_written() {
             "restore web",
             "remove web",
             "remove data",
-            "node 2: restore data",
-            "node 2: restore web",
-            "node 2: remove web",
-            "node 2: remove data"
+            "bravo (2): restore data",
+            "bravo (2): restore web",
+            "bravo (2): remove web",
+            "bravo (2): remove data"
         ],
         "{stdout}"
     );

@@ -112,20 +112,20 @@ fn a_missing_failing_or_hanging_agent_is_never_a_fence_and_the_lease_decides() {
     wait_for(
         Duration::from_secs(5),
         "node 2 to log the end of fencing",
-        || log_of_2().contains("fencing node 1 given up"),
+        || log_of_2().contains("fencing alpha (1) given up"),
     )
     .unwrap_or_else(|e| panic!("{e}\n{}", site.logs()));
     let log = log_of_2();
     for expected in [
-        "fencing node 1 FAILED: missing-1 (level 1, attempt 1 of 2): agent fence_heartline_test_missing not found",
+        "fencing alpha (1) FAILED: missing-1 (level 1, attempt 1 of 2): agent fence_heartline_test_missing not found",
         "escalating to level 2",
-        "fencing node 1 FAILED: failing-1 (level 2, attempt 1 of 2)",
+        "fencing alpha (1) FAILED: failing-1 (level 2, attempt 1 of 2)",
         "Unable to obtain correct plug status",
         "escalating to level 3",
-        "fencing node 1 FAILED: hanging-1 (level 3, attempt 1 of 2)",
+        "fencing alpha (1) FAILED: hanging-1 (level 3, attempt 1 of 2)",
         "timed out",
         "every level failed, trying again from level 1",
-        "fencing node 1 given up: its lease ended",
+        "fencing alpha (1) given up: its lease ended",
     ] {
         assert!(
             log.contains(expected),
@@ -334,7 +334,7 @@ fn fence_ipmilan_powers_the_lost_node_off_through_ipmi_sim_before_the_takeover()
     );
     let log = std::fs::read_to_string(site.cluster.log_path(2)).unwrap();
     assert!(
-        log.contains("node 1 FENCED: bmc-1 (level 1) confirmed reboot"),
+        log.contains("alpha (1) FENCED: bmc-1 (level 1) confirmed reboot"),
         "{log}"
     );
     // reboot = off, confirmed off, then on again.
@@ -348,6 +348,6 @@ fn fence_ipmilan_powers_the_lost_node_off_through_ipmi_sim_before_the_takeover()
     site.cluster.start(1).unwrap();
     wait_for(Duration::from_secs(10), "all up", || site.cluster.all_up()).unwrap();
     let status = site.ok(2, &["status"]);
-    assert!(!status.contains("fencing: node 1"), "{status}");
+    assert!(!status.contains("fencing: alpha (1)"), "{status}");
     assert_eq!(running_on(&apps, &[1, 2, 3]), [2]);
 }

@@ -167,7 +167,10 @@ fn a_node_whose_expected_votes_disagree_refuses_to_start() {
     let log = std::fs::read_to_string(site.cluster.log_path(3)).unwrap_or_default();
     assert!(log.contains("REFUSED TO START"), "{log}");
     let log = std::fs::read_to_string(site.cluster.log_path(1)).unwrap_or_default();
-    assert!(log.contains("node 3 expects 5 votes, this node 3"), "{log}");
+    assert!(
+        log.contains("charlie (3) expects 5 votes, this node 3"),
+        "{log}"
+    );
 }
 
 /// A `heartline witness` process for a local cluster, killed on drop.

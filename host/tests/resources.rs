@@ -433,7 +433,7 @@ fn three_nodes_share_one_configuration_and_fail_over_by_priority() {
 
     // A switchover needs the hierarchy on the node it goes to.
     let e = site.refused(1, &["switchover", "dup", "--to", "2"]);
-    assert!(e.contains("node 2 has no instance"), "{e}");
+    assert!(e.contains("bravo (2) has no instance"), "{e}");
 
     // In service on node 1; nodes 2 and 3 know it, and status shows it.
     site.ok(1, &["in-service", "web"]);
@@ -450,7 +450,7 @@ fn three_nodes_share_one_configuration_and_fail_over_by_priority() {
     })
     .unwrap();
     let e = site.refused(2, &["in-service", "web"]);
-    assert!(e.contains("runs on node 1"), "{e}");
+    assert!(e.contains("runs on alpha (1)"), "{e}");
 
     // Recovery that cannot work on node 1: it gives the hierarchy up and
     // node 2, next by priority, brings it in service, children first.
@@ -504,7 +504,7 @@ fn three_nodes_share_one_configuration_and_fail_over_by_priority() {
         "{listed}"
     );
     assert!(
-        steps.contains("node 2: remove web") && steps.contains("node 3: restore web"),
+        steps.contains("bravo (2): remove web") && steps.contains("charlie (3): restore web"),
         "{steps}"
     );
     assert!(running(&apps[2]) && !apps[1].iter().any(App::running));
@@ -529,7 +529,7 @@ fn three_nodes_share_one_configuration_and_fail_over_by_priority() {
 
     // Refused: a switchover to a node that is down.
     let e = site.refused(1, &["switchover", "web", "--to", "3"]);
-    assert!(e.contains("node 3 is not up"), "{e}");
+    assert!(e.contains("charlie (3) is not up"), "{e}");
     // Status shows every hierarchy across the cluster: it runs on bravo,
     // charlie's state is only its last known, and app failed on alpha.
     // Node 1 learns bravo's states from its reports, a moment after the

@@ -114,10 +114,10 @@ impl Brain {
         match who {
             Requester::Remote { node, id } => {
                 let answer = Answer::error(format!(
-                    "node {} is not the coordinator (node {} is, as node {} sees it): the cluster's membership is changing; try again",
-                    self.cfg.node,
-                    self.coordinator(),
-                    self.cfg.node
+                    "{} is not the coordinator ({} is, as {} sees it): the cluster's membership is changing; try again",
+                    self.who(self.cfg.node),
+                    self.who(self.coordinator()),
+                    self.who(self.cfg.node)
                 ));
                 self.send(node, BrainMsg::Answer { id, answer });
             }
@@ -149,7 +149,8 @@ impl Brain {
         }
         if let Some((node, theirs)) = self.quorum.refused {
             return Some(format!(
-                "no quorum: this node refused to start (node {node} announces {theirs} expected votes, this node's configuration {}); configuration changes are refused until the [quorum] sections agree and it is restarted (status and reads still work)",
+                "no quorum: this node refused to start ({} announces {theirs} expected votes, this node's configuration {}); configuration changes are refused until the [quorum] sections agree and it is restarted (status and reads still work)",
+                self.who(node),
                 q.expected
             ));
         }
@@ -317,8 +318,9 @@ impl Brain {
         match change {
             Change::SetState { place, .. } if place.node != self.cfg.node => {
                 return Err(format!(
-                    "the state of {place} is node {}'s to set (heartline --on {} ins setstate ...)",
-                    place.node, place.node
+                    "the state of {place} is {}'s to set (heartline --on {} ins setstate ...)",
+                    self.who(place.node),
+                    place.node
                 ));
             }
             Change::CreateResource(r) => {
@@ -333,7 +335,8 @@ impl Brain {
                     if !kits.contains(&kind) {
                         let known: Vec<String> = kits.into_iter().collect();
                         return Err(format!(
-                            "no recovery kit for resource type {kind} on node {node}; installed: {}",
+                            "no recovery kit for resource type {kind} on {}; installed: {}",
+                            self.who(node),
                             if known.is_empty() {
                                 "none".into()
                             } else {
@@ -366,8 +369,8 @@ impl Brain {
         if let Some(place) = touches {
             if let Some(tag) = self.busy_in_hierarchy(&place) {
                 return Err(format!(
-                    "{tag} on node {} is busy with an action; try again when it ends",
-                    place.node
+                    "{tag} on {} is busy with an action; try again when it ends",
+                    self.who(place.node)
                 ));
             }
         }
@@ -405,7 +408,11 @@ impl Brain {
             for (node, why) in &commit.unconfirmed {
                 self.notice(
                     Level::Warn,
-                    format!("node {node} {why} the change making {}", commit.version),
+                    format!(
+                        "{} {why} the change making {}",
+                        self.who(*node),
+                        commit.version
+                    ),
                 );
             }
             let answer = Answer::Changed {
@@ -450,20 +457,20 @@ impl Brain {
                 self.journal_push(version, change.to_string());
                 self.notice(
                     Level::Info,
-                    format!("configuration {version} from node {from}: {change}"),
+                    format!("configuration {version} from {}: {change}", self.who(from)),
                 );
                 self.after_config_change();
             } else {
                 self.notice(
                     Level::Warn,
-                    format!("cannot apply node {from}'s change making {version} ({change}); asking for its whole configuration"),
+                    format!("cannot apply {}'s change making {version} ({change}); asking for its whole configuration", self.who(from)),
                 );
                 self.ask_snapshot(from);
             }
         } else if version > mine {
             self.notice(
                 Level::Info,
-                format!("missed configuration changes (this node has {mine}, node {from} sent {version}); asking for the whole configuration"),
+                format!("missed configuration changes (this node has {mine}, {} sent {version}); asking for the whole configuration", self.who(from)),
             );
             self.ask_snapshot(from);
         }
@@ -533,7 +540,8 @@ impl Brain {
         self.config.resyncs.retain(|(_, node, _)| *node != from);
         for id in resyncs {
             let steps = vec![format!(
-                "took node {from}'s configuration: {}",
+                "took {}'s configuration: {}",
+                self.who(from),
                 self.model.version()
             )];
             self.reply(id, Answer::Done { steps });
@@ -583,8 +591,9 @@ impl Brain {
             self.notice(
                 Level::Error,
                 format!(
-                    "{place} is {} here but not in node {from}'s configuration, which this node takes: it is left as it is, unmanaged; stop it by hand",
-                    self.model.resources[&place].state
+                    "{place} is {} here but not in {}'s configuration, which this node takes: it is left as it is, unmanaged; stop it by hand",
+                    self.model.resources[&place].state,
+                    self.who(from)
                 ),
             );
         }
@@ -601,7 +610,10 @@ impl Brain {
         if lost.is_empty() {
             self.notice(
                 Level::Info,
-                format!("{how}took node {from}'s configuration ({theirs}; this node had {mine})"),
+                format!(
+                    "{how}took {}'s configuration ({theirs}; this node had {mine})",
+                    self.who(from)
+                ),
             );
         } else {
             let list: Vec<String> = lost
@@ -611,14 +623,18 @@ impl Brain {
             self.notice(
                 Level::Warn,
                 format!(
-                    "{how}took node {from}'s configuration ({theirs}) over this node's ({mine}); {} changes made on this side are discarded: {}",
+                    "{how}took {}'s configuration ({theirs}) over this node's ({mine}); {} changes made on this side are discarded: {}",
+                    self.who(from),
                     lost.len(),
                     list.join("; ")
                 ),
             );
             for entry in list {
-                let line =
-                    format!("discarded when node {node} took node {from}'s configuration: {entry}");
+                let line = format!(
+                    "discarded when {} took {}'s configuration: {entry}",
+                    self.who(node),
+                    self.who(from)
+                );
                 self.config.discarded.push(line.clone());
                 self.persist.discarded.push(line);
             }
@@ -643,8 +659,8 @@ impl Brain {
             self.reply(
                 id,
                 Answer::error(format!(
-                    "node {} is the coordinator: its copy is the one the others take; run resync on the node whose copy is wrong",
-                    self.cfg.node
+                    "{} is the coordinator: its copy is the one the others take; run resync on the node whose copy is wrong",
+                    self.who(self.cfg.node)
                 )),
             );
             return;
@@ -679,7 +695,8 @@ impl Brain {
             self.reply(
                 id,
                 Answer::error(format!(
-                    "node {node}, the coordinator, went down before sending its configuration"
+                    "{}, the coordinator, went down before sending its configuration",
+                    self.who(node)
                 )),
             );
         }

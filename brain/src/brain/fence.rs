@@ -160,10 +160,11 @@ impl Brain {
         };
         let levels = f.levels.get(&node).cloned().unwrap_or_default();
         let now = self.now;
+        let who = self.who(node);
         let Some(t) = self.fence.targets.get_mut(&node) else {
             // Back since: nothing waits on it.
             let text = format!(
-                "fencing node {node} ended after it was no longer needed ({}): {summary}",
+                "fencing {who} ended after it was no longer needed ({}): {summary}",
                 if ok { "confirmed" } else { "failed" }
             );
             self.notice(Level::Warn, text);
@@ -184,14 +185,14 @@ impl Brain {
                 self.notice(
                     Level::Warn,
                     format!(
-                        "node {node} FENCED: {device} (level {at}) confirmed {} ({summary}); what it ran may be started elsewhere",
+                        "{who} FENCED: {device} (level {at}) confirmed {} ({summary}); what it ran may be started elsewhere",
                         f.action.as_str()
                     ),
                 );
             } else {
                 self.notice(
                     Level::Info,
-                    format!("fencing node {node}: {device} (level {at}) confirmed ({summary}); next device of the level"),
+                    format!("fencing {who}: {device} (level {at}) confirmed ({summary}); next device of the level"),
                 );
             }
             return;
@@ -200,7 +201,7 @@ impl Brain {
         t.device = 0;
         t.not_before = now + f.retry_delay;
         let mut text = format!(
-            "fencing node {node} FAILED: {device} (level {at}, attempt {} of {}): {summary}",
+            "fencing {who} FAILED: {device} (level {at}, attempt {} of {}): {summary}",
             t.failed, f.attempts
         );
         if t.failed >= f.attempts.max(1) {
@@ -236,6 +237,7 @@ impl Brain {
         for node in nodes {
             // Past its lease for the whole partition: it runs nothing.
             let by_lease = self.lease_ended_everywhere(node);
+            let who = self.who(node);
             let Some(t) = self.fence.targets.get_mut(&node) else {
                 continue;
             };
@@ -247,7 +249,7 @@ impl Brain {
                 self.fence.targets.remove(&node);
                 self.notice(
                     Level::Warn,
-                    format!("fencing node {node} given up: its lease ended, so it runs nothing"),
+                    format!("fencing {who} given up: its lease ended, so it runs nothing"),
                 );
                 continue;
             }
@@ -274,7 +276,7 @@ impl Brain {
             self.notice(
                 Level::Warn,
                 format!(
-                    "fencing node {node}: {} through {device} (level {level}, attempt {attempt} of {}); it was lost and may still run what it ran",
+                    "fencing {who}: {} through {device} (level {level}, attempt {attempt} of {}); it was lost and may still run what it ran",
                     f.action.as_str(),
                     f.attempts
                 ),

@@ -328,20 +328,20 @@ impl Brain {
         let place = self.place_of(tag);
         if !self.model.resources.contains_key(&place) {
             return Err(format!(
-                "no resource {tag} on node {}; `heartline ins list` shows what exists",
-                self.cfg.node
+                "no resource {tag} on {}; `heartline ins list` shows what exists",
+                self.who(self.cfg.node)
             ));
         }
         if matches!(kind, Kind::Start | Kind::Recover { .. }) && !self.has_quorum() {
             return Err(format!(
-                "node {} has no quorum: nothing is started here until it has",
-                self.cfg.node
+                "{} has no quorum: nothing is started here until it has",
+                self.who(self.cfg.node)
             ));
         }
         if matches!(kind, Kind::Start | Kind::Recover { .. }) && !self.has_quorum_for(tag) {
             return Err(format!(
-                "node {}'s fast lease was not renewed: its hierarchies whose stop is fast are not started here until it is",
-                self.cfg.node
+                "{}'s fast lease was not renewed: its hierarchies whose stop is fast are not started here until it is",
+                self.who(self.cfg.node)
             ));
         }
         let tags = self.model.hierarchy(&place);
@@ -363,7 +363,7 @@ impl Brain {
         }
         if kind == Kind::Start {
             if self.local.leaving {
-                return Err(format!("node {} is stopping", self.cfg.node));
+                return Err(format!("{} is stopping", self.who(self.cfg.node)));
             }
             let failed: Vec<String> = tags
                 .iter()
@@ -373,8 +373,8 @@ impl Brain {
             if let Some(t) = failed.first() {
                 let state = self.state_of(t).unwrap_or(State::Osf);
                 return Err(format!(
-                    "{t} is {state} on node {}: make sure it is stopped and fixed, then heartline cleanup {t}",
-                    self.cfg.node
+                    "{t} is {state} on {}: make sure it is stopped and fixed, then heartline cleanup {t}",
+                    self.who(self.cfg.node)
                 ));
             }
         }
@@ -422,8 +422,8 @@ impl Brain {
             };
             if let Some(already) = already {
                 job.lines.push(format!(
-                    "{tag}'s hierarchy is already {already} on node {}",
-                    self.cfg.node
+                    "{tag}'s hierarchy is already {already} on {}",
+                    self.who(self.cfg.node)
                 ));
             }
             self.end_job(job);
@@ -599,8 +599,9 @@ impl Brain {
         self.notice(
             Level::Error,
             format!(
-                "BLOCKED: {line}. {tag} may still be running on node {}: its hierarchy will not be started on any node until it is known to be stopped; make sure it is, then run heartline cleanup {tag} --node {}",
-                self.cfg.node, self.cfg.node
+                "BLOCKED: {line}. {tag} may still be running on {}: its hierarchy will not be started on any node until it is known to be stopped; make sure it is, then run heartline cleanup {tag} --node {}",
+                self.who(self.cfg.node),
+                self.cfg.node
             ),
         );
     }
@@ -658,8 +659,8 @@ impl Brain {
                 self.notice(
                     Level::Error,
                     format!(
-                        "{tag}'s hierarchy is out of service on node {} and {tag} marked failed (OSF): the next node by priority takes it",
-                        self.cfg.node
+                        "{tag}'s hierarchy is out of service on {} and {tag} marked failed (OSF): the next node by priority takes it",
+                        self.who(self.cfg.node)
                     ),
                 );
             }
@@ -927,17 +928,19 @@ impl Brain {
         let refused = self.local.refused_starts.contains(tag);
         let refusal = match op {
             Op::Start if refused => Some(format!(
-                "node {} refused to start it earlier in this view",
-                self.cfg.node
+                "{} refused to start it earlier in this view",
+                self.who(self.cfg.node)
             )),
-            Op::Start if self.local.leaving => Some(format!("node {} is stopping", self.cfg.node)),
+            Op::Start if self.local.leaving => {
+                Some(format!("{} is stopping", self.who(self.cfg.node)))
+            }
             Op::Start if self.model.maintenance => Some("maintenance mode is on".to_string()),
             Op::Start if !self.has_quorum() => {
-                Some(format!("node {} has no quorum", self.cfg.node))
+                Some(format!("{} has no quorum", self.who(self.cfg.node)))
             }
             Op::Start if !self.has_quorum_for(tag) => Some(format!(
-                "node {}'s fast lease was not renewed",
-                self.cfg.node
+                "{}'s fast lease was not renewed",
+                self.who(self.cfg.node)
             )),
             _ => None,
         };
@@ -981,13 +984,14 @@ impl Brain {
         }
     }
 
-    /// `heartline cleanup`: the resource's failure is cleared.
+    /// `heartline cleanup`: the resource's failure, fail-count and last failure are
+    /// cleared.
     pub(super) fn cleanup(&mut self, tag: &str) -> Result<String, String> {
         let place = self.place_of(tag);
         let Some(state) = self.model.resources.get(&place).map(|r| r.state) else {
             return Err(format!(
-                "no resource {tag} on node {}; `heartline ins list` shows what exists",
-                self.cfg.node
+                "no resource {tag} on {}; `heartline ins list` shows what exists",
+                self.who(self.cfg.node)
             ));
         };
         let tags = self.model.hierarchy(&place);
@@ -997,13 +1001,15 @@ impl Brain {
             ));
         }
         let failures = self.local.failures.remove(tag).map_or(0, |f| f.len());
+        // Its last failure is cleared too: status lists it no more.
+        self.local.last_failure.remove(tag);
         self.unhold(tag);
         if state.failed() {
             self.set_state(tag, State::Osu);
         }
         let text = format!(
-            "{tag} on node {}: {} -> {}, {failures} failures forgotten",
-            self.cfg.node,
+            "{tag} on {}: {} -> {}, {failures} failures forgotten",
+            self.who(self.cfg.node),
             state,
             self.state_of(tag).unwrap_or(state)
         );
@@ -1063,7 +1069,8 @@ impl Brain {
         let waiting: Vec<Waiting> = self.local.waiting.drain(..).collect();
         for w in waiting {
             if matches!(w.kind, Kind::Start | Kind::Check) {
-                self.refuse_after(&w.tag, w.after, format!("node {node} is stopping"));
+                let why = format!("{} is stopping", self.who(node));
+                self.refuse_after(&w.tag, w.after, why);
             } else {
                 self.local.waiting.push_back(w);
             }
@@ -1078,7 +1085,8 @@ impl Brain {
         }
         if !self.model.maintenance {
             let node = self.cfg.node;
-            self.stop_everything_here(&format!("node {node} is stopping"));
+            let why = format!("{} is stopping", self.who(node));
+            self.stop_everything_here(&why);
             if !self.local.jobs.is_empty() || !self.local.waiting.is_empty() {
                 return;
             }

@@ -621,7 +621,8 @@ impl Brain {
             self.note_once(
                 Level::Error,
                 format!(
-                    "REFUSED TO START: node {node} announces {theirs} expected votes, this node's configuration {}: the [quorum] sections differ; this node holds no quorum and starts nothing until it is restarted with a configuration that agrees",
+                    "REFUSED TO START: {} announces {theirs} expected votes, this node's configuration {}: the [quorum] sections differ; this node holds no quorum and starts nothing until it is restarted with a configuration that agrees",
+                    self.who(node),
                     q.expected
                 ),
             );
@@ -629,19 +630,22 @@ impl Brain {
             self.note_once(
                 Level::Error,
                 format!(
-                    "node {node} announces {theirs} expected votes, this node's configuration {}: the [quorum] sections differ; this node holds no quorum until the nodes heard tell which is configured apart (refused to start if it is this one)",
+                    "{} announces {theirs} expected votes, this node's configuration {}: the [quorum] sections differ; this node holds no quorum until the nodes heard tell which is configured apart (refused to start if it is this one)",
+                    self.who(node),
                     q.expected
                 ),
             );
         } else if let Some((node, theirs)) = self.disagreement() {
             let text = if theirs == 0 {
                 format!(
-                    "node {node} runs with quorum off, this node with {} expected votes: the [quorum] sections differ; its votes do not count here until they agree",
+                    "{} runs with quorum off, this node with {} expected votes: the [quorum] sections differ; its votes do not count here until they agree",
+                    self.who(node),
                     q.expected
                 )
             } else {
                 format!(
-                    "node {node} expects {theirs} votes, this node {}: the [quorum] sections differ; its votes do not count here until they agree",
+                    "{} expects {theirs} votes, this node {}: the [quorum] sections differ; its votes do not count here until they agree",
+                    self.who(node),
                     q.expected
                 )
             };
@@ -757,13 +761,15 @@ impl Brain {
         let q = self.cfg.quorum.as_ref()?;
         if let Some((node, theirs)) = self.quorum.refused {
             return Some(format!(
-                "this node refused to start: node {node} announces {theirs} expected votes, this node's configuration {}",
+                "this node refused to start: {} announces {theirs} expected votes, this node's configuration {}",
+                self.who(node),
                 q.expected
             ));
         }
         if let Some((node, theirs)) = self.undecided() {
             return Some(format!(
-                "node {node} announces {theirs} expected votes, this node's configuration {}: no quorum until the nodes heard tell which is configured apart",
+                "{} announces {theirs} expected votes, this node's configuration {}: no quorum until the nodes heard tell which is configured apart",
+                self.who(node),
                 q.expected
             ));
         }

@@ -82,8 +82,8 @@ impl Brain {
                     Some(state) if !state.in_service() => self.reply(
                         id,
                         Answer::error(format!(
-                            "{tag} is {state} on node {}: only a resource in service is recovered",
-                            self.cfg.node
+                            "{tag} is {state} on {}: only a resource in service is recovered",
+                            self.who(self.cfg.node)
                         )),
                     ),
                     Some(_) => {
@@ -114,7 +114,8 @@ impl Brain {
                     self.reply(
                         id,
                         Answer::error(format!(
-                            "node {node} is not up; its resources are cleaned up on it"
+                            "{} is not up; its resources are cleaned up on it",
+                            self.who(node)
                         )),
                     );
                 }
@@ -152,8 +153,10 @@ impl Brain {
         if let Change::SetState { place, state } = &change {
             if place.node != self.cfg.node {
                 let answer = Answer::error(format!(
-                    "the state of {place} is node {}'s to set: run it there (heartline --on {} ins setstate {} {state})",
-                    place.node, place.node, place.tag
+                    "the state of {place} is {}'s to set: run it there (heartline --on {} ins setstate {} {state})",
+                    self.who(place.node),
+                    place.node,
+                    place.tag
                 ));
                 self.reply(id, answer);
                 return;
@@ -179,7 +182,7 @@ impl Brain {
     fn set_manual_state(&mut self, tag: &str, state: State) {
         self.notice(
             Level::Warn,
-            format!("{tag} set {state} by hand on node {}", self.cfg.node),
+            format!("{tag} set {state} by hand on {}", self.who(self.cfg.node)),
         );
         let place = self.local_place(tag);
         self.apply_change(&Change::SetState { place, state });
@@ -209,7 +212,7 @@ impl Brain {
         if self.local.leaving {
             self.reply(
                 id,
-                Answer::error(format!("node {} is stopping", self.cfg.node)),
+                Answer::error(format!("{} is stopping", self.who(self.cfg.node))),
             );
             return;
         }
@@ -227,7 +230,8 @@ impl Brain {
             self.reply(
                 id,
                 Answer::error(format!(
-                    "{tag}'s hierarchy runs on node {node} ({other}); use heartline switchover to move it"
+                    "{tag}'s hierarchy runs on {} ({other}); use heartline switchover to move it",
+                    self.who(*node)
                 )),
             );
             return;
@@ -246,8 +250,8 @@ impl Brain {
                 self.reply(
                     id,
                     Answer::error(format!(
-                        "{member} is BLOCKED on node {}: its stop failed and it may still run; make sure it is stopped, then heartline cleanup {member}",
-                        self.cfg.node
+                        "{member} is BLOCKED on {}: its stop failed and it may still run; make sure it is stopped, then heartline cleanup {member}",
+                        self.who(self.cfg.node)
                     )),
                 );
                 return;
@@ -292,7 +296,8 @@ impl Brain {
             self.reply(
                 id,
                 Answer::error(format!(
-                    "node {to} is not up; a switchover needs the node it goes to"
+                    "{} is not up; a switchover needs the node it goes to",
+                    self.who(to)
                 )),
             );
             return;
@@ -305,7 +310,8 @@ impl Brain {
             self.reply(
                 id,
                 Answer::error(format!(
-                    "node {to} has no instance of {tag}'s hierarchy; extend it there first (heartline eqv create)"
+                    "{} has no instance of {tag}'s hierarchy; extend it there first (heartline eqv create)",
+                    self.who(to)
                 )),
             );
             return;
@@ -328,7 +334,10 @@ impl Brain {
             if complete {
                 self.reply(
                     id,
-                    Answer::error(format!("{tag}'s hierarchy already runs on node {to}")),
+                    Answer::error(format!(
+                        "{tag}'s hierarchy already runs on {}",
+                        self.who(to)
+                    )),
                 );
                 return;
             }
@@ -433,7 +442,10 @@ impl Brain {
                     "the cluster's configuration did not settle in time for the move; try again"
                         .to_string()
                 } else {
-                    format!("node {} coordinates now; try again", self.coordinator())
+                    format!(
+                        "{} coordinates now; try again",
+                        self.who(self.coordinator())
+                    )
                 })
             } else {
                 self.place.queued_moves.push((key, to, ticket, until));
@@ -459,7 +471,8 @@ impl Brain {
         if let Some(t) = to {
             if group.on(t).is_empty() {
                 return Err(format!(
-                    "node {t} has no instance of {}'s hierarchy; extend it there first (heartline eqv create)",
+                    "{} has no instance of {}'s hierarchy; extend it there first (heartline eqv create)",
+                    self.who(t),
                     key.tag
                 ));
             }
@@ -519,6 +532,7 @@ impl Brain {
         }
         let id = ticket.request;
         let here = self.cfg.node;
+        let there = self.who(node);
         let Some(pending) = self.requests.pending.get_mut(&id) else {
             return;
         };
@@ -526,7 +540,7 @@ impl Brain {
             if node == here {
                 line
             } else {
-                format!("node {node}: {line}")
+                format!("{there}: {line}")
             }
         }));
         let Some(end) = end else {
@@ -540,7 +554,7 @@ impl Brain {
                 steps: pending.lines,
             },
             Err(why) if node == here => Answer::error(why),
-            Err(why) => Answer::error(format!("node {node}: {why}")),
+            Err(why) => Answer::error(format!("{}: {why}", self.who(node))),
         };
         self.reply(id, answer);
     }
@@ -579,8 +593,8 @@ impl Brain {
             Call::Move { key, to, ticket } => {
                 if self.coordinator() != self.cfg.node {
                     Answer::error(format!(
-                        "node {} is not the coordinator: the cluster's membership is changing; try again",
-                        self.cfg.node
+                        "{} is not the coordinator: the cluster's membership is changing; try again",
+                        self.who(self.cfg.node)
                     ))
                 } else {
                     match self.accept_move(key, to, ticket) {
@@ -614,7 +628,10 @@ impl Brain {
                 if let Answer::Error { message, .. } = answer {
                     self.notice(
                         Level::Warn,
-                        format!("a change this node asked of node {from} was refused: {message}"),
+                        format!(
+                            "a change this node asked of {} was refused: {message}",
+                            self.who(from)
+                        ),
                     );
                 }
             }
@@ -661,7 +678,7 @@ impl Brain {
             if let Purpose::Move(_) = purpose {
                 continue;
             }
-            let why = format!("node {node} went down before answering");
+            let why = format!("{} went down before answering", self.who(node));
             self.fail_call(purpose, node, why, false);
         }
         for v in self.requests.verifies.values_mut() {
@@ -711,7 +728,11 @@ impl Brain {
             .collect();
         for (id, to, purpose) in late {
             self.requests.calls.remove(&id);
-            let why = format!("node {to} did not answer within {}", self.cfg.call_timeout);
+            let why = format!(
+                "{} did not answer within {}",
+                self.who(to),
+                self.cfg.call_timeout
+            );
             self.fail_call(purpose, to, why, true);
         }
         let late: Vec<RequestId> = self
@@ -796,13 +817,16 @@ impl Brain {
         for (node, answer) in answers {
             match answer {
                 Ok((version, theirs)) if *version != mine => problems.push(format!(
-                    "node {node} has configuration {version}, node {here} has {mine}"
+                    "{} has configuration {version}, {} has {mine}",
+                    self.who(*node),
+                    self.who(here)
                 )),
                 Ok((_, theirs_digest)) if *theirs_digest != digest => problems.push(format!(
-                    "node {node} has a different configuration at the same {mine}"
+                    "{} has a different configuration at the same {mine}",
+                    self.who(*node)
                 )),
                 Ok(_) => {}
-                Err(why) => problems.push(format!("node {node} {why}")),
+                Err(why) => problems.push(format!("{} {why}", self.who(*node))),
             }
         }
         problems.extend(self.sanity());
@@ -814,7 +838,7 @@ impl Brain {
             );
         }
         for node in &self.model.standby {
-            warnings.push(format!("node {node} is in standby"));
+            warnings.push(format!("{} is in standby", self.who(*node)));
         }
         let peers: Vec<String> = answers.keys().map(u16::to_string).collect();
         let summary = format!(
@@ -888,15 +912,21 @@ impl Brain {
         let mut problems = Vec::new();
         for (node, peer) in &self.members.up {
             if !peer.synced {
-                problems.push(format!("node {node} has not reported what runs there yet"));
+                problems.push(format!(
+                    "{} has not reported what runs there yet",
+                    self.who(*node)
+                ));
             } else if peer.flags.probing {
-                problems.push(format!("node {node} is still probing what runs there"));
+                problems.push(format!(
+                    "{} is still probing what runs there",
+                    self.who(*node)
+                ));
             }
         }
         if self.local.probing {
             problems.push(format!(
-                "node {} is still probing what runs here",
-                self.cfg.node
+                "{} is still probing what runs here",
+                self.who(self.cfg.node)
             ));
         }
         for g in self.groups.iter() {
@@ -908,24 +938,27 @@ impl Brain {
                     .is_some_and(|r| r.state == State::Blocked)
             }) {
                 problems.push(format!(
-                    "{name}'s hierarchy is BLOCKED: {} on node {} failed to stop and may still run (heartline cleanup {} --node {} once it is stopped)",
-                    p.tag, p.node, p.tag, p.node
+                    "{name}'s hierarchy is BLOCKED: {} on {} failed to stop and may still run (heartline cleanup {} --node {} once it is stopped)",
+                    p.tag,
+                    self.who(p.node),
+                    p.tag,
+                    p.node
                 ));
                 continue;
             }
             let running = self.running_on(&g.key);
             let role = g.role;
-            let list: Vec<String> = running.iter().map(u16::to_string).collect();
+            let list: Vec<String> = running.iter().map(|n| self.who(*n)).collect();
             match (role, running.len()) {
                 (_, n) if n > 1 => problems.push(format!(
-                    "{name}'s hierarchy runs on nodes {} at once",
+                    "{name}'s hierarchy runs on {} at once",
                     list.join(", ")
                 )),
                 (Role::Started, 0) => {
                     problems.push(format!("{name}'s hierarchy should run but runs nowhere"));
                 }
                 (Role::Stopped, 1) => problems.push(format!(
-                    "{name}'s hierarchy runs on node {} but its role is stopped",
+                    "{name}'s hierarchy runs on {} but its role is stopped",
                     list.join(", ")
                 )),
                 _ => {}

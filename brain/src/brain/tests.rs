@@ -1163,7 +1163,7 @@ fn a_switchover_stops_it_then_starts_it_and_reports_every_step() {
     };
     assert!(steps.iter().any(|s| s.contains("remove db")), "{steps:?}");
     assert!(
-        steps.iter().any(|s| s.contains("node 3: restore db")),
+        steps.iter().any(|s| s.contains("charlie (3): restore db")),
         "{steps:?}"
     );
     assert_eq!(c.running("db"), [3]);
@@ -1376,7 +1376,7 @@ fn resync_takes_the_coordinators_copy() {
         panic!()
     };
     assert!(
-        steps[0].contains("took node 1's configuration"),
+        steps[0].contains("took alpha (1)'s configuration"),
         "{steps:?}"
     );
     let refused = c.ask(1, Request::Resync);
@@ -1770,13 +1770,13 @@ fn a_node_that_disagrees_on_expected_votes_counts_alone() {
     c.restart(3);
     c.settle();
     assert!(
-        c.noticed("node 3 expects 5 votes, this node 3"),
+        c.noticed("charlie (3) expects 5 votes, this node 3"),
         "{:#?}",
         c.notices
     );
     assert!(
         c.noticed(
-            "REFUSED TO START: node 1 announces 3 expected votes, this node's configuration 5"
+            "REFUSED TO START: alpha (1) announces 3 expected votes, this node's configuration 5"
         ),
         "{:#?}",
         c.notices
@@ -1838,7 +1838,7 @@ fn a_node_that_held_quorum_with_agreeing_peers_only_ignores_one_configured_apart
         let q = c.brains[&n].quorum().unwrap();
         assert!(q.quorate && q.refused.is_none(), "node {n}: {q:?}");
     }
-    assert!(c.noticed("node 3 expects 5 votes, this node 3"));
+    assert!(c.noticed("charlie (3) expects 5 votes, this node 3"));
     assert_eq!(c.running("db"), [1]);
     c.assert_never_twice();
 }
@@ -1863,7 +1863,7 @@ fn who_is_configured_apart_does_not_depend_on_the_order_nodes_are_heard_in() {
         !q.quorate && q.refused.is_none() && q.undecided == Some((3, 5)),
         "{q:?}"
     );
-    assert!(c.noticed("node 3 announces 5 expected votes, this node's configuration 3"));
+    assert!(c.noticed("charlie (3) announces 5 expected votes, this node's configuration 3"));
     let q = c.brains[&3].quorum().unwrap();
     assert!(!q.quorate && q.refused.is_none(), "{q:?}");
     // Node 2 agrees with node 1: two against one.
@@ -2037,7 +2037,7 @@ fn a_confirmed_fence_lets_the_survivors_take_over_before_the_lease_ends() {
     assert_eq!(c.fenced.len(), 1, "{:#?}", c.notices);
     assert_eq!(c.fenced[0].0, 1);
     assert_eq!(c.running("db"), [2], "{:#?}", c.notices);
-    assert!(c.noticed("node 1 FENCED: ipmi-1 (level 1) confirmed reboot"));
+    assert!(c.noticed("alpha (1) FENCED: ipmi-1 (level 1) confirmed reboot"));
     assert!(c.now < lost + LEASE, "taken over before the lease ended");
     c.assert_never_twice();
 }
@@ -2064,10 +2064,10 @@ fn a_failing_fence_is_retried_escalated_and_never_taken_for_success() {
     // Every device of level 2 must confirm: pdu-a (one of the node's two
     // power feeds) alone does not fence it.
     c.advance(Duration::from_millis(1500));
-    assert!(c.noticed("fencing node 1 FAILED: ipmi-1 (level 1, attempt 1 of 2)"));
+    assert!(c.noticed("fencing alpha (1) FAILED: ipmi-1 (level 1, attempt 1 of 2)"));
     assert!(c.noticed("escalating to level 2"), "{:#?}", c.notices);
     assert!(
-        c.noticed("fencing node 1 FAILED: pdu-b (level 2"),
+        c.noticed("fencing alpha (1) FAILED: pdu-b (level 2"),
         "{:#?}",
         c.notices
     );

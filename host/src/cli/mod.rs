@@ -861,9 +861,20 @@ async fn change(socket: &std::path::Path, request: Request) -> Result<(), Failur
                 return Ok(());
             }
             println!("made; the configuration is at generation {generation}");
+            // Named as this daemon knows the nodes.
+            let known = match client::ask(socket, Request::Status).await {
+                Ok(Response::Status(status)) => Some(status.comm),
+                _ => None,
+            };
             let nodes: Vec<String> = unconfirmed
                 .iter()
-                .map(|(node, why)| format!("node {node} {why}"))
+                .map(|(node, why)| {
+                    let who = known.as_ref().map_or_else(
+                        || format!("node {node}"),
+                        |report| status::name_in(report, *node),
+                    );
+                    format!("{who} {why}")
+                })
                 .collect();
             Err(Failure::new(
                 exit::FAILED,

@@ -142,7 +142,7 @@ fn paths_summary(paths: &[crate::comm::report::PathReport]) -> String {
 
 /// Node `node` as named in `report` (this node and its peers): `bravo
 /// (2)`, or `node 2`.
-fn name_in(report: &StatusReport, node: u16) -> String {
+pub(crate) fn name_in(report: &StatusReport, node: u16) -> String {
     let name = if report.node == node {
         Some(report.name.as_str())
     } else {

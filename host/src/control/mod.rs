@@ -315,6 +315,7 @@ mod tests {
             "uptime_ms",
             "peers",
             "resources",
+            "other_nodes",
         ] {
             assert!(keys.contains(&key), "{key} missing from {json}");
         }
@@ -322,9 +323,13 @@ mod tests {
         assert_eq!(json["peers"][0]["paths"][0]["errors"][0][0], "bad_tag");
         let text = serde_json::to_string(&status(None)).unwrap();
         assert!(text.starts_with(r#"{"cluster":"prod","node":1,"#), "{text}");
-        assert!(text.ends_with(r#","resources":null}"#), "{text}");
-        // Resources may be left out.
-        let bare = text.replace(r#","resources":null"#, "");
+        assert!(
+            text.ends_with(r#","resources":null,"other_nodes":[]}"#),
+            "{text}"
+        );
+        // Resources and the other nodes may be left out (an older
+        // daemon's answer).
+        let bare = text.replace(r#","resources":null,"other_nodes":[]"#, "");
         let back: NodeStatus = serde_json::from_str(&bare).unwrap();
         assert_eq!(back, status(None));
     }
