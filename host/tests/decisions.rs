@@ -567,6 +567,19 @@ fn a_flapping_application_fails_over_after_max_failures_and_cleanup_clears_it() 
         .collect();
     assert_eq!((row[2], row[5]), ("OSF", "3"), "STATE and FAILS: {status}");
     assert_eq!(site.state_of(2, 1, WEB), "OSF");
+    // Node 2's status lists node 1's failure: state, count, the last one.
+    let failure = |status: &str| {
+        status
+            .lines()
+            .find(|l| l.trim_start().starts_with("web on alpha (1): "))
+            .map(str::to_string)
+    };
+    let status = site.ok(2, &["status"]);
+    let line = failure(&status).unwrap_or_else(|| panic!("{status}"));
+    assert!(
+        line.contains("OSF, 3 failures counted; last failed ") && line.contains("quickCheck"),
+        "{line}"
+    );
 
     // Cleanup, asked on node 2, clears node 1's failure; nothing moves back.
     site.ok(2, &["cleanup", WEB, "--node", "1"]);
@@ -580,6 +593,9 @@ fn a_flapping_application_fails_over_after_max_failures_and_cleanup_clears_it() 
     .unwrap();
     stays_on(&apps, 2, Duration::from_secs(2), "after cleanup");
     site.wait_verified(&nodes, Duration::from_secs(10));
+    // Cleared everywhere: no failure of node 1's web is listed any more.
+    let status = site.ok(2, &["status"]);
+    assert_eq!(failure(&status), None, "{status}");
 }
 
 #[test]
