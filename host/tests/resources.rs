@@ -271,6 +271,7 @@ fn bad_input_is_refused_with_a_reason_and_changes_nothing() {
             "db",
         ],
     );
+    // Node 2 is not in this one-node cluster's configuration: no name.
     assert!(node.ok(1, &["eqv", "list"]).contains("db on node 2"));
 }
 
@@ -500,7 +501,7 @@ fn three_nodes_share_one_configuration_and_fail_over_by_priority() {
         .filter_map(|l| l.split_whitespace().next())
         .collect();
     assert!(
-        !nodes.is_empty() && nodes.iter().all(|n| *n == "3"),
+        !nodes.is_empty() && nodes.iter().all(|n| *n == "charlie"),
         "{listed}"
     );
     assert!(
@@ -573,7 +574,7 @@ fn three_nodes_share_one_configuration_and_fail_over_by_priority() {
     let listed = site.ok(1, &["ins", "list", "--node", "charlie"]);
     assert!(
         listed.contains("ISP?")
-            && listed.contains("? node 3 is down: the state shown is the last known"),
+            && listed.contains("? charlie (3) is down: the state shown is the last known"),
         "{listed}"
     );
 

@@ -357,12 +357,14 @@ struct DependencyRow<'a> {
     child: &'a str,
 }
 
-/// Prints `listing` of `model`; the states of resources on the nodes in
-/// `down` are marked as only the last known.
+/// Prints `listing` of `model`, nodes named by `name` (`bravo (2)`); the
+/// states of resources on the nodes in `down` are marked as only the last
+/// known. The JSON keeps the ids.
 pub fn render(
     model: &Model,
     listing: Listing,
     down: &std::collections::BTreeSet<u16>,
+    name: &dyn Fn(u16) -> String,
 ) -> Result<String, serde_json::Error> {
     let keep = |node: Option<u16>, n: u16| node.is_none_or(|only| only == n);
     let mut out = String::new();
@@ -382,7 +384,7 @@ pub fn render(
                 .iter()
                 .map(|r| {
                     [
-                        r.place.node.to_string(),
+                        name(r.place.node),
                         r.place.tag.clone(),
                         format!("{}/{}", r.app, r.rtype),
                         if down.contains(&r.place.node) {
@@ -424,13 +426,14 @@ pub fn render(
             let marked: Vec<String> = down
                 .iter()
                 .filter(|n| rows.iter().any(|r| r.place.node == **n))
-                .map(u16::to_string)
+                .map(|n| name(*n))
                 .collect();
             if !marked.is_empty() {
                 let _ = writeln!(
                     out,
-                    "? node {} is down: the state shown is the last known, and may no longer hold",
-                    marked.join(", ")
+                    "? {} {} down: the state shown is the last known, and may no longer hold",
+                    marked.join(", "),
+                    if marked.len() == 1 { "is" } else { "are" }
                 );
             }
         }
@@ -448,9 +451,16 @@ pub fn render(
             if json {
                 return serde_json::to_string_pretty(&rows);
             }
-            let _ = writeln!(out, "{:<6} {:<20} CHILD", "NODE", "PARENT");
-            for row in rows {
-                let _ = writeln!(out, "{:<6} {:<20} {}", row.node, row.parent, row.child);
+            let nodes: Vec<String> = rows.iter().map(|r| name(r.node)).collect();
+            let width = nodes
+                .iter()
+                .map(|n| n.chars().count())
+                .max()
+                .unwrap_or(0)
+                .max(4);
+            let _ = writeln!(out, "{:<width$} {:<20} CHILD", "NODE", "PARENT");
+            for (row, node) in rows.iter().zip(&nodes) {
+                let _ = writeln!(out, "{node:<width$} {:<20} {}", row.parent, row.child);
             }
         }
         Listing::Equivalencies { json } => {
@@ -459,13 +469,14 @@ pub fn render(
                 return serde_json::to_string_pretty(&pairs);
             }
             let priority = |p: &Place| model.resources.get(p).map_or(0, |r| r.priority);
+            let place = |p: &Place| format!("{} on {}", p.tag, name(p.node));
             let _ = writeln!(out, "{:<28} {:<28} PRIORITIES", "RESOURCE", "EQUIVALENT");
             for (a, b) in pairs {
                 let _ = writeln!(
                     out,
                     "{:<28} {:<28} {} / {}",
-                    a.to_string(),
-                    b.to_string(),
+                    place(a),
+                    place(b),
                     priority(a),
                     priority(b)
                 );
@@ -506,6 +517,8 @@ mod tests {
             };
             model.resources.insert(resource.place.clone(), resource);
         }
+        // Node 1 named, node 2 not.
+        let named = |n: u16| heartline_brain::api::node_name(n, (n == 1).then_some("alpha"));
         let text = render(
             &model,
             Listing::Resources {
@@ -513,10 +526,15 @@ mod tests {
                 json: false,
             },
             &std::collections::BTreeSet::new(),
+            &named,
         )
         .unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 3, "{text}");
+        assert!(
+            lines[1].starts_with("alpha (1) ") && lines[2].starts_with("node 2 "),
+            "{text}"
+        );
         // Every column starts where its header does.
         for header in ["TAG", "TYPE", "STATE", "ROLE", "INIT", "ID"] {
             let at = lines[0].find(header).unwrap();
@@ -535,6 +553,7 @@ mod tests {
                 json: false,
             },
             &std::collections::BTreeSet::from([2]),
+            &named,
         )
         .unwrap();
         assert!(text.contains(" ISP ") && text.contains(" OSU? "), "{text}");

@@ -822,18 +822,22 @@ async fn carry_out(socket: &std::path::Path, on: Target, plan: lcdi::Plan) -> Re
             Response::Lcd(model) => {
                 // The nodes down, whose resources' states are only the last
                 // known (a status that cannot be had marks none).
-                let down: std::collections::BTreeSet<u16> =
-                    match client::ask(socket, on.wrap(Request::Status)).await {
-                        Ok(Response::Status(status)) => status
-                            .comm
-                            .peers
-                            .iter()
-                            .filter(|p| p.state != "up")
-                            .map(|p| p.node)
-                            .collect(),
-                        _ => std::collections::BTreeSet::new(),
-                    };
-                let text = lcdi::render(&model, listing, &down)
+                // And the nodes' names.
+                let status = match client::ask(socket, on.wrap(Request::Status)).await {
+                    Ok(Response::Status(status)) => Some(status.comm),
+                    _ => None,
+                };
+                let down: std::collections::BTreeSet<u16> = status
+                    .iter()
+                    .flat_map(|s| s.peers.iter())
+                    .filter(|p| p.state != "up")
+                    .map(|p| p.node)
+                    .collect();
+                let name = |node: u16| match &status {
+                    Some(report) => status::name_in(report, node),
+                    None => heartline_brain::api::node_name(node, None),
+                };
+                let text = lcdi::render(&model, listing, &down, &name)
                     .map_err(|e| Failure::new(exit::FAILED, e.to_string()))?;
                 print!("{text}");
                 if !text.ends_with('\n') {
